@@ -1,0 +1,1 @@
+"""Server-server API: keys, request signing, discovery, sender, inbound transactions."""

@@ -1,0 +1,1 @@
+"""Storage: the LevelDB engine and its tables. Knows bytes and keys, no Matrix rules."""
