@@ -93,15 +93,17 @@ class StreamCounter:
 class Batch:
     """The writes of one logical operation, applied atomically by `Store.commit`."""
 
-    __slots__ = ("_counts", "_done", "_store", "on_commit", "ops")
+    __slots__ = ("_counts", "_done", "_store", "on_abort", "on_commit", "ops")
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self.ops: list[tuple[bytes, bytes | None]] = []
         self._counts: list[int] = []
         self._done = False
-        # Callbacks run after the batch is durable (e.g. to publish cache entries made for it).
+        # Callbacks run after the batch is durable (e.g. to publish cache entries made for it),
+        # or when it is dropped (to forget ids allocated for it).
         self.on_commit: list[Callable[[], None]] = []
+        self.on_abort: list[Callable[[], None]] = []
 
     def put(self, table: Table, key: bytes, value: bytes) -> None:
         self.ops.append((table.prefix + key, value))
@@ -124,6 +126,8 @@ class Batch:
             self._done = True
             self.ops.clear()
             self._store.counter.release(self._counts)
+            for callback in self.on_abort:
+                callback()
 
     def _finish(self) -> None:
         self._done = True

@@ -1,0 +1,137 @@
+"""Short ids: event ids, (type, state_key) pairs and room ids each map to a u64, both ways.
+
+State snapshots, timelines and indexes store the 8-byte short ids instead of the long strings.
+Ids are handed out in memory at once and written by the batch that first needs them; if that
+batch is dropped, they are forgotten (a gap in the numbering is harmless).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from storage.codec import SEP, read_u64, u64
+from storage.engine import Batch, Store, Table
+
+EVENT_TO_SHORT = Table("eventid_short", ("str",), "u64", "event id -> short event id")
+SHORT_TO_EVENT = Table("short_eventid", ("u64",), "str", "short event id -> event id")
+STATEKEY_TO_SHORT = Table("statekey_short", ("str", "str"), "u64", "(type, state_key) -> short state key")
+SHORT_TO_STATEKEY = Table("short_statekey", ("u64",), "str", "short state key -> type 0xFF state_key")
+ROOM_TO_SHORT = Table("roomid_short", ("str",), "u64", "room id -> short room id")
+SHORT_TO_ROOM = Table("short_roomid", ("u64",), "str", "short room id -> room id")
+
+TABLES = (EVENT_TO_SHORT, SHORT_TO_EVENT, STATEKEY_TO_SHORT, SHORT_TO_STATEKEY, ROOM_TO_SHORT, SHORT_TO_ROOM)
+
+
+class _LRU(OrderedDict[bytes, int]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def remember(self, k: bytes, v: int) -> None:
+        self[k] = v
+        if len(self) > self.size:
+            self.popitem(last=False)
+
+
+class _Namespace:
+    """One kind of short id: a forward table, a reverse table, a counter and caches."""
+
+    def __init__(self, store: Store, forward: Table, reverse: Table, cache_size: int) -> None:
+        self.store = store
+        self.forward = forward
+        self.reverse = reverse
+        # The highest id in use is the last key of the reverse table: no counter to keep in step.
+        last = next(store.keys(reverse, reverse=True), None)
+        self.last = read_u64(last) if last else 0
+        self.cache = _LRU(cache_size)
+        self.reverse_cache: OrderedDict[int, bytes] = OrderedDict()
+        self.cache_size = cache_size
+
+    def get(self, name: bytes) -> int | None:
+        short = self.cache.get(name)
+        if short is not None:
+            self.cache.move_to_end(name)
+            return short
+        raw = self.store.get(self.forward, name)
+        if raw is None:
+            return None
+        short = read_u64(raw)
+        self.cache.remember(name, short)
+        return short
+
+    def get_or_create(self, name: bytes, batch: Batch) -> int:
+        short = self.get(name)
+        if short is not None:
+            return short
+        self.last += 1
+        short = self.last
+        batch.put(self.forward, name, u64(short))
+        batch.put(self.reverse, u64(short), name)
+        self.cache.remember(name, short)
+        batch.on_abort.append(lambda: self._forget(name))
+        return short
+
+    def _forget(self, name: bytes) -> None:
+        self.cache.pop(name, None)
+
+    def name_of(self, short: int) -> bytes | None:
+        name = self.reverse_cache.get(short)
+        if name is not None:
+            return name
+        name = self.store.get(self.reverse, u64(short))
+        if name is not None:
+            self.reverse_cache[short] = name
+            if len(self.reverse_cache) > self.cache_size:
+                self.reverse_cache.popitem(last=False)
+        return name
+
+
+class ShortIds:
+    def __init__(self, store: Store, *, event_cache: int = 200_000) -> None:
+        self._events = _Namespace(store, EVENT_TO_SHORT, SHORT_TO_EVENT, event_cache)
+        self._state_keys = _Namespace(store, STATEKEY_TO_SHORT, SHORT_TO_STATEKEY, 100_000)
+        self._rooms = _Namespace(store, ROOM_TO_SHORT, SHORT_TO_ROOM, 50_000)
+
+    # events
+    def event(self, event_id: str) -> int | None:
+        return self._events.get(event_id.encode())
+
+    def event_or_create(self, event_id: str, batch: Batch) -> int:
+        return self._events.get_or_create(event_id.encode(), batch)
+
+    def event_id(self, short: int) -> str:
+        name = self._events.name_of(short)
+        if name is None:
+            raise KeyError(f"unknown short event id {short}")
+        return name.decode()
+
+    # state keys
+    @staticmethod
+    def _sk(event_type: str, state_key: str) -> bytes:
+        return event_type.encode() + SEP + state_key.encode()
+
+    def state_key(self, event_type: str, state_key: str) -> int | None:
+        return self._state_keys.get(self._sk(event_type, state_key))
+
+    def state_key_or_create(self, event_type: str, state_key: str, batch: Batch) -> int:
+        return self._state_keys.get_or_create(self._sk(event_type, state_key), batch)
+
+    def state_key_of(self, short: int) -> tuple[str, str]:
+        name = self._state_keys.name_of(short)
+        if name is None:
+            raise KeyError(f"unknown short state key {short}")
+        t, _, sk = name.partition(SEP)
+        return t.decode(), sk.decode()
+
+    # rooms
+    def room(self, room_id: str) -> int | None:
+        return self._rooms.get(room_id.encode())
+
+    def room_or_create(self, room_id: str, batch: Batch) -> int:
+        return self._rooms.get_or_create(room_id.encode(), batch)
+
+    def room_id(self, short: int) -> str:
+        name = self._rooms.name_of(short)
+        if name is None:
+            raise KeyError(f"unknown short room id {short}")
+        return name.decode()

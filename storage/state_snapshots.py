@@ -1,0 +1,265 @@
+"""State snapshots: a room state as a set of 16-byte entries `shortstatekey ‖ shorteventid`.
+
+A snapshot is stored as a diff (entries added and removed) against a parent snapshot, a few layers
+deep, so a state change costs about the size of the change, not the size of the room's state.
+Identical states are stored once: each snapshot carries an order-free hash of its entries that is
+updated from its parent's in O(change); a hash match is confirmed by comparing the states.
+
+Layers: a root holds a full state. A new snapshot becomes a child of its parent while the chain is
+short and its diff is at most half its parent's; otherwise its diff is merged with the parent's and
+it is attached one layer up (at the root a new full state is written once the merged diff reaches
+half the root's size). Reads load at most `MAX_LAYERS` records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from storage.codec import read_u64, u64
+from storage.engine import Batch, Store, Table
+
+SNAPSHOT = Table("state_snapshot", ("u64",), "snapshot", "state snapshot: parent, layer, hash, added/removed entries")
+SNAPSHOT_BY_HASH = Table("state_snapshot_hash", ("bytes",), "u64", "hash of a state -> snapshot id (deduplication)")
+TABLES = (SNAPSHOT, SNAPSHOT_BY_HASH)
+
+MAX_LAYERS = 4
+_HEAD = struct.Struct(">QB32sI")  # parent, layer, hash, number of added entries
+_ENTRY = struct.Struct(">QQ")
+_MOD = 2**256
+
+State = Mapping[int, int]  # short state key -> short event id
+
+
+def _entry_hash(k: int, v: int) -> int:
+    return int.from_bytes(hashlib.sha256(_ENTRY.pack(k, v)).digest(), "big")
+
+
+def state_hash(state: State) -> int:
+    return sum(_entry_hash(k, v) for k, v in state.items()) % _MOD
+
+
+@dataclass(slots=True)
+class _Record:
+    parent: int
+    layer: int
+    hash: int
+    added: dict[int, int]
+    removed: dict[int, int]
+
+    def encode(self) -> bytes:
+        head = _HEAD.pack(self.parent, self.layer, self.hash.to_bytes(32, "big"), len(self.added))
+        body = b"".join(_ENTRY.pack(k, v) for k, v in sorted(self.added.items()))
+        body += b"".join(_ENTRY.pack(k, v) for k, v in sorted(self.removed.items()))
+        return head + body
+
+    @classmethod
+    def decode(cls, raw: bytes) -> _Record:
+        parent, layer, h, n_added = _HEAD.unpack_from(raw)
+        off = _HEAD.size
+        entries = [_ENTRY.unpack_from(raw, off + i * 16) for i in range((len(raw) - off) // 16)]
+        return cls(parent, layer, int.from_bytes(h, "big"), dict(entries[:n_added]), dict(entries[n_added:]))
+
+    @property
+    def size(self) -> int:
+        return len(self.added) + len(self.removed)
+
+
+class StateSnapshots:
+    def __init__(self, store: Store, *, cache_entries: int = 300_000) -> None:
+        self.store = store
+        last = next(store.keys(SNAPSHOT, reverse=True), None)
+        self._last_id = read_u64(last) if last else 0
+        self._records: dict[int, _Record] = {}  # decoded records (roots hold a full state)
+        self._record_entries = 0
+        self._states: OrderedDict[int, State] = OrderedDict()
+        self._cached_entries = 0
+        self._cache_entries = cache_entries
+        # snapshots written by batches not yet committed, usable only by their own batch
+        self._pending_by_hash: dict[int, tuple[Batch, int]] = {}
+        self._pending_records: dict[int, _Record] = {}
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _record(self, sid: int) -> _Record:
+        rec = self._records.get(sid) or self._pending_records.get(sid)
+        if rec is None:
+            raw = self.store.get(SNAPSHOT, u64(sid))
+            if raw is None:
+                raise KeyError(f"unknown state snapshot {sid}")
+            rec = _Record.decode(raw)
+            self._records[sid] = rec
+            self._record_entries += rec.size
+            while self._record_entries > self._cache_entries and len(self._records) > 1:
+                old = self._records.pop(next(iter(self._records)))
+                self._record_entries -= old.size
+        return rec
+
+    def get(self, sid: int, key: int) -> int | None:
+        """One entry of a snapshot, found by walking its layers without building the whole state."""
+        state = self._states.get(sid)
+        if state is not None:
+            return state.get(key)
+        while sid:
+            rec = self._record(sid)
+            v = rec.added.get(key)
+            if v is not None:
+                return v
+            if rec.layer == 0 or key in rec.removed:
+                return None
+            sid = rec.parent
+        return None
+
+    def load(self, sid: int) -> State:
+        """The full state of snapshot `sid` (read-only)."""
+        state = self._states.get(sid)
+        if state is not None:
+            self._states.move_to_end(sid)
+            return state
+        rec = self._record(sid)
+        if rec.layer == 0:
+            full = dict(rec.added)
+        else:
+            full = dict(self.load(rec.parent))
+            for k in rec.removed:
+                full.pop(k, None)
+            full.update(rec.added)
+        view = MappingProxyType(full)
+        self._remember(sid, view)
+        return view
+
+    def _remember(self, sid: int, state: State) -> None:
+        self._states[sid] = state
+        self._cached_entries += len(state)
+        while self._cached_entries > self._cache_entries and len(self._states) > 1:
+            _, old = self._states.popitem(last=False)
+            self._cached_entries -= len(old)
+
+    def hash_of(self, sid: int) -> int:
+        return self._record(sid).hash
+
+    def chain_length(self, sid: int) -> int:
+        return self._record(sid).layer + 1
+
+    def stored_entries(self, sid: int) -> int:
+        """How many entries the snapshot's own record holds (its cost on disk, in entries)."""
+        return self._record(sid).size
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def save_changes(
+        self, parent: int | None, changes: Mapping[int, int], removed: Iterable[int] = (), *, batch: Batch
+    ) -> int:
+        """Store `parent`'s state with `changes` applied (state key -> event) and `removed` keys dropped.
+
+        Returns the snapshot id, an existing one if that state is already stored.
+        """
+        added: dict[int, int] = {}
+        dropped: dict[int, int] = {}
+        for k, v in changes.items():
+            old = self.get(parent, k) if parent else None
+            if old == v:
+                continue
+            if old is not None:
+                dropped[k] = old
+            added[k] = v
+        for k in removed:
+            if k not in changes:
+                old = self.get(parent, k) if parent else None
+                if old is not None:
+                    dropped[k] = old
+        if parent and not added and not dropped:
+            return parent
+        h = self.hash_of(parent) if parent else 0
+        h = (h + sum(_entry_hash(k, v) for k, v in added.items())) % _MOD
+        h = (h - sum(_entry_hash(k, v) for k, v in dropped.items())) % _MOD
+        existing = self._find(h, parent, added, dropped, batch)
+        if existing is not None:
+            return existing
+        return self._store_diff(parent or 0, added, dropped, h, batch)
+
+    def save_state(self, state: State, *, near: int | None = None, batch: Batch) -> int:
+        """Store a whole state (e.g. a state resolution result), as a diff against `near` if given."""
+        base = self.load(near) if near else {}
+        changes = {k: v for k, v in state.items() if base.get(k) != v}
+        removed = [k for k in base if k not in state]
+        return self.save_changes(near, changes, removed, batch=batch)
+
+    def _find(
+        self, h: int, parent: int | None, added: dict[int, int], dropped: dict[int, int], batch: Batch
+    ) -> int | None:
+        pending = self._pending_by_hash.get(h)
+        sid = pending[1] if pending is not None and pending[0] is batch else None
+        if sid is None:
+            raw = self.store.get(SNAPSHOT_BY_HASH, h.to_bytes(32, "big"))
+            sid = read_u64(raw) if raw else None
+        if sid is None:
+            return None
+        candidate = self.load(sid)
+        expected = dict(self.load(parent)) if parent else {}
+        for k in dropped:
+            expected.pop(k, None)
+        expected.update(added)
+        return sid if candidate == expected else None  # a hash collision is never trusted
+
+    def _store_diff(self, parent: int, added: dict[int, int], dropped: dict[int, int], h: int, batch: Batch) -> int:
+        full: dict[int, int] | None = None
+        while parent:
+            prec = self._record(parent)
+            size = len(added) + len(dropped)
+            if prec.layer == 0:
+                if size * 2 < len(prec.added):
+                    break  # small next to the root's full state: a layer-1 diff
+                full = dict(self.load(parent))
+                for k in dropped:
+                    full.pop(k, None)
+                full.update(added)
+                parent = 0
+                break
+            if prec.layer + 1 < MAX_LAYERS and size * 2 <= prec.size:
+                break
+            # merge our diff into the parent's and try one layer up
+            merged_added = dict(prec.added)
+            merged_removed = dict(prec.removed)
+            for k, v in dropped.items():
+                if merged_added.get(k) == v:
+                    del merged_added[k]
+                else:
+                    merged_removed.setdefault(k, v)
+            for k, v in added.items():
+                if merged_removed.get(k) == v:
+                    del merged_removed[k]
+                else:
+                    merged_added[k] = v
+            added, dropped, parent = merged_added, merged_removed, prec.parent
+        if parent:
+            rec = _Record(parent, self._record(parent).layer + 1, h, added, dropped)
+        else:
+            rec = _Record(0, 0, h, full if full is not None else dict(added), {})
+        self._last_id += 1
+        sid = self._last_id
+        batch.put(SNAPSHOT, u64(sid), rec.encode())
+        batch.put(SNAPSHOT_BY_HASH, h.to_bytes(32, "big"), u64(sid))
+        self._pending_by_hash[h] = (batch, sid)
+        self._pending_records[sid] = rec
+
+        def forget() -> None:
+            self._pending_by_hash.pop(h, None)
+            self._pending_records.pop(sid, None)
+            state = self._states.pop(sid, None)
+            if state is not None:
+                self._cached_entries -= len(state)
+
+        def published() -> None:
+            self._pending_by_hash.pop(h, None)
+            self._pending_records.pop(sid, None)
+            self._records[sid] = rec
+            self._record_entries += rec.size
+
+        batch.on_abort.append(forget)
+        batch.on_commit.append(published)
+        return sid
