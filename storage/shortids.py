@@ -68,11 +68,18 @@ class _Namespace:
         batch.put(self.forward, name, u64(short))
         batch.put(self.reverse, u64(short), name)
         self.cache.remember(name, short)
-        batch.on_abort.append(lambda: self._forget(name))
+        self._remember_reverse(short, name)
+        batch.on_abort.append(lambda: self._forget(name, short))
         return short
 
-    def _forget(self, name: bytes) -> None:
+    def _forget(self, name: bytes, short: int) -> None:
         self.cache.pop(name, None)
+        self.reverse_cache.pop(short, None)
+
+    def _remember_reverse(self, short: int, name: bytes) -> None:
+        self.reverse_cache[short] = name
+        if len(self.reverse_cache) > self.cache_size:
+            self.reverse_cache.popitem(last=False)
 
     def name_of(self, short: int) -> bytes | None:
         name = self.reverse_cache.get(short)
@@ -80,9 +87,7 @@ class _Namespace:
             return name
         name = self.store.get(self.reverse, u64(short))
         if name is not None:
-            self.reverse_cache[short] = name
-            if len(self.reverse_cache) > self.cache_size:
-                self.reverse_cache.popitem(last=False)
+            self._remember_reverse(short, name)
         return name
 
 

@@ -1,0 +1,547 @@
+"""The one event pipeline (DESIGN.md "One event pipeline").
+
+Every event, built here or received from another server, goes through the same steps:
+format, signatures and content hash (remote), the state before it, authorisation three ways
+(its auth events: reject; the state before it: reject; the room's current state: soft-fail),
+then ONE batch that writes the event, its short ids, state snapshots, timeline position,
+forward extremities, current state and membership indexes; then waiting readers are notified.
+
+A local message on a linear timeline costs one canonical encoding and hash for the content hash,
+one for the signature, one for the event id, and one batch write: no state resolution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import nacl.signing
+
+from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.protocol import canonical_json, unpadded_base64
+from homeserver.protocol.auth_rules import auth_types_for_event, check_auth
+from homeserver.protocol.errors import AuthError, EventFormatError, HashMismatch, ProtocolError, SignatureError
+from homeserver.protocol.event_format import check_pdu_format
+from homeserver.protocol.event_ids import event_id as compute_event_id
+from homeserver.protocol.event_ids import new_v1_event_id
+from homeserver.protocol.event_signing import add_hashes_and_signatures, required_signers, verify_event_signature
+from homeserver.protocol.hashes import check_content_hash, reference_hash
+from homeserver.protocol.redaction import redact
+from homeserver.protocol.room_versions import EventFormat, RoomVersion, get_room_version
+from homeserver.rooms.state_access import resolve_snapshots
+from homeserver.state.event_source import reference_ids
+from storage.database import Database
+from storage.engine import Batch
+from storage.events import OUTLIER, REDACTED, REJECTED, SOFT_FAILED, STATE, EventMeta
+from storage.rooms import LIVE_BASE
+
+# spec: PDU schemas — at most 20 prev_events
+MAX_PREV_EVENTS = 20
+MAX_DEPTH = 2**53 - 1
+
+KeyLookup = Callable[[str, list[str]], Awaitable[Mapping[str, nacl.signing.VerifyKey]]]
+
+
+class MissingEventsError(Exception):
+    """The event refers to events this server does not have; federation fetches them and retries."""
+
+    def __init__(self, event_ids: list[str]) -> None:
+        super().__init__(f"missing events: {', '.join(event_ids[:5])}")
+        self.event_ids = event_ids
+
+
+class EventRefused(ProtocolError):
+    """A received PDU is dropped: bad format, bad signature, or not for a room we know."""
+
+
+@dataclass(slots=True, frozen=True)
+class ServerIdentity:
+    server_name: str
+    key_id: str
+    signing_key: nacl.signing.SigningKey
+
+
+@dataclass(slots=True)
+class PersistedEvent:
+    event_id: str
+    room_id: str
+    short: int
+    stream: int  # position on the global stream; 0 when the event is not in the timeline
+    event: dict[str, Any]
+    rejected: str | None = None
+    soft_failed: bool = False
+    state_changed: dict[tuple[str, str], str] = field(default_factory=dict)  # current-state delta
+
+
+@dataclass(slots=True)
+class RoomContext:
+    """What the pipeline knows about a room while it writes; kept in step within one batch."""
+
+    rv: RoomVersion
+    room_id: str
+    room_short: int
+    extremities: list[int]
+    state: int  # snapshot of the current state
+    info: dict[str, Any]
+    # events written into the current batch, readable before it commits
+    pending_events: dict[int, dict[str, Any]] = field(default_factory=dict)
+    pending_meta: dict[int, EventMeta] = field(default_factory=dict)
+    pending_ids: dict[int, str] = field(default_factory=dict)
+    pending_chains: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    written: list[PersistedEvent] = field(default_factory=list)
+
+    def clear_pending(self) -> None:
+        self.pending_events.clear()
+        self.pending_meta.clear()
+        self.pending_ids.clear()
+        self.pending_chains.clear()
+        self.written.clear()
+
+
+class EventPipeline:
+    def __init__(
+        self,
+        db: Database,
+        identity: ServerIdentity,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_persisted: Callable[[PersistedEvent], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.identity = identity
+        self.clock = clock
+        self.on_persisted = on_persisted
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- reading helpers -------------------------------------------------------------------------
+
+    def room_lock(self, room_id: str) -> asyncio.Lock:
+        lock = self._locks.get(room_id)
+        if lock is None:
+            lock = self._locks[room_id] = asyncio.Lock()
+        return lock
+
+    def load_context(self, room_id: str) -> RoomContext:
+        room_short = self.db.ids.room(room_id)
+        info = self.db.rooms.info(room_short) if room_short is not None else None
+        if room_short is None or info is None:
+            raise not_found(f"unknown room {room_id}")
+        return RoomContext(
+            rv=get_room_version(info["version"]),
+            room_id=room_id,
+            room_short=room_short,
+            extremities=self.db.rooms.extremities(room_short),
+            state=int(info["state"]),
+            info=dict(info),
+        )
+
+    def _event(self, ctx: RoomContext, short: int) -> dict[str, Any]:
+        ev = ctx.pending_events.get(short)
+        if ev is None:
+            ev = self.db.events.get_json(short)
+            if ev is None:
+                raise KeyError(f"event {short} is not stored")
+        return ev
+
+    def _meta(self, ctx: RoomContext, short: int) -> EventMeta:
+        meta = ctx.pending_meta.get(short)
+        if meta is None:
+            meta = self.db.events.get_meta(short)
+            if meta is None:
+                raise KeyError(f"event {short} has no metadata")
+        return meta
+
+    def state_short(self, snapshot: int, event_type: str, state_key: str) -> int | None:
+        sk = self.db.ids.state_key(event_type, state_key)
+        if sk is None or not snapshot:
+            return None
+        return self.db.snapshots.get(snapshot, sk)
+
+    def _auth_selection(self, ctx: RoomContext, snapshot: int, event: Mapping[str, Any]) -> dict[tuple[str, str], int]:
+        """The auth events `event` would have, from `snapshot`, as short ids (plus the v12 create event)."""
+        wanted = auth_types_for_event(event, ctx.rv)
+        if ctx.rv.room_id_from_create_event:
+            wanted = [("m.room.create", ""), *wanted]
+        out: dict[tuple[str, str], int] = {}
+        for key in wanted:
+            short = self.state_short(snapshot, *key)
+            if short is not None:
+                out[key] = short
+        return out
+
+    def _known_short(self, ctx: RoomContext, event_id: str) -> int:
+        short = self._stored_short(ctx, event_id)
+        if short is None:
+            raise MissingEventsError([event_id])
+        return short
+
+    def _stored_short(self, ctx: RoomContext, event_id: str) -> int | None:
+        """The short id of an event written (or being written in this batch), else None."""
+        short = self.db.ids.event(event_id)
+        if short is None:
+            return None
+        if short in ctx.pending_meta or self.db.events.get_meta(short) is not None:
+            return short
+        return None
+
+    def _event_id_of(self, ctx: RoomContext, short: int) -> str:
+        return ctx.pending_ids.get(short) or self.db.ids.event_id(short)
+
+    def _reference(self, ctx: RoomContext, short: int) -> Any:
+        """How an event is referenced from prev_events/auth_events in this room version."""
+        eid = self._event_id_of(ctx, short)
+        if ctx.rv.event_format is EventFormat.V1:
+            ref_hash = unpadded_base64.encode(reference_hash(self._event(ctx, short), ctx.rv))
+            return [eid, {"sha256": ref_hash}]
+        return eid
+
+    # -- local events ----------------------------------------------------------------------------
+
+    async def send(
+        self,
+        room_id: str,
+        sender: str,
+        event_type: str,
+        content: dict[str, Any],
+        state_key: str | None = None,
+        *,
+        redacts: str | None = None,
+    ) -> PersistedEvent:
+        """Build, authorise and persist a local event. Raises `MatrixError` (403) if not allowed."""
+        async with self.room_lock(room_id):
+            ctx = self.load_context(room_id)
+            batch = self.db.store.batch()
+            with batch:
+                persisted = self.build_local(ctx, batch, sender, event_type, content, state_key, redacts=redacts)
+                await batch.commit()
+            self.notify(ctx)
+            return persisted
+
+    def build_local(
+        self,
+        ctx: RoomContext,
+        batch: Batch,
+        sender: str,
+        event_type: str,
+        content: dict[str, Any],
+        state_key: str | None = None,
+        *,
+        redacts: str | None = None,
+    ) -> PersistedEvent:
+        """Build and authorise a local event on top of the room's extremities, and add it to `batch`."""
+        rv = ctx.rv
+        prevs = self._choose_prev_events(ctx)
+        state_before = ctx.state
+        if len(prevs) != len(ctx.extremities):
+            state_before = self._state_after_prevs(ctx, prevs, batch)
+        depth = min(max((self._meta(ctx, p).depth for p in prevs), default=0) + 1, MAX_DEPTH)
+        event: dict[str, Any] = {
+            "room_id": ctx.room_id,
+            "sender": sender,
+            "type": event_type,
+            "content": content,
+            "origin_server_ts": int(self.clock() * 1000),
+            "depth": depth,
+            "prev_events": [self._reference(ctx, p) for p in prevs],
+        }
+        if state_key is not None:
+            event["state_key"] = state_key
+        if redacts is not None:
+            if rv.redacts_in_content:
+                event["content"] = {**content, "redacts": redacts}
+            else:
+                event["redacts"] = redacts
+        if rv.event_format is EventFormat.V1:
+            event["event_id"] = new_v1_event_id(self.identity.server_name)
+            event["origin"] = self.identity.server_name
+        elif not rv.implicit_room_creator:
+            event["origin"] = self.identity.server_name
+        selection = self._auth_selection(ctx, state_before, event)
+        auth_map = {k: self._event(ctx, s) for k, s in selection.items()}
+        event["auth_events"] = [
+            self._reference(ctx, selection[k]) for k in auth_types_for_event(event, rv) if k in selection
+        ]
+        try:
+            canonical_json.check(event["content"])
+        except ProtocolError as e:
+            raise MatrixError(400, "M_BAD_JSON", f"content is not valid canonical JSON: {e}") from None
+        try:
+            check_auth(event, auth_map, rv, create_event_id=ctx.info.get("create_event_id"))
+        except AuthError as e:
+            raise forbidden(f"not allowed: {e.reason} (auth rule {e.rule})") from None
+        return self.sign_and_write(ctx, batch, event, prevs, state_before)
+
+    def sign_and_write(
+        self, ctx: RoomContext, batch: Batch, event: dict[str, Any], prevs: list[int], state_before: int
+    ) -> PersistedEvent:
+        add_hashes_and_signatures(
+            event, ctx.rv, self.identity.server_name, self.identity.key_id, self.identity.signing_key
+        )
+        encoded = canonical_json.encode_for_room(event, ctx.rv.strict_canonical_json)
+        if len(encoded) > 65536:
+            raise MatrixError(413, "M_TOO_LARGE", "event is larger than 65536 bytes")
+        eid = compute_event_id(event, ctx.rv)
+        return self.write_event(ctx, batch, event, eid, encoded, prevs, state_before, flags=0)
+
+    def _choose_prev_events(self, ctx: RoomContext) -> list[int]:
+        ext = ctx.extremities
+        if len(ext) <= MAX_PREV_EVENTS:
+            return list(ext)
+        # the deepest (most recent) ones; the rest stay extremities and are merged later
+        return sorted(ext, key=lambda s: self._meta(ctx, s).depth, reverse=True)[:MAX_PREV_EVENTS]
+
+    def _state_after_prevs(self, ctx: RoomContext, prevs: Iterable[int], batch: Batch) -> int:
+        snapshots = sorted({self._meta(ctx, p).state_after for p in prevs})
+        if len(snapshots) == 1:
+            return snapshots[0]
+        extra = {self._event_id_of(ctx, s): ev for s, ev in ctx.pending_events.items()}
+        resolved = resolve_snapshots(self.db, ctx.rv, snapshots, extra)
+        return self.db.snapshots.save_state(resolved, near=snapshots[0], batch=batch)
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def write_event(
+        self,
+        ctx: RoomContext,
+        batch: Batch,
+        event: dict[str, Any],
+        eid: str,
+        encoded: bytes,
+        prevs: list[int],
+        state_before: int,
+        *,
+        flags: int = 0,
+        rejection: str | None = None,
+        outlier: bool = False,
+    ) -> PersistedEvent:
+        db = self.db
+        short = db.ids.event_or_create(eid, batch)
+        is_state = isinstance(event.get("state_key"), str)
+        sk = db.ids.state_key_or_create(event["type"], event["state_key"], batch) if is_state else 0
+        accepted = rejection is None
+        in_timeline = accepted and not outlier and not (flags & SOFT_FAILED)
+        stream = batch.next_count() if in_timeline else 0
+        if is_state:
+            flags |= STATE
+        if outlier:
+            flags |= OUTLIER
+        if rejection is not None:
+            flags |= REJECTED
+        state_after = state_before
+        if is_state and accepted and not outlier:
+            state_after = db.snapshots.save_changes(state_before or None, {sk: short}, batch=batch)
+        depth = event.get("depth")
+        meta = EventMeta(
+            ctx.room_short,
+            stream,
+            depth if isinstance(depth, int) else 0,
+            state_before,
+            state_after,
+            sk,
+            flags,
+        )
+        db.events.put(short, encoded, meta, batch, parsed=event, rejection=rejection)
+        if is_state:
+            auth_ids = reference_ids(event.get("auth_events"), ctx.rv.event_format)
+            auth_shorts = [self._known_short(ctx, a) for a in auth_ids]
+            chain: set[int] = set(auth_shorts)
+            for a in auth_shorts:
+                chain.update(ctx.pending_chains.get(a) or db.events.auth_chain(a) or ())
+            ctx.pending_chains[short] = db.events.put_auth_chain(short, chain, batch)
+        ctx.pending_events[short] = event
+        ctx.pending_meta[short] = meta
+        ctx.pending_ids[short] = eid
+        persisted = PersistedEvent(eid, ctx.room_id, short, stream, event, rejection, bool(flags & SOFT_FAILED))
+        if in_timeline:
+            db.rooms.append_timeline(ctx.room_short, LIVE_BASE + stream, short, batch)
+            self._advance(ctx, batch, short, meta, prevs, persisted)
+        ctx.written.append(persisted)
+        return persisted
+
+    def _advance(
+        self, ctx: RoomContext, batch: Batch, short: int, meta: EventMeta, prevs: list[int], persisted: PersistedEvent
+    ) -> None:
+        """Move the forward extremities and the current state past a new timeline event."""
+        db = self.db
+        prev_set = set(prevs)
+        remaining = [e for e in ctx.extremities if e not in prev_set]
+        new_ext = [*remaining, short]
+        db.rooms.update_extremities(ctx.room_short, [e for e in ctx.extremities if e in prev_set], [short], batch)
+        old_state = ctx.state
+        new_state = self._state_after_prevs(ctx, new_ext, batch) if remaining else meta.state_after
+        ctx.extremities = new_ext
+        if new_state != old_state:
+            changes, removed = self._state_delta(old_state, new_state, meta)
+            db.rooms.set_state(ctx.room_short, changes, removed, batch)
+            self._update_memberships(ctx, batch, old_state, changes, removed, meta.stream)
+            persisted.state_changed = {
+                db.ids.state_key_of(sk): self._event_id_of(ctx, ev) for sk, ev in changes.items()
+            }
+        ctx.state = new_state
+        ctx.info["state"] = new_state
+        ctx.info["stream"] = meta.stream
+        db.rooms.set_info(ctx.room_short, ctx.info, batch)
+
+    def _state_delta(self, old: int, new: int, meta: EventMeta) -> tuple[dict[int, int], list[int]]:
+        snaps = self.db.snapshots
+        if meta.state_before == old and meta.state_after == new and meta.state_key:
+            # the linear case: only the event's own state key changed
+            return {meta.state_key: snaps.get(new, meta.state_key) or 0}, []
+        before = snaps.load(old) if old else {}
+        after = snaps.load(new)
+        changes = {k: v for k, v in after.items() if before.get(k) != v}
+        removed = [k for k in before if k not in after]
+        return changes, removed
+
+    def _update_memberships(
+        self, ctx: RoomContext, batch: Batch, old_state: int, changes: dict[int, int], removed: list[int], stream: int
+    ) -> None:
+        for sk, ev_short in changes.items():
+            etype, user_id = self.db.ids.state_key_of(sk)
+            if etype != "m.room.member":
+                continue
+            event = self._event(ctx, ev_short)
+            membership = event.get("content", {}).get("membership")
+            if membership not in ("join", "invite", "leave", "ban", "knock"):
+                continue
+            previous = None
+            old_short = self.db.snapshots.get(old_state, sk) if old_state else None
+            if old_short is not None:
+                old_membership = self._event(ctx, old_short).get("content", {}).get("membership")
+                previous = old_membership if isinstance(old_membership, str) else None
+            server = user_id.split(":", 1)[1] if ":" in user_id else ""
+            self.db.rooms.set_membership(
+                ctx.room_short, user_id, membership, ev_short, stream, batch, previous=previous, server=server
+            )
+
+    def notify(self, ctx: RoomContext) -> None:
+        written = list(ctx.written)
+        ctx.clear_pending()
+        if self.on_persisted is not None:
+            for persisted in written:
+                self.on_persisted(persisted)
+
+    # -- remote events ---------------------------------------------------------------------------
+
+    async def receive(self, pdu: dict[str, Any], keys: KeyLookup) -> PersistedEvent:
+        """Accept a PDU from another server into a room we are in.
+
+        Raises `EventRefused` when it is dropped (format, signatures), `MissingEventsError` when its
+        prev or auth events are unknown. A PDU that fails the auth rules is stored as rejected and
+        one that the current state does not allow is stored soft-failed; both are returned.
+        spec: server-server-api "Checks performed on receipt of a PDU".
+        """
+        room_id = pdu.get("room_id")
+        if not isinstance(room_id, str):
+            raise EventRefused("PDU has no room_id")
+        ctx = self.load_context(room_id)
+        rv = ctx.rv
+        try:
+            check_pdu_format(pdu, rv)  # step 1
+        except EventFormatError as e:
+            raise EventRefused(str(e)) from None
+        eid = compute_event_id(pdu, rv)
+        existing = self._already_stored(eid, room_id)
+        if existing is not None:
+            return existing
+        await self._check_signatures(pdu, rv, keys)  # step 2
+        flags = 0
+        try:
+            check_content_hash(pdu, rv)  # step 3
+        except HashMismatch:
+            pdu = redact(pdu, rv)
+            flags |= REDACTED
+        async with self.room_lock(room_id):
+            ctx = self.load_context(room_id)
+            existing = self._already_stored(eid, room_id)
+            if existing is not None:
+                return existing
+            batch = self.db.store.batch()
+            with batch:
+                persisted = self._accept_remote(ctx, batch, pdu, eid, flags)
+                await batch.commit()
+            self.notify(ctx)
+            return persisted
+
+    def _already_stored(self, eid: str, room_id: str) -> PersistedEvent | None:
+        short = self.db.ids.event(eid)
+        meta = self.db.events.get_meta(short) if short is not None else None
+        if short is None or meta is None or meta.outlier:
+            return None
+        event = self.db.events.get_json(short) or {}
+        return PersistedEvent(
+            eid, room_id, short, meta.stream, event, self.db.events.rejection_reason(short), meta.soft_failed
+        )
+
+    async def _check_signatures(self, pdu: Mapping[str, Any], rv: RoomVersion, keys: KeyLookup) -> None:
+        try:
+            signers = required_signers(pdu, rv)
+        except ProtocolError as e:
+            raise EventRefused(str(e)) from None
+        signatures = pdu.get("signatures")
+        for server in sorted(signers):
+            server_sigs = signatures.get(server) if isinstance(signatures, Mapping) else None
+            key_ids = sorted(k for k in server_sigs if isinstance(k, str)) if isinstance(server_sigs, Mapping) else []
+            if not key_ids:
+                raise EventRefused(f"PDU is not signed by {server}")
+            verify_keys = await keys(server, key_ids)
+            try:
+                verify_event_signature(pdu, rv, server, verify_keys)
+            except SignatureError as e:
+                raise EventRefused(str(e)) from None
+
+    def _accept_remote(
+        self, ctx: RoomContext, batch: Batch, pdu: dict[str, Any], eid: str, flags: int
+    ) -> PersistedEvent:
+        rv = ctx.rv
+        fmt = rv.event_format
+        auth_ids = list(reference_ids(pdu.get("auth_events"), fmt))
+        prev_ids = list(reference_ids(pdu.get("prev_events"), fmt))
+        missing = [a for a in auth_ids + prev_ids if self._stored_short(ctx, a) is None]
+        if missing:
+            raise MissingEventsError(missing)
+        rejection: str | None = None
+        # step 4: against its own auth events (a rejected auth event rejects it)
+        auth_map: dict[tuple[str, str], dict[str, Any]] = {}
+        for a in auth_ids:
+            short = self._stored_short(ctx, a)
+            assert short is not None
+            ev = self._event(ctx, short)
+            if self._meta(ctx, short).rejected:
+                rejection = f"auth event {a} was rejected"
+            key = (ev.get("type"), ev.get("state_key"))
+            if isinstance(key[0], str) and isinstance(key[1], str):
+                auth_map.setdefault((key[0], key[1]), ev)
+        create_id = ctx.info.get("create_event_id")
+        if rv.room_id_from_create_event and isinstance(create_id, str):
+            create_short = self._stored_short(ctx, create_id)
+            if create_short is not None:
+                auth_map[("m.room.create", "")] = self._event(ctx, create_short)
+        if rejection is None:
+            rejection = self._auth_failure(pdu, auth_map, rv, create_id)
+        # step 5: against the state before the event
+        prevs = [self._stored_short(ctx, p) or 0 for p in prev_ids]
+        state_before = self._state_after_prevs(ctx, prevs, batch) if prevs else 0
+        if rejection is None:
+            before_map = {k: self._event(ctx, s) for k, s in self._auth_selection(ctx, state_before, pdu).items()}
+            rejection = self._auth_failure(pdu, before_map, rv, create_id)
+        # step 6: against the current state: a failure soft-fails the event
+        if rejection is None and state_before != ctx.state:
+            current_map = {k: self._event(ctx, s) for k, s in self._auth_selection(ctx, ctx.state, pdu).items()}
+            if self._auth_failure(pdu, current_map, rv, create_id) is not None:
+                flags |= SOFT_FAILED
+        encoded = canonical_json.encode_for_room(pdu, rv.strict_canonical_json)
+        return self.write_event(ctx, batch, pdu, eid, encoded, prevs, state_before, flags=flags, rejection=rejection)
+
+    @staticmethod
+    def _auth_failure(
+        event: Mapping[str, Any], auth_map: Mapping[tuple[str, str], Mapping[str, Any]], rv: RoomVersion, create_id: Any
+    ) -> str | None:
+        try:
+            check_auth(event, auth_map, rv, create_event_id=create_id if isinstance(create_id, str) else None)
+        except AuthError as e:
+            return f"auth rule {e.rule}: {e.reason}"
+        return None

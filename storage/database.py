@@ -1,0 +1,40 @@
+"""All the tables of one data directory, opened together."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from storage import events, rooms, shortids, state_snapshots
+from storage.engine import META, Store, Table
+from storage.events import EventStore
+from storage.rooms import RoomStore
+from storage.shortids import ShortIds
+from storage.state_snapshots import StateSnapshots
+
+ALL_TABLES: tuple[Table, ...] = (
+    META,
+    *shortids.TABLES,
+    *events.TABLES,
+    *state_snapshots.TABLES,
+    *rooms.TABLES,
+)
+
+
+class Database:
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False, cache_mb: int = 32) -> None:
+        self.path = Path(path)
+        self.store = Store(self.path, fsync=fsync, cache_mb=cache_mb)
+        self.ids = ShortIds(self.store)
+        self.events = EventStore(self.store)
+        self.rooms = RoomStore(self.store)
+        self.snapshots = StateSnapshots(self.store)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
