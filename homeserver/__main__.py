@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     rv = sub.add_parser("room-versions", help="list the room versions this server implements and their features")
     rv.add_argument("--json", action="store_true", help="machine-readable output")
     rv.set_defaults(func=_room_versions)
+    from homeserver import inspect
+
+    inspect.add_parser(sub)
     return parser
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from storage import events, rooms, shortids, state_snapshots
@@ -22,13 +24,22 @@ ALL_TABLES: tuple[Table, ...] = (
 
 
 class Database:
-    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False, cache_mb: int = 32) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, fsync: bool = False, cache_mb: int = 32, store: Store | None = None
+    ) -> None:
         self.path = Path(path)
-        self.store = Store(self.path, fsync=fsync, cache_mb=cache_mb)
+        self.store = store if store is not None else Store(self.path, fsync=fsync, cache_mb=cache_mb)
         self.ids = ShortIds(self.store)
         self.events = EventStore(self.store)
         self.rooms = RoomStore(self.store)
         self.snapshots = StateSnapshots(self.store)
+
+    @classmethod
+    @contextlib.contextmanager
+    def open_read_only(cls, path: str | os.PathLike[str]) -> Iterator[Database]:
+        """All tables, read-only, from a snapshot of the store (works while a server runs)."""
+        with Store.open_read_only(path) as store:
+            yield cls(path, store=store)
 
     def close(self) -> None:
         self.store.close()

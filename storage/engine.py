@@ -35,8 +35,9 @@ class StoreLocked(StoreError):
 @dataclass(frozen=True, slots=True)
 class Table:
     """A table: every key starts with `name` and 0xFF. `key_parts` and `value` describe the layout so
-    `inspect` can decode any key: part kinds are "str", "u64", "bytes", "u64*" (a run of u64s); value
-    kinds are "json", "u64", "u64*", "empty", "bytes", "str"."""
+    `inspect` can decode any key: part kinds are "str" and "bytes" (0xFF-separated) and fixed 8-byte
+    ones: "u64", "room", "event", "statekey", "snapshot", "order" (short ids are shown by name). Value
+    kinds add "json", "empty", "event*" (a run of short event ids) and the records of their modules."""
 
     name: str
     key_parts: tuple[str, ...]
@@ -48,7 +49,7 @@ class Table:
         object.__setattr__(self, "prefix", self.name.encode("ascii") + b"\xff")
 
 
-META = Table("meta", ("str",), "bytes", "store metadata: schema version, counters")
+META = Table("meta", ("str",), "meta", "store metadata: schema version, counters")
 _K_SCHEMA = b"schema_version"
 _K_COUNTER = b"stream_counter"
 _K_MAGIC = b"magic"
@@ -161,11 +162,22 @@ class Store:
     since LevelDB appends it to its log before `commit` returns.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False, cache_mb: int = 32) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fsync: bool = False,
+        cache_mb: int = 32,
+        snapshot_db: plyvel.DB | None = None,
+    ) -> None:
         self.path = Path(path)
         self.fsync = fsync
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.db = _open_db(self.path, create=True, cache_mb=cache_mb)
+        self.read_only = snapshot_db is not None
+        if snapshot_db is not None:
+            self.db = snapshot_db
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.db = _open_db(self.path, create=True, cache_mb=cache_mb)
         try:
             self._check_and_migrate()
         except plyvel.CorruptionError as e:
@@ -180,11 +192,22 @@ class Store:
         self._flushing = False
         self._write_lock = threading.Lock()
 
+    @classmethod
+    @contextlib.contextmanager
+    def open_read_only(cls, path: str | os.PathLike[str]) -> Iterator[Store]:
+        """A read-only view of the store as it is now, even while a running server holds it."""
+        with open_snapshot_copy(path) as db:
+            yield cls(path, snapshot_db=db)
+
     # -- opening ---------------------------------------------------------------------------------
 
     def _check_and_migrate(self) -> None:
         magic = self.db.get(META.prefix + _K_MAGIC)
         schema = self.db.get(META.prefix + _K_SCHEMA)
+        if self.read_only:
+            if magic != _MAGIC or schema is None or read_u64(schema) > SCHEMA_VERSION:
+                raise StoreError(f"{self.path} is not a store this version can read")
+            return
         if magic is None:
             if any(True for _ in self.db.iterator(include_value=False)):
                 raise StoreCorrupted(
@@ -277,6 +300,8 @@ class Store:
         return Batch(self)
 
     def _write_ops(self, ops: list[tuple[bytes, bytes | None]], *, sync: bool) -> None:
+        if self.read_only:
+            raise StoreError("this view of the store is read-only")
         # transaction=True: an exception while filling the batch discards it instead of writing part of it.
         with self._write_lock, self.db.write_batch(sync=sync, transaction=True) as wb:
             for k, v in ops:

@@ -18,10 +18,10 @@ import orjson
 from storage.codec import u64
 from storage.engine import Batch, Store, Table
 
-EVENT_JSON = Table("event_json", ("u64",), "json", "short event id -> the event (PDU) as canonical JSON")
-EVENT_META = Table("event_meta", ("u64",), "event_meta", "short event id -> room, position, depth, state, flags")
-EVENT_REJECTION = Table("event_rejection", ("u64",), "str", "short event id -> why it was rejected")
-AUTH_CHAIN = Table("auth_chain", ("u64",), "u64*", "short event id -> its full auth chain (short ids, sorted)")
+EVENT_JSON = Table("event_json", ("event",), "json", "short event id -> the event (PDU) as canonical JSON")
+EVENT_META = Table("event_meta", ("event",), "event_meta", "short event id -> room, position, depth, state, flags")
+EVENT_REJECTION = Table("event_rejection", ("event",), "str", "short event id -> why it was rejected")
+AUTH_CHAIN = Table("auth_chain", ("event",), "event*", "short event id -> its full auth chain (short ids, sorted)")
 TABLES = (EVENT_JSON, EVENT_META, EVENT_REJECTION, AUTH_CHAIN)
 
 OUTLIER = 1  # stored without a place in the timeline or known state (fetched for auth or state)

@@ -13,14 +13,14 @@ import orjson
 from storage.codec import SEP, read_u64, u64
 from storage.engine import Batch, Store, Table
 
-ROOM_INFO = Table("room_info", ("u64",), "json", "short room id -> version, current state snapshot, creator...")
-ROOM_STATE = Table("room_state", ("u64", "u64"), "u64", "room, short state key -> event in the current state")
-ROOM_EXTREMITIES = Table("room_extremities", ("u64", "u64"), "empty", "room, short event id: forward extremities")
-TIMELINE = Table("timeline", ("u64", "u64"), "u64", "room, order -> short event id (live after backfilled)")
-ROOM_MEMBERS = Table("room_members", ("u64", "str", "str"), "u64", "room, membership, user id -> member event")
-USER_ROOMS = Table("user_rooms", ("str", "u64"), "user_room", "user id, room -> membership, position, event")
-ROOM_SERVERS = Table("room_servers", ("u64", "str", "str"), "empty", "room, server, user: joined members by server")
-INVITE_STATE = Table("invite_state", ("str", "u64"), "json", "user id, room -> stripped state shown with an invite")
+ROOM_INFO = Table("room_info", ("room",), "json", "short room id -> version, current state snapshot, creator...")
+ROOM_STATE = Table("room_state", ("room", "statekey"), "event", "room, short state key -> event in the current state")
+ROOM_EXTREMITIES = Table("room_extremities", ("room", "event"), "empty", "room, short event id: forward extremities")
+TIMELINE = Table("timeline", ("room", "order"), "event", "room, order -> short event id (live after backfilled)")
+ROOM_MEMBERS = Table("room_members", ("room", "str", "str"), "event", "room, membership, user id -> member event")
+USER_ROOMS = Table("user_rooms", ("str", "room"), "user_room", "user id, room -> membership, position, event")
+ROOM_SERVERS = Table("room_servers", ("room", "str", "str"), "empty", "room, server, user: joined members by server")
+INVITE_STATE = Table("invite_state", ("str", "room"), "json", "user id, room -> stripped state shown with an invite")
 TABLES = (ROOM_INFO, ROOM_STATE, ROOM_EXTREMITIES, TIMELINE, ROOM_MEMBERS, USER_ROOMS, ROOM_SERVERS, INVITE_STATE)
 
 # Timeline order: live events at LIVE_BASE + stream position, backfilled ones below LIVE_BASE.

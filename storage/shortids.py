@@ -12,12 +12,12 @@ from collections import OrderedDict
 from storage.codec import SEP, read_u64, u64
 from storage.engine import Batch, Store, Table
 
-EVENT_TO_SHORT = Table("eventid_short", ("str",), "u64", "event id -> short event id")
-SHORT_TO_EVENT = Table("short_eventid", ("u64",), "str", "short event id -> event id")
-STATEKEY_TO_SHORT = Table("statekey_short", ("str", "str"), "u64", "(type, state_key) -> short state key")
-SHORT_TO_STATEKEY = Table("short_statekey", ("u64",), "str", "short state key -> type 0xFF state_key")
-ROOM_TO_SHORT = Table("roomid_short", ("str",), "u64", "room id -> short room id")
-SHORT_TO_ROOM = Table("short_roomid", ("u64",), "str", "short room id -> room id")
+EVENT_TO_SHORT = Table("eventid_short", ("str",), "event", "event id -> short event id")
+SHORT_TO_EVENT = Table("short_eventid", ("event",), "str", "short event id -> event id")
+STATEKEY_TO_SHORT = Table("statekey_short", ("str", "str"), "statekey", "(type, state_key) -> short state key")
+SHORT_TO_STATEKEY = Table("short_statekey", ("statekey",), "str", "short state key -> type 0xFF state_key")
+ROOM_TO_SHORT = Table("roomid_short", ("str",), "room", "room id -> short room id")
+SHORT_TO_ROOM = Table("short_roomid", ("room",), "str", "short room id -> room id")
 
 TABLES = (EVENT_TO_SHORT, SHORT_TO_EVENT, STATEKEY_TO_SHORT, SHORT_TO_STATEKEY, ROOM_TO_SHORT, SHORT_TO_ROOM)
 
