@@ -1,9 +1,10 @@
-"""`python -m homeserver`: the command-line entry point."""
+"""`python -m homeserver`: run the server, or one of the admin commands."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -32,17 +33,81 @@ def _room_versions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_config(args: argparse.Namespace) -> object:
+    from homeserver.config import ConfigError, load_config
+
+    try:
+        return load_config(args.config or os.environ.get("HOMESERVER_CONFIG"))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from homeserver.config import Config
+    from homeserver.server import run
+    from storage.engine import StoreError
+
+    config = _load_config(args)
+    assert isinstance(config, Config)
+    try:
+        return run(config)
+    except StoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _config(args: argparse.Namespace) -> int:
+    from homeserver.config import example_config
+
+    print(example_config())
+    return 0
+
+
+def _repair(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from storage.engine import StoreError, repair
+
+    path = Path(args.data_dir) / "db"
+    try:
+        repair(path)
+    except Exception as e:  # plyvel raises its own error types
+        print(f"error: repair failed: {e}", file=sys.stderr)
+        return 1
+    from storage.engine import Store
+
+    try:
+        with Store(path) as store:
+            n = store.verify()
+    except StoreError as e:
+        print(f"error: the store is still unusable after repair: {e}", file=sys.stderr)
+        return 1
+    print(f"repaired: {n} keys readable; run `python -m homeserver inspect check` to check the indexes")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m homeserver",
         description="A lightweight Matrix homeserver: one process, an embedded LevelDB store, "
-        "the client-server and federation APIs, with state resolution at its core.",
+        "the client-server and federation APIs, with state resolution at its core. "
+        "Without a command it runs the server.",
     )
     parser.add_argument("--version", action="version", version=f"homeserver {__version__}")
+    parser.add_argument("--config", metavar="FILE", help="TOML config file (default: none; env HOMESERVER_CONFIG)")
+    parser.set_defaults(func=_run)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="run the server (the default)")
+    run.set_defaults(func=_run)
+    cfg = sub.add_parser("config", help="print a documented example config")
+    cfg.set_defaults(func=_config)
     rv = sub.add_parser("room-versions", help="list the room versions this server implements and their features")
     rv.add_argument("--json", action="store_true", help="machine-readable output")
     rv.set_defaults(func=_room_versions)
+    rep = sub.add_parser("repair", help="rebuild a damaged store's metadata from its surviving files")
+    rep.add_argument("--data-dir", default="./data")
+    rep.set_defaults(func=_repair)
     from homeserver import inspect
 
     inspect.add_parser(sub)
@@ -52,9 +117,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     try:
         result: int = args.func(args)
     except BrokenPipeError:  # output piped into `head` and closed early

@@ -1,0 +1,1 @@
+"""HTTP APIs: thin routes that parse, call one service method, and render."""

@@ -1,0 +1,1 @@
+"""Admin API routes (Synapse-compatible shapes where admin tools expect them)."""
