@@ -11,6 +11,8 @@ from collections.abc import Callable
 from aiohttp import web
 
 from homeserver.api.http import Router, cors_middleware, error_middleware
+from homeserver.auth.passwords import Passwords
+from homeserver.auth.tokens import Tokens
 from homeserver.config import Config
 from homeserver.keys import load_or_create_signing_key
 from homeserver.rooms.pipeline import EventPipeline, PersistedEvent, ServerIdentity
@@ -34,6 +36,8 @@ class HomeServer:
         self.db = Database(data_dir / "db", fsync=config.fsync, cache_mb=config.cache_mb)
         self._persisted_listeners: list[Callable[[PersistedEvent], None]] = []
         self.pipeline = EventPipeline(self.db, self.identity, clock=clock, on_persisted=self._on_persisted)
+        self.passwords = Passwords(config.password_hash_cost)
+        self.tokens = Tokens(self.db, clock)
 
     def add_persisted_listener(self, listener: Callable[[PersistedEvent], None]) -> None:
         self._persisted_listeners.append(listener)

@@ -7,7 +7,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from storage import events, rooms, shortids, state_snapshots
+from storage import accounts, events, rooms, shortids, state_snapshots
+from storage.accounts import AccountStore
 from storage.engine import META, Store, Table
 from storage.events import EventStore
 from storage.rooms import RoomStore
@@ -20,6 +21,7 @@ ALL_TABLES: tuple[Table, ...] = (
     *events.TABLES,
     *state_snapshots.TABLES,
     *rooms.TABLES,
+    *accounts.TABLES,
 )
 
 
@@ -33,6 +35,7 @@ class Database:
         self.events = EventStore(self.store)
         self.rooms = RoomStore(self.store)
         self.snapshots = StateSnapshots(self.store)
+        self.accounts = AccountStore(self.store)
 
     @classmethod
     @contextlib.contextmanager

@@ -1,0 +1,1 @@
+"""Accounts, devices, access tokens, passwords, user-interactive auth and registration."""
