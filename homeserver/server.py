@@ -11,6 +11,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from homeserver.api.http import Router, cors_middleware, error_middleware
+from homeserver.auth.accounts import Accounts
 from homeserver.auth.passwords import Passwords
 from homeserver.auth.tokens import Tokens
 from homeserver.config import Config
@@ -38,6 +39,7 @@ class HomeServer:
         self.pipeline = EventPipeline(self.db, self.identity, clock=clock, on_persisted=self._on_persisted)
         self.passwords = Passwords(config.password_hash_cost)
         self.tokens = Tokens(self.db, clock)
+        self.accounts = Accounts(self.db, config.server_name, self.passwords, self.tokens, clock)
 
     def add_persisted_listener(self, listener: Callable[[PersistedEvent], None]) -> None:
         self._persisted_listeners.append(listener)
