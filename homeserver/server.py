@@ -16,6 +16,7 @@ from homeserver.auth.passwords import Passwords
 from homeserver.auth.tokens import Tokens
 from homeserver.config import Config
 from homeserver.keys import load_or_create_signing_key
+from homeserver.ratelimit import RateLimiter
 from homeserver.rooms.pipeline import EventPipeline, PersistedEvent, ServerIdentity
 from storage.database import Database
 
@@ -40,6 +41,7 @@ class HomeServer:
         self.passwords = Passwords(config.password_hash_cost)
         self.tokens = Tokens(self.db, clock)
         self.accounts = Accounts(self.db, config.server_name, self.passwords, self.tokens, clock)
+        self.ratelimiter = RateLimiter(config.rate_limits)
 
     def add_persisted_listener(self, listener: Callable[[PersistedEvent], None]) -> None:
         self._persisted_listeners.append(listener)
