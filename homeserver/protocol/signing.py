@@ -52,10 +52,14 @@ def encode_verify_key(key: nacl.signing.SigningKey | nacl.signing.VerifyKey) -> 
 
 
 def decode_verify_key(key_b64: str) -> nacl.signing.VerifyKey:
+    """A public key in unpadded base64; identity servers may publish it URL-safe, so both are read."""
     try:
         raw = unpadded_base64.decode(key_b64)
-    except Base64Error as e:
-        raise SignatureError(f"public key is not base64: {e}") from None
+    except Base64Error:
+        try:
+            raw = unpadded_base64.decode_urlsafe(key_b64)
+        except Base64Error as e:
+            raise SignatureError(f"public key is not base64: {e}") from None
     if len(raw) != 32:
         raise SignatureError("an ed25519 public key is 32 bytes")
     return nacl.signing.VerifyKey(raw)

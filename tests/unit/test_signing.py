@@ -64,6 +64,8 @@ def test_verify_signed_by_key() -> None:
     assert signing.verify_signed_by_key(obj, pub)
     assert not signing.verify_signed_by_key({**obj, "token": "u"}, pub)
     assert not signing.verify_signed_by_key(obj, "notbase64!")
+    urlsafe = pub.replace("+", "-").replace("/", "_")
+    assert signing.verify_signed_by_key(obj, urlsafe)  # identity servers may publish URL-safe keys
     _, other = signing.generate_signing_key()
     assert not signing.verify_signed_by_key(obj, signing.encode_verify_key(other))
 
