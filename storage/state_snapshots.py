@@ -23,8 +23,8 @@ from types import MappingProxyType
 from storage.codec import read_u64, u64
 from storage.engine import Batch, Store, Table
 
-SNAPSHOT = Table("state_snapshot", ("snapshot",), "snapshot", "state snapshot: parent, layer, hash, added/removed entries")
-SNAPSHOT_BY_HASH = Table("state_snapshot_hash", ("bytes",), "snapshot", "hash of a state -> snapshot id (deduplication)")
+SNAPSHOT = Table("state_snapshot", ("snapshot",), "snapshot", "snapshot: parent, layer, hash, added/removed entries")
+SNAPSHOT_BY_HASH = Table("state_snapshot_hash", ("bytes",), "snapshot", "hash of a state -> snapshot (deduplication)")
 TABLES = (SNAPSHOT, SNAPSHOT_BY_HASH)
 
 MAX_LAYERS = 4
