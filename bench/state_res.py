@@ -1,6 +1,7 @@
 """State resolution: our resolver against Synapse's, on the same forked DAGs, in one process.
 
-    bash bench/setup.sh && bench/.venv/bin/python bench/state_res.py [--sizes 1000,10000,50000]
+    bash bench/setup.sh && bench/.venv/bin/python bench/state_res.py [--sizes 1000,10000,50000] [--seeds 1-5]
+    bench/.venv/bin/python bench/state_res.py --vectors tests/vectors/state_res_synapse.json
 
 For each size a deterministic room DAG is generated (`dag_gen.py`); Synapse's resolver decides
 the state at each merge while the DAG is built, and every event is checked against Synapse's auth
@@ -11,6 +12,9 @@ the answers must be equal (any difference is printed and the exit status is 1), 
 Synapse runs on an in-memory store whose auth-chain-difference answers are cached after the
 warm-up, so its times leave out that query (Synapse answers it from its chain-cover index); ours
 include computing auth chains from the event map. The comparison therefore leans Synapse's way.
+
+`--vectors PATH` writes small rooms with Synapse's resolution of every merge instead, for the test
+suite (tests/unit/test_state_res_synapse_vectors.py), so that it checks agreement without Synapse.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class Timing:
 class Row:
     size: int
     room_version: str
+    seed: int
     merge: str
     state_sets: int
     state_keys: int
@@ -158,7 +163,7 @@ class OursAuthCheck:
             self.failures.append(f"{eid} {pdu['type']} from {pdu['sender']}: {type(e).__name__}: {e}")
 
 
-def build(size: int, args: argparse.Namespace) -> tuple[Dag, SynapseRoom, float, list[str]]:
+def build(size: int, seed: int, args: argparse.Namespace) -> tuple[Dag, SynapseRoom, float, list[str]]:
     room = SynapseRoom(args.room_version, check_auth=not args.no_auth_check)
     events: dict[str, dict[str, Any]] = {}
     ours_check: OursAuthCheck | None = None
@@ -175,18 +180,18 @@ def build(size: int, args: argparse.Namespace) -> tuple[Dag, SynapseRoom, float,
             ours_check(eid, pdu)
 
     cfg = GenConfig(
-        n_events=size, room_version=args.room_version, seed=args.seed, branches=args.branches, merges=args.merges
+        n_events=size, room_version=args.room_version, seed=seed, branches=args.branches, merges=args.merges
     )
     t0 = time.perf_counter()
     dag = generate(cfg, resolver=room.resolve, on_event=on_event)
     return dag, room, time.perf_counter() - t0, ours_check.failures if ours_check else []
 
 
-def bench_size(size: int, args: argparse.Namespace, profile_out: list[str]) -> tuple[list[Row], int]:
-    dag, room, gen_s, auth_failures = build(size, args)
+def bench_size(size: int, seed: int, args: argparse.Namespace, profile_out: list[str]) -> tuple[list[Row], int]:
+    dag, room, gen_s, auth_failures = build(size, seed, args)
     if not args.json_only:
         print(
-            f"# {size} events (room v{dag.room_version}, seed {args.seed}, {args.branches} branches): "
+            f"# {size} events (room v{dag.room_version}, seed {seed}, {args.branches} branches): "
             f"generated and auth-checked in {gen_s:.1f} s",
             flush=True,
         )
@@ -215,11 +220,11 @@ def bench_size(size: int, args: argparse.Namespace, profile_out: list[str]) -> t
         for _ in range(args.runs):
             timed(ours, m.state_sets, t_ours)
             timed(room.resolve, m.state_sets, t_syn)
-        row = Row(size, rv, m.label, len(m.state_sets), keys, conflicted, full, t_ours, t_syn, not bad, bad)
+        row = Row(size, rv, seed, m.label, len(m.state_sets), keys, conflicted, full, t_ours, t_syn, not bad, bad)
         rows.append(row)
         if not args.json_only:
             print_row(row, flush=True)
-    if args.profile and size == max(args.sizes):
+    if args.profile and size == max(args.sizes) and seed == args.seeds[0]:
         prof = cProfile.Profile()
         prof.enable()
         ours(dag.final.state_sets)
@@ -233,18 +238,26 @@ def bench_size(size: int, args: argparse.Namespace, profile_out: list[str]) -> t
 
 
 HEADER = (
-    f"{'size':>6} {'merge':<22} {'sets':>4} {'confl':>6} {'full':>6} "
+    f"{'size':>6} {'seed':>4} {'merge':<22} {'sets':>4} {'confl':>6} {'full':>6} "
     f"{'ours wall':>10} {'ours cpu':>9} {'syn wall':>9} {'syn cpu':>8} {'syn/ours':>8} {'(cpu)':>7}  ok"
 )
 
 
 def print_row(r: Row, flush: bool = False) -> None:
     print(
-        f"{r.size:>6} {r.merge:<22} {r.state_sets:>4} {r.conflicted:>6} {r.full_conflicted:>6} "
+        f"{r.size:>6} {r.seed:>4} {r.merge:<22} {r.state_sets:>4} {r.conflicted:>6} {r.full_conflicted:>6} "
         f"{r.ours.wall_median:>10.4f} {r.ours.cpu_median:>9.4f} {r.synapse.wall_median:>9.4f} "
         f"{r.synapse.cpu_median:>8.4f} {r.ratio:>7.2f}x {r.cpu_ratio:>6.2f}x  {'yes' if r.match else 'NO'}",
         flush=flush,
     )
+
+
+def parse_seeds(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        out += range(int(lo), int(hi) + 1) if dash else [int(lo)]
+    return out
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -266,7 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--room-version", default="10", help="room version (default 10; 12 uses state res v2.1)")
     ap.add_argument("--runs", type=int, default=3, help="timed runs per resolver and merge (median reported)")
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--seeds",
+        "--seed",
+        type=parse_seeds,
+        default=[1],
+        help="generator seeds, e.g. 1 or 1-5 or 1,3 (default 1); each size is run for each seed",
+    )
     ap.add_argument("--branches", type=int, default=4, help="concurrent branches (servers)")
     ap.add_argument("--merges", type=int, default=4, help="intermediate merges before the final one")
     ap.add_argument("--no-auth-check", action="store_true", help="skip the per-event auth checks")
@@ -282,7 +301,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PATH",
         help="cProfile our resolver on the largest size's final merge; print the top and save stats",
     )
+    ap.add_argument(
+        "--vectors",
+        metavar="PATH",
+        help="instead of benchmarking, write small rooms with Synapse's resolutions as test vectors",
+    )
     args = ap.parse_args(argv)
+    if args.vectors:
+        return write_vectors(args.vectors)
     args.json_only = args.json == "-"
     if not synapse_supports(args.room_version):
         ap.error(f"the installed Synapse does not support room version {args.room_version}")
@@ -295,12 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     failures = 0
     profiles: list[str] = []
-    for size in args.sizes:
-        if not args.json_only:
-            print(HEADER)
-        size_rows, size_failures = bench_size(size, args, profiles)
-        rows += size_rows
-        failures += size_failures
+    for seed in args.seeds:
+        for size in args.sizes:
+            if not args.json_only:
+                print(HEADER)
+            size_rows, size_failures = bench_size(size, seed, args, profiles)
+            rows += size_rows
+            failures += size_failures
 
     if not args.json_only:
         print("\nsummary (final merge of all branches):")
@@ -315,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": "state_res",
             "room_version": args.room_version,
             "runs": args.runs,
-            "seed": args.seed,
+            "seeds": args.seeds,
             "branches": args.branches,
             "python": sys.version.split()[0],
             "synapse_version": _synapse_version(),
@@ -331,6 +358,100 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nFAILED: {failures} mismatch(es) or auth disagreement(s); see above", file=sys.stderr)
         return 1
     return 0
+
+
+# --- test vectors -------------------------------------------------------------------------------
+
+# Small rooms whose merges the pre-fix resolver got wrong (auth difference, power-event closure and,
+# with the create event dropped from one state set, v12's implied create edge): room version, seed,
+# events. Each generated with 3 branches and 2 intermediate merges.
+VECTOR_ROOMS = (("10", 8, 100), ("10", 20, 100), ("12", 8, 100))
+CREATE_KEY: StateKey = ("m.room.create", "")
+
+
+def write_vectors(path: str) -> int:
+    """Write small generated rooms with Synapse's resolution of each merge, for tests/unit.
+
+    Each merge appears twice: as generated, and with the create event removed from the first state
+    set (a malformed input, but one where Synapse's auth graph, the create event as an implied auth
+    event in rooms v12 and a power event everywhere, shows). Our answers must equal Synapse's.
+    """
+    rooms: list[dict[str, Any]] = []
+    mismatches = 0
+    for rv, seed, size in VECTOR_ROOMS:
+        room = SynapseRoom(rv)
+        dag = generate(
+            GenConfig(n_events=size, room_version=rv, seed=seed, branches=3, merges=2),
+            resolver=room.resolve,
+            on_event=room.add,
+        )
+        ids = list(dag.events)
+        index = {event_id: i for i, event_id in enumerate(ids)}
+        cases: list[dict[str, Any]] = []
+        for m in dag.merges:
+            without_create = [dict(s) for s in m.state_sets]
+            without_create[0].pop(CREATE_KEY, None)
+            for label, sets in ((m.label, m.state_sets), (f"{m.label}, no create event in set 0", without_create)):
+                expected = room.resolve(sets)
+                if dict(resolve_state(rv, sets, dag.events)) != expected:
+                    print(f"!!! ours differs from Synapse: room v{rv} seed {seed}: {label}", file=sys.stderr)
+                    mismatches += 1
+                cases.append(
+                    {
+                        "label": label,
+                        "state_sets": [sorted(index[e] for e in s.values()) for s in sets],
+                        "expected": sorted(index[e] for e in expected.values()),
+                    }
+                )
+        rooms.append(
+            {
+                "room_version": rv,
+                "seed": seed,
+                "n_events": size,
+                "branches": 3,
+                "merges": 2,
+                "event_ids": ids,
+                "events": [dag.events[e] for e in ids],
+                "cases": cases,
+            }
+        )
+    doc = {
+        "_about": (
+            "Derived, not from the spec: rooms generated by bench/dag_gen.py and resolved at every merge by "
+            f"Synapse {_synapse_version()} (synapse.state.v2.resolve_events_with_store, in-process, "
+            "bench/synapse_ref.py), written by `bench/state_res.py --vectors`. Events are unsigned PDUs with "
+            "real content hashes and reference-hash ids (event_ids[i] is the id of events[i]). In each case, "
+            "state_sets and expected hold indexes into events; a state maps each event's (type, state_key) "
+            "to it. Regenerate with the command in bench/README.md."
+        ),
+        "rooms": rooms,
+    }
+    Path(path).write_text(_vector_json(doc))
+    print(f"wrote {path}: {sum(len(r['cases']) for r in rooms)} cases in {len(rooms)} rooms")
+    return 1 if mismatches else 0
+
+
+def _vector_json(doc: Mapping[str, Any]) -> str:
+    """JSON with one event, id or case a line, so that regenerated files diff readably."""
+
+    def line(value: Any) -> str:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+    out = ["{", f'"_about":{line(doc["_about"])},', '"rooms":[']
+    for r, room in enumerate(doc["rooms"]):
+        out.append("{")
+        for key in ("room_version", "seed", "n_events", "branches", "merges"):
+            out.append(f'"{key}":{line(room[key])},')
+        for key in ("event_ids", "events", "cases"):
+            items = room[key]
+            out.append(f'"{key}":[')
+            out += [line(item) + ("," if i + 1 < len(items) else "") for i, item in enumerate(items)]
+            out.append("]" + ("," if key != "cases" else ""))
+        out.append("}" + ("," if r + 1 < len(doc["rooms"]) else ""))
+    out += ["]", "}"]
+    text = "\n".join(out) + "\n"
+    json.loads(text)  # well-formed, or fail here rather than in the tests
+    return text
 
 
 def _synapse_version() -> str:

@@ -158,10 +158,10 @@ class SynapseRoom:
     def is_v21(self) -> bool:
         return bool(self.room_version.state_res == StateResolutionVersions.V2_1)
 
-    def add(self, event_id: str, pdu: Mapping[str, Any]) -> EventBase:
+    def add(self, event_id: str, pdu: Mapping[str, Any], rejected_reason: str | None = None) -> EventBase:
         """Turn a PDU into a Synapse event; check its id and (optionally) that it passes auth
         against its auth events, which the generator took from the state before it."""
-        ev = make_event_from_dict(dict(pdu), self.room_version)
+        ev = make_event_from_dict(dict(pdu), self.room_version, rejected_reason=rejected_reason)
         if ev.event_id != event_id:
             raise AssertionError(f"event id mismatch: ours {event_id}, Synapse {ev.event_id}")
         if not self.room_id:
@@ -185,3 +185,65 @@ class SynapseRoom:
             )
         )
         return dict(result)
+
+
+def resolve_foreign(
+    room_version: str,
+    events: Mapping[str, Mapping[str, Any]],
+    state_sets: Sequence[Mapping[StateKey, str]],
+    rejected: Iterable[str] = (),
+) -> dict[StateKey, str]:
+    """Synapse's resolution of state sets over events whose ids are labels, not reference hashes.
+
+    Tests build stories with readable ids (`$003-join-bob`); Synapse derives every id from the
+    event's reference hash. So the events are rewritten in auth/prev order with real ids (and content
+    hashes), resolved by Synapse, and the answer is mapped back to the labels. Rooms v3+ only (v1–v2
+    carry their ids in the event and need no rewriting). `rejected` events get Synapse's
+    `rejected_reason`, as if this server had rejected them on receipt.
+    """
+    from homeserver.protocol import unpadded_base64
+    from homeserver.protocol.event_ids import event_id as compute_event_id
+    from homeserver.protocol.hashes import content_hash
+    from homeserver.protocol.room_versions import get_room_version
+
+    rv = get_room_version(room_version)
+    order: list[str] = []
+    placed: set[str] = set()
+
+    def place(eid: str) -> None:  # depth-first: references before the events citing them
+        stack = [(eid, False)]
+        while stack:
+            current, done = stack.pop()
+            if current in placed:
+                continue
+            if done:
+                placed.add(current)
+                order.append(current)
+                continue
+            stack.append((current, True))
+            ev = events[current]
+            for ref in [*ev.get("auth_events", ()), *ev.get("prev_events", ())]:
+                if ref in events and ref not in placed:
+                    stack.append((ref, False))
+
+    for eid in events:
+        place(eid)
+    new_id: dict[str, str] = {}
+    new_room_id = ""
+    room = SynapseRoom(room_version, check_auth=False)
+    rejected_set = set(rejected)
+    for old in order:
+        pdu = {k: v for k, v in events[old].items() if k not in ("event_id", "hashes", "signatures", "unsigned")}
+        pdu["auth_events"] = [new_id[a] for a in pdu.get("auth_events", ()) if a in new_id]
+        pdu["prev_events"] = [new_id[p] for p in pdu.get("prev_events", ()) if p in new_id]
+        if "room_id" in pdu and new_room_id:
+            pdu["room_id"] = new_room_id
+        pdu["hashes"] = {"sha256": unpadded_base64.encode(content_hash(pdu, rv))}
+        eid = compute_event_id(pdu, rv)
+        new_id[old] = eid
+        if pdu["type"] == "m.room.create" and rv.room_id_from_create_event:
+            new_room_id = "!" + eid[1:]
+        room.add(eid, pdu, rejected_reason="auth_error" if old in rejected_set else None)
+    back = {v: k for k, v in new_id.items()}
+    resolved = room.resolve([{k: new_id[v] for k, v in s.items()} for s in state_sets])
+    return {k: back[v] for k, v in resolved.items()}

@@ -41,6 +41,12 @@ class RateLimits(_Strict):
     media: RateLimit = RateLimit(per_second=2, burst=20)
 
 
+class SupportContact(_Strict):
+    role: str = Field("m.role.admin", description="m.role.admin or m.role.security")
+    matrix_id: str | None = None
+    email_address: str | None = None
+
+
 class Config(_Strict):
     server_name: str = Field("localhost", description="the name in user ids (@alice:SERVER_NAME); never change it")
     listen: str = Field("127.0.0.1:8008", description="host:port of the client-server API")
@@ -65,6 +71,11 @@ class Config(_Strict):
     turn_shared_secret: str | None = None
     turn_user_lifetime_s: int = 86400
     url_previews: bool = Field(False, description="URL previews (off by default: they fetch arbitrary URLs)")
+    support_page: str | None = Field(None, description="a web page with help for this server's users")
+    support_contacts: list[SupportContact] = Field(
+        default_factory=list, description="who to contact about this server (/.well-known/matrix/support)"
+    )
+    presence: bool = Field(True, description="share online/offline presence with users in the same rooms")
 
     @field_validator("server_name")
     @classmethod

@@ -16,6 +16,7 @@ from typing import IO, Any
 
 import orjson
 
+from storage.check import check_consistency
 from storage.codec import SEP, read_u64
 from storage.database import ALL_TABLES, Database
 from storage.engine import Table
@@ -294,6 +295,17 @@ def run(args: argparse.Namespace) -> int:
         elif cmd == "verify":
             n = db.store.verify()
             out.emit({"keys": n, "ok": True}, lambda: f"ok: {n} keys, every block checksum verified")
+        elif cmd == "check":
+            problems = check_consistency(db, full=args.full)
+            summary = {t: db.store.count(TABLES_BY_NAME[t]) for t in ("event_meta", "room_info", "state_snapshot")}
+            out.emit(
+                {"ok": not problems, "problems": problems, "counts": summary},
+                lambda: "\n".join(problems) if problems else (
+                    f"ok: {summary['event_meta']} events in {summary['room_info']} rooms, "
+                    f"{summary['state_snapshot']} state snapshots; every index agrees with the events"
+                ),
+            )
+            return 1 if problems else 0
         else:
             raise SystemExit(f"unknown inspect command {cmd!r}")
     return 0
@@ -327,4 +339,6 @@ def add_parser(sub: Any) -> None:
     exp.add_argument("--room", metavar="ROOM_ID")
     exp.add_argument("--out", metavar="FILE")
     isub.add_parser("verify", help="read every block of the store, checking checksums")
+    chk = isub.add_parser("check", help="check that every index agrees with the events (exit status 1 if not)")
+    chk.add_argument("--full", action="store_true", help="also recompute the hash of every state snapshot")
     p.set_defaults(func=run)

@@ -12,18 +12,64 @@ from aiohttp import web
 
 from homeserver.api.http import Router, cors_middleware, error_middleware
 from homeserver.auth.accounts import Accounts
+from homeserver.auth.deactivation import Deactivation
+from homeserver.auth.login import Login
+from homeserver.auth.login_tokens import LoginTokens
+from homeserver.auth.moderation import Moderation
 from homeserver.auth.passwords import Passwords
+from homeserver.auth.registration import Registration
+from homeserver.auth.registration_tokens import RegistrationTokens
 from homeserver.auth.tokens import Tokens
+from homeserver.auth.uia import UserInteractiveAuth
 from homeserver.config import Config
+from homeserver.e2ee.service import E2EE
 from homeserver.keys import load_or_create_signing_key
+from homeserver.media.files import MediaFiles
+from homeserver.media.preview import UrlPreviewer
+from homeserver.media.repository import MediaRepository
+from homeserver.profile import Profiles
 from homeserver.ratelimit import RateLimiter
 from homeserver.rooms.pipeline import EventPipeline, PersistedEvent, ServerIdentity
+from homeserver.rooms.service import Rooms
+from homeserver.sync.services import SyncServices
+from homeserver.user_directory import UserDirectory
 from storage.database import Database
 
 log = logging.getLogger("homeserver")
 
 # Route modules: each has `register(router, hs)`.
-ROUTE_MODULES: tuple[str, ...] = ("homeserver.api.client.discovery",)
+ROUTE_MODULES: tuple[str, ...] = (
+    "homeserver.api.client.discovery",
+    "homeserver.api.client.media",
+    "homeserver.api.client.profile",
+    "homeserver.api.client.user_directory",
+    "homeserver.api.client.voip",
+    "homeserver.api.client.thirdparty",
+    "homeserver.api.client.capabilities",
+    "homeserver.api.client.login",
+    "homeserver.api.client.register",
+    "homeserver.api.client.account",
+    "homeserver.api.client.devices",
+    "homeserver.api.admin.registration",
+    "homeserver.api.client.keys",
+    "homeserver.api.client.rooms",
+    "homeserver.api.client.rooms_read",
+    "homeserver.api.client.rooms_relations",
+    "homeserver.api.client.rooms_spaces",
+    "homeserver.api.client.directory",
+    "homeserver.api.client.search",
+    "homeserver.api.client.sync",
+    "homeserver.api.client.filters",
+    "homeserver.api.client.account_data",
+    "homeserver.api.client.receipts",
+    "homeserver.api.client.typing",
+    "homeserver.api.client.presence",
+    "homeserver.api.client.push_rules",
+    "homeserver.api.client.pushers",
+    "homeserver.api.client.notifications",
+    "homeserver.api.client.admin_users",
+    "homeserver.api.client.openid",
+)
 
 
 class HomeServer:
@@ -42,6 +88,41 @@ class HomeServer:
         self.tokens = Tokens(self.db, clock)
         self.accounts = Accounts(self.db, config.server_name, self.passwords, self.tokens, clock)
         self.ratelimiter = RateLimiter(config.rate_limits)
+        media_files = MediaFiles(data_dir / "media")
+        self.media = MediaRepository(
+            self.db, media_files, config.server_name, max_upload_size=config.max_upload_size, clock=clock
+        )
+        self.url_previews = UrlPreviewer(self.media, enabled=config.url_previews, clock=clock)
+        self.profiles = Profiles(self.db, config.server_name, self.accounts.exists)
+        self.profiles.pipeline = self.pipeline
+        # rooms: createRoom, membership, sending, reading, relations, redactions, directory, search
+        self.rooms = Rooms(
+            self.db,
+            self.pipeline,
+            server_name=config.server_name,
+            default_room_version=config.default_room_version,
+            clock=clock,
+        )
+        self.rooms.membership.profile_lookup = self.profiles.member_fields
+        self.add_persisted_listener(self.rooms.on_persisted)
+        self.accounts.account_created_listeners.append(self.profiles.on_account_created)
+        self.user_directory = UserDirectory(self.db, self.profiles)
+        self.add_persisted_listener(self.user_directory.on_persisted)
+        self.uia = UserInteractiveAuth(clock)
+        self.registration_tokens = RegistrationTokens(self.db, clock)
+        self.login_tokens = LoginTokens(clock)
+        self.login = Login(self.accounts, self.ratelimiter, self.uia, self.login_tokens)
+        self.moderation = Moderation(self.db, self.tokens, config.server_name, clock)
+        self.pipeline.local_event_checks.append(self.moderation.check_local_event)
+        self.registration = Registration(
+            config, self.accounts, self.passwords, self.tokens, self.registration_tokens, self.uia, clock
+        )
+        self.deactivation = Deactivation(self.db, self.accounts, self.pipeline)
+        self.e2ee = E2EE(self.db, config.server_name)
+        self.accounts.devices_deleted_listeners.append(self.e2ee.keys.devices_deleted)
+        # sync, notifier, push, receipts, typing, presence, account data, filters
+        self.sync = SyncServices(self)
+        self.notifier = self.sync.notifier
 
     def add_persisted_listener(self, listener: Callable[[PersistedEvent], None]) -> None:
         self._persisted_listeners.append(listener)
@@ -65,6 +146,7 @@ class HomeServer:
         return app
 
     async def _cleanup(self, app: web.Application) -> None:
+        await self.sync.close()
         self.close()
 
     def close(self) -> None:
@@ -85,8 +167,15 @@ def run(config: Config) -> int:
 
 async def _serve(config: Config) -> int:
     hs = HomeServer(config)
+    notice = await hs.registration.first_account_notice(config.public_baseurl or f"http://{config.listen}")
+    if notice is not None:
+        print(notice, flush=True)  # the admin's way in: shown at every start until the first account exists
     app = hs.build_app()
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # handler_cancellation: a request whose client went away stops (a long-poll /sync would otherwise
+    # run to its timeout); shutdown waits at most a couple of seconds for requests in flight.
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, handler_cancellation=True, shutdown_timeout=2.0
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
     await site.start()

@@ -7,13 +7,45 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from storage import accounts, events, rooms, shortids, state_snapshots
+from storage import (
+    accounts,
+    e2ee,
+    event_relations,
+    events,
+    media,
+    openid,
+    profiles,
+    redactions,
+    registration_tokens,
+    room_directory,
+    room_extras,
+    rooms,
+    search_index,
+    shortids,
+    state_snapshots,
+)
+from storage.account_data import AccountDataStore
 from storage.accounts import AccountStore
+from storage.e2ee import E2EEStore
 from storage.engine import META, Store, Table
+from storage.event_relations import RelationStore
 from storage.events import EventStore
+from storage.filters import FilterStore
+from storage.media import MediaStore
+from storage.openid import OpenIdStore
+from storage.presence import PresenceStore
+from storage.profiles import ProfileStore
+from storage.push import PushStore
+from storage.receipts import ReceiptStore
+from storage.redactions import RedactionStore
+from storage.registration_tokens import RegistrationTokenStore
+from storage.room_directory import RoomDirectoryStore
+from storage.room_extras import RoomExtrasStore
 from storage.rooms import RoomStore
+from storage.search_index import SearchIndexStore
 from storage.shortids import ShortIds
 from storage.state_snapshots import StateSnapshots
+from storage.sync_tables import TABLES as SYNC_TABLES
 
 ALL_TABLES: tuple[Table, ...] = (
     META,
@@ -22,6 +54,17 @@ ALL_TABLES: tuple[Table, ...] = (
     *state_snapshots.TABLES,
     *rooms.TABLES,
     *accounts.TABLES,
+    *media.TABLES,
+    *profiles.TABLES,
+    *registration_tokens.TABLES,
+    *SYNC_TABLES,
+    *event_relations.TABLES,
+    *redactions.TABLES,
+    *search_index.TABLES,
+    *room_directory.TABLES,
+    *room_extras.TABLES,
+    *e2ee.TABLES,
+    *openid.TABLES,
 )
 
 
@@ -36,6 +79,23 @@ class Database:
         self.rooms = RoomStore(self.store)
         self.snapshots = StateSnapshots(self.store)
         self.accounts = AccountStore(self.store)
+        self.e2ee = E2EEStore(self.store)
+        self.openid = OpenIdStore(self.store)
+        self.registration_tokens = RegistrationTokenStore(self.store)
+        self.media = MediaStore(self.store)
+        self.profiles = ProfileStore(self.store)
+        # sync, push, receipts, presence, account data, filters
+        self.account_data = AccountDataStore(self.store)
+        self.receipts = ReceiptStore(self.store)
+        self.push = PushStore(self.store)
+        self.filters = FilterStore(self.store)
+        self.presence = PresenceStore(self.store)
+        # room service indexes
+        self.relations = RelationStore(self.store)
+        self.redactions = RedactionStore(self.store)
+        self.search_index = SearchIndexStore(self.store)
+        self.room_directory = RoomDirectoryStore(self.store)
+        self.room_extras = RoomExtrasStore(self.store)
 
     @classmethod
     @contextlib.contextmanager

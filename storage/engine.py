@@ -276,6 +276,19 @@ class Store:
         lo = full + start if start is not None else full
         hi = full + stop if stop is not None else prefix_upper_bound(full)
         cut = len(table.prefix)
+        if reverse:
+            # plyvel 1.5.1 yields nothing for a reverse range whose highest key is its `start`:
+            # iterate down from `hi` unbounded and stop below `lo` by hand
+            rit = self.db.iterator(stop=hi, reverse=True, include_value=include_value)
+            try:
+                for item in rit:
+                    k = item[0] if include_value else item
+                    if k < lo:
+                        break
+                    yield k[cut:], item[1] if include_value else b""
+            except plyvel.CorruptionError as e:
+                raise _corrupted(self.path, e) from None
+            return
         it = self.db.iterator(start=lo, stop=hi, reverse=reverse, include_value=include_value)
         try:
             if include_value:

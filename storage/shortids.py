@@ -46,6 +46,8 @@ class _Namespace:
         self.cache = _LRU(cache_size)
         self.reverse_cache: OrderedDict[int, bytes] = OrderedDict()
         self.cache_size = cache_size
+        # names given an id by batches not yet committed -> those batches
+        self.pending: dict[bytes, list[Batch]] = {}
 
     def get(self, name: bytes) -> int | None:
         short = self.cache.get(name)
@@ -62,19 +64,39 @@ class _Namespace:
     def get_or_create(self, name: bytes, batch: Batch) -> int:
         short = self.get(name)
         if short is not None:
+            owners = self.pending.get(name)
+            if owners is not None and batch not in owners:
+                # Made by a batch that is not written yet (e.g. waiting for a group commit): write the
+                # mapping here too, so this batch never depends on that one landing.
+                self._adopt(name, short, batch, owners)
             return short
         self.last += 1
         short = self.last
-        batch.put(self.forward, name, u64(short))
-        batch.put(self.reverse, u64(short), name)
         self.cache.remember(name, short)
         self._remember_reverse(short, name)
-        batch.on_abort.append(lambda: self._forget(name, short))
+        self._adopt(name, short, batch, [])
         return short
 
-    def _forget(self, name: bytes, short: int) -> None:
-        self.cache.pop(name, None)
-        self.reverse_cache.pop(short, None)
+    def _adopt(self, name: bytes, short: int, batch: Batch, owners: list[Batch]) -> None:
+        batch.put(self.forward, name, u64(short))
+        batch.put(self.reverse, u64(short), name)
+        owners.append(batch)
+        self.pending[name] = owners
+
+        def committed() -> None:
+            self.pending.pop(name, None)  # durable now
+
+        def aborted() -> None:
+            if batch in owners:
+                owners.remove(batch)
+            if not owners and self.pending.get(name) is owners:
+                # no batch will write it: forget it (a gap in the numbering is harmless)
+                del self.pending[name]
+                self.cache.pop(name, None)
+                self.reverse_cache.pop(short, None)
+
+        batch.on_commit.append(committed)
+        batch.on_abort.append(aborted)
 
     def _remember_reverse(self, short: int, name: bytes) -> None:
         self.reverse_cache[short] = name

@@ -5,11 +5,14 @@ spec: client-server-api "Client Authentication", "Refreshing access tokens".
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -18,6 +21,8 @@ from homeserver.errors import MatrixError
 from storage.accounts import token_hash
 from storage.database import Database
 from storage.engine import Batch
+
+log = logging.getLogger(__name__)
 
 # Access tokens of sessions that asked for a refresh token expire; others live until logout.
 REFRESHABLE_TOKEN_LIFETIME_MS = 5 * 60 * 1000
@@ -30,6 +35,8 @@ class Requester:
     token_hash: bytes
     is_guest: bool = False
     is_admin: bool = False
+    is_locked: bool = False
+    is_suspended: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,27 +56,85 @@ class Tokens:
         self.db = db
         self.clock = clock
         self._cache: OrderedDict[bytes, tuple[Requester, int | None]] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    def issue(self, user_id: str, device_id: str, batch: Batch, *, refreshable: bool) -> Session:
-        """New tokens for a device, written by `batch`."""
+    def issue(
+        self, user_id: str, device_id: str, batch: Batch, *, refreshable: bool, prev_refresh: bytes | None = None
+    ) -> Session:
+        """New tokens for a device, written by `batch`. `prev_refresh`: the refresh token these replace,
+        revoked once the new ones are used (spec: "Refreshing access tokens")."""
         token = new_token("mat")
         expires_at = self._now_ms() + REFRESHABLE_TOKEN_LIFETIME_MS if refreshable else None
         info: dict[str, object] = {"user_id": user_id, "device_id": device_id, "created_ts": self._now_ms()}
         if expires_at is not None:
             info["expires_at"] = expires_at
+        if prev_refresh is not None:
+            info["prev_refresh"] = prev_refresh.hex()
         self.db.accounts.put_access_token(token_hash(token), info, batch)
         refresh = None
         if refreshable:
             refresh = new_token("mar")
-            self.db.accounts.put_refresh_token(
-                token_hash(refresh),
-                {"user_id": user_id, "device_id": device_id, "access_token": token_hash(token).hex()},
-                batch,
-            )
+            refresh_info = {"user_id": user_id, "device_id": device_id, "access_token": token_hash(token).hex()}
+            if prev_refresh is not None:
+                refresh_info["prev"] = prev_refresh.hex()
+            self.db.accounts.put_refresh_token(token_hash(refresh), refresh_info, batch)
         return Session(token, device_id, refresh, REFRESHABLE_TOKEN_LIFETIME_MS if refreshable else None)
+
+    async def refresh(self, refresh_token: str) -> Session:
+        """New access and refresh tokens for a refresh token (spec: POST /refresh).
+
+        The old access token dies at once. The old refresh token stays usable until the new tokens
+        are used, so a client that lost the answer can repeat the refresh; repeating it revokes the
+        tokens the earlier attempt handed out.
+        """
+        h = token_hash(refresh_token)
+        info = self.db.accounts.refresh_token(h)
+        if info is None:
+            raise MatrixError(401, "M_UNKNOWN_TOKEN", "Unknown refresh token", soft_logout=False)
+        user_id, device_id = info["user_id"], info["device_id"]
+        account = self.db.accounts.account(user_id) or {}
+        if account.get("deactivated"):
+            raise MatrixError(401, "M_UNKNOWN_TOKEN", "This account has been deactivated", soft_logout=False)
+        dropped = [bytes.fromhex(info["access_token"])]
+        batch = self.db.store.batch()
+        with batch:
+            self.db.accounts.delete_access_token(dropped[0], user_id, device_id, batch)
+            successor = info.get("next")
+            if successor is not None:  # an earlier refresh whose answer the client never used
+                nxt = self.db.accounts.refresh_token(bytes.fromhex(successor))
+                if nxt is not None:
+                    dropped.append(bytes.fromhex(nxt["access_token"]))
+                    self.db.accounts.delete_access_token(dropped[-1], user_id, device_id, batch)
+                    self.db.accounts.delete_refresh_token(bytes.fromhex(successor), user_id, device_id, batch)
+            previous = info.pop("prev", None)
+            if previous is not None:  # this token is in use now: the one it replaced is done
+                self.db.accounts.delete_refresh_token(bytes.fromhex(previous), user_id, device_id, batch)
+            session = self.issue(user_id, device_id, batch, refreshable=True, prev_refresh=h)
+            assert session.refresh_token is not None
+            info["next"] = token_hash(session.refresh_token).hex()
+            self.db.accounts.put_refresh_token(h, info, batch)
+            await batch.commit()
+        self.forget(dropped)
+        return session
+
+    async def _retire_refresh_token(self, access_hash: bytes, info: dict[str, object]) -> None:
+        """The first use of a refreshed access token revokes the refresh token it replaced."""
+        prev = info.get("prev_refresh")
+        if not isinstance(prev, str):
+            return
+        user_id, device_id = str(info["user_id"]), str(info["device_id"])
+        batch = self.db.store.batch()
+        with batch:
+            if self.db.accounts.access_token(access_hash) is None:
+                return  # logged out meanwhile
+            self.db.accounts.delete_refresh_token(bytes.fromhex(prev), user_id, device_id, batch)
+            self.db.accounts.put_access_token(
+                access_hash, {k: v for k, v in info.items() if k != "prev_refresh"}, batch
+            )
+            await batch.commit()
 
     def lookup(self, token: str) -> Requester:
         """The requester a token belongs to; 401 `M_UNKNOWN_TOKEN` otherwise."""
@@ -88,8 +153,12 @@ class Tokens:
                 h,
                 is_guest=bool(account.get("guest")),
                 is_admin=bool(account.get("admin")),
+                is_locked=bool(account.get("locked")),
+                is_suspended=bool(account.get("suspended")),
             )
             cached = (requester, info.get("expires_at"))
+            if "prev_refresh" in info:
+                self._schedule(self._retire_refresh_token(h, info))
             self._cache[h] = cached
             if len(self._cache) > 10_000:
                 self._cache.popitem(last=False)
@@ -98,6 +167,20 @@ class Tokens:
             # spec: an expired access token gets M_UNKNOWN_TOKEN with soft_logout: the client refreshes
             raise MatrixError(401, "M_UNKNOWN_TOKEN", "Access token has expired", soft_logout=True)
         return requester
+
+    def _schedule(self, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            task = asyncio.get_running_loop().create_task(coro)
+        except RuntimeError:  # no loop (a tool reading tokens): the next lookup in the server does it
+            coro.close()
+            return
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("revoking a used refresh token failed", exc_info=task.exception())
 
     def forget(self, hashes: list[bytes] | None = None, user_id: str | None = None) -> None:
         """Drop cached requesters after tokens were deleted (by hash, or all of a user's)."""
@@ -112,8 +195,16 @@ class Tokens:
         token = access_token(request)
         if token is None:
             raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
-        return self.lookup(token)
+        return self._unlocked(self.lookup(token), request)
 
     def optional_requester(self, request: web.Request) -> Requester | None:
         token = access_token(request)
-        return self.lookup(token) if token is not None else None
+        return self._unlocked(self.lookup(token), request) if token is not None else None
+
+    @staticmethod
+    def _unlocked(requester: Requester, request: web.Request) -> Requester:
+        # spec: "Account locking" — a locked account gets 401 M_USER_LOCKED with soft_logout, except
+        # on /logout and /logout/all, which it may still call
+        if requester.is_locked and not request.path.endswith(("/logout", "/logout/all")):
+            raise MatrixError(401, "M_USER_LOCKED", "This account has been locked", soft_logout=True)
+        return requester

@@ -42,14 +42,15 @@ from homeserver.protocol.power_levels import (
     NAMED_LEVEL_DEFAULTS,
     get_named_level,
     get_required_power_level_for_event,
-    get_user_power_level,
     parse_power_level,
     room_creators,
+    user_power_level,
 )
 from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS, AuthRulesVariant, RoomVersion, get_room_version
 
 __all__ = [
     "AuthEventsMap",
+    "AuthMemo",
     "StateKey",
     "auth_events_map",
     "auth_types_for_event",
@@ -67,35 +68,38 @@ def auth_types_for_event(event: Mapping[str, Any], room_version: str | RoomVersi
     spec: server-server-api "Auth events selection". The create event is selected except where the
     room id is derived from it (rooms/v12: "m.room.create MUST NOT be selected").
     """
-    rv = get_room_version(room_version)
-    if event.get("type") == "m.room.create":
+    rv = room_version if type(room_version) is RoomVersion else get_room_version(room_version)
+    event_type = event.get("type")
+    if event_type == "m.room.create":
         return []
-    wanted: list[StateKey] = []
-    if not rv.room_id_from_create_event:
-        wanted.append(CREATE)
-    wanted.append(POWER_LEVELS)
+    wanted = [POWER_LEVELS] if rv.room_id_from_create_event else [CREATE, POWER_LEVELS]
     sender = event.get("sender")
     if isinstance(sender, str):
         wanted.append(("m.room.member", sender))
-    if event.get("type") == "m.room.member":
-        content = content_of(event)
-        membership = content.get("membership")
-        target = event.get("state_key")
-        if isinstance(target, str):
-            wanted.append(("m.room.member", target))
-        if membership in ("join", "invite", "knock"):
-            wanted.append(JOIN_RULES)
-        if membership == "invite" and "third_party_invite" in content:
-            tpi = content["third_party_invite"]
-            signed = tpi.get("signed") if isinstance(tpi, Mapping) else None
-            token = signed.get("token") if isinstance(signed, Mapping) else None
-            if isinstance(token, str):
-                wanted.append(("m.room.third_party_invite", token))
-        if membership == "join" and rv.restricted_join_rule:
-            via = content.get("join_authorised_via_users_server")
-            if isinstance(via, str):
-                wanted.append(("m.room.member", via))
-    return list(dict.fromkeys(wanted))
+    if event_type != "m.room.member":
+        return wanted
+    content = content_of(event)
+    membership = content.get("membership")
+    extra: list[StateKey] = []
+    target = event.get("state_key")
+    if isinstance(target, str):
+        extra.append(("m.room.member", target))
+    if membership in ("join", "invite", "knock"):
+        extra.append(JOIN_RULES)
+    if membership == "invite" and "third_party_invite" in content:
+        tpi = content["third_party_invite"]
+        signed = tpi.get("signed") if isinstance(tpi, Mapping) else None
+        token = signed.get("token") if isinstance(signed, Mapping) else None
+        if isinstance(token, str):
+            extra.append(("m.room.third_party_invite", token))
+    if membership == "join" and rv.restricted_join_rule:
+        via = content.get("join_authorised_via_users_server")
+        if isinstance(via, str):
+            extra.append(("m.room.member", via))
+    for key in extra:  # each pair once, first occurrence first
+        if key not in wanted:
+            wanted.append(key)
+    return wanted
 
 
 def auth_events_map(auth_events: Iterable[Mapping[str, Any]]) -> dict[StateKey, Mapping[str, Any]]:
@@ -154,12 +158,42 @@ def check_auth_events_field(
 # --- the rules ----------------------------------------------------------------------------------
 
 
+class AuthMemo:
+    """What `check_auth` parses out of state events, kept across many checks in one room version.
+
+    State resolution checks thousands of events against the same few power levels and create events;
+    with a memo each is parsed once. Entries are keyed by the event object's identity and keep the
+    object alive, so an identity is never reused while the memo lives; the events must not be mutated
+    meanwhile. One memo per room version and per task (it is not locked).
+    """
+
+    __slots__ = ("_creators", "_levels", "room_version")
+
+    def __init__(self, room_version: RoomVersion) -> None:
+        self.room_version = room_version
+        self._creators: dict[int, tuple[Mapping[str, Any], frozenset[str]]] = {}
+        self._levels: dict[int, tuple[Mapping[str, Any], _Levels]] = {}
+
+    def creators(self, create: Mapping[str, Any]) -> frozenset[str]:
+        hit = self._creators.get(id(create))
+        if hit is None or hit[0] is not create:
+            hit = self._creators[id(create)] = (create, room_creators(create, self.room_version))
+        return hit[1]
+
+    def levels(self, power_levels: Mapping[str, Any]) -> _Levels:
+        hit = self._levels.get(id(power_levels))
+        if hit is None or hit[0] is not power_levels:
+            hit = self._levels[id(power_levels)] = (power_levels, _Levels(power_levels, self.room_version))
+        return hit[1]
+
+
 def check_auth(
     event: Mapping[str, Any],
     auth_events: Mapping[tuple[str, str], Mapping[str, Any]],
     room_version: str | RoomVersion,
     *,
     create_event_id: str | None = None,
+    memo: AuthMemo | None = None,
 ) -> None:
     """Raise `AuthError` unless the authorization rules of `room_version` allow `event`.
 
@@ -170,8 +204,12 @@ def check_auth(
     `create_event_id` is the id of that create event when the caller knows it (state resolution
     does); otherwise it is computed from the event (its reference hash, or `event_id` in rooms v1–v2).
     It is needed for rooms/v12 rule 2 and for the creator's first join.
+
+    `memo` (an `AuthMemo` for the same room version) lets many checks share what they parse.
     """
-    rv = get_room_version(room_version)
+    rv = room_version if type(room_version) is RoomVersion else get_room_version(room_version)
+    if memo is not None and memo.room_version is not rv:
+        raise ValueError("the AuthMemo belongs to another room version")
     n = rule_numbers(rv)
     if event.get("type") == "m.room.create":
         _check_create(event, rv)
@@ -185,11 +223,15 @@ def check_auth(
             raise AuthError(n.room_id, "room_id is not the id of the room's m.room.create event")
     elif create is None:  # spec: rooms/v1–v11 auth rule 2.4
         raise AuthError(f"{n.auth_events}.4", "no m.room.create event among the auth events")
-    # spec: auth rule 2.5 (3.4 in rooms/v12), on the entries the rules read.
-    for key in auth_types_for_event(event, rv):
-        entry = auth_events.get(key)
-        if entry is not None and entry.get("room_id") != room_id:
-            raise AuthError(n.auth_events_room_id, f"auth event {key!r} belongs to another room")
+    # spec: auth rule 2.5 (3.4 in rooms/v12), on the entries the rules read: those the selection picks
+    # (worked out only when some entry is from elsewhere; the v12 create event has no room_id at all).
+    selected: list[StateKey] | None = None
+    for key, entry in auth_events.items():
+        if entry.get("room_id") != room_id and not (key == CREATE and rv.room_id_from_create_event):
+            if selected is None:
+                selected = auth_types_for_event(event, rv)
+            if key in selected:
+                raise AuthError(n.auth_events_room_id, f"auth event {key!r} belongs to another room")
 
     sender = event.get("sender")
     # spec: auth rule 3 (4 in rooms/v12) — m.federate false keeps other servers out.
@@ -205,8 +247,9 @@ def check_auth(
             raise AuthError("4.2", "m.room.aliases state_key is not the sender's server")
         return
 
+    creators = memo.creators(create) if memo is not None else room_creators(create, rv)
     if event_type == "m.room.member":  # spec: auth rule 5 (4 in rooms v6–v11)
-        check_member(event, auth_events, create, create_event_id, rv, n)
+        check_member(event, auth_events, create, create_event_id, rv, n, creators)
         return
 
     # spec: auth rule 6 (5 in rooms v6–v11)
@@ -214,7 +257,7 @@ def check_auth(
         raise AuthError(n.sender_joined, "the sender is not joined to the room")
 
     power_levels = auth_events.get(POWER_LEVELS)
-    sender_level = get_user_power_level(sender, power_levels, create, rv) if isinstance(sender, str) else 0
+    sender_level = user_power_level(sender, power_levels, creators, rv) if isinstance(sender, str) else 0
 
     if event_type == "m.room.third_party_invite":  # spec: auth rule 7.1 (6.1 in rooms v6–v11)
         if sender_level >= get_named_level(power_levels, "invite", rv):
@@ -230,7 +273,7 @@ def check_auth(
         raise AuthError(n.state_key, "a state_key starting with @ must be the sender's user id")
 
     if event_type == "m.room.power_levels":  # spec: auth rule 10 (9 in rooms v6–v11)
-        _check_power_levels(event, power_levels, create, sender_level, rv, n)
+        _check_power_levels(event, power_levels, creators, sender_level, rv, n, memo)
         return
 
     # spec: rooms/fragments/v1-auth-rules 11; rooms/v3 moved redaction checks out of the auth rules.
@@ -277,86 +320,116 @@ def _is_room_create_event(
 
 def _level_map(value: object, rv: RoomVersion) -> dict[str, int]:
     """The entries of `events`/`notifications`/`users` that are levels in this room version."""
-    if not isinstance(value, Mapping):
+    if not (type(value) is dict or isinstance(value, Mapping)):
         return {}
     out: dict[str, int] = {}
     for key, raw in value.items():
-        level = parse_power_level(raw, rv)
+        # Plain ints (the common case, and the only one in rooms v10+) need no parsing.
+        level = raw if type(raw) is int else parse_power_level(raw, rv)
         if isinstance(key, str) and level is not None:
             out[key] = level
     return out
 
 
-def _check_power_levels(
-    event: Mapping[str, Any],
-    old: Mapping[str, Any] | None,
-    create: Mapping[str, Any],
-    sender_level: int | float,
-    rv: RoomVersion,
-    n: RuleNumbers,
-) -> None:
-    """spec: auth rule 10 (rule 9 in rooms v6–v11): m.room.power_levels."""
-    content = content_of(event)
+class _Levels:
+    """One m.room.power_levels event's content as rule 10 compares it, parsed once (see `AuthMemo`).
+
+    `named` holds each named level the content has (`None` where its value is no level); `maps` the
+    levels in `events`, `notifications` and `users`; `shape` the (rule, message) of the first rule on
+    the content's shape it breaks as the new event of a change (spec: rule 10.1; rooms/v10 rules
+    10.1–10.3), or `None`.
+    """
+
+    __slots__ = ("maps", "named", "shape", "users_keys")
+
+    def __init__(self, event: Mapping[str, Any], rv: RoomVersion) -> None:
+        content = content_of(event)
+        self.named: dict[str, int | None] = {
+            name: parse_power_level(content[name], rv) for name in NAMED_LEVEL_DEFAULTS if name in content
+        }
+        self.maps = {name: _level_map(content.get(name), rv) for name in ("events", "notifications", "users")}
+        users = content.get("users", {})
+        self.users_keys: frozenset[str] = frozenset(users) if isinstance(users, Mapping) else frozenset()
+        self.shape = _shape_error(content, users, rv)
+
+
+def _shape_error(content: Mapping[str, Any], users: object, rv: RoomVersion) -> tuple[str, str] | None:
+    """The (rule, message) of the first shape rule the new power levels content breaks, if any."""
+    n = rule_numbers(rv)
     if rv.enforce_int_power_levels:
         # spec: rooms/v10 rules 10.1 and 10.2 — no strings, no fractions.
         for name in NAMED_LEVEL_DEFAULTS:
             if name in content and parse_power_level(content[name], rv) is None:
-                raise AuthError(n.pl_named_types, f"{name} is not an integer")
+                return n.pl_named_types, f"{name} is not an integer"
         for name in ("events", "notifications"):
             if name in content:
                 value = content[name]
                 if not isinstance(value, Mapping) or any(parse_power_level(v, rv) is None for v in value.values()):
-                    raise AuthError(n.pl_map_types, f"{name} is not an object of integers")
+                    return n.pl_map_types, f"{name} is not an object of integers"
     # spec: rule 10.1 (10.3 in v10+). A missing `users` is taken as an empty one.
-    users = content.get("users", {})
     if not isinstance(users, Mapping):
-        raise AuthError(n.pl_users, "users is not an object")
+        return n.pl_users, "users is not an object"
     for user_id, raw in users.items():
         if not is_valid_user_id(user_id):
-            raise AuthError(n.pl_users, f"users has a key that is not a user id: {user_id!r}")
+            return n.pl_users, f"users has a key that is not a user id: {user_id!r}"
         # parse_power_level takes exactly what the version allows: integers, v1–v9 strings, v1–v5 floats.
-        if parse_power_level(raw, rv) is None:
-            raise AuthError(n.pl_users, f"the level of {user_id} is not an integer")
+        if type(raw) is not int and parse_power_level(raw, rv) is None:
+            return n.pl_users, f"the level of {user_id} is not an integer"
+    return None
+
+
+def _check_power_levels(
+    event: Mapping[str, Any],
+    old: Mapping[str, Any] | None,
+    creators: frozenset[str],
+    sender_level: int | float,
+    rv: RoomVersion,
+    n: RuleNumbers,
+    memo: AuthMemo | None,
+) -> None:
+    """spec: auth rule 10 (rule 9 in rooms v6–v11): m.room.power_levels."""
+    new = memo.levels(event) if memo is not None else _Levels(event, rv)
+    if new.shape is not None:
+        raise AuthError(*new.shape)
     if rv.privileged_creators:
         # spec: rooms/v12 rule 10.4 — creators' power is not written down, so it cannot be taken away.
-        listed = room_creators(create, rv).intersection(users)
+        listed = sorted(creators & new.users_keys)
         if listed:
-            raise AuthError(n.pl_creators, f"users may not list room creators: {sorted(listed)}")
+            raise AuthError(n.pl_creators, f"users may not list room creators: {listed}")
 
     if old is None:
         return  # spec: "If there is no previous m.room.power_levels event in the room, allow."
-    old_content = content_of(old)
+    current = memo.levels(old) if memo is not None else _Levels(old, rv)
 
     for name in NAMED_LEVEL_DEFAULTS:
-        current = parse_power_level(old_content.get(name), rv) if name in old_content else None
-        new = parse_power_level(content.get(name), rv) if name in content else None
-        if current == new:
+        before, after = current.named.get(name), new.named.get(name)
+        if before == after:
             continue
-        if current is not None and current > sender_level:
+        if before is not None and before > sender_level:
             raise AuthError(f"{n.pl_named_change}.1", f"{name} is currently above the sender's level")
-        if new is not None and new > sender_level:
+        if after is not None and after > sender_level:
             raise AuthError(f"{n.pl_named_change}.2", f"new {name} is above the sender's level")
 
     # spec: rooms/v6 — `notifications` is checked like `events`.
     map_names = ("events", "notifications") if rv.limit_notifications_power_levels else ("events",)
-    maps = [(_level_map(old_content.get(k), rv), _level_map(content.get(k), rv), k) for k in map_names]
-    for before, after, name in maps:
-        for key, current in before.items():
-            if after.get(key) != current and current > sender_level:
+    for name in map_names:
+        before_map, after_map = current.maps[name], new.maps[name]
+        for key, level in before_map.items():
+            if after_map.get(key) != level and level > sender_level:
                 raise AuthError(n.pl_map_current, f"{name}[{key!r}] is currently above the sender's level")
-    for before, after, name in maps:
-        for key, new in after.items():
-            if before.get(key) != new and new > sender_level:
+    for name in map_names:
+        before_map, after_map = current.maps[name], new.maps[name]
+        for key, level in after_map.items():
+            if before_map.get(key) != level and level > sender_level:
                 raise AuthError(n.pl_map_new, f"new {name}[{key!r}] is above the sender's level")
 
-    old_users = _level_map(old_content.get("users"), rv)
-    new_users = _level_map(users, rv)
+    old_users, new_users = current.maps["users"], new.maps["users"]
     sender = event.get("sender")
-    for user_id, current in old_users.items():
-        if user_id != sender and new_users.get(user_id) != current and current >= sender_level:
+    for user_id, level in old_users.items():
+        if user_id != sender and new_users.get(user_id) != level and level >= sender_level:
             raise AuthError(n.pl_users_current, f"{user_id} has a level at or above the sender's")
-    for user_id, new in new_users.items():
-        if old_users.get(user_id) != new and new > sender_level:
+    for user_id, level in new_users.items():
+        if old_users.get(user_id) != level and level > sender_level:
             raise AuthError(n.pl_users_new, f"{user_id} would get a level above the sender's")
 
 

@@ -7,8 +7,10 @@ rooms/v6, v7, v10, v11, v12 — the same rules, renumbered as versions add and r
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from homeserver.protocol import identifiers
@@ -103,24 +105,31 @@ def _compute_rule_numbers(rv: RoomVersion) -> RuleNumbers:
     )
 
 
-# Constant tables (not state): one rule numbering per known room version.
-_RULE_NUMBERS: Mapping[RoomVersion, RuleNumbers] = {
-    rv: _compute_rule_numbers(rv) for rv in KNOWN_ROOM_VERSIONS.values()
+# Constant tables (not state): one rule numbering per known room version, keyed by identifier (hashing
+# the RoomVersion dataclass hashes all its fields, on every check).
+_RULE_NUMBERS: Mapping[str, tuple[RoomVersion, RuleNumbers]] = {
+    rv.identifier: (rv, _compute_rule_numbers(rv)) for rv in KNOWN_ROOM_VERSIONS.values()
 }
 
 
 def rule_numbers(rv: RoomVersion) -> RuleNumbers:
     """How the spec numbers each rule in this room version's list."""
-    found = _RULE_NUMBERS.get(rv)
-    return found if found is not None else _compute_rule_numbers(rv)
+    found = _RULE_NUMBERS.get(rv.identifier)
+    if found is not None and found[0] is rv:
+        return found[1]
+    return _compute_rule_numbers(rv)
 
 
 # --- small readers -------------------------------------------------------------------------------
 
 
+_NO_CONTENT: Mapping[str, Any] = MappingProxyType({})
+
+
 def content_of(event: Mapping[str, Any] | None) -> Mapping[str, Any]:
     content = event.get("content") if event is not None else None
-    return content if isinstance(content, Mapping) else {}
+    # `type(...) is dict` first: the ABC check behind isinstance(x, Mapping) is slow on hot paths.
+    return content if type(content) is dict or isinstance(content, Mapping) else _NO_CONTENT
 
 
 def server_of(identifier: object) -> str | None:
@@ -130,9 +139,20 @@ def server_of(identifier: object) -> str | None:
     return identifier.split(":", 1)[1]
 
 
+# spec: appendices "User Identifiers" — the everyday shape, decided by one regex: a printable-ASCII
+# localpart without ':', a DNS hostname holding a letter or '-' (so never an IPv4 literal, whose octets
+# need checking), an optional port of at most four digits (never above 65535). Within 255 characters
+# (ASCII, so 255 bytes) every such string is valid; anything else goes to the full parser.
+_PLAIN_USER_ID = re.compile(r"@[\x21-\x39\x3b-\x7e]*:(?=[0-9.]*[A-Za-z-])[0-9A-Za-z.-]+(?::[0-9]{1,4})?")
+
+
 def is_valid_user_id(value: object) -> bool:
     """spec: appendices "User Identifiers", with the historical localparts federation must accept."""
-    return isinstance(value, str) and identifiers.is_valid_user_id(value, historical=True)
+    if not isinstance(value, str):
+        return False
+    if len(value) <= identifiers.MAX_IDENTIFIER_BYTES and _PLAIN_USER_ID.fullmatch(value):
+        return True
+    return identifiers.is_valid_user_id(value, historical=True)
 
 
 def membership_of(auth_events: AuthEventsMap, user_id: object) -> str | None:

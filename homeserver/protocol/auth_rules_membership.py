@@ -22,7 +22,7 @@ from homeserver.protocol.auth_rules_common import (
 )
 from homeserver.protocol.errors import AuthError, ProtocolError
 from homeserver.protocol.event_ids import event_id
-from homeserver.protocol.power_levels import get_named_level, get_user_power_level
+from homeserver.protocol.power_levels import get_named_level, user_power_level
 from homeserver.protocol.room_versions import RoomVersion
 from homeserver.protocol.signing import verify_signed_by_key
 
@@ -58,10 +58,12 @@ def check_member(
     create_event_id: str | None,
     rv: RoomVersion,
     n: RuleNumbers,
+    creators: frozenset[str],
 ) -> None:
     """spec: auth rule 5 (rule 4 in rooms v6–v11): m.room.member.
 
-    `create_event_id` is the create event's id if the caller knows it (else computed when needed).
+    `create_event_id` is the create event's id if the caller knows it (else computed when needed);
+    `creators` the room's creators (`power_levels.room_creators` of `create`).
     """
     m = n.member
     content = content_of(event)
@@ -84,7 +86,7 @@ def check_member(
     power_levels = auth_events.get(POWER_LEVELS)
 
     def level(user_id: object) -> int | float:
-        return get_user_power_level(user_id, power_levels, create, rv) if isinstance(user_id, str) else 0
+        return user_power_level(user_id, power_levels, creators, rv) if isinstance(user_id, str) else 0
 
     if membership == "join":
         _check_join(event, auth_events, create, create_event_id, rv, n, sender_membership, level)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from homeserver.protocol.room_versions import RoomVersion, get_room_version
@@ -54,7 +55,9 @@ def parse_power_level(value: object, room_version: str | RoomVersion) -> int | N
     spec: v1-floaty-power-levels — rooms v1–v5 (no canonical JSON enforcement) also take floats,
     truncated towards zero; infinities and NaN are never levels.
     """
-    rv = get_room_version(room_version)
+    if type(value) is int:  # the common case, and the only one in rooms v10+
+        return value
+    rv = room_version if type(room_version) is RoomVersion else get_room_version(room_version)
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -71,9 +74,13 @@ def parse_power_level(value: object, room_version: str | RoomVersion) -> int | N
     return None
 
 
+_NO_CONTENT: Mapping[str, Any] = MappingProxyType({})
+
+
 def _content(event: Mapping[str, Any] | None) -> Mapping[str, Any]:
     content = event.get("content") if event is not None else None
-    return content if isinstance(content, Mapping) else {}
+    # `type(...) is dict` first: the ABC check behind isinstance(x, Mapping) is slow on hot paths.
+    return content if type(content) is dict or isinstance(content, Mapping) else _NO_CONTENT
 
 
 def room_creators(create_event: Mapping[str, Any] | None, room_version: str | RoomVersion) -> frozenset[str]:
@@ -82,7 +89,7 @@ def room_creators(create_event: Mapping[str, Any] | None, room_version: str | Ro
     spec: rooms/v1–v10 — `content.creator` of the create event; rooms/v11 — the create event's `sender`;
     rooms/v12 — the `sender` plus every string in `content.additional_creators`.
     """
-    rv = get_room_version(room_version)
+    rv = room_version if type(room_version) is RoomVersion else get_room_version(room_version)
     if create_event is None:
         return frozenset()
     if not rv.implicit_room_creator:
@@ -111,18 +118,30 @@ def get_user_power_level(
     spec: m.room.power_levels — `users[user_id]`, else `users_default` (default 0); with no power
     levels event, the creator has 100 and everyone else 0.
     """
-    rv = get_room_version(room_version)
-    creators = room_creators(create_event, rv)
+    rv = room_version if type(room_version) is RoomVersion else get_room_version(room_version)
+    return user_power_level(user_id, power_levels_event, room_creators(create_event, rv), rv)
+
+
+def user_power_level(
+    user_id: str,
+    power_levels_event: Mapping[str, Any] | None,
+    creators: frozenset[str],
+    room_version: str | RoomVersion,
+) -> int | float:
+    """`get_user_power_level` with the room's creators already known (`room_creators`)."""
+    rv = room_version if type(room_version) is RoomVersion else get_room_version(room_version)
     if rv.privileged_creators and user_id in creators:
         return CREATOR_POWER_LEVEL
     if power_levels_event is None:
         return CREATOR_DEFAULT_LEVEL if user_id in creators else 0
-    users = _content(power_levels_event).get("users")
-    if isinstance(users, Mapping) and user_id in users:
+    content = _content(power_levels_event)
+    users = content.get("users")
+    if (type(users) is dict or isinstance(users, Mapping)) and user_id in users:
         level = parse_power_level(users[user_id], rv)
         if level is not None:
             return level
-    return get_named_level(power_levels_event, "users_default", rv)
+    level = parse_power_level(content.get("users_default"), rv)
+    return NAMED_LEVEL_DEFAULTS["users_default"] if level is None else level
 
 
 def get_named_level(power_levels_event: Mapping[str, Any] | None, name: str, room_version: str | RoomVersion) -> int:
@@ -150,7 +169,7 @@ def get_required_power_level(
     state events and `events_default` for others.
     """
     events = _content(power_levels_event).get("events")
-    if isinstance(events, Mapping) and event_type in events:
+    if (type(events) is dict or isinstance(events, Mapping)) and event_type in events:
         level = parse_power_level(events[event_type], room_version)
         if level is not None:
             return level

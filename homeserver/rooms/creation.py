@@ -14,11 +14,10 @@ from homeserver.errors import MatrixError
 from homeserver.protocol import canonical_json
 from homeserver.protocol.auth_rules import check_auth
 from homeserver.protocol.errors import AuthError, ProtocolError, UnknownRoomVersion
-from homeserver.protocol.event_ids import event_id as compute_event_id
 from homeserver.protocol.event_ids import new_room_id, new_v1_event_id, room_id_from_create_event
-from homeserver.protocol.event_signing import add_hashes_and_signatures
 from homeserver.protocol.room_versions import EventFormat, RoomVersion, get_room_version
 from homeserver.rooms.pipeline import EventPipeline, RoomContext
+from homeserver.rooms.signing import hash_and_sign
 
 PRESETS: dict[str, dict[str, str]] = {
     # spec: createRoom preset table
@@ -112,6 +111,8 @@ async def create_room(pipeline: EventPipeline, req: RoomCreation) -> str:
     except ProtocolError as e:
         raise MatrixError(400, "M_BAD_JSON", f"request is not valid canonical JSON: {e}") from None
 
+    for check in pipeline.local_event_checks:  # e.g. a suspended account may not create rooms
+        check(req.creator, "m.room.create", {}, "", None)
     db = pipeline.db
     batch = db.store.batch()
     with batch:
@@ -160,14 +161,15 @@ async def create_room(pipeline: EventPipeline, req: RoomCreation) -> str:
                 "m.room.topic",
                 {"topic": req.topic, "m.topic": [{"mimetype": "text/plain", "body": req.topic}]},
             )
-        if first_pl is not final_pl:
-            send("m.room.power_levels", final_pl)
         # 8. invites
         for invitee in req.invite:
             invite: dict[str, Any] = {"membership": "invite"}
             if req.is_direct:
                 invite["is_direct"] = True
             send("m.room.member", invite, invitee)
+        # an override that lowers the creator is applied last, once the creator has sent everything
+        if first_pl is not final_pl:
+            send("m.room.power_levels", final_pl)
         await batch.commit()
     pipeline.notify(ctx)
     return ctx.room_id
@@ -210,8 +212,8 @@ def _write_create_event(
         check_auth(event, {}, rv)
     except AuthError as e:
         raise MatrixError(400, "M_BAD_JSON", f"invalid creation_content: {e.reason}") from None
-    add_hashes_and_signatures(event, rv, identity.server_name, identity.key_id, identity.signing_key)
-    eid = compute_event_id(event, rv)
+    signed = hash_and_sign(event, rv, identity.server_name, identity.key_id, identity.signing_key)
+    eid = signed.event_id
     room_id = room_id_from_create_event(event, rv) if rv.room_id_from_create_event else event["room_id"]
     db = pipeline.db
     room_short = db.ids.room_or_create(room_id, batch)
@@ -223,6 +225,5 @@ def _write_create_event(
         state=0,
         info={"version": rv.identifier, "create_event_id": eid, "state": 0, "creator": req.creator},
     )
-    encoded = canonical_json.encode_for_room(event, rv.strict_canonical_json)
-    pipeline.write_event(ctx, batch, event, eid, encoded, [], 0)
+    pipeline.write_event(ctx, batch, event, eid, signed.encoded, [], 0)
     return ctx

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,25 +23,29 @@ import nacl.signing
 
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.protocol import canonical_json, unpadded_base64
-from homeserver.protocol.auth_rules import auth_types_for_event, check_auth
+from homeserver.protocol.auth_rules import auth_events_map, auth_types_for_event, check_auth, check_auth_events_field
 from homeserver.protocol.errors import AuthError, EventFormatError, HashMismatch, ProtocolError, SignatureError
 from homeserver.protocol.event_format import check_pdu_format
 from homeserver.protocol.event_ids import event_id as compute_event_id
 from homeserver.protocol.event_ids import new_v1_event_id
-from homeserver.protocol.event_signing import add_hashes_and_signatures, required_signers, verify_event_signature
+from homeserver.protocol.event_signing import required_signers, verify_event_signature
 from homeserver.protocol.hashes import check_content_hash, reference_hash
 from homeserver.protocol.redaction import redact
 from homeserver.protocol.room_versions import EventFormat, RoomVersion, get_room_version
+from homeserver.rooms.signing import hash_and_sign
 from homeserver.rooms.state_access import resolve_snapshots
 from homeserver.state.event_source import reference_ids
 from storage.database import Database
 from storage.engine import Batch
 from storage.events import OUTLIER, REDACTED, REJECTED, SOFT_FAILED, STATE, EventMeta
-from storage.rooms import LIVE_BASE
+from storage.rooms import LIVE_BASE, MEMBERSHIPS
 
 # spec: PDU schemas — at most 20 prev_events
 MAX_PREV_EVENTS = 20
 MAX_DEPTH = 2**53 - 1
+MAX_KEY_BYTES = 255
+RESOLUTION_CACHE = 10_000
+MAX_EVENT_BYTES = 65536
 
 KeyLookup = Callable[[str, list[str]], Awaitable[Mapping[str, nacl.signing.VerifyKey]]]
 
@@ -70,7 +75,7 @@ class PersistedEvent:
     room_id: str
     short: int
     stream: int  # position on the global stream; 0 when the event is not in the timeline
-    event: dict[str, Any]
+    event: dict[str, Any]  # the stored PDU, shared with the event cache: copy it before changing it
     rejected: str | None = None
     soft_failed: bool = False
     state_changed: dict[tuple[str, str], str] = field(default_factory=dict)  # current-state delta
@@ -115,6 +120,13 @@ class EventPipeline:
         self.clock = clock
         self.on_persisted = on_persisted
         self._locks: dict[str, asyncio.Lock] = {}
+        self._resolved: OrderedDict[tuple[int, ...], int] = OrderedDict()  # state snapshots -> resolution
+        # Called by write_event with the batch, after the event's own writes: services add their index
+        # writes (relations, redactions, search...) so they commit atomically with the event.
+        self.write_hooks: list[Callable[[Batch, RoomContext, PersistedEvent], None]] = []
+        # Called before a local event is built: policies that refuse some senders (e.g. suspended
+        # accounts) raise a MatrixError here. Arguments: sender, type, content, state_key, redacts.
+        self.local_event_checks: list[Callable[[str, str, dict[str, Any], str | None, str | None], None]] = []
 
     # -- reading helpers -------------------------------------------------------------------------
 
@@ -232,6 +244,8 @@ class EventPipeline:
         redacts: str | None = None,
     ) -> PersistedEvent:
         """Build and authorise a local event on top of the room's extremities, and add it to `batch`."""
+        for check in self.local_event_checks:
+            check(sender, event_type, content, state_key, redacts)
         rv = ctx.rv
         prevs = self._choose_prev_events(ctx)
         state_before = ctx.state
@@ -268,23 +282,23 @@ class EventPipeline:
             canonical_json.check(event["content"])
         except ProtocolError as e:
             raise MatrixError(400, "M_BAD_JSON", f"content is not valid canonical JSON: {e}") from None
+        # spec: client-server-api "Size limits" — type and state_key at most 255 bytes
+        if len(event_type.encode()) > MAX_KEY_BYTES or (
+            state_key is not None and len(state_key.encode()) > MAX_KEY_BYTES
+        ):
+            raise MatrixError(413, "M_TOO_LARGE", f"type and state_key may not exceed {MAX_KEY_BYTES} bytes")
+        # Signed before the auth rules run: rule 4.2.1 (rooms v8+) needs our signature on a restricted
+        # join that one of our users authorises.
+        identity = self.identity
+        signed = hash_and_sign(event, ctx.rv, identity.server_name, identity.key_id, identity.signing_key)
+        if len(signed.encoded) > MAX_EVENT_BYTES:
+            # spec: client-server-api "Size limits"
+            raise MatrixError(413, "M_TOO_LARGE", f"event is larger than {MAX_EVENT_BYTES} bytes")
         try:
             check_auth(event, auth_map, rv, create_event_id=ctx.info.get("create_event_id"))
         except AuthError as e:
             raise forbidden(f"not allowed: {e.reason} (auth rule {e.rule})") from None
-        return self.sign_and_write(ctx, batch, event, prevs, state_before)
-
-    def sign_and_write(
-        self, ctx: RoomContext, batch: Batch, event: dict[str, Any], prevs: list[int], state_before: int
-    ) -> PersistedEvent:
-        add_hashes_and_signatures(
-            event, ctx.rv, self.identity.server_name, self.identity.key_id, self.identity.signing_key
-        )
-        encoded = canonical_json.encode_for_room(event, ctx.rv.strict_canonical_json)
-        if len(encoded) > 65536:
-            raise MatrixError(413, "M_TOO_LARGE", "event is larger than 65536 bytes")
-        eid = compute_event_id(event, ctx.rv)
-        return self.write_event(ctx, batch, event, eid, encoded, prevs, state_before, flags=0)
+        return self.write_event(ctx, batch, event, signed.event_id, signed.encoded, prevs, state_before, flags=0)
 
     def _choose_prev_events(self, ctx: RoomContext) -> list[int]:
         ext = ctx.extremities
@@ -294,12 +308,27 @@ class EventPipeline:
         return sorted(ext, key=lambda s: self._meta(ctx, s).depth, reverse=True)[:MAX_PREV_EVENTS]
 
     def _state_after_prevs(self, ctx: RoomContext, prevs: Iterable[int], batch: Batch) -> int:
-        snapshots = sorted({self._meta(ctx, p).state_after for p in prevs})
+        snapshots = tuple(sorted({self._meta(ctx, p).state_after for p in prevs}))
         if len(snapshots) == 1:
             return snapshots[0]
+        # While a room is forked, each message on one branch asks for the same resolution again:
+        # snapshots and events never change, so the answer is kept (once its batch is written).
+        cached = self._resolved.get(snapshots)
+        if cached is not None:
+            self._resolved.move_to_end(snapshots)
+            return cached
         extra = {self._event_id_of(ctx, s): ev for s, ev in ctx.pending_events.items()}
         resolved = resolve_snapshots(self.db, ctx.rv, snapshots, extra)
-        return self.db.snapshots.save_state(resolved, near=snapshots[0], batch=batch)
+        # stored as a diff against the current state, which a resolution usually differs little from
+        sid = self.db.snapshots.save_state(resolved, near=ctx.state or snapshots[0], batch=batch)
+
+        def remember() -> None:
+            self._resolved[snapshots] = sid
+            if len(self._resolved) > RESOLUTION_CACHE:
+                self._resolved.popitem(last=False)
+
+        batch.on_commit.append(remember)
+        return sid
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -359,6 +388,8 @@ class EventPipeline:
             db.rooms.append_timeline(ctx.room_short, LIVE_BASE + stream, short, batch)
             self._advance(ctx, batch, short, meta, prevs, persisted)
         ctx.written.append(persisted)
+        for hook in self.write_hooks:
+            hook(batch, ctx, persisted)
         return persisted
 
     def _advance(
@@ -399,20 +430,23 @@ class EventPipeline:
     def _update_memberships(
         self, ctx: RoomContext, batch: Batch, old_state: int, changes: dict[int, int], removed: list[int], stream: int
     ) -> None:
-        for sk, ev_short in changes.items():
+        for sk in [*changes, *(k for k in removed if k not in changes)]:
             etype, user_id = self.db.ids.state_key_of(sk)
             if etype != "m.room.member":
-                continue
-            event = self._event(ctx, ev_short)
-            membership = event.get("content", {}).get("membership")
-            if membership not in ("join", "invite", "leave", "ban", "knock"):
                 continue
             previous = None
             old_short = self.db.snapshots.get(old_state, sk) if old_state else None
             if old_short is not None:
-                old_membership = self._event(ctx, old_short).get("content", {}).get("membership")
-                previous = old_membership if isinstance(old_membership, str) else None
+                previous = _membership(self._event(ctx, old_short))
             server = user_id.split(":", 1)[1] if ":" in user_id else ""
+            ev_short = changes.get(sk)
+            membership = _membership(self._event(ctx, ev_short)) if ev_short is not None else None
+            if ev_short is None or membership is None:
+                # the member event left the state (a state resolution can drop a key), or the new one has
+                # no valid membership (which the auth rules refuse): the user has no membership here
+                if previous is not None:
+                    self.db.rooms.remove_membership(ctx.room_short, user_id, batch, previous=previous, server=server)
+                continue
             self.db.rooms.set_membership(
                 ctx.room_short, user_id, membership, ev_short, stream, batch, previous=previous, server=server
             )
@@ -437,7 +471,10 @@ class EventPipeline:
         room_id = pdu.get("room_id")
         if not isinstance(room_id, str):
             raise EventRefused("PDU has no room_id")
-        ctx = self.load_context(room_id)
+        try:
+            ctx = self.load_context(room_id)
+        except MatrixError:
+            raise EventRefused(f"PDU for a room this server is not in: {room_id}") from None
         rv = ctx.rv
         try:
             check_pdu_format(pdu, rv)  # step 1
@@ -471,6 +508,9 @@ class EventPipeline:
         meta = self.db.events.get_meta(short) if short is not None else None
         if short is None or meta is None or meta.outlier:
             return None
+        if self.db.ids.room(room_id) != meta.room:
+            # rooms v1-v2: the sender chooses event ids; one already used elsewhere is refused
+            raise EventRefused(f"event {eid} already exists in another room")
         event = self.db.events.get_json(short) or {}
         return PersistedEvent(
             eid, room_id, short, meta.stream, event, self.db.events.rejection_reason(short), meta.soft_failed
@@ -503,18 +543,30 @@ class EventPipeline:
         missing = [a for a in auth_ids + prev_ids if self._stored_short(ctx, a) is None]
         if missing:
             raise MissingEventsError(missing)
+        prevs = [self._known_short(ctx, p) for p in prev_ids]
+        if any(self._meta(ctx, p).room != ctx.room_short for p in prevs):
+            # the state after an event of another room means nothing here
+            raise EventRefused("a prev event belongs to another room")
         rejection: str | None = None
-        # step 4: against its own auth events (a rejected auth event rejects it)
-        auth_map: dict[tuple[str, str], dict[str, Any]] = {}
-        for a in auth_ids:
+        if pdu.get("type") == "m.room.create" and eid != ctx.info.get("create_event_id"):
+            rejection = "the room already has its m.room.create event"  # spec: a room has one create event
+        # step 4: against its own auth events. The list itself first (spec: auth rules 2.1-2.5, 3.x in
+        # v12: no duplicates, nothing unselected, nothing rejected, the create event, the same room),
+        # taken as sent: duplicates must stay visible.
+        auth_events: list[Mapping[str, Any]] = []
+        rejected_auth: set[int] = set()
+        for a in _reference_list(pdu.get("auth_events"), fmt):
             short = self._stored_short(ctx, a)
             assert short is not None
             ev = self._event(ctx, short)
+            auth_events.append(ev)
             if self._meta(ctx, short).rejected:
-                rejection = f"auth event {a} was rejected"
-            key = (ev.get("type"), ev.get("state_key"))
-            if isinstance(key[0], str) and isinstance(key[1], str):
-                auth_map.setdefault((key[0], key[1]), ev)
+                rejected_auth.add(id(ev))
+        try:
+            check_auth_events_field(pdu, auth_events, rv, is_rejected=lambda e: id(e) in rejected_auth)
+        except AuthError as e:
+            rejection = rejection or f"auth rule {e.rule}: {e.reason}"
+        auth_map = auth_events_map(auth_events)
         create_id = ctx.info.get("create_event_id")
         if rv.room_id_from_create_event and isinstance(create_id, str):
             create_short = self._stored_short(ctx, create_id)
@@ -523,7 +575,6 @@ class EventPipeline:
         if rejection is None:
             rejection = self._auth_failure(pdu, auth_map, rv, create_id)
         # step 5: against the state before the event
-        prevs = [self._stored_short(ctx, p) or 0 for p in prev_ids]
         state_before = self._state_after_prevs(ctx, prevs, batch) if prevs else 0
         if rejection is None:
             before_map = {k: self._event(ctx, s) for k, s in self._auth_selection(ctx, state_before, pdu).items()}
@@ -533,7 +584,8 @@ class EventPipeline:
             current_map = {k: self._event(ctx, s) for k, s in self._auth_selection(ctx, ctx.state, pdu).items()}
             if self._auth_failure(pdu, current_map, rv, create_id) is not None:
                 flags |= SOFT_FAILED
-        encoded = canonical_json.encode_for_room(pdu, rv.strict_canonical_json)
+        # rooms v6+: the format check proved the PDU strict canonical JSON, so no second validating walk
+        encoded = canonical_json.encode_trusted(pdu) if rv.strict_canonical_json else canonical_json.encode_lenient(pdu)
         return self.write_event(ctx, batch, pdu, eid, encoded, prevs, state_before, flags=flags, rejection=rejection)
 
     @staticmethod
@@ -545,3 +597,18 @@ class EventPipeline:
         except AuthError as e:
             return f"auth rule {e.rule}: {e.reason}"
         return None
+
+
+def _reference_list(references: object, event_format: EventFormat) -> list[str]:
+    """The event ids of a prev_events / auth_events list as sent, duplicates kept (the format is checked)."""
+    if not isinstance(references, list):
+        return []
+    if event_format is EventFormat.V1:
+        return [ref[0] for ref in references if isinstance(ref, list) and ref and isinstance(ref[0], str)]
+    return [ref for ref in references if isinstance(ref, str)]
+
+
+def _membership(event: Mapping[str, Any]) -> str | None:
+    content = event.get("content")
+    membership = content.get("membership") if isinstance(content, Mapping) else None
+    return membership if membership in MEMBERSHIPS else None

@@ -23,13 +23,19 @@ class AuthChainProvider(Protocol):
 
         spec: v2-state-res "Auth chain" — every event reachable through `auth_events` links; an event
         is in the result only if it is reachable from one of the others (or from itself via a cycle).
+        In rooms v12 the create event named by the room id counts as an auth event of every other
+        event (see `EventSource.auth_event_ids`). Not used by the resolver itself; kept for callers.
         """
         ...
 
     def auth_chain_difference(self, state_sets: Sequence[Collection[str]]) -> set[str]:
-        """∪ Cᵢ − ∩ Cᵢ, where Cᵢ is the union of the auth chains of the events in `state_sets[i]`.
+        """∪ Cᵢ − ∩ Cᵢ, where Cᵢ is `state_sets[i]` itself together with the auth chains of its events.
 
-        spec: v2-state-res "Auth difference".
+        spec: v2-state-res "Auth difference" calls Cᵢ "the union of the auth chains for each event in
+        Sᵢ". Synapse (its chain-cover index marks each state event as reachable from its own set) and
+        ruma (whose callers pass each set's events with their chains) count Sᵢ's own events as part
+        of Cᵢ, so an event that every state set holds is never in the difference, even when only some
+        sets' chains cite it. We follow them: every server must compute the same full conflicted set.
         """
         ...
 
@@ -72,26 +78,35 @@ class EventMapAuthChains:
         if count < 2:
             return set()
         sets = [s if isinstance(s, set | frozenset) else set(s) for s in state_sets]
-        common: set[str] = set(sets[0]).intersection(*sets[1:])
-        # The auth chains of events in every set are in every Cᵢ, hence never in the difference;
-        # everything below them is too, so the per-set walks stop there.
-        below_common = self.auth_chain(common)
+        # Events in every set are in every Cᵢ, and so is everything below them: never in the
+        # difference, so the per-set walks stop there.
+        in_every = self._closure(set(sets[0]).intersection(*sets[1:]))
         auth_ids = self.source.auth_event_ids
         reached_by: dict[str, int] = {}
         for state_set in sets:
-            seen: set[str] = set()
-            stack: list[str] = []
-            for event_id in state_set:
-                if event_id not in common:
-                    stack.extend(auth_ids(event_id))
+            # Cᵢ starts with Sᵢ itself (see the protocol's docstring: Synapse's and ruma's reading).
+            seen = {event_id for event_id in state_set if event_id not in in_every}
+            stack = list(seen)
             while stack:
-                current = stack.pop()
-                if current not in seen and current not in below_common:
-                    seen.add(current)
-                    stack.extend(auth_ids(current))
+                for auth_id in auth_ids(stack.pop()):
+                    if auth_id not in seen and auth_id not in in_every:
+                        seen.add(auth_id)
+                        stack.append(auth_id)
             for event_id in seen:
                 reached_by[event_id] = reached_by.get(event_id, 0) + 1
         return {event_id for event_id, n in reached_by.items() if n < count}
+
+    def _closure(self, event_ids: set[str]) -> set[str]:
+        """`event_ids` and their auth chains."""
+        auth_ids = self.source.auth_event_ids
+        seen = set(event_ids)
+        stack = list(seen)
+        while stack:
+            for auth_id in auth_ids(stack.pop()):
+                if auth_id not in seen:
+                    seen.add(auth_id)
+                    stack.append(auth_id)
+        return seen
 
     def conflicted_subgraph(self, conflicted: Collection[str]) -> set[str]:
         targets = conflicted if isinstance(conflicted, set | frozenset) else set(conflicted)

@@ -95,10 +95,23 @@ class EventSource:
             return None
 
     def auth_event_ids(self, event_id: str) -> tuple[str, ...]:
-        """The ids in the event's `auth_events` (parsed once)."""
+        """The ids the event cites as auth events (parsed once): its `auth_events`, and in rooms v12
+        also the create event its `room_id` names, when the map has it.
+
+        spec: rooms/v12 — the create event MUST NOT be listed in `auth_events`: "The `room_id` (being
+        the `m.room.create` event's ID) implies this instead." Synapse takes the implication
+        literally: its `auth_event_ids()` appends the create event, so its auth chains, auth
+        difference, conflicted subgraph and power-event graph all contain that edge. We walk the same
+        graph so that the answers agree even when state sets disagree about the create event.
+        """
         ids = self._auth_ids.get(event_id)
         if ids is None:
-            ids = reference_ids(self.event(event_id).get("auth_events"), self._format)
+            event = self.event(event_id)
+            ids = reference_ids(event.get("auth_events"), self._format)
+            if self.room_version.room_id_from_create_event:
+                create_id = self.create_event_id_from_room_id(event)
+                if create_id is not None and create_id != event_id and create_id not in ids:
+                    ids = (*ids, create_id)
             self._auth_ids[event_id] = ids
         return ids
 

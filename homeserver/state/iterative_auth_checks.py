@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from homeserver.protocol.auth_rules import auth_types_for_event, check_auth
+from homeserver.protocol.auth_rules import AuthMemo, auth_types_for_event, check_auth
 from homeserver.protocol.errors import ProtocolError
 from homeserver.state.event_source import CREATE_KEY, Event, EventSource, StateKey
 
@@ -16,39 +16,47 @@ from homeserver.state.event_source import CREATE_KEY, Event, EventSource, StateK
 class AuthChecker:
     """Builds the auth events for a check from a state map and runs the auth rules."""
 
-    __slots__ = ("_create_fallback", "_is_rejected", "_source", "room_version")
+    __slots__ = ("_create_fallback", "_is_rejected", "_memo", "_source", "room_version")
 
     def __init__(
         self,
         source: EventSource,
-        is_rejected: Callable[[str], bool],
+        is_rejected: Callable[[str], bool] | None,
         create_fallback: str | None,
     ) -> None:
         self._source = source
         self.room_version = source.room_version
-        self._is_rejected = is_rejected
+        self._is_rejected = is_rejected  # None: nothing was rejected
         # The create event the resolved state sets agree on, for events whose room_id names none.
         self._create_fallback = create_fallback
+        # The same few power levels and create events back thousands of checks: parse each once.
+        self._memo = AuthMemo(source.room_version)
 
     def is_allowed(self, event_id: str, state: dict[StateKey, str], use_auth_events: bool) -> bool:
         """Whether the event passes the auth rules against `state`.
 
-        With `use_auth_events`, a key the rules need but `state` lacks is taken from the event's own
-        `auth_events`, unless that auth event was rejected (spec: v2-state-res "Iterative auth checks"
-        and "Rejected events").
+        With `use_auth_events` (state resolution v2), a key the rules need but `state` lacks is taken
+        from the event's own `auth_events`, unless that auth event was rejected (spec: v2-state-res
+        "Iterative auth checks" and "Rejected events"). A rejected event in `state` then counts as
+        absent too: the spec only speaks of the fallback, but Synapse (`_iterative_auth_checks`) and
+        ruma (`iterative_auth_checks`) both skip rejected state entries, and so do we. (v1, without
+        `use_auth_events`, reads `state` as it is, as Synapse's v1 resolver does.)
         """
         source = self._source
+        is_rejected = self._is_rejected if use_auth_events else None
         event = source.event(event_id)
         auth_events: dict[StateKey, Event] = {}
         own: dict[StateKey, str] | None = None
         create_id: str | None = None
         for key in auth_types_for_event(event, self.room_version):
             found = state.get(key)
+            if found is not None and is_rejected is not None and is_rejected(found):
+                found = None
             if found is None and use_auth_events:
                 if own is None:
                     own = source.auth_events_by_key(event_id)
                 found = own.get(key)
-                if found is not None and self._is_rejected(found):
+                if found is not None and is_rejected is not None and is_rejected(found):
                     found = None
             if found is not None:
                 auth_events[key] = source.event(found)
@@ -62,7 +70,7 @@ class AuthChecker:
         try:
             # Event ids are the map's keys: hand the create event's id over rather than have the rules
             # recompute its reference hash on every check (rooms/v12 rule 2, the creator's first join).
-            check_auth(event, auth_events, self.room_version, create_event_id=create_id)
+            check_auth(event, auth_events, self.room_version, create_event_id=create_id, memo=self._memo)
         except ProtocolError:
             return False
         return True
@@ -82,9 +90,19 @@ class AuthChecker:
         """The iterative auth checks: apply each allowed state event to `state`, in order, in place.
 
         spec: v2-state-res "Iterative auth checks" — a rejected check means the event is ignored.
+
+        An event that was itself rejected on receipt is never applied. The spec ("Rejected events")
+        says events rejected for the state at the event are "handled as usual" and may pass here;
+        Synapse, which runs matrix.org, never admits a previously rejected event into the resolved
+        state (`_iterative_auth_checks`, matrix-org/synapse#13797), and a server that did would
+        disagree with it about the room whenever both rejected the event. We follow Synapse (ruma
+        follows the text).
         """
         source = self._source
+        is_rejected = self._is_rejected
         for event_id in event_ids:
             key = source.key_of(event_id)
-            if key is not None and self.is_allowed(event_id, state, use_auth_events=True):
+            if key is None or (is_rejected is not None and is_rejected(event_id)):
+                continue
+            if self.is_allowed(event_id, state, use_auth_events=True):
                 state[key] = event_id

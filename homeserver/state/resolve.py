@@ -18,10 +18,6 @@ from homeserver.state.v2 import resolve_v2
 RejectedEvents = Callable[[str], bool] | Collection[str]
 
 
-def _never_rejected(event_id: str) -> bool:
-    return False
-
-
 def resolve_state(
     room_version: str | RoomVersion,
     state_sets: Sequence[Mapping[tuple[str, str], str]],
@@ -47,8 +43,9 @@ def resolve_state(
     first = state_sets[0]
     if all(other is first or other == first for other in state_sets[1:]):
         return dict(first)
+    is_rejected: Callable[[str], bool] | None
     if rejected is None:
-        is_rejected: Callable[[str], bool] = _never_rejected
+        is_rejected = None
     elif callable(rejected):
         is_rejected = rejected
     else:

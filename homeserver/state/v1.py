@@ -56,7 +56,7 @@ def split_state_sets_v1(
 def resolve_v1(
     source: EventSource,
     state_sets: Sequence[Mapping[StateKey, str]],
-    is_rejected: Callable[[str], bool],
+    is_rejected: Callable[[str], bool] | None,
 ) -> dict[StateKey, str]:
     """spec: rooms/v1 "State resolution" — R starts as the unconflicted union and grows pass by pass."""
     resolved, conflicted = split_state_sets_v1(state_sets)

@@ -14,6 +14,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from homeserver.config import Config
 from homeserver.server import HomeServer
 
+from .openapi_check import check_response
+
 
 @dataclass
 class User:
@@ -47,6 +49,8 @@ class Harness:
             path = "/_matrix/client/v3/" + path
         resp = await self.client.request(method, path, json=json, headers=headers, **kw)
         body = await resp.json() if resp.content_type == "application/json" else await resp.read()
+        # Every answer of a documented endpoint must match the spec's response schema (tests/openapi/).
+        check_response(method, path, resp.status, resp.content_type, body)
         return resp.status, body
 
 

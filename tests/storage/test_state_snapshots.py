@@ -96,4 +96,4 @@ def test_cost_per_state_change_is_small_in_a_large_room(tmp_path: Path) -> None:
             stored += snaps.stored_entries(sid)
         assert dict(snaps.load(sid)) == model
         # amortised, well under the 10,000 entries a full copy per change would cost
-        assert stored / 2_000 < 200, stored / 2_000
+        assert stored / 2_000 < 40, stored / 2_000

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from homeserver.protocol.auth_rules import (
+    AuthMemo,
     auth_events_map,
     auth_types_for_event,
     check_auth,
@@ -122,12 +123,27 @@ class Room:
 
     def check(self, ev: Mapping[str, Any]) -> None:
         check_auth(ev, self.state, self.version)
+        assert self._memo_outcomes(ev) == [None, None]
 
     def rule(self, ev: Mapping[str, Any]) -> str:
         """The rule that rejects `ev` (fails the test if it is allowed)."""
         with pytest.raises(AuthError) as info:
             check_auth(ev, self.state, self.version)
+        assert self._memo_outcomes(ev) == [info.value.rule, info.value.rule]
         return info.value.rule
+
+    def _memo_outcomes(self, ev: Mapping[str, Any]) -> list[str | None]:
+        """Every check again with an `AuthMemo`, twice (the second reads what the first parsed): the
+        memo must never change an outcome. A fresh memo each time, since tests edit state in place."""
+        memo = AuthMemo(self.rv)
+        outcomes: list[str | None] = []
+        for _ in range(2):
+            try:
+                check_auth(ev, self.state, self.version, memo=memo)
+                outcomes.append(None)
+            except AuthError as e:
+                outcomes.append(e.rule)
+        return outcomes
 
 
 def standard_room(version: str, join_rule: str = "invite", users: Mapping[str, Any] | None = None) -> Room:

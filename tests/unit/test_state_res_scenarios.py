@@ -245,8 +245,8 @@ def test_room_creators_power_events_go_first_in_v12(version: str) -> None:
     both have 100, so the timestamp decides — Bob's goes first and Alice's, applied last, wins.
     spec: rooms/v12 — creators have infinite power, so Alice's goes first and Bob's wins.
 
-    (Bob's topic before the fork puts his join in both auth chains: otherwise his join would be in the
-    auth difference, sorted before his power levels event, and — having power 0 — after Alice's.)"""
+    (Bob's join is in both states, so it is in every full auth chain and not in the auth difference:
+    it does not hold his power levels event back. See test_state_res_synapse_compat.)"""
     g = RoomGraph(version)
     g.create_room()
     g.join(BOB)

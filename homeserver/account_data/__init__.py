@@ -1,0 +1,1 @@
+"""Account data: a user's private JSON objects, global and per room, including room tags."""

@@ -1,0 +1,107 @@
+"""Account data (spec: modules/account_data.md, tags.md, read_markers.md).
+
+Each write is one batch at a new position on the global stream, then wakes the user's syncs.
+Writes of one user are serialised so that read-modify-write updates (tags) never lose a change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from homeserver.errors import MatrixError
+from homeserver.sync.notifier import Notifier
+from storage.database import Database
+
+IGNORED_USERS = "m.ignored_user_list"
+# spec: account data that only the server writes (set through other endpoints)
+SERVER_CONTROLLED = {
+    "m.fully_read": "Cannot set m.fully_read through this API; use /read_markers",
+    "m.push_rules": "Cannot set m.push_rules through this API; use /pushrules",
+}
+
+
+class AccountData:
+    def __init__(self, db: Database, notifier: Notifier) -> None:
+        self.db = db
+        self.notifier = notifier
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._ignored: dict[str, frozenset[str]] = {}
+
+    def _lock(self, user_id: str) -> asyncio.Lock:
+        lock = self._locks.get(user_id)
+        if lock is None:
+            lock = self._locks[user_id] = asyncio.Lock()
+        return lock
+
+    def get(self, user_id: str, data_type: str, room_id: str = "") -> dict[str, Any] | None:
+        found = self.db.account_data.get(user_id, room_id, data_type)
+        return found[1] if found is not None else None
+
+    async def set(self, user_id: str, data_type: str, content: dict[str, Any], room_id: str = "") -> int:
+        """Write one entry; returns its stream position."""
+        return await self.update(user_id, data_type, lambda _old: content, room_id)
+
+    async def update(
+        self,
+        user_id: str,
+        data_type: str,
+        change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+        room_id: str = "",
+    ) -> int:
+        """Replace an entry with `change(old content)`; nothing is written if it returns None."""
+        async with self._lock(user_id):
+            new = change(self.get(user_id, data_type, room_id))
+            if new is None:
+                return 0
+            batch = self.db.store.batch()
+            with batch:
+                stream = batch.next_count()
+                self.db.account_data.put(user_id, room_id, data_type, new, stream, batch)
+                await batch.commit()
+            if data_type == IGNORED_USERS and not room_id:
+                self._ignored.pop(user_id, None)
+        self.notifier.notify(users=(user_id,))
+        return stream
+
+    def ignored(self, user_id: str) -> frozenset[str]:
+        """spec: modules/ignore_users.md — the users in `m.ignored_user_list`."""
+        found = self._ignored.get(user_id)
+        if found is None:
+            users = (self.get(user_id, IGNORED_USERS) or {}).get("ignored_users")
+            found = frozenset(u for u in users if isinstance(u, str)) if isinstance(users, dict) else frozenset()
+            self._ignored[user_id] = found
+        return found
+
+    @staticmethod
+    def check_client_writable(data_type: str, room_id: str = "") -> None:
+        message = SERVER_CONTROLLED.get(data_type)
+        if message is not None and (data_type == "m.fully_read" or not room_id):
+            # spec: PUT account_data — 405 M_BAD_JSON for types the server controls
+            raise MatrixError(405, "M_BAD_JSON", message)
+
+    # -- tags (spec: modules/tags.md): the m.tag room account data ------------------------------
+
+    def tags(self, user_id: str, room_id: str) -> dict[str, Any]:
+        content = self.get(user_id, "m.tag", room_id) or {}
+        tags = content.get("tags")
+        return dict(tags) if isinstance(tags, dict) else {}
+
+    async def set_tag(self, user_id: str, room_id: str, tag: str, body: dict[str, Any]) -> None:
+        def change(old: dict[str, Any] | None) -> dict[str, Any]:
+            tags = dict((old or {}).get("tags") or {})
+            tags[tag] = body
+            return {"tags": tags}
+
+        await self.update(user_id, "m.tag", change, room_id)
+
+    async def remove_tag(self, user_id: str, room_id: str, tag: str) -> None:
+        def change(old: dict[str, Any] | None) -> dict[str, Any] | None:
+            tags = dict((old or {}).get("tags") or {})
+            if tag not in tags:
+                return None
+            del tags[tag]
+            return {"tags": tags}
+
+        await self.update(user_id, "m.tag", change, room_id)

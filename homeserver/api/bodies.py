@@ -1,0 +1,47 @@
+"""Request bodies as strict pydantic models, with the spec's error codes.
+
+spec: client-server-api "Common error codes": a missing required key is `M_MISSING_PARAM`; a key of
+the wrong type (strict: no "1" for 1, no 1 for true) is `M_BAD_JSON`; not JSON is `M_NOT_JSON`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from homeserver.api.http import json_object
+from homeserver.errors import MatrixError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Body(BaseModel):
+    """A request body: strict types, unknown keys kept (clients send extra fields)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+def parse(model: type[M], data: Any, *, bad: str = "M_BAD_JSON") -> M:
+    """Validate `data`; `bad` is the errcode for wrong types and values (Synapse's admin API uses
+    `M_INVALID_PARAM`)."""
+    if not isinstance(data, dict):
+        raise MatrixError(400, "M_BAD_JSON", "request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        if err["type"] == "missing":
+            raise MatrixError(400, "M_MISSING_PARAM", f"{where} is required") from None
+        raise MatrixError(400, bad, f"{where}: {err['msg']}") from None
+
+
+async def read(request: web.Request, model: type[M], *, allow_empty: bool = False) -> M:
+    return parse(model, await json_object(request, allow_empty=allow_empty))
+
+
+def client_ip(request: web.Request) -> str | None:
+    """The peer address (rate limits and device "last seen"); proxies are not trusted blindly."""
+    return request.remote

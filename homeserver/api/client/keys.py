@@ -1,0 +1,162 @@
+"""End-to-end encryption routes: keys, cross-signing, to-device, key backup.
+
+spec: modules/end_to_end_encryption.md (key management API), send_to_device.md, and the
+room_keys API.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from homeserver.api.http import Router, json_object, json_response
+from homeserver.errors import MatrixError
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+
+def _stream_token(raw: str | None, name: str) -> int:
+    """A position from a sync token ("s123") or a bare number."""
+    if raw is None:
+        raise MatrixError(400, "M_MISSING_PARAM", f"{name} is required")
+    digits = raw[1:] if raw.startswith("s") else raw
+    digits = digits.split("_", 1)[0]
+    if not digits.isdigit():
+        raise MatrixError(400, "M_INVALID_PARAM", f"{name} is not a valid token")
+    return int(digits)
+
+
+def _object(body: dict[str, Any], key: str) -> dict[str, Any]:
+    value = body.get(key, {})
+    if not isinstance(value, dict):
+        raise MatrixError(400, "M_BAD_JSON", f"{key} must be an object")
+    return value
+
+
+def register(router: Router, hs: HomeServer) -> None:
+    e2ee = hs.e2ee
+
+    async def upload(request: web.Request) -> web.Response:
+        req = hs.tokens.requester(request)
+        body = await json_object(request)
+        counts = await e2ee.keys.upload(req.user_id, req.device_id, body)
+        return json_response({"one_time_key_counts": counts})
+
+    async def query(request: web.Request) -> web.Response:
+        req = hs.tokens.requester(request)
+        body = await json_object(request)
+        return json_response(e2ee.keys.query(req.user_id, _object(body, "device_keys")))
+
+    async def claim(request: web.Request) -> web.Response:
+        hs.tokens.requester(request)
+        body = await json_object(request)
+        return json_response(await e2ee.keys.claim(_object(body, "one_time_keys")))
+
+    async def changes(request: web.Request) -> web.Response:
+        req = hs.tokens.requester(request)
+        after = _stream_token(request.query.get("from"), "from")
+        upto = _stream_token(request.query.get("to"), "to")
+        return json_response(e2ee.keys.changes(req.user_id, after, upto))
+
+    async def device_signing(request: web.Request) -> web.Response:
+        req = hs.tokens.requester(request)
+        body = await json_object(request)
+        if e2ee.keys.cross_signing_needs_auth(req.user_id, body):
+            # spec: replacing cross-signing keys needs user-interactive auth with the password
+            await hs.uia.require(request, req, body, "replace your cross-signing keys")
+        await e2ee.keys.upload_cross_signing(req.user_id, {k: v for k, v in body.items() if k != "auth"})
+        return json_response({})
+
+    async def signatures(request: web.Request) -> web.Response:
+        req = hs.tokens.requester(request)
+        body = await json_object(request)
+        return json_response(await e2ee.keys.upload_signatures(req.user_id, body))
+
+    async def send_to_device(request: web.Request) -> web.Response:
+        req = hs.tokens.requester(request)
+        body = await json_object(request)
+        messages = _object(body, "messages")
+        await e2ee.to_device.send(
+            req.user_id, req.device_id, request.match_info["eventType"], request.match_info["txnId"], messages
+        )
+        return json_response({})
+
+    # key backup
+    async def version_current(request: web.Request) -> web.Response:
+        req = hs.tokens.requester(request)
+        return json_response(e2ee.backup.describe(req.user_id, None))
+
+    async def version_get(request: web.Request) -> web.Response:
+        req = hs.tokens.requester(request)
+        return json_response(e2ee.backup.describe(req.user_id, request.match_info["version"]))
+
+    async def version_create(request: web.Request) -> web.Response:
+        req = hs.tokens.requester(request)
+        return json_response({"version": await e2ee.backup.create(req.user_id, await json_object(request))})
+
+    async def version_update(request: web.Request) -> web.Response:
+        req = hs.tokens.requester(request)
+        await e2ee.backup.update(req.user_id, request.match_info["version"], await json_object(request))
+        return json_response({})
+
+    async def version_delete(request: web.Request) -> web.Response:
+        req = hs.tokens.requester(request)
+        await e2ee.backup.delete(req.user_id, request.match_info["version"])
+        return json_response({})
+
+    async def keys_put(request: web.Request) -> web.Response:
+        req = hs.tokens.requester(request)
+        body = await json_object(request)
+        room_id = request.match_info.get("roomId")
+        session_id = request.match_info.get("sessionId")
+        rooms: dict[str, Any]
+        if session_id is not None and room_id is not None:
+            rooms = {room_id: {"sessions": {session_id: body}}}
+        elif room_id is not None:
+            rooms = {room_id: body}
+        else:
+            rooms = _object(body, "rooms")
+        return json_response(await e2ee.backup.put_keys(req.user_id, request.query.get("version"), rooms))
+
+    async def keys_get(request: web.Request) -> web.Response:
+        req = hs.tokens.requester(request)
+        return json_response(
+            e2ee.backup.get_keys(
+                req.user_id,
+                request.query.get("version"),
+                request.match_info.get("roomId"),
+                request.match_info.get("sessionId"),
+            )
+        )
+
+    async def keys_delete(request: web.Request) -> web.Response:
+        req = hs.tokens.requester(request)
+        return json_response(
+            await e2ee.backup.delete_keys(
+                req.user_id,
+                request.query.get("version"),
+                request.match_info.get("roomId"),
+                request.match_info.get("sessionId"),
+            )
+        )
+
+    router.client("POST", "/keys/upload", upload)
+    router.client("POST", "/keys/query", query)
+    router.client("POST", "/keys/claim", claim)
+    router.client("GET", "/keys/changes", changes)
+    router.client("POST", "/keys/device_signing/upload", device_signing)
+    router.add("POST", "/_matrix/client/unstable/keys/device_signing/upload", device_signing)
+    router.client("POST", "/keys/signatures/upload", signatures)
+    router.add("POST", "/_matrix/client/unstable/keys/signatures/upload", signatures)
+    router.client("PUT", "/sendToDevice/{eventType}/{txnId}", send_to_device)
+    router.client("GET", "/room_keys/version", version_current)
+    router.client("POST", "/room_keys/version", version_create)
+    router.client("GET", "/room_keys/version/{version}", version_get)
+    router.client("PUT", "/room_keys/version/{version}", version_update)
+    router.client("DELETE", "/room_keys/version/{version}", version_delete)
+    for path in ("/room_keys/keys", "/room_keys/keys/{roomId}", "/room_keys/keys/{roomId}/{sessionId}"):
+        router.client("PUT", path, keys_put)
+        router.client("GET", path, keys_get)
+        router.client("DELETE", path, keys_delete)

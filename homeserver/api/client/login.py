@@ -1,0 +1,93 @@
+"""Login, token refresh and logout (legacy authentication API).
+
+spec: client-server-api "Login" (GET/POST /login), "Refreshing access tokens" (POST /refresh),
+POST /logout, POST /logout/all.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from homeserver.api.bodies import Body, client_ip, read
+from homeserver.api.http import Router, json_object, json_response
+from homeserver.auth.login import LOGIN_FLOWS
+from homeserver.auth.tokens import Session
+from homeserver.errors import MatrixError
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+
+class RefreshBody(Body):
+    refresh_token: str
+
+
+def session_json(hs: HomeServer, user_id: str, session: Session | None, *, well_known: bool = False) -> dict[str, Any]:
+    """The body of a successful login or registration."""
+    body: dict[str, Any] = {"user_id": user_id, "home_server": hs.server_name}
+    if session is not None:
+        body["access_token"] = session.access_token
+        body["device_id"] = session.device_id
+        if session.refresh_token is not None:
+            body["refresh_token"] = session.refresh_token
+        if session.expires_in_ms is not None:
+            body["expires_in_ms"] = session.expires_in_ms
+    if well_known and hs.config.public_baseurl:
+        body["well_known"] = {"m.homeserver": {"base_url": hs.config.public_baseurl.rstrip("/")}}
+    return body
+
+
+def register(router: Router, hs: HomeServer) -> None:
+    async def get_login(request: web.Request) -> web.Response:
+        return json_response({"flows": LOGIN_FLOWS})
+
+    async def post_login(request: web.Request) -> web.Response:
+        body = await json_object(request)
+        login_type = body.get("type")
+        if login_type is None:
+            raise MatrixError(400, "M_MISSING_PARAM", "type is required")
+        if not isinstance(login_type, str):
+            raise MatrixError(400, "M_BAD_JSON", "type must be a string")
+        if login_type == "m.login.token":
+            result = await hs.login.token_login(body, client_ip(request))
+        elif login_type == "m.login.password":
+            result = await hs.login.password_login(body, client_ip(request))
+        else:
+            raise MatrixError(400, "M_UNKNOWN", f"unknown login type {login_type}")
+        return json_response(session_json(hs, result.user_id, result.session, well_known=True))
+
+    async def get_token(request: web.Request) -> web.Response:
+        # spec: POST /login/get_token — user-interactive auth, then a single-use token for m.login.token
+        requester = hs.tokens.requester(request)
+        body = await json_object(request, allow_empty=True)
+        await hs.uia.require(request, requester, body, "create a login token")
+        hs.ratelimiter.check("login", f"user:{requester.user_id}")
+        token, lifetime = hs.login_tokens.issue(requester.user_id)
+        return json_response({"login_token": token, "expires_in_ms": lifetime})
+
+    async def refresh(request: web.Request) -> web.Response:
+        body = await read(request, RefreshBody)
+        session = await hs.tokens.refresh(body.refresh_token)
+        out: dict[str, Any] = {"access_token": session.access_token, "refresh_token": session.refresh_token}
+        if session.expires_in_ms is not None:
+            out["expires_in_ms"] = session.expires_in_ms
+        return json_response(out)
+
+    async def logout(request: web.Request) -> web.Response:
+        requester = hs.tokens.requester(request)
+        await hs.accounts.delete_devices(requester.user_id, [requester.device_id])
+        return json_response({})
+
+    async def logout_all(request: web.Request) -> web.Response:
+        requester = hs.tokens.requester(request)
+        await hs.accounts.delete_all_devices(requester.user_id)
+        return json_response({})
+
+    router.client("GET", "/login", get_login)
+    router.client("POST", "/login", post_login)
+    router.add("POST", "/_matrix/client/v1/login/get_token", get_token)
+    router.client("POST", "/refresh", refresh)
+    router.client("POST", "/logout", logout)
+    router.client("POST", "/logout/all", logout_all)

@@ -1,0 +1,50 @@
+"""OpenID tokens and single sign-on entry points.
+
+spec: client-server-api "OpenID" (POST /user/{userId}/openid/request_token) and "Single Sign-On"
+(GET /login/sso/redirect[/{idpId}]).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from homeserver.api.http import Router, json_object, json_response
+from homeserver.errors import MatrixError
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+OPENID_TOKEN_LIFETIME_S = 3600
+
+
+def register(router: Router, hs: HomeServer) -> None:
+    async def request_token(request: web.Request) -> web.Response:
+        requester = hs.tokens.requester(request)
+        if request.match_info["userId"] != requester.user_id:
+            raise MatrixError(403, "M_FORBIDDEN", "you can only request OpenID tokens for yourself")
+        await json_object(request, allow_empty=True)
+        token = secrets.token_urlsafe(32)
+        expires_at = int(hs.clock() * 1000) + OPENID_TOKEN_LIFETIME_S * 1000
+        batch = hs.db.store.batch()
+        with batch:
+            hs.db.openid.put(token, requester.user_id, expires_at, batch)
+            await batch.commit()
+        return json_response(
+            {
+                "access_token": token,
+                "token_type": "Bearer",
+                "matrix_server_name": hs.server_name,
+                "expires_in": OPENID_TOKEN_LIFETIME_S,
+            }
+        )
+
+    async def sso_redirect(request: web.Request) -> web.Response:
+        # GET /login lists no m.login.sso flow: no identity provider is configured on this server
+        raise MatrixError(404, "M_NOT_FOUND", "single sign-on is not configured on this server")
+
+    router.client("POST", "/user/{userId}/openid/request_token", request_token)
+    router.client("GET", "/login/sso/redirect", sso_redirect)
+    router.client("GET", "/login/sso/redirect/{idpId}", sso_redirect)

@@ -1,0 +1,50 @@
+"""Presence (spec: modules/presence.md, GET/PUT /presence/{userId}/status)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from homeserver.api.http import Router, json_object, json_response
+from homeserver.ephemeral.presence import STATES
+from homeserver.errors import MatrixError
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+
+def register(router: Router, hs: HomeServer) -> None:
+    presence = hs.sync.presence
+
+    def shares_room(a: str, b: str) -> bool:
+        mine = {ur.room for ur in hs.db.rooms.user_rooms(a) if ur.membership == "join"}
+        return any(ur.membership == "join" and ur.room in mine for ur in hs.db.rooms.user_rooms(b))
+
+    async def get_status(request: web.Request) -> web.Response:
+        requester = hs.tokens.requester(request)
+        user_id = request.match_info["userId"]
+        local = user_id.endswith(":" + hs.server_name)
+        if user_id != requester.user_id:
+            if not (local and hs.db.accounts.account(user_id) is not None) and not presence.known(user_id):
+                raise MatrixError(404, "M_NOT_FOUND", "No presence for this user")
+            if not shares_room(requester.user_id, user_id):
+                raise MatrixError(403, "M_FORBIDDEN", "You are not allowed to see their presence")
+        return json_response(presence.content(user_id))
+
+    async def set_status(request: web.Request) -> web.Response:
+        requester = hs.tokens.requester(request)
+        if request.match_info["userId"] != requester.user_id:
+            raise MatrixError(403, "M_FORBIDDEN", "You cannot set the presence of another user")
+        body = await json_object(request)
+        state = body.get("presence")
+        if state not in STATES:
+            raise MatrixError(400, "M_INVALID_PARAM", "presence must be online, unavailable or offline")
+        status_msg = body.get("status_msg")  # PUT replaces the state: no status_msg clears it
+        if status_msg is not None and not isinstance(status_msg, str):
+            raise MatrixError(400, "M_INVALID_PARAM", "status_msg must be a string")
+        await presence.set(requester.user_id, state, status_msg)
+        return json_response({})
+
+    router.client("GET", "/presence/{userId}/status", get_status)
+    router.client("PUT", "/presence/{userId}/status", set_status)

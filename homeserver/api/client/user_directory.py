@@ -1,0 +1,32 @@
+"""User directory search. spec: client-server-api "User Directory" (POST /user_directory/search).
+Who can be found is documented in `homeserver.user_directory`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from homeserver.api.http import Router, json_response, parse_body
+from homeserver.user_directory import DEFAULT_LIMIT
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    search_term: StrictStr = Field(max_length=1000)
+    limit: StrictInt = Field(DEFAULT_LIMIT, ge=0)
+
+
+def register(router: Router, hs: HomeServer) -> None:
+    async def search(request: web.Request) -> web.Response:
+        requester = hs.tokens.requester(request)
+        body = await parse_body(request, SearchRequest)
+        results, limited = hs.user_directory.search(requester.user_id, body.search_term, body.limit)
+        return json_response({"results": results, "limited": limited})
+
+    router.client("POST", "/user_directory/search", search)

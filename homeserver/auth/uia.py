@@ -1,0 +1,205 @@
+"""User-Interactive Authentication: flows of stages, sessions in memory, the 401 answers.
+
+spec: client-server-api "User-Interactive Authentication API". Stage checkers are registered by
+the services that own them (`m.login.password` by login, `m.login.registration_token` by
+registration), so new stages (SSO, terms) plug in without touching this module.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from homeserver.errors import MatrixError
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from homeserver.auth.tokens import Requester
+
+DUMMY = "m.login.dummy"
+PASSWORD = "m.login.password"
+REGISTRATION_TOKEN = "m.login.registration_token"
+
+SESSION_LIFETIME_S = 30 * 60
+MAX_SESSIONS = 10_000
+
+Flows = list[list[str]]
+
+
+@dataclass(slots=True)
+class UiaSession:
+    id: str
+    kind: str  # the operation it authorises: "register", "password", "deactivate", "delete_devices"
+    user_id: str | None  # who must authenticate (None for registration, or until a password stage names them)
+    expires_at: float  # seconds, server clock
+    completed: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)  # what stages learnt and what the request asked
+
+
+class StageFailed(Exception):
+    """A stage attempt failed; the client may try again (answered as 401 with `errcode`)."""
+
+    def __init__(self, errcode: str, message: str) -> None:
+        super().__init__(message)
+        self.errcode = errcode
+        self.message = message
+
+
+class AuthRequired(MatrixError):
+    """The 401 that asks for (more) authentication: flows, params, session, completed; no `errcode`.
+
+    spec: UIA "User-interactive API in the REST API" — the first answer carries no error.
+    """
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__(401, "", "authentication required")
+        self.body = body
+
+    def to_json(self) -> dict[str, Any]:
+        return self.body
+
+
+# (session, auth dict, client ip) -> None, or raise StageFailed / MatrixError
+StageChecker = Callable[[UiaSession, dict[str, Any], str | None], Awaitable[None]]
+
+
+async def _dummy(session: UiaSession, auth: dict[str, Any], ip: str | None) -> None:
+    """spec: "Dummy Auth" always succeeds."""
+
+
+class UserInteractiveAuth:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._sessions: OrderedDict[str, UiaSession] = OrderedDict()
+        self._stages: dict[str, StageChecker] = {DUMMY: _dummy}
+
+    def add_stage(self, stage_type: str, checker: StageChecker) -> None:
+        self._stages[stage_type] = checker
+
+    def _prune(self) -> None:
+        now = self.clock()
+        while self._sessions:
+            sid, oldest = next(iter(self._sessions.items()))
+            if oldest.expires_at > now and len(self._sessions) <= MAX_SESSIONS:
+                break
+            del self._sessions[sid]
+
+    def _new_session(self, kind: str, user_id: str | None) -> UiaSession:
+        session = UiaSession(secrets.token_urlsafe(24), kind, user_id, self.clock() + SESSION_LIFETIME_S)
+        self._sessions[session.id] = session
+        self._prune()
+        return session
+
+    def get(self, session_id: str) -> UiaSession | None:
+        session = self._sessions.get(session_id)
+        if session is not None and session.expires_at <= self.clock():
+            del self._sessions[session_id]
+            return None
+        return session
+
+    def forget(self, session: UiaSession) -> None:
+        """Drop a session once the operation it authorised has succeeded."""
+        self._sessions.pop(session.id, None)
+
+    @staticmethod
+    def _body(flows: Flows, session: UiaSession, params: dict[str, Any] | None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "flows": [{"stages": list(f)} for f in flows],
+            "params": params or {},
+            "session": session.id,
+        }
+        if session.completed:
+            body["completed"] = list(session.completed)
+        return body
+
+    def _failed(
+        self, flows: Flows, session: UiaSession, params: dict[str, Any] | None, errcode: str, message: str
+    ) -> MatrixError:
+        return MatrixError(401, errcode, message, **self._body(flows, session, params))
+
+    @staticmethod
+    def _done(flows: Flows, completed: list[str]) -> bool:
+        return any(completed[: len(f)] == f for f in flows)
+
+    async def authenticate(
+        self,
+        auth: Any,
+        flows: Flows,
+        *,
+        kind: str,
+        user_id: str | None = None,
+        ip: str | None = None,
+        params: dict[str, Any] | None = None,
+        remember: dict[str, Any] | None = None,
+    ) -> UiaSession:
+        """Run one round of UIA for a request; returns the session once a whole flow is complete.
+
+        `auth` is the request's `auth` value (None when absent). `remember` holds request fields kept
+        in the session for later rounds that omit them. Raises `AuthRequired` (401, more stages),
+        a 401 `MatrixError` with the flows (a stage failed), or a 400 for a malformed `auth`.
+        """
+        if auth is not None and not isinstance(auth, dict):
+            raise MatrixError(400, "M_BAD_JSON", "auth must be an object")
+        sid = auth.get("session") if auth else None
+        if sid is not None and not isinstance(sid, str):
+            raise MatrixError(400, "M_BAD_JSON", "auth.session must be a string")
+        if sid is None:
+            # spec: a first request without auth gets the flows. A stage sent without a session (as nio
+            # sends m.login.dummy) starts one; a flow is never complete without a stage, so no request
+            # succeeds without auth.
+            session = self._new_session(kind, user_id)
+        else:
+            found = self.get(sid)
+            if found is None:
+                session = self._new_session(kind, user_id)
+                raise self._failed(flows, session, params, "M_UNKNOWN", "unknown or expired session; start again")
+            session = found
+            if session.kind != kind or (user_id is not None and session.user_id not in (None, user_id)):
+                raise MatrixError(403, "M_FORBIDDEN", "this session belongs to another request")
+            if user_id is not None:
+                session.user_id = user_id
+        if remember:
+            session.data.setdefault("request", {}).update(remember)
+        if not auth:
+            raise AuthRequired(self._body(flows, session, params))
+
+        stage = auth.get("type")
+        if stage is not None and not isinstance(stage, str):
+            raise MatrixError(400, "M_BAD_JSON", "auth.type must be a string")
+        if stage is not None and stage not in session.completed and not self._done(flows, session.completed):
+            n = len(session.completed)
+            expected = {f[n] for f in flows if len(f) > n and f[:n] == session.completed}
+            if stage not in expected:
+                # spec: stages must be completed in the order of a flow; otherwise 401
+                why = "unsupported" if not any(stage in f for f in flows) else "not the next stage of any flow"
+                raise self._failed(flows, session, params, "M_FORBIDDEN", f"{stage} is {why}")
+            checker = self._stages.get(stage)
+            if checker is None:
+                raise self._failed(flows, session, params, "M_UNRECOGNIZED", f"{stage} is not supported")
+            try:
+                await checker(session, auth, ip)
+            except StageFailed as e:
+                raise self._failed(flows, session, params, e.errcode, e.message) from None
+            session.completed.append(stage)
+        if self._done(flows, session.completed):
+            return session
+        raise AuthRequired(self._body(flows, session, params))
+
+    async def require(self, request: web.Request, requester: Requester, body: dict[str, Any], action: str) -> None:
+        """Make the requester confirm `action` with their password before an endpoint goes on (e.g.
+        replacing cross-signing keys). Returns once authenticated; otherwise raises the 401."""
+        if requester.is_guest:
+            raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", f"guest accounts cannot {action}")
+        session = await self.authenticate(
+            body.get("auth"),
+            [[PASSWORD]],
+            kind=f"{request.method} {request.path}",
+            user_id=requester.user_id,
+            ip=request.remote,
+        )
+        self.forget(session)

@@ -1,0 +1,1 @@
+"""End-to-end encryption support: the server routes keys and device changes, never sees plaintext."""

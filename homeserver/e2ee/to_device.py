@@ -1,0 +1,77 @@
+"""Send-to-device messages (spec: modules/send_to_device.md).
+
+A message waits under its target device at a position on the global stream; `/sync` hands it out
+(at most 100 at a time) and deletes it once a later `since` shows the client received it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from homeserver.errors import MatrixError
+from storage.database import Database
+
+MAX_PER_SYNC = 100
+
+
+class ToDevice:
+    def __init__(
+        self, db: Database, server_name: str, *, notify_users: Callable[[Iterable[str]], None] | None = None
+    ) -> None:
+        self.db = db
+        self.server_name = server_name
+        self.notify_users = notify_users or (lambda users: None)
+
+    async def send(
+        self, sender: str, sender_device: str, event_type: str, txn_id: str, messages: Mapping[str, Any]
+    ) -> None:
+        store = self.db.e2ee
+        if store.to_device_txn_seen(sender, sender_device, txn_id):
+            return  # spec: the same transaction id is idempotent
+        targets: set[str] = set()
+        batch = self.db.store.batch()
+        with batch:
+            for user_id, by_device in messages.items():
+                if not isinstance(by_device, dict):
+                    raise MatrixError(400, "M_BAD_JSON", f"messages.{user_id} must map device ids to contents")
+                if not isinstance(user_id, str) or user_id.split(":", 1)[-1] != self.server_name:
+                    continue  # remote users are reached over federation (its own work)
+                known = [d for d, _ in self.db.accounts.devices(user_id)]
+                for device_id, content in by_device.items():
+                    if not isinstance(content, dict):
+                        raise MatrixError(400, "M_BAD_JSON", "each message content must be an object")
+                    devices = known if device_id == "*" else [device_id] if device_id in known else []
+                    for d in devices:
+                        store.put_to_device(
+                            user_id, d, {"sender": sender, "type": event_type, "content": content}, batch
+                        )
+                        targets.add(user_id)
+            store.mark_to_device_txn(sender, sender_device, txn_id, batch)
+            await batch.commit()
+        if targets:
+            self.notify_users(targets)
+
+    async def for_sync(self, user_id: str, device_id: str, since: int | None, upto: int) -> list[dict[str, Any]]:
+        """The messages for a sync response; first deletes those an earlier response delivered.
+
+        Deleted are only messages at or below both `since` and the last position handed out, so a
+        lost response (the client retries with an older `since`) loses nothing.
+        """
+        store = self.db.e2ee
+        delivered = store.last_delivered(user_id, device_id)
+        pending = store.to_device(user_id, device_id, upto, MAX_PER_SYNC + 1)
+        ack = min(since, delivered) if since is not None else 0
+        if ack and pending and pending[0][0] <= ack:
+            batch = self.db.store.batch()
+            with batch:
+                store.delete_to_device_upto(user_id, device_id, ack, batch)
+                await batch.commit()
+            pending = store.to_device(user_id, device_id, upto, MAX_PER_SYNC)
+        pending = pending[:MAX_PER_SYNC]
+        if pending and pending[-1][0] > delivered:
+            batch = self.db.store.batch()
+            with batch:
+                store.set_last_delivered(user_id, device_id, pending[-1][0], batch)
+                await batch.commit()
+        return [message for _, message in pending]

@@ -1,0 +1,1 @@
+"""Ephemeral data around rooms: typing notifications, receipts, presence."""

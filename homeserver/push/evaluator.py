@@ -1,0 +1,290 @@
+"""Push rule evaluation (spec: modules/push.md "Conditions", "Predefined Rules").
+
+`EventContext` holds what conditions ask about an event and its room, computed at most once per
+event however many users are evaluated; `evaluate` walks one user's ruleset in order and returns
+the actions of the first enabled rule whose conditions all hold.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from homeserver.sync.filters import split_path
+
+_MISSING = object()
+_WORD = "A-Za-z0-9_"
+_MEMBER_COUNT = re.compile(r"^(==|<=|>=|<|>)?\s*([0-9]+)$")
+
+
+@functools.lru_cache(maxsize=4096)
+def glob_regex(pattern: str, words: bool) -> re.Pattern[str]:
+    """spec: appendices "Glob-style matching" (`*`, `?`), case-insensitive. With `words` the pattern
+    matches any substring starting and ending at a word boundary (`content.body`), else the whole value."""
+    body = "".join(".*?" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    if words:
+        return re.compile(f"(?<![{_WORD}])(?:{body})(?![{_WORD}])", re.IGNORECASE | re.DOTALL)
+    return re.compile(f"(?:{body})\\Z", re.IGNORECASE | re.DOTALL)
+
+
+@functools.lru_cache(maxsize=1024)
+def _path(key: str) -> tuple[str, ...]:
+    return tuple(split_path(key))
+
+
+def lookup(event: Mapping[str, Any], key: str) -> Any:
+    value: Any = event
+    for part in _path(key):
+        if not isinstance(value, Mapping) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Exact equality of non-compound canonical JSON values (no bool/int mixing)."""
+    return type(a) is type(b) and a == b and isinstance(a, str | int | bool | type(None))
+
+
+class EventContext:
+    """An event and lazily computed facts about its room, shared by every user evaluated."""
+
+    def __init__(
+        self,
+        event: Mapping[str, Any],
+        *,
+        member_count: Callable[[], int],
+        sender_power: Callable[[], int | float],
+        notification_level: Callable[[str], int],
+        display_name: Callable[[str], str | None],
+    ) -> None:
+        self.event = event
+        self._member_count = member_count
+        self._sender_power = sender_power
+        self._notification_level = notification_level
+        self._display_name = display_name
+        self._cache: dict[str, Any] = {}
+        self.memo: dict[object, Any] = {}  # user-independent results for this event
+
+    @property
+    def member_count(self) -> int:
+        if "members" not in self._cache:
+            self._cache["members"] = self._member_count()
+        return int(self._cache["members"])
+
+    @property
+    def sender_power(self) -> int | float:
+        if "power" not in self._cache:
+            self._cache["power"] = self._sender_power()
+        power: int | float = self._cache["power"]
+        return power
+
+    def notification_level(self, key: str) -> int:
+        return self._notification_level(key)
+
+    def display_name(self, user_id: str) -> str | None:
+        return self._display_name(user_id)
+
+    @property
+    def body(self) -> Any:
+        return lookup(self.event, "content.body")
+
+
+def condition_holds(cond: Mapping[str, Any], ctx: EventContext, user_id: str) -> bool:
+    kind = cond.get("kind")
+    event = ctx.event
+    if kind == "event_match":
+        key, pattern = cond.get("key"), cond.get("pattern")
+        if not isinstance(key, str) or not isinstance(pattern, str):
+            return False
+        value = lookup(event, key)
+        if not isinstance(value, str):
+            return False  # spec: absent or not a string: no match, even for `*`
+        if key == "content.body":
+            return glob_regex(pattern, True).search(value) is not None
+        return glob_regex(pattern, False).match(value) is not None
+    if kind == "event_property_is":
+        key = cond.get("key")
+        if not isinstance(key, str) or "value" not in cond:
+            return False
+        return _same(lookup(event, key), cond["value"])
+    if kind == "event_property_contains":
+        key = cond.get("key")
+        if not isinstance(key, str) or "value" not in cond:
+            return False
+        values = lookup(event, key)
+        return isinstance(values, list) and any(_same(v, cond["value"]) for v in values)
+    if kind == "contains_display_name":
+        body = ctx.body
+        name = ctx.display_name(user_id)
+        if not isinstance(body, str) or not name:
+            return False
+        escaped = re.escape(name)
+        return re.search(f"(?<![{_WORD}]){escaped}(?![{_WORD}])", body, re.IGNORECASE) is not None
+    if kind == "room_member_count":
+        spec = cond.get("is")
+        m = _MEMBER_COUNT.match(spec.strip()) if isinstance(spec, str) else None
+        if m is None:
+            return False
+        op, number = m.group(1) or "==", int(m.group(2))
+        count = ctx.member_count
+        return {
+            "==": count == number,
+            "<": count < number,
+            ">": count > number,
+            "<=": count <= number,
+            ">=": count >= number,
+        }[op]
+    if kind == "sender_notification_permission":
+        key = cond.get("key")
+        if not isinstance(key, str):
+            return False
+        return ctx.sender_power >= ctx.notification_level(key)
+    return False  # spec: unrecognised conditions never match
+
+
+def rule_matches(kind: str, rule: Mapping[str, Any], ctx: EventContext, user_id: str) -> bool:
+    if kind == "room":
+        return bool(ctx.event.get("room_id") == rule["rule_id"])
+    if kind == "sender":
+        return bool(ctx.event.get("sender") == rule["rule_id"])
+    if kind == "content":
+        pattern, body = rule.get("pattern"), ctx.body
+        return isinstance(pattern, str) and isinstance(body, str) and glob_regex(pattern, True).search(body) is not None
+    conditions = rule.get("conditions") or ()
+    return all(condition_holds(c, ctx, user_id) for c in conditions if isinstance(c, Mapping))
+
+
+def evaluate(
+    ruleset: Mapping[str, Sequence[Mapping[str, Any]]], ctx: EventContext, user_id: str
+) -> list[Any] | None:
+    """The actions of the first matching enabled rule, or None when no rule matches."""
+    for kind in ("override", "content", "room", "sender", "underride"):
+        for rule in ruleset.get(kind, ()):
+            if rule.get("enabled", True) and rule_matches(kind, rule, ctx, user_id):
+                return [a for a in rule.get("actions", []) if a not in ("dont_notify", "coalesce")]
+    return None
+
+
+def is_highlight(actions: Sequence[Any]) -> bool:
+    """spec: "highlight" tweak — present without a value means true."""
+    for action in actions:
+        if isinstance(action, Mapping) and action.get("set_tweak") == "highlight":
+            return action.get("value", True) is True
+    return False
+
+
+# -- compiled rulesets ---------------------------------------------------------------------------
+# Evaluating every local member's rules for every event must be cheap: a ruleset is compiled once
+# (shared by every user without rules of their own), conditions that do not depend on the user are
+# evaluated once per event and remembered in the EventContext, and only the few that name the user
+# (the placeholder `USER_ID` of the default rules) are evaluated per user.
+
+
+def _names_user(value: Any, placeholder: str) -> bool:
+    if value == placeholder:
+        return True
+    if isinstance(value, Mapping):
+        return any(_names_user(v, placeholder) for v in value.values())
+    return False
+
+
+class CompiledCondition:
+    __slots__ = ("cond", "fast", "per_user")
+
+    def __init__(self, cond: Mapping[str, Any], placeholder: str) -> None:
+        self.cond = cond
+        self.per_user = _names_user(cond, placeholder) or cond.get("kind") == "contains_display_name"
+        # the two shapes of the default rules that name the user, checked without building a condition
+        kind, key = cond.get("kind"), cond.get("key")
+        self.fast = ""
+        if placeholder and isinstance(key, str):
+            if kind == "event_property_contains" and cond.get("value") == placeholder:
+                self.fast = "contains"
+            elif kind == "event_match" and cond.get("pattern") == placeholder:
+                self.fast = "match"
+
+    def holds(self, ctx: EventContext, user_id: str, placeholder: str) -> bool:
+        memo = ctx.memo
+        if not self.per_user:
+            found = memo.get(self)
+            if found is None:
+                found = memo[self] = condition_holds(self.cond, ctx, user_id)
+            return bool(found)
+        if self.fast:
+            value = memo.get((self, "value"), _MISSING)
+            if value is _MISSING:
+                value = memo[(self, "value")] = lookup(ctx.event, self.cond["key"])
+            if self.fast == "contains":
+                return isinstance(value, list) and user_id in value
+            if "*" not in user_id and "?" not in user_id:
+                return isinstance(value, str) and value.lower() == user_id.lower()
+        cond = self.cond
+        if placeholder:
+            cond = {k: (user_id if v == placeholder else v) for k, v in cond.items()}
+        return condition_holds(cond, ctx, user_id)
+
+
+class CompiledRule:
+    __slots__ = ("actions", "conditions", "kind", "rule")
+
+    def __init__(self, kind: str, rule: Mapping[str, Any], placeholder: str) -> None:
+        self.kind = kind
+        self.rule = rule
+        self.actions = [a for a in rule.get("actions", []) if a not in ("dont_notify", "coalesce")]
+        raw = rule.get("conditions") or () if kind in ("override", "underride") else ()
+        self.conditions = tuple(CompiledCondition(c, placeholder) for c in raw if isinstance(c, Mapping))
+
+    def matches(self, ctx: EventContext, user_id: str, placeholder: str) -> bool:
+        if self.kind in ("room", "sender", "content"):
+            memo = ctx.memo
+            found = memo.get(self)
+            if found is None:
+                found = memo[self] = rule_matches(self.kind, self.rule, ctx, user_id)
+            return found
+        return all(c.holds(ctx, user_id, placeholder) for c in self.conditions)
+
+
+class CompiledRuleset:
+    """A ruleset ready for evaluation; `placeholder` is the text standing for the user's id."""
+
+    __slots__ = ("placeholder", "rules")
+
+    def __init__(self, ruleset: Mapping[str, Sequence[Mapping[str, Any]]], placeholder: str = "") -> None:
+        self.placeholder = placeholder
+        self.rules = tuple(
+            CompiledRule(kind, rule, placeholder)
+            for kind in ("override", "content", "room", "sender", "underride")
+            for rule in ruleset.get(kind, ())
+            if rule.get("enabled", True)
+        )
+
+    def _candidates(self, ctx: EventContext, user_id: str) -> list[tuple[CompiledRule, tuple[CompiledCondition, ...]]]:
+        """For this event: the rules whose user-independent conditions hold, in order, each with the
+        conditions left to check per user; the list ends at the first rule with none left."""
+        out: list[tuple[CompiledRule, tuple[CompiledCondition, ...]]] = []
+        for rule in self.rules:
+            if rule.kind in ("room", "sender", "content"):
+                if rule.matches(ctx, user_id, self.placeholder):
+                    out.append((rule, ()))
+                    break
+                continue
+            per_user = tuple(c for c in rule.conditions if c.per_user)
+            if all(c.holds(ctx, user_id, self.placeholder) for c in rule.conditions if not c.per_user):
+                out.append((rule, per_user))
+                if not per_user:
+                    break
+        return out
+
+    def evaluate(self, ctx: EventContext, user_id: str) -> list[Any] | None:
+        """The actions of the first matching rule, or None when no rule matches."""
+        candidates = ctx.memo.get(self)
+        if candidates is None:
+            candidates = ctx.memo[self] = self._candidates(ctx, user_id)
+        placeholder = self.placeholder
+        for rule, per_user in candidates:
+            if all(c.holds(ctx, user_id, placeholder) for c in per_user):
+                return rule.actions
+        return None

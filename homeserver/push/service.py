@@ -1,0 +1,380 @@
+"""Push rules per user, their evaluation when an event is persisted, and the unread notification
+counts they produce (spec: modules/push.md "Receiving notifications", "Marking notifications as read").
+
+Every new timeline event is evaluated, while the pipeline writes it, for each local member of its
+room (but its sender) and the invitee of an invite; the notifications are written in the event's
+own batch, keyed by its stream position, so `/sync` reports the new counts with the event. Counts are the
+notifications after the user's read point: the most advanced of their `m.read` and
+`m.read.private` receipts and their own last event, per thread ("main" for the main timeline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from homeserver.errors import MatrixError
+from homeserver.protocol.power_levels import get_notification_level, get_user_power_level
+from homeserver.push import rules as push_rules
+from homeserver.push.evaluator import CompiledRuleset, EventContext, is_highlight
+from homeserver.rooms.pipeline import PersistedEvent, RoomContext
+from homeserver.sync.notifier import Notifier
+from storage.database import Database
+from storage.engine import Batch
+from storage.events import BACKFILLED
+
+log = logging.getLogger(__name__)
+
+READ_RECEIPTS = ("m.read", "m.read.private")
+MAX_THREAD_HOPS = 3  # spec: push "Marking notifications as read" — at most 3 hops to find a thread
+
+
+@dataclass(slots=True)
+class Counts:
+    notification_count: int = 0
+    highlight_count: int = 0
+
+    def json(self) -> dict[str, int]:
+        return {"notification_count": self.notification_count, "highlight_count": self.highlight_count}
+
+
+@dataclass(slots=True)
+class RoomCounts:
+    """Unread counts of a room: all together, the main timeline alone, and per thread root."""
+
+    total: Counts = field(default_factory=Counts)
+    main: Counts = field(default_factory=Counts)
+    threads: dict[str, Counts] = field(default_factory=dict)
+
+
+class PushService:
+    def __init__(
+        self, db: Database, notifier: Notifier, server_name: str, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.db = db
+        self.notifier = notifier
+        self.server_name = server_name
+        self.clock = clock
+        self._rulesets: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        self._compiled: dict[str, CompiledRuleset] = {}
+        self._default = CompiledRuleset(push_rules.ruleset(None, None), push_rules.USER_ID)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._local_members: dict[int, list[str]] = {}
+        self._counts: dict[tuple[str, int], RoomCounts] = {}
+        # who a user ignores (spec: ignore_users): their events notify nobody who ignores them
+        self.ignored: Callable[[str], frozenset[str]] = lambda user_id: frozenset()
+
+    def is_local(self, user_id: str) -> bool:
+        return user_id.endswith(":" + self.server_name)
+
+    # -- rules -----------------------------------------------------------------------------------
+
+    def record(self, user_id: str) -> dict[str, Any]:
+        return self.db.push.rules(user_id) or {**push_rules.empty_record(), "stream": 0}
+
+    def ruleset(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
+        found = self._rulesets.get(user_id)
+        if found is None:
+            if len(self._rulesets) > 10_000:
+                self._rulesets.clear()
+            found = self._rulesets[user_id] = push_rules.ruleset(self.db.push.rules(user_id), user_id)
+        return found
+
+    def compiled(self, user_id: str) -> CompiledRuleset:
+        """The user's rules ready for evaluation (one shared object for everyone on the defaults)."""
+        found = self._compiled.get(user_id)
+        if found is None:
+            record = self.db.push.rules(user_id)
+            found = self._default
+            if record is not None:
+                found = CompiledRuleset(push_rules.ruleset(record, None), push_rules.USER_ID)
+            if len(self._compiled) > 100_000:
+                self._compiled.clear()
+            self._compiled[user_id] = found
+        return found
+
+    def rules_stream(self, user_id: str) -> int:
+        record = self.db.push.rules(user_id)
+        return int(record.get("stream", 0)) if record else 0
+
+    def push_rules_event(self, user_id: str) -> dict[str, Any]:
+        """spec: m.push_rules — the account data event carrying the user's whole ruleset."""
+        return {"type": "m.push_rules", "content": {"global": self.ruleset(user_id)}}
+
+    async def change_rules(self, user_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        lock = self._locks.setdefault(user_id, asyncio.Lock())
+        async with lock:
+            record = change(self.record(user_id))
+            batch = self.db.store.batch()
+            with batch:
+                record["stream"] = batch.next_count()
+                self.db.push.put_rules(user_id, record, batch)
+                await batch.commit()
+            self._rulesets.pop(user_id, None)
+            self._compiled.pop(user_id, None)
+        self.notifier.notify(users=(user_id,))
+
+    # -- evaluation at send time -----------------------------------------------------------------
+
+    def write_hook(self, batch: Batch, ctx: RoomContext, persisted: PersistedEvent) -> None:
+        """Evaluate an event while the pipeline writes it (`EventPipeline.write_hooks`): its
+        notifications commit in the same batch, so the counts reach `/sync` with the event itself
+        (spec: push "Server behaviour" — in the same /sync response as the event)."""
+        if not persisted.stream or persisted.rejected or persisted.soft_failed:
+            return
+        room = ctx.room_short
+        event = persisted.event
+        if event.get("type") == "m.room.member" or any(k[0] == "m.room.member" for k in persisted.state_changed):
+            batch.on_commit.append(lambda: self.forget_members(room))
+        sender = event.get("sender")
+        candidates = [u for u in self._members(room) if u != sender]
+        if event.get("type") == "m.room.member" and event.get("content", {}).get("membership") == "invite":
+            invitee = event.get("state_key")
+            if isinstance(invitee, str) and self.is_local(invitee) and invitee not in candidates and invitee != sender:
+                candidates.append(invitee)
+        own = isinstance(sender, str) and self.is_local(sender)
+        if not candidates and not own:
+            return
+        thread = self.thread_of(event)
+        event_ctx = self._context(room, str(ctx.info.get("version", "10")), event)
+        ts = int(self.clock() * 1000)
+        touched: list[str] = []
+        for user_id in candidates:
+            if sender in self.ignored(user_id):
+                continue
+            try:
+                actions = self.compiled(user_id).evaluate(event_ctx, user_id)
+            except Exception:  # one broken user rule must not stop the others
+                log.exception("push rule evaluation failed for %s", user_id)
+                continue
+            if not actions or "notify" not in actions:
+                continue
+            record = {
+                "room_id": persisted.room_id,
+                "event": persisted.short,
+                "actions": actions,
+                "ts": ts,
+                "highlight": is_highlight(actions),
+                "thread": thread,
+            }
+            # the event's own stream position orders the user's notifications too: one per event
+            self.db.push.add_notification(user_id, room, persisted.stream, persisted.stream, record, batch)
+            touched.append(user_id)
+        if own:
+            self.db.push.set_last_sent(str(sender), room, thread, persisted.stream, batch)
+            touched.append(str(sender))
+        if touched:
+
+            def landed() -> None:
+                for user_id in touched:
+                    self._counts.pop((user_id, room), None)
+
+            batch.on_commit.append(landed)
+
+    def _remember_counts(self, key: tuple[str, int], counts: RoomCounts) -> None:
+        if len(self._counts) > 100_000:
+            self._counts.clear()
+        self._counts[key] = counts
+
+    def forget_members(self, room: int) -> None:
+        self._local_members.pop(room, None)
+
+    def _members(self, room: int) -> list[str]:
+        found = self._local_members.get(room)
+        if found is None:
+            found = self._local_members[room] = [u for u, _ in self.db.rooms.members(room, "join") if self.is_local(u)]
+        return found
+
+    def _state_event(self, room: int, event_type: str, state_key: str = "") -> dict[str, Any] | None:
+        sk = self.db.ids.state_key(event_type, state_key)
+        short = self.db.rooms.state_event(room, sk) if sk is not None else None
+        return self.db.events.get_json(short) if short is not None else None
+
+    def _context(self, room: int, version: str, event: Mapping[str, Any]) -> EventContext:
+        power: dict[str, Any] = {}
+
+        def power_levels() -> dict[str, Any] | None:
+            if "pl" not in power:
+                power["pl"] = self._state_event(room, "m.room.power_levels")
+            return power["pl"]  # type: ignore[no-any-return]
+
+        def sender_power() -> int | float:
+            sender = event.get("sender")
+            create = self._state_event(room, "m.room.create")
+            return get_user_power_level(str(sender), power_levels(), create, version)
+
+        def display_name(user_id: str) -> str | None:
+            member = self._state_event(room, "m.room.member", user_id)
+            name = (member or {}).get("content", {}).get("displayname")
+            return name if isinstance(name, str) else None
+
+        return EventContext(
+            event,
+            member_count=lambda: self.db.rooms.member_count(room, "join"),
+            sender_power=sender_power,
+            notification_level=lambda key: get_notification_level(power_levels(), key, version),
+            display_name=display_name,
+        )
+
+    def thread_of(self, event: Mapping[str, Any]) -> str:
+        """The thread root id of an event, or "" for the main timeline (spec: threading; 3 hops)."""
+        current: Mapping[str, Any] | None = event
+        for _ in range(MAX_THREAD_HOPS):
+            content = current.get("content") if current is not None else None
+            relation = content.get("m.relates_to") if isinstance(content, Mapping) else None
+            if not isinstance(relation, Mapping):
+                return ""
+            parent = relation.get("event_id")
+            if relation.get("rel_type") == "m.thread":
+                return parent if isinstance(parent, str) else ""
+            if not isinstance(parent, str):
+                reply = relation.get("m.in_reply_to")
+                parent = reply.get("event_id") if isinstance(reply, Mapping) else None
+            if not isinstance(parent, str):
+                return ""
+            short = self.db.ids.event(parent)
+            current = self.db.events.get_json(short) if short is not None else None
+            if current is None:
+                return ""
+        return ""
+
+    # -- unread counts ---------------------------------------------------------------------------
+
+    def event_position(self, short: int) -> int:
+        """Where an event sits on the live timeline, for comparing with notifications (0: before all)."""
+        meta = self.db.events.get_meta(short)
+        if meta is None or meta.flags & BACKFILLED:
+            return 0
+        return meta.stream
+
+    def read_points(self, user_id: str, room: int) -> tuple[int, dict[str, int]]:
+        """(unthreaded read point, thread ("" = main) -> threaded read point)."""
+        unthreaded = 0
+        threads: dict[str, int] = {}
+        for receipt in self.db.receipts.of_user(room, user_id):
+            if receipt.receipt_type not in READ_RECEIPTS:
+                continue
+            if not receipt.thread_id:
+                unthreaded = max(unthreaded, receipt.event_position)
+            else:
+                key = "" if receipt.thread_id == "main" else receipt.thread_id
+                threads[key] = max(threads.get(key, 0), receipt.event_position)
+        for thread, position in self.db.push.last_sent(user_id, room).items():
+            threads[thread] = max(threads.get(thread, 0), position)
+        return unthreaded, threads
+
+    def counts(self, user_id: str, room: int) -> RoomCounts:
+        cached = self._counts.get((user_id, room))
+        if cached is not None:
+            return cached
+        unthreaded, threads = self.read_points(user_id, room)
+        start = min([unthreaded, *threads.values()]) if threads else unthreaded
+        out = RoomCounts()
+        for unread in self.db.push.unread(user_id, room, start):
+            if unread.position <= max(unthreaded, threads.get(unread.thread_id, 0)):
+                continue
+            bucket = out.main if not unread.thread_id else out.threads.setdefault(unread.thread_id, Counts())
+            for counts in (bucket, out.total):
+                counts.notification_count += 1
+                counts.highlight_count += unread.highlight
+        self._remember_counts((user_id, room), out)
+        return out
+
+    def forget_counts(self, user_id: str, room: int) -> None:
+        """Receipts changed: recount next time."""
+        self._counts.pop((user_id, room), None)
+
+    def rooms_with_new_counts(self, user_id: str, after: int, upto: int) -> set[int]:
+        return self.db.push.rooms_changed(user_id, after, upto)
+
+    # -- GET /notifications ----------------------------------------------------------------------
+
+    def notifications(
+        self, user_id: str, from_token: str | None, limit: int, only_highlight: bool
+    ) -> tuple[list[tuple[int, dict[str, Any]]], str | None]:
+        before = None
+        if from_token:
+            if not from_token.isdigit():
+                raise MatrixError(400, "M_INVALID_PARAM", "from must be a token from an earlier response")
+            before = int(from_token)
+        out: list[tuple[int, dict[str, Any]]] = []
+        next_token = None
+        for stream, record in self.db.push.notifications(user_id, before=before):
+            if only_highlight and not record.get("highlight"):
+                continue
+            if len(out) == limit:
+                next_token = str(out[-1][0])
+                break
+            out.append((stream, record))
+        return out, next_token
+
+    def is_read(self, user_id: str, room: int, position: int, thread: str) -> bool:
+        unthreaded, threads = self.read_points(user_id, room)
+        return position <= max(unthreaded, threads.get(thread, 0))
+
+    # -- pushers (spec: POST /pushers/set) -------------------------------------------------------
+
+    def pushers(self, user_id: str) -> list[dict[str, Any]]:
+        return [{k: v for k, v in p.items() if not k.startswith("_")} for p in self.db.push.pushers(user_id)]
+
+    async def set_pusher(self, user_id: str, device_id: str, body: Mapping[str, Any]) -> None:
+        for name, limit in (("app_id", 64), ("pushkey", 512)):
+            value = body.get(name)
+            if not isinstance(value, str) or not value:
+                raise MatrixError(400, "M_MISSING_PARAM", f"Missing parameters: {name}")
+            if len(value.encode()) > limit:
+                raise MatrixError(400, "M_INVALID_PARAM", f"{name} is longer than {limit} bytes")
+        app_id, pushkey = str(body["app_id"]), str(body["pushkey"])
+        if "kind" not in body:
+            raise MatrixError(400, "M_MISSING_PARAM", "Missing parameters: kind")
+        kind = body["kind"]
+        batch = self.db.store.batch()
+        with batch:
+            if kind is None:
+                self.db.push.delete_pusher(user_id, app_id, pushkey, batch)
+                await batch.commit()
+                return
+            if not isinstance(kind, str):
+                raise MatrixError(400, "M_INVALID_PARAM", "kind must be a string or null")
+            missing = [
+                n for n in ("app_display_name", "device_display_name", "lang", "data") if body.get(n) is None
+            ]
+            if missing:
+                raise MatrixError(400, "M_MISSING_PARAM", f"Missing parameters: {', '.join(missing)}")
+            data = body["data"]
+            if not isinstance(data, dict):
+                raise MatrixError(400, "M_INVALID_PARAM", "data must be an object")
+            for name in ("app_display_name", "device_display_name", "lang"):
+                if not isinstance(body[name], str):
+                    raise MatrixError(400, "M_INVALID_PARAM", f"{name} must be a string")
+            if kind == "http":
+                url = data.get("url")
+                if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+                    raise MatrixError(400, "M_INVALID_PARAM", "'url' must be an http(s) URL for an http pusher")
+                if not url.split("?", 1)[0].endswith("/_matrix/push/v1/notify"):
+                    raise MatrixError(400, "M_INVALID_PARAM", "'url' must have the path /_matrix/push/v1/notify")
+            elif kind != "email":
+                raise MatrixError(400, "M_INVALID_PARAM", f"unknown pusher kind {kind!r}")
+            pusher: dict[str, Any] = {
+                "app_id": app_id,
+                "pushkey": pushkey,
+                "kind": kind,
+                "app_display_name": body["app_display_name"],
+                "device_display_name": body["device_display_name"],
+                "lang": body["lang"],
+                "data": data,
+                "_device_id": device_id,
+            }
+            if isinstance(body.get("profile_tag"), str):
+                pusher["profile_tag"] = body["profile_tag"]
+            if not body.get("append", False):
+                # spec: without `append`, other users' pushers with this app id and pushkey go
+                for other in self.db.push.pusher_users(app_id, pushkey):
+                    if other != user_id:
+                        self.db.push.delete_pusher(other, app_id, pushkey, batch)
+            self.db.push.put_pusher(user_id, pusher, batch)
+            await batch.commit()

@@ -1,0 +1,259 @@
+"""Room aliases and the published room directory.
+
+spec: client-server-api "Room aliases" (PUT/GET/DELETE /directory/room/{roomAlias},
+GET /rooms/{roomId}/aliases), "Published room directory" (GET/PUT /directory/list/room/{roomId},
+GET/POST /publicRooms). Aliases of other servers and other servers' directories need federation,
+which is not there yet: they answer 404 with a message that says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.protocol.errors import InvalidIdentifier
+from homeserver.protocol.identifiers import RoomAlias
+from homeserver.protocol.power_levels import get_required_power_level, get_user_power_level
+from homeserver.protocol.room_versions import get_room_version
+from homeserver.rooms.client_format import EventSerializer
+from homeserver.rooms.visibility import room_access
+from storage.database import Database
+
+DEFAULT_PUBLIC_ROOMS_LIMIT = 100
+MAX_PUBLIC_ROOMS_LIMIT = 500
+
+
+def _content(event: dict[str, Any] | None) -> dict[str, Any]:
+    c = event.get("content") if event is not None else None
+    return c if isinstance(c, dict) else {}
+
+
+def plain_topic(content: dict[str, Any]) -> str | None:
+    """The text/plain topic (spec: m.room.topic — `m.topic` representations, else `topic`)."""
+    topics = content.get("m.topic")
+    if isinstance(topics, list):
+        for t in topics:
+            if (
+                isinstance(t, dict)
+                and t.get("mimetype", "text/plain") == "text/plain"
+                and isinstance(t.get("body"), str)
+            ):
+                return str(t["body"])
+    topic = content.get("topic")
+    return topic if isinstance(topic, str) else None
+
+
+class RoomDirectory:
+    def __init__(self, db: Database, server_name: str, serializer: EventSerializer) -> None:
+        self.db = db
+        self.server_name = server_name
+        self.serializer = serializer
+        self._claimed: set[str] = set()  # aliases being written: not free for anyone else meanwhile
+
+    # -- aliases ---------------------------------------------------------------------------------
+
+    def parse_alias(self, alias: str) -> RoomAlias:
+        try:
+            return RoomAlias.parse(alias)
+        except InvalidIdentifier as e:
+            raise MatrixError(400, "M_INVALID_PARAM", str(e)) from None
+
+    def is_local(self, alias: str) -> bool:
+        return str(self.parse_alias(alias).server_name) == self.server_name
+
+    def resolve(self, alias: str) -> dict[str, Any]:
+        """{room_id, servers} of an alias (spec: GET /directory/room/{roomAlias})."""
+        if not self.is_local(alias):
+            raise not_found(
+                f"Room alias {alias} is on another server; resolving it needs federation (not supported yet)"
+            )
+        entry = self.db.room_directory.alias(alias)
+        if entry is None:
+            raise not_found(f"Room alias {alias} not found")
+        room = self.db.ids.room(entry["room_id"])
+        servers = self.db.rooms.servers(room) if room is not None else []
+        return {
+            "room_id": entry["room_id"],
+            "servers": [self.server_name, *(s for s in servers if s != self.server_name)],
+        }
+
+    def room_id_of(self, alias: str) -> str:
+        return str(self.resolve(alias)["room_id"])
+
+    @contextlib.contextmanager
+    def claim(self, alias: str) -> Iterator[None]:
+        """Hold `alias` while it is being created; M_ROOM_IN_USE if taken (createRoom)."""
+        if not self.is_local(alias):
+            raise MatrixError(400, "M_INVALID_PARAM", "room aliases can only be created on this server")
+        if alias in self._claimed or self.db.room_directory.alias(alias) is not None:
+            raise MatrixError(400, "M_ROOM_IN_USE", f"Room alias {alias} is already in use")
+        self._claimed.add(alias)
+        try:
+            yield
+        finally:
+            self._claimed.discard(alias)
+
+    async def create_alias(self, user_id: str, alias: str, room_id: str, *, is_admin: bool = False) -> None:
+        if not self.is_local(alias):
+            raise MatrixError(400, "M_INVALID_PARAM", f"Room aliases must be on this server ({self.server_name})")
+        room = self.db.ids.room(room_id) if isinstance(room_id, str) else None
+        if room is None or self.db.rooms.info(room) is None:
+            raise not_found(f"Unknown room {room_id}")
+        if not is_admin and not room_access(self.db, user_id, room).joined:
+            raise forbidden("You must be joined to the room to give it an alias")
+        if alias in self._claimed or self.db.room_directory.alias(alias) is not None:
+            raise MatrixError(409, "M_UNKNOWN", f"Room alias {alias} already exists")
+        self._claimed.add(alias)
+        try:
+            await self.write_alias(alias, room, room_id, user_id)
+        finally:
+            self._claimed.discard(alias)
+
+    async def write_alias(self, alias: str, room: int, room_id: str, creator: str) -> None:
+        batch = self.db.store.batch()
+        with batch:
+            self.db.room_directory.put_alias(alias, room, room_id, creator, batch)
+            await batch.commit()
+
+    async def delete_alias(self, user_id: str, alias: str, *, is_admin: bool = False) -> tuple[str, int]:
+        """Delete a local alias; returns (room id, room). The creator, admins and users who may change
+        the room's canonical alias may delete it."""
+        if not self.is_local(alias):
+            raise not_found(f"Room alias {alias} is not on this server")
+        entry = self.db.room_directory.alias(alias)
+        if entry is None:
+            raise not_found(f"Room alias {alias} not found")
+        room_id = entry["room_id"]
+        room = self.db.ids.room(room_id)
+        if room is None:
+            raise not_found(f"Room alias {alias} not found")
+        if not (
+            is_admin or entry.get("creator") == user_id or self.may_send_state(user_id, room, "m.room.canonical_alias")
+        ):
+            raise forbidden("You may not delete this alias")
+        batch = self.db.store.batch()
+        with batch:
+            self.db.room_directory.delete_alias(alias, room, batch)
+            await batch.commit()
+        return room_id, room
+
+    def local_aliases(self, user_id: str, room_id: str) -> list[str]:
+        room = self.db.ids.room(room_id)
+        if room is None or self.db.rooms.info(room) is None:
+            raise not_found(f"Unknown room {room_id}")
+        access = room_access(self.db, user_id, room)
+        if not (access.joined or access.world_readable):
+            raise forbidden("You must be in the room to see its aliases")
+        return self.db.room_directory.aliases_of(room)
+
+    def may_send_state(self, user_id: str, room: int, event_type: str) -> bool:
+        """Whether a joined user's power level allows sending a state event of `event_type`."""
+        if not room_access(self.db, user_id, room).joined:
+            return False
+        info = self.db.rooms.info(room) or {}
+        rv = get_room_version(info.get("version", "1"))
+        pl = self._state_content_event(room, "m.room.power_levels")
+        create = self._state_content_event(room, "m.room.create")
+        level = get_user_power_level(user_id, pl, create, rv)
+        return level >= get_required_power_level(pl, event_type, True, rv)
+
+    def _state_content_event(self, room: int, event_type: str, state_key: str = "") -> dict[str, Any] | None:
+        sk = self.db.ids.state_key(event_type, state_key)
+        short = self.db.rooms.state_event(room, sk) if sk is not None else None
+        return self.serializer.stored_event(short) if short is not None else None
+
+    # -- the published room directory ------------------------------------------------------------
+
+    def room(self, room_id: str) -> int:
+        room = self.db.ids.room(room_id) if room_id.startswith("!") else None
+        if room is None or self.db.rooms.info(room) is None:
+            raise not_found(f"Unknown room {room_id}")
+        return room
+
+    def visibility(self, room_id: str) -> str:
+        return "public" if self.db.room_directory.is_published(self.room(room_id)) else "private"
+
+    async def set_visibility(self, user_id: str, room_id: str, visibility: str, *, is_admin: bool = False) -> None:
+        room = self.room(room_id)
+        if not is_admin and not self.may_send_state(user_id, room, "m.room.canonical_alias"):
+            raise forbidden("You need to be in the room with the power to change its canonical alias")
+        await self.publish(room, visibility == "public")
+
+    async def publish(self, room: int, published: bool) -> None:
+        batch = self.db.store.batch()
+        with batch:
+            self.db.room_directory.set_published(room, published, batch)
+            await batch.commit()
+
+    def summary(self, room: int) -> dict[str, Any]:
+        """A published room's entry (spec: GET /publicRooms "PublishedRoomsChunk")."""
+        out: dict[str, Any] = {
+            "room_id": self.db.ids.room_id(room),
+            "num_joined_members": self.db.rooms.member_count(room, "join"),
+        }
+        name = _content(self._state_content_event(room, "m.room.name")).get("name")
+        if isinstance(name, str) and name:
+            out["name"] = name
+        topic = plain_topic(_content(self._state_content_event(room, "m.room.topic")))
+        if topic:
+            out["topic"] = topic
+        avatar = _content(self._state_content_event(room, "m.room.avatar")).get("url")
+        if isinstance(avatar, str) and avatar:
+            out["avatar_url"] = avatar
+        alias = _content(self._state_content_event(room, "m.room.canonical_alias")).get("alias")
+        if isinstance(alias, str) and alias:
+            out["canonical_alias"] = alias
+        hv = _content(self._state_content_event(room, "m.room.history_visibility")).get("history_visibility")
+        out["world_readable"] = hv == "world_readable"
+        guest = _content(self._state_content_event(room, "m.room.guest_access")).get("guest_access")
+        out["guest_can_join"] = guest == "can_join"
+        join_rule = _content(self._state_content_event(room, "m.room.join_rules")).get("join_rule")
+        out["join_rule"] = join_rule if isinstance(join_rule, str) else "invite"
+        room_type = _content(self._state_content_event(room, "m.room.create")).get("type")
+        if isinstance(room_type, str):
+            out["room_type"] = room_type
+        return out
+
+    def public_rooms(
+        self,
+        *,
+        limit: int | None,
+        since: str | None,
+        server: str | None,
+        search_term: str | None = None,
+        room_types: list[str | None] | None = None,
+    ) -> dict[str, Any]:
+        if server is not None and server != self.server_name:
+            raise not_found(f"Listing the rooms of {server} needs federation, which this server does not support yet")
+        offset = 0
+        if since is not None:
+            kind, _, value = since.partition("_")
+            if kind != "p" or not value.isdigit():
+                raise MatrixError(400, "M_INVALID_PARAM", "since is not a token from /publicRooms")
+            offset = int(value)
+        limit = min(limit or DEFAULT_PUBLIC_ROOMS_LIMIT, MAX_PUBLIC_ROOMS_LIMIT)
+        needle = search_term.casefold() if search_term else None
+        entries = []
+        for room in self.db.room_directory.published():
+            if self.db.rooms.info(room) is None:
+                continue
+            entry = self.summary(room)
+            if entry["num_joined_members"] == 0:
+                continue  # nobody of this server is left in it
+            if room_types is not None and entry.get("room_type") not in room_types:
+                continue
+            if needle is not None and not any(
+                needle in str(entry.get(k, "")).casefold() for k in ("name", "topic", "canonical_alias", "room_id")
+            ):
+                continue
+            entries.append(entry)
+        # spec (v1.19): the server picks the order; largest rooms first, as before, then by id
+        entries.sort(key=lambda e: (-e["num_joined_members"], e["room_id"]))
+        body: dict[str, Any] = {"chunk": entries[offset : offset + limit], "total_room_count_estimate": len(entries)}
+        if offset + limit < len(entries):
+            body["next_batch"] = f"p_{offset + limit}"
+        if offset > 0:
+            body["prev_batch"] = f"p_{max(0, offset - limit)}"
+        return body

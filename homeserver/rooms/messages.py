@@ -1,0 +1,307 @@
+"""Reading a room: state, /messages, /context, /event, /members, /joined_members, /joined_rooms and
+/timestamp_to_event — always through the history visibility rules (visibility.py).
+
+spec: client-server-api "Getting events for a room", "Room membership", GET /rooms/{roomId}/members.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.rooms.client_format import EventSerializer, Viewer
+from homeserver.rooms.event_filter import RoomEventFilter
+from homeserver.rooms.timeline import walk
+from homeserver.rooms.tokens import before_token, order_of, parse_position, position_token
+from homeserver.rooms.visibility import RoomAccess, Visibility, room_access
+from storage.database import Database
+
+MAX_LIMIT = 1000
+MEMBERSHIPS = ("join", "invite", "knock", "leave", "ban")
+
+
+def require_room_id(room_id: str) -> None:
+    if not room_id.startswith("!") or len(room_id.encode()) > 255:
+        raise MatrixError(400, "M_INVALID_PARAM", f"{room_id!r} is not a room id")
+
+
+def not_member() -> MatrixError:
+    return forbidden("You aren't a member of the room and weren't previously a member of the room")
+
+
+class RoomReader:
+    def __init__(self, db: Database, serializer: EventSerializer) -> None:
+        self.db = db
+        self.serializer = serializer
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def room(self, room_id: str) -> int:
+        """The short id of a room this server knows; 404 `M_NOT_FOUND` otherwise."""
+        require_room_id(room_id)
+        room = self.db.ids.room(room_id)
+        if room is None or self.db.rooms.info(room) is None:
+            raise not_found(f"Unknown room {room_id}")
+        return room
+
+    def readable(self, user_id: str, room_id: str) -> tuple[int, RoomAccess]:
+        room = self.room(room_id)
+        access = room_access(self.db, user_id, room)
+        if not access.can_read:
+            raise not_member()
+        return room, access
+
+    def state_snapshot_at(self, room: int, order: int) -> int | None:
+        """The state after the last timeline event at or before `order`."""
+        last = next(self.db.rooms.timeline(room, before=order + 1, reverse=True), None)
+        if last is None:
+            return None
+        meta = self.db.events.get_meta(last[1])
+        return meta.state_after if meta is not None else None
+
+    def state_events(
+        self, snapshot: int, viewer: Viewer, vis: Visibility | None, keys: Iterable[int] | None = None
+    ) -> list[dict[str, Any]]:
+        state = self.db.snapshots.load(snapshot) if snapshot else {}
+        shorts = list(state.values()) if keys is None else [state[k] for k in keys if k in state]
+        return self.serializer.serialize_many(shorts, viewer, vis=vis, bundle=False)
+
+    def member_state(
+        self, snapshot: int, senders: Iterable[str], viewer: Viewer, vis: Visibility
+    ) -> list[dict[str, Any]]:
+        """The member events of `senders` in a state (lazy-loading members, spec: "Lazy-loading room members")."""
+        keys = []
+        for sender in dict.fromkeys(senders):
+            sk = self.db.ids.state_key("m.room.member", sender)
+            if sk is not None:
+                keys.append(sk)
+        return self.state_events(snapshot, viewer, vis, keys)
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def state(self, viewer: Viewer, room_id: str) -> list[dict[str, Any]]:
+        room, access = self.readable(viewer.user_id, room_id)
+        snapshot = access.state_snapshot(self.db)
+        if snapshot is None:
+            raise not_member()
+        return self.state_events(snapshot, viewer, Visibility(self.db, viewer.user_id, room, access))
+
+    def state_event(self, viewer: Viewer, room_id: str, event_type: str, state_key: str) -> dict[str, Any]:
+        """One state event in the client format (the caller picks `content` for format=content)."""
+        _, access = self.readable(viewer.user_id, room_id)
+        snapshot = access.state_snapshot(self.db)
+        if snapshot is None:
+            raise not_member()
+        sk = self.db.ids.state_key(event_type, state_key)
+        short = self.db.snapshots.get(snapshot, sk) if sk is not None and snapshot else None
+        event = self.serializer.serialize(short, viewer, bundle=False) if short is not None else None
+        if event is None:
+            raise not_found(f"The room has no state with type {event_type!r} and state key {state_key!r}")
+        return event
+
+    # -- timeline --------------------------------------------------------------------------------
+
+    def messages(
+        self,
+        viewer: Viewer,
+        room_id: str,
+        *,
+        from_token: str | None,
+        to_token: str | None,
+        forwards: bool,
+        limit: int,
+        event_filter: RoomEventFilter,
+    ) -> dict[str, Any]:
+        room, access = self.readable(viewer.user_id, room_id)
+        if not event_filter.room_allowed(room_id):
+            return {"chunk": [], "start": from_token or self._edge_token(room, forwards)}
+        vis = Visibility(self.db, viewer.user_id, room, access)
+        start = parse_position(from_token, "from") if from_token else None
+        stop = parse_position(to_token, "to") if to_token else None
+        limit = min(limit, MAX_LIMIT)
+        # a past member of a room that is not world-readable sees nothing after they left
+        cap = access.position_limit(self.db)
+        if cap is not None:
+            if forwards:
+                stop = cap if stop is None else min(stop, cap)
+            elif start is None or start > cap:
+                start = cap
+        result = walk(
+            self.db, room, start, forwards=forwards, limit=limit, vis=vis, event_filter=event_filter, stop=stop
+        )
+        shorts = [s for _, s in result.events]
+        body: dict[str, Any] = {
+            "chunk": self.serializer.serialize_many(shorts, viewer, vis=vis),
+            "start": from_token or self._edge_token(room, forwards),
+        }
+        if not result.exhausted:
+            body["end"] = position_token(result.position)
+        if event_filter.lazy_load_members and shorts:
+            meta = self.db.events.get_meta(shorts[-1])
+            if meta is not None:
+                senders = [e["sender"] for e in body["chunk"]]
+                body["state"] = self.member_state(meta.state_after, senders, viewer, vis)
+        return body
+
+    def _edge_token(self, room: int, forwards: bool) -> str:
+        first = next(self.db.rooms.timeline(room, reverse=not forwards), None)
+        if first is None:
+            return position_token(0)
+        return before_token(first[0]) if forwards else position_token(first[0])
+
+    def context(
+        self, viewer: Viewer, room_id: str, event_id: str, *, limit: int, event_filter: RoomEventFilter
+    ) -> dict[str, Any]:
+        room, access = self.readable(viewer.user_id, room_id)
+        vis = Visibility(self.db, viewer.user_id, room, access)
+        short = self._visible_event(room, event_id, vis)
+        meta = self.db.events.get_meta(short)
+        assert meta is not None
+        order = order_of(meta)
+        limit = min(limit, MAX_LIMIT)
+        n_before = limit // 2
+        before = walk(self.db, room, order - 1, forwards=False, limit=n_before, vis=vis, event_filter=event_filter)
+        after = walk(self.db, room, order, forwards=True, limit=limit - n_before, vis=vis, event_filter=event_filter)
+        event = self.serializer.serialize(short, viewer, vis=vis)
+        before_events = self.serializer.serialize_many([s for _, s in before.events], viewer, vis=vis)
+        after_events = self.serializer.serialize_many([s for _, s in after.events], viewer, vis=vis)
+        last = after.events[-1][1] if after.events else short
+        last_meta = self.db.events.get_meta(last)
+        snapshot = last_meta.state_after if last_meta is not None else 0
+        if event_filter.lazy_load_members:
+            senders = [e["sender"] for e in (*before_events, event or {}, *after_events) if "sender" in e]
+            state = self.member_state(snapshot, senders, viewer, vis)
+        else:
+            state = [e for e in self.state_events(snapshot, viewer, vis) if event_filter.matches(e)]
+        return {
+            "event": event,
+            "events_before": before_events,
+            "events_after": after_events,
+            "start": position_token(before.position),
+            "end": position_token(after.position),
+            "state": state,
+        }
+
+    def _visible_event(self, room: int, event_id: str, vis: Visibility) -> int:
+        short = self.db.ids.event(event_id) if event_id.startswith("$") else None
+        if short is None or not vis.allows(short):
+            raise not_found("Event not found, or you may not see it")
+        return short
+
+    def event(self, viewer: Viewer, room_id: str, event_id: str) -> dict[str, Any]:
+        room = self.room(room_id)
+        vis = Visibility(self.db, viewer.user_id, room)
+        short = self._visible_event(room, event_id, vis)
+        event = self.serializer.serialize(short, viewer, vis=vis)
+        if event is None:
+            raise not_found("Event not found")
+        return event
+
+    # -- members ---------------------------------------------------------------------------------
+
+    def members(
+        self, viewer: Viewer, room_id: str, *, at: str | None, membership: str | None, not_membership: str | None
+    ) -> list[dict[str, Any]]:
+        room, access = self.readable(viewer.user_id, room_id)
+        snapshot = access.state_snapshot(self.db)
+        if snapshot is None:
+            raise not_member()
+        if at is not None:
+            at_order = parse_position(at, "at")
+            cap = access.position_limit(self.db)
+            if cap is not None:
+                at_order = min(at_order, cap)
+            snapshot = self.state_snapshot_at(room, at_order) or 0
+        state = self.db.snapshots.load(snapshot) if snapshot else {}
+        wanted: list[int] = []
+        for sk, short in state.items():
+            etype, _ = self.db.ids.state_key_of(sk)
+            if etype != "m.room.member":
+                continue
+            if membership is not None or not_membership is not None:
+                m = (self.db.events.get_json(short) or {}).get("content", {}).get("membership")
+                # spec: both given form an "or": membership is `membership` or is not `not_membership`
+                ok_in = membership is not None and m == membership
+                ok_out = not_membership is not None and m != not_membership
+                if not (ok_in or ok_out):
+                    continue
+            wanted.append(short)
+        vis = Visibility(self.db, viewer.user_id, room, access)
+        return self.serializer.serialize_many(wanted, viewer, vis=vis, bundle=False)
+
+    def joined_members(self, user_id: str, room_id: str) -> dict[str, dict[str, str]]:
+        room = self.room(room_id)
+        access = room_access(self.db, user_id, room)
+        if not access.joined:
+            raise forbidden("You aren't a member of the room")
+        joined: dict[str, dict[str, str]] = {}
+        for member, short in self.db.rooms.members(room, "join"):
+            content = (self.serializer.stored_event(short) or {}).get("content") or {}
+            info: dict[str, str] = {}
+            if isinstance(content.get("displayname"), str):
+                info["display_name"] = content["displayname"]
+            if isinstance(content.get("avatar_url"), str):
+                info["avatar_url"] = content["avatar_url"]
+            joined[member] = info
+        return joined
+
+    def joined_rooms(self, user_id: str) -> list[str]:
+        return [self.db.ids.room_id(ur.room) for ur in self.db.rooms.user_rooms(user_id) if ur.membership == "join"]
+
+    # -- timestamp_to_event ----------------------------------------------------------------------
+
+    def timestamp_to_event(self, user_id: str, room_id: str, ts: int, *, forwards: bool) -> dict[str, Any]:
+        room, access = self.readable(user_id, room_id)
+        vis = Visibility(self.db, user_id, room, access)
+        for i, (event_ts, short) in enumerate(self.db.room_extras.events_by_time(room, ts, forwards=forwards)):
+            if i >= 10_000:
+                break
+            if vis.allows(short):
+                return {"event_id": self.db.ids.event_id(short), "origin_server_ts": event_ts}
+        raise not_found(f"No event found {'after' if forwards else 'before'} {ts}")
+
+    # -- GET /rooms/{roomId}/initialSync (room previews) -------------------------------------------
+
+    def initial_sync(self, viewer: Viewer, room_id: str, *, published: bool, limit: int = 20) -> dict[str, Any]:
+        """spec: GET /rooms/{roomId}/initialSync — the latest messages and the state, for peeking."""
+        room, access = self.readable(viewer.user_id, room_id)
+        snapshot = access.state_snapshot(self.db)
+        vis = Visibility(self.db, viewer.user_id, room, access)
+        start = access.position_limit(self.db)
+        latest = walk(self.db, room, start, forwards=False, limit=limit, vis=vis)
+        shorts = [s for _, s in reversed(latest.events)]
+        end_order = latest.events[0][0] if latest.events else (start or 0)
+        messages: dict[str, Any] = {
+            "chunk": self.serializer.serialize_many(shorts, viewer, vis=vis),
+            "end": position_token(end_order),
+        }
+        if not latest.exhausted:
+            messages["start"] = position_token(latest.position)
+        body: dict[str, Any] = {
+            "room_id": room_id,
+            "messages": messages,
+            "state": self.state_events(snapshot, viewer, vis) if snapshot else [],
+            "visibility": "public" if published else "private",
+        }
+        if access.membership is not None:
+            body["membership"] = access.membership
+        return body
+
+    # -- GET /v1/mutual_rooms --------------------------------------------------------------------
+
+    def mutual_rooms(self, user_id: str, other: str, from_token: str | None, limit: int = 100) -> dict[str, Any]:
+        """spec: GET /v1/mutual_rooms — rooms both users are joined to, in room id order."""
+        offset = 0
+        if from_token is not None:
+            kind, _, value = from_token.partition("_")
+            if kind != "m" or not value.isdigit():
+                raise MatrixError(400, "M_INVALID_PARAM", "from is not a token from /mutual_rooms")
+            offset = int(value)
+        mine = {ur.room for ur in self.db.rooms.user_rooms(user_id) if ur.membership == "join"}
+        theirs = {ur.room for ur in self.db.rooms.user_rooms(other) if ur.membership == "join"}
+        shared = sorted(self.db.ids.room_id(r) for r in mine & theirs)
+        body: dict[str, Any] = {"joined": shared[offset : offset + limit], "count": len(shared)}
+        if offset + limit < len(shared):
+            body["next_batch"] = f"m_{offset + limit}"
+        return body

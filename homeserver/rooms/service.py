@@ -1,0 +1,321 @@
+"""The room service: everything clients do with rooms, over the event pipeline.
+
+`Rooms` wires the parts (reading, sending, membership, directory, relations, redactions, search)
+and keeps their indexes: it registers one write hook on the pipeline, so every accepted timeline
+event updates the indexes in the same batch that writes it (atomic with the event).
+
+Other services use: `serializer` (client format), `reader`, and `homeserver.rooms.visibility`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from homeserver.errors import MatrixError, not_found
+from homeserver.protocol.errors import InvalidIdentifier
+from homeserver.protocol.identifiers import RoomAlias
+from homeserver.rooms.client_format import EventSerializer, stripped_state
+from homeserver.rooms.creation import RoomCreation, create_room
+from homeserver.rooms.directory import RoomDirectory
+from homeserver.rooms.indexing import BatchEvents, Written
+from homeserver.rooms.membership import Membership
+from homeserver.rooms.messages import RoomReader
+from homeserver.rooms.pipeline import EventPipeline, PersistedEvent, RoomContext
+from homeserver.rooms.redactions import Redactions
+from homeserver.rooms.relations import Relations
+from homeserver.rooms.relations_reading import RelationsReader
+from homeserver.rooms.search import Search
+from homeserver.rooms.sending import EventSender
+from homeserver.rooms.spaces import Spaces
+from homeserver.rooms.tokens import order_of
+from homeserver.rooms.upgrades import RoomUpgrades
+from homeserver.rooms.visibility import room_access
+from storage.batch_view import BatchView
+from storage.database import Database
+from storage.engine import Batch
+
+log = logging.getLogger(__name__)
+
+# spec: client-server-api "Stripped state" — what an invite or knock shows of the room
+STRIPPED_STATE_TYPES = (
+    "m.room.create",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.topic",
+    "m.room.join_rules",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+)
+
+
+@dataclass(slots=True)
+class CreateRoomRequest:
+    """POST /createRoom, validated at the edge."""
+
+    creator: str
+    room_version: str
+    preset: str | None = None
+    visibility: str = "private"
+    creation_content: dict[str, Any] = field(default_factory=dict)
+    power_level_content_override: dict[str, Any] | None = None
+    initial_state: list[dict[str, Any]] = field(default_factory=list)
+    name: str | None = None
+    topic: str | None = None
+    invite: list[str] = field(default_factory=list)
+    is_direct: bool = False
+    room_alias_name: str | None = None
+
+
+class Rooms:
+    def __init__(
+        self,
+        db: Database,
+        pipeline: EventPipeline,
+        *,
+        server_name: str,
+        default_room_version: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.pipeline = pipeline
+        self.server_name = server_name
+        self.default_room_version = default_room_version
+        self.clock = clock
+        self.relations = Relations(db)
+        self.redactions = Redactions(db)
+        self.serializer = EventSerializer(db, self.relations, self.redactions, clock)
+        self.reader = RoomReader(db, self.serializer)
+        self.search = Search(db, self.serializer, self.reader)
+        self.directory = RoomDirectory(db, server_name, self.serializer)
+        self.membership = Membership(db, pipeline, server_name, self.directory)
+        self.sender = EventSender(db, pipeline, server_name, self.relations, self.membership, self.directory)
+        self.relations_reader = RelationsReader(db, self.relations, self.serializer, self.reader)
+        self.spaces = Spaces(db, self.directory)
+        self.upgrades = RoomUpgrades(db, pipeline, self.directory, self.membership)
+        self.redactions.listeners += [self.relations.on_redacted, self.search.on_redacted]
+        self._views: dict[int, BatchView] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        pipeline.write_hooks.append(self._on_write)
+
+    # -- indexes: the pipeline's write hook ------------------------------------------------------
+
+    def _view(self, batch: Batch) -> BatchView:
+        key = id(batch)
+        view = self._views.get(key)
+        if view is None:
+            view = self._views[key] = BatchView(self.db.store, batch)
+
+            def forget() -> None:
+                self._views.pop(key, None)
+
+            batch.on_commit.append(forget)
+            batch.on_abort.append(forget)
+        return view
+
+    def _on_write(self, batch: Batch, ctx: RoomContext, persisted: PersistedEvent) -> None:
+        try:
+            self._index(batch, ctx, persisted)
+        except Exception:
+            # an index bug must not stop events from being written; the index misses this one event
+            log.exception("room indexes: could not index %s", persisted.event_id)
+
+    def _index(self, batch: Batch, ctx: RoomContext, persisted: PersistedEvent) -> None:
+        meta = ctx.pending_meta.get(persisted.short)
+        if persisted.rejected or not persisted.stream or meta is None:
+            return  # only accepted timeline events are indexed
+        view = self._view(batch)
+        events = BatchEvents(self.db, ctx, view)
+        event = persisted.event
+        w = Written(
+            persisted.short, persisted.event_id, ctx.room_short, ctx.room_id, order_of(meta), event, meta, ctx.rv
+        )
+        self.sender.record_txn(view, w)
+        ts = event.get("origin_server_ts")
+        self.db.room_extras.put_timestamp(view, w.room, ts if isinstance(ts, int) else 0, w.order, w.short)
+        if w.type == "m.room.member" and isinstance(event.get("state_key"), str):
+            self._member_written(view, events, ctx, w)
+        if not self.redactions.on_event(view, events, w):
+            self.relations.on_event(view, events, w)
+            self.search.on_event(view, w)
+
+    def _member_written(self, view: BatchView, events: BatchEvents, ctx: RoomContext, w: Written) -> None:
+        user_id = w.event["state_key"]
+        if user_id.split(":", 1)[-1] != self.server_name:
+            return
+        membership = w.content.get("membership")
+        if membership in ("join", "invite", "knock"):
+            # spec: POST /forget — a forgotten room comes back when the user re-joins, is invited or knocks
+            self.db.room_extras.set_forgotten(user_id, w.room, False, view)
+        if membership in ("invite", "knock") and ctx.state:
+            # the room as an invite or knock shows it (the sync developer serves it as invite_state/knock_state)
+            stripped = []
+            for event_type in STRIPPED_STATE_TYPES:
+                sk = self.db.ids.state_key(event_type, "")
+                short = self.db.snapshots.get(ctx.state, sk) if sk is not None else None
+                found = events.json(short) if short is not None else None
+                if found is not None:
+                    stripped.append(stripped_state(found))
+            stripped.append(stripped_state(w.event))
+            self.db.rooms.set_invite_state(user_id, w.room, stripped, view.batch)
+
+    # -- after events are committed ----------------------------------------------------------------
+
+    def on_persisted(self, persisted: PersistedEvent) -> None:
+        """Persisted-event listener (registered by the server): follow-ups that send events."""
+        event = persisted.event
+        if persisted.rejected or not persisted.stream or persisted.soft_failed:
+            return
+        if (
+            event.get("type") == "m.room.guest_access"
+            and event.get("state_key") == ""
+            and self._guest_access(event) != "can_join"
+            and self._previous_guest_access(persisted) == "can_join"
+        ):
+            task = asyncio.get_running_loop().create_task(self._evict_guests(persisted.room_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    def _guest_access(event: dict[str, Any] | None) -> Any:
+        content = event.get("content") if event is not None else None
+        return content.get("guest_access") if isinstance(content, dict) else None
+
+    def _previous_guest_access(self, persisted: PersistedEvent) -> Any:
+        meta = self.db.events.get_meta(persisted.short)
+        sk = self.db.ids.state_key("m.room.guest_access", "")
+        if meta is None or sk is None or not meta.state_before:
+            return None
+        previous = self.db.snapshots.get(meta.state_before, sk)
+        return self._guest_access(self.db.events.get_json(previous)) if previous is not None else None
+
+    async def _evict_guests(self, room_id: str) -> None:
+        """spec: guest access "Server behaviour" — when guests may no longer join, the server MUST set
+        the joined guests' membership to leave."""
+        try:
+            room = self.db.ids.room(room_id)
+            members = list(self.db.rooms.members(room, "join")) if room is not None else []
+            for user_id, _ in members:
+                local = user_id.split(":", 1)[-1] == self.server_name
+                account = self.db.accounts.account(user_id) if local else None
+                if not account or not account.get("guest"):
+                    continue
+                try:
+                    await self.pipeline.send(room_id, user_id, "m.room.member", {"membership": "leave"}, user_id)
+                except MatrixError as e:
+                    log.warning("could not remove guest %s from %s: %s", user_id, room_id, e.message)
+        except Exception:
+            log.exception("removing guests from %s failed", room_id)
+
+    # -- POST /createRoom ------------------------------------------------------------------------
+
+    async def create_room(self, req: CreateRoomRequest) -> str:
+        """spec: POST /createRoom — the room, its alias (M_ROOM_IN_USE when taken) and directory entry."""
+        for invitee in req.invite:
+            self.membership.check_user_id(invitee, "invite")
+            self.membership.require_local_target(invitee)
+        alias = None
+        if req.room_alias_name is not None:
+            alias = f"#{req.room_alias_name}:{self.server_name}"
+            try:
+                RoomAlias.parse(alias)
+            except InvalidIdentifier as e:
+                raise MatrixError(400, "M_INVALID_PARAM", f"room_alias_name: {e}") from None
+        creation = RoomCreation(
+            creator=req.creator,
+            room_version=req.room_version,
+            preset=req.preset,
+            visibility=req.visibility,
+            creation_content=req.creation_content,
+            power_level_content_override=req.power_level_content_override,
+            initial_state=req.initial_state,
+            name=req.name,
+            topic=req.topic,
+            invite=list(dict.fromkeys(req.invite)),
+            is_direct=req.is_direct,
+            canonical_alias=alias,
+            creator_profile=self.membership.profile(req.creator),
+        )
+        if alias is None:
+            room_id = await create_room(self.pipeline, creation)
+        else:
+            with self.directory.claim(alias):
+                room_id = await create_room(self.pipeline, creation)
+                room = self.db.ids.room(room_id)
+                assert room is not None
+                await self.directory.write_alias(alias, room, room_id, req.creator)
+        if req.visibility == "public":
+            room = self.db.ids.room(room_id)
+            assert room is not None
+            await self.directory.publish(room, True)
+        return room_id
+
+    # -- aliases ---------------------------------------------------------------------------------
+
+    async def delete_alias(self, user_id: str, alias: str, *, is_admin: bool) -> None:
+        """spec: DELETE /directory/room/{roomAlias}. The alias also leaves m.room.canonical_alias when
+        the user may change it ("servers may choose to update"); the deletion stands either way."""
+        room_id, room = await self.directory.delete_alias(user_id, alias, is_admin=is_admin)
+        sk = self.db.ids.state_key("m.room.canonical_alias", "")
+        short = self.db.rooms.state_event(room, sk) if sk is not None else None
+        event = self.serializer.stored_event(short) if short is not None else None
+        content = dict(event.get("content") or {}) if event is not None else {}
+        changed = content.get("alias") == alias
+        if changed:
+            del content["alias"]
+        alt = content.get("alt_aliases")
+        if isinstance(alt, list) and alias in alt:
+            content["alt_aliases"] = [a for a in alt if a != alias]
+            changed = True
+        if changed:
+            try:
+                await self.pipeline.send(room_id, user_id, "m.room.canonical_alias", content, "")
+            except MatrixError as e:
+                log.info("alias %s deleted; m.room.canonical_alias left as it was: %s", alias, e.message)
+
+    # -- reports ---------------------------------------------------------------------------------
+
+    async def report_event(
+        self, user_id: str, room_id: str, event_id: str, reason: str | None, score: int | None
+    ) -> None:
+        """spec: POST /rooms/{roomId}/report/{eventId} — the reporter must be joined (404 otherwise)."""
+        room = self.db.ids.room(room_id) if room_id.startswith("!") else None
+        if room is None or room_access(self.db, user_id, room).membership != "join":
+            raise not_found("Event not found, or you are not joined to its room")
+        short = self.db.ids.event(event_id)
+        meta = self.db.events.get_meta(short) if short is not None else None
+        if short is None or meta is None or meta.room != room or meta.rejected:
+            raise not_found("Event not found, or you are not joined to its room")
+        report: dict[str, Any] = {"user_id": user_id, "room_id": room_id, "event_id": event_id, "reason": reason}
+        if score is not None:
+            report["score"] = score
+        await self._save_report(report)
+
+    async def report_room(self, user_id: str, room_id: str, reason: str) -> None:
+        """spec: POST /rooms/{roomId}/report — any user may report a room this server knows."""
+        room = self.db.ids.room(room_id) if room_id.startswith("!") else None
+        if room is None or self.db.rooms.info(room) is None:
+            raise not_found(f"Unknown room {room_id}")
+        await self._save_report({"user_id": user_id, "room_id": room_id, "reason": reason})
+
+    async def report_user(self, user_id: str, target: str, reason: str) -> None:
+        """spec: POST /users/{userId}/report — 404 for local users that do not exist."""
+        local = target.split(":", 1)[-1] == self.server_name
+        if not target.startswith("@") or (local and self.db.accounts.account(target) is None):
+            raise not_found(f"User {target} not found")
+        await self._save_report({"user_id": user_id, "reported_user": target, "reason": reason})
+
+    async def _save_report(self, report: dict[str, Any]) -> None:
+        ts = int(self.clock() * 1000)
+        report["received_ts"] = ts
+        batch = self.db.store.batch()
+        with batch:
+            self.db.room_extras.add_report(ts, secrets.token_hex(8), report, batch)
+            await batch.commit()
+        about = report.get("event_id") or report.get("room_id") or report.get("reported_user")
+        log.info("content report from %s about %s", report["user_id"], about)

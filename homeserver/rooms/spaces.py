@@ -1,0 +1,184 @@
+"""Room summaries and the space hierarchy (spec: client-server-api GET /v1/room_summary/{roomIdOrAlias},
+modules "Spaces" — GET /v1/rooms/{roomId}/hierarchy).
+
+A room is shown to a user who is joined or invited, or who could join or knock (public, knock or
+a restricted room whose conditions they meet), or when it is world-readable. Rooms this server
+does not know are left out: filling them in needs federation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.rooms.client_format import stripped_state
+from homeserver.rooms.directory import RoomDirectory
+from homeserver.rooms.visibility import room_access
+from storage.database import Database
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 100
+DEFAULT_MAX_DEPTH = 10
+MAX_ROOMS = 1000  # rooms visited per request at most
+
+
+def _content(event: dict[str, Any] | None) -> dict[str, Any]:
+    c = event.get("content") if event is not None else None
+    return c if isinstance(c, dict) else {}
+
+
+def _valid_order(value: Any) -> bool:
+    # spec: m.space.child "order" — at most 50 characters of U+0020 to U+007E
+    return isinstance(value, str) and len(value) <= 50 and all(" " <= c <= "~" for c in value)
+
+
+class Spaces:
+    def __init__(self, db: Database, directory: RoomDirectory) -> None:
+        self.db = db
+        self.directory = directory
+
+    def _state(self, room: int, event_type: str, state_key: str = "") -> dict[str, Any] | None:
+        sk = self.db.ids.state_key(event_type, state_key)
+        short = self.db.rooms.state_event(room, sk) if sk is not None else None
+        return self.directory.serializer.stored_event(short) if short is not None else None
+
+    def accessible(self, user_id: str | None, room: int) -> bool:
+        """The hierarchy's rule for showing a room (spec: GET /hierarchy "rooms")."""
+        join_rules = _content(self._state(room, "m.room.join_rules"))
+        rule = join_rules.get("join_rule")
+        if rule in ("public", "knock", "knock_restricted"):
+            return True
+        hv = _content(self._state(room, "m.room.history_visibility")).get("history_visibility")
+        if hv == "world_readable":
+            return True
+        if user_id is None:
+            return False
+        membership = room_access(self.db, user_id, room).membership
+        if membership in ("join", "invite"):
+            return True
+        if rule == "restricted":
+            for condition in join_rules.get("allow") or []:
+                other_id = condition.get("room_id") if isinstance(condition, dict) else None
+                other = self.db.ids.room(other_id) if isinstance(other_id, str) else None
+                if other is not None and room_access(self.db, user_id, other).joined:
+                    return True
+        return False
+
+    def summary(self, room: int) -> dict[str, Any]:
+        out = self.directory.summary(room)
+        info = self.db.rooms.info(room) or {}
+        out["room_version"] = str(info.get("version", "1"))
+        algorithm = _content(self._state(room, "m.room.encryption")).get("algorithm")
+        if isinstance(algorithm, str):
+            out["encryption"] = algorithm
+        join_rules = _content(self._state(room, "m.room.join_rules"))
+        if join_rules.get("join_rule") in ("restricted", "knock_restricted"):
+            allowed = [
+                c["room_id"]
+                for c in join_rules.get("allow") or []
+                if isinstance(c, dict) and c.get("type") == "m.room_membership" and isinstance(c.get("room_id"), str)
+            ]
+            if allowed:
+                out["allowed_room_ids"] = allowed
+        return out
+
+    # -- GET /v1/room_summary/{roomIdOrAlias} ----------------------------------------------------
+
+    def room_summary(self, user_id: str | None, room_id_or_alias: str) -> dict[str, Any]:
+        if room_id_or_alias.startswith("#"):
+            room_id = self.directory.room_id_of(room_id_or_alias)
+        elif room_id_or_alias.startswith("!"):
+            room_id = room_id_or_alias
+        else:
+            raise MatrixError(400, "M_INVALID_PARAM", f"{room_id_or_alias!r} is neither a room id nor an alias")
+        room = self.db.ids.room(room_id)
+        if room is None or self.db.rooms.info(room) is None or not self.accessible(user_id, room):
+            raise not_found(f"Room {room_id_or_alias} not found, or you may not see it")
+        out = self.summary(room)
+        if user_id is not None:
+            membership = room_access(self.db, user_id, room).membership
+            if membership is not None:
+                out["membership"] = membership
+        return out
+
+    # -- GET /v1/rooms/{roomId}/hierarchy --------------------------------------------------------
+
+    def hierarchy(
+        self,
+        user_id: str,
+        room_id: str,
+        *,
+        suggested_only: bool,
+        max_depth: int | None,
+        limit: int | None,
+        from_token: str | None,
+    ) -> dict[str, Any]:
+        depth_limit = DEFAULT_MAX_DEPTH if max_depth is None else min(max_depth, DEFAULT_MAX_DEPTH)
+        offset = 0
+        if from_token is not None:
+            parts = from_token.split("_")
+            if len(parts) != 4 or parts[0] != "h" or not all(p.isdigit() for p in parts[1:]):
+                raise MatrixError(400, "M_INVALID_PARAM", "from is not a token from /hierarchy")
+            offset, token_depth, token_suggested = int(parts[1]), int(parts[2]), parts[3] == "1"
+            if token_depth != depth_limit or token_suggested != suggested_only:
+                raise MatrixError(400, "M_INVALID_PARAM", "suggested_only and max_depth cannot change while paginating")
+        limit = min(limit or DEFAULT_LIMIT, MAX_LIMIT)
+        root = self.db.ids.room(room_id) if room_id.startswith("!") else None
+        if root is None or self.db.rooms.info(root) is None or not self.accessible(user_id, root):
+            raise forbidden("You cannot view this room's hierarchy (unknown room, or not visible to you)")
+        rooms = self._walk(user_id, root, suggested_only=suggested_only, max_depth=depth_limit)
+        body: dict[str, Any] = {"rooms": rooms[offset : offset + limit]}
+        if offset + limit < len(rooms):
+            body["next_batch"] = f"h_{offset + limit}_{depth_limit}_{int(suggested_only)}"
+        return body
+
+    def _walk(self, user_id: str, root: int, *, suggested_only: bool, max_depth: int) -> list[dict[str, Any]]:
+        """Depth-first over m.space.child events (spec: "Paginates over the space tree in a depth-first manner")."""
+        out: list[dict[str, Any]] = []
+        seen: set[int] = set()
+        stack: list[tuple[int, int]] = [(root, 0)]
+        while stack and len(out) < MAX_ROOMS:
+            room, depth = stack.pop()
+            if room in seen:
+                continue
+            seen.add(room)
+            entry = self.summary(room)
+            children = self._children(room) if entry.get("room_type") == "m.space" else []
+            entry["children_state"] = [child for child, _ in children]
+            out.append(entry)
+            if depth >= max_depth:
+                continue
+            next_rooms = []
+            for child, child_room in children:
+                if suggested_only and _content(child).get("suggested") is not True:
+                    continue
+                if child_room is None or child_room in seen or self.db.rooms.info(child_room) is None:
+                    continue
+                if self.accessible(user_id, child_room):
+                    next_rooms.append(child_room)
+            stack.extend((r, depth + 1) for r in reversed(next_rooms))
+        return out
+
+    def _children(self, room: int) -> list[tuple[dict[str, Any], int | None]]:
+        """A space's m.space.child events (with `via`), in the spec's order ("Ordering of children")."""
+        info = self.db.rooms.info(room) or {}
+        state = self.db.snapshots.load(int(info.get("state", 0))) if info.get("state") else {}
+        found = []
+        for sk, short in state.items():
+            etype, state_key = self.db.ids.state_key_of(sk)
+            if etype != "m.space.child":
+                continue
+            event = self.directory.serializer.stored_event(short)
+            via = _content(event).get("via")
+            if event is None or not isinstance(via, list) or not via:
+                continue  # spec: a child without via is not a child
+            child = stripped_state(event)
+            child["origin_server_ts"] = event.get("origin_server_ts", 0)
+            found.append((child, state_key))
+        order_key = []
+        for child, state_key in found:
+            order = _content(child).get("order")
+            ts = child["origin_server_ts"] if isinstance(child["origin_server_ts"], int) else 0
+            order_key.append(((0, order, ts, state_key) if _valid_order(order) else (1, "", ts, state_key), child))
+        order_key.sort(key=lambda item: item[0])
+        return [(child, self.db.ids.room(child["state_key"])) for _, child in order_key]

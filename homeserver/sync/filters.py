@@ -1,0 +1,317 @@
+"""Filters (spec: client-server-api "Filtering", POST /user/{userId}/filter): validated once when
+uploaded or parsed, then compiled into matchers that `/sync` applies to every event.
+
+Type patterns may use `*` as a wildcard (spec: EventFilter.types).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from homeserver.errors import MatrixError
+from homeserver.rooms.event_filter import RoomEventFilter
+from storage.database import Database
+
+DEFAULT_TIMELINE_LIMIT = 10
+# spec: ClientEventWithoutRoomID — kept by `event_fields` projections
+_REQUIRED_FIELDS = ("event_id", "origin_server_ts", "sender", "type", "state_key")
+MAX_LIMIT = 1000
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class EventFilterModel(_Model):
+    limit: int | None = Field(None, gt=0)
+    types: list[str] | None = None
+    not_types: list[str] | None = None
+    senders: list[str] | None = None
+    not_senders: list[str] | None = None
+
+
+class RoomEventFilterModel(EventFilterModel):
+    rooms: list[str] | None = None
+    not_rooms: list[str] | None = None
+    contains_url: bool | None = None
+    lazy_load_members: bool = False
+    include_redundant_members: bool = False
+    unread_thread_notifications: bool = False
+
+
+class RoomFilterModel(_Model):
+    rooms: list[str] | None = None
+    not_rooms: list[str] | None = None
+    include_leave: bool = False
+    timeline: RoomEventFilterModel | None = None
+    state: RoomEventFilterModel | None = None
+    ephemeral: RoomEventFilterModel | None = None
+    account_data: RoomEventFilterModel | None = None
+
+
+class FilterModel(_Model):
+    event_fields: list[str] | None = None
+    event_format: Literal["client", "federation"] = "client"
+    presence: EventFilterModel | None = None
+    account_data: EventFilterModel | None = None
+    room: RoomFilterModel | None = None
+
+
+def validate_filter(definition: Any, errcode: str = "M_BAD_JSON") -> FilterModel:
+    if not isinstance(definition, dict):
+        raise MatrixError(400, errcode, "a filter must be a JSON object")
+    try:
+        return FilterModel.model_validate(definition)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "filter"
+        raise MatrixError(400, errcode, f"invalid filter: {where}: {err['msg']}") from None
+
+
+def _pattern_matcher(patterns: list[str] | None) -> tuple[frozenset[str], re.Pattern[str] | None] | None:
+    if patterns is None:
+        return None
+    exact = frozenset(p for p in patterns if "*" not in p)
+    globs = [p for p in patterns if "*" in p]
+    regex = re.compile("|".join(".*".join(map(re.escape, g.split("*"))) for g in globs)) if globs else None
+    return exact, regex
+
+
+def _matches(matcher: tuple[frozenset[str], re.Pattern[str] | None], value: str) -> bool:
+    exact, regex = matcher
+    return value in exact or (regex is not None and regex.fullmatch(value) is not None)
+
+
+@dataclass(slots=True)
+class EventFilter:
+    """An EventFilter / RoomEventFilter compiled for matching."""
+
+    limit: int | None = None
+    types: tuple[frozenset[str], re.Pattern[str] | None] | None = None
+    not_types: tuple[frozenset[str], re.Pattern[str] | None] | None = None
+    senders: frozenset[str] | None = None
+    not_senders: frozenset[str] = frozenset()
+    rooms: frozenset[str] | None = None
+    not_rooms: frozenset[str] = frozenset()
+    contains_url: bool | None = None
+    lazy_load_members: bool = False
+    include_redundant_members: bool = False
+    unread_thread_notifications: bool = False
+
+    @classmethod
+    def compile(cls, model: EventFilterModel | None) -> EventFilter:
+        if model is None:
+            return cls()
+        out = cls(
+            limit=model.limit,
+            types=_pattern_matcher(model.types),
+            not_types=_pattern_matcher(model.not_types),
+            senders=frozenset(model.senders) if model.senders is not None else None,
+            not_senders=frozenset(model.not_senders or ()),
+        )
+        if isinstance(model, RoomEventFilterModel):
+            out.rooms = frozenset(model.rooms) if model.rooms is not None else None
+            out.not_rooms = frozenset(model.not_rooms or ())
+            out.contains_url = model.contains_url
+            out.lazy_load_members = model.lazy_load_members
+            out.include_redundant_members = model.include_redundant_members
+            out.unread_thread_notifications = model.unread_thread_notifications
+        return out
+
+    @property
+    def unfiltered(self) -> bool:
+        return (
+            self.types is None
+            and self.not_types is None
+            and self.senders is None
+            and not self.not_senders
+            and self.contains_url is None
+        )
+
+    def allows_room(self, room_id: str) -> bool:
+        if room_id in self.not_rooms:
+            return False
+        return self.rooms is None or room_id in self.rooms
+
+    def allows_type(self, event_type: str) -> bool:
+        if self.not_types is not None and _matches(self.not_types, event_type):
+            return False
+        return self.types is None or _matches(self.types, event_type)
+
+    def allows(self, event: Mapping[str, Any]) -> bool:
+        """Does the event pass (type, sender, contains_url)? Rooms are checked separately.
+        An empty `types` or `senders` list lets nothing through."""
+        event_type = event.get("type")
+        if not isinstance(event_type, str) or not self.allows_type(event_type):
+            return False
+        sender = event.get("sender")
+        if sender in self.not_senders:
+            return False
+        if self.senders is not None and sender not in self.senders:
+            return False
+        if self.contains_url is not None:
+            content = event.get("content")
+            has_url = isinstance(content, Mapping) and isinstance(content.get("url"), str)
+            if has_url != self.contains_url:
+                return False
+        return True
+
+
+@dataclass(slots=True)
+class SyncFilter:
+    """A whole filter, compiled."""
+
+    event_fields: list[list[str]] | None = None
+    event_format: str = "client"
+    presence: EventFilter = field(default_factory=EventFilter)
+    account_data: EventFilter = field(default_factory=EventFilter)
+    rooms: frozenset[str] | None = None
+    not_rooms: frozenset[str] = frozenset()
+    include_leave: bool = False
+    timeline: EventFilter = field(default_factory=EventFilter)
+    state: EventFilter = field(default_factory=EventFilter)
+    ephemeral: EventFilter = field(default_factory=EventFilter)
+    room_account_data: EventFilter = field(default_factory=EventFilter)
+    timeline_walk: RoomEventFilter | None = None  # the timeline filter as the rooms' walker takes it
+
+    @classmethod
+    def compile(cls, model: FilterModel) -> SyncFilter:
+        room = model.room or RoomFilterModel()
+        walk_filter = RoomEventFilter.parse(room.timeline.model_dump(exclude_none=True)) if room.timeline else None
+        return cls(
+            timeline_walk=walk_filter if walk_filter is not None and not walk_filter.is_empty else None,
+            event_fields=[split_path(p) for p in model.event_fields] if model.event_fields is not None else None,
+            event_format=model.event_format,
+            presence=EventFilter.compile(model.presence),
+            account_data=EventFilter.compile(model.account_data),
+            rooms=frozenset(room.rooms) if room.rooms is not None else None,
+            not_rooms=frozenset(room.not_rooms or ()),
+            include_leave=room.include_leave,
+            timeline=EventFilter.compile(room.timeline),
+            state=EventFilter.compile(room.state),
+            ephemeral=EventFilter.compile(room.ephemeral),
+            room_account_data=EventFilter.compile(room.account_data),
+        )
+
+    def allows_room(self, room_id: str) -> bool:
+        if room_id in self.not_rooms:
+            return False
+        return self.rooms is None or room_id in self.rooms
+
+    @property
+    def timeline_limit(self) -> int:
+        return min(self.timeline.limit or DEFAULT_TIMELINE_LIMIT, MAX_LIMIT)
+
+    @property
+    def lazy_load_members(self) -> bool:
+        # spec: GET /sync — lazy-loading is only supported on the `state` part of the RoomFilter
+        return self.state.lazy_load_members
+
+    @property
+    def include_redundant_members(self) -> bool:
+        return self.state.include_redundant_members
+
+    @property
+    def unread_thread_notifications(self) -> bool:
+        return self.timeline.unread_thread_notifications or self.state.unread_thread_notifications
+
+    def project(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Apply `event_fields` (spec: Filter.event_fields; dot-separated property paths). "A server
+        may include more fields than were requested": the fields a client event requires stay."""
+        if self.event_fields is None:
+            return event
+        out: dict[str, Any] = {k: event[k] for k in _REQUIRED_FIELDS if k in event}
+        if "content" in event:
+            out["content"] = {}
+        for path in self.event_fields:
+            src: Any = event
+            for part in path:
+                if not isinstance(src, dict) or part not in src:
+                    break
+                src = src[part]
+            else:
+                dst = out
+                for part in path[:-1]:
+                    dst = dst.setdefault(part, {})
+                dst[path[-1]] = src
+        return out
+
+
+def split_path(path: str) -> list[str]:
+    """spec: appendices "Dot-separated property paths" — `\\.` is a literal dot, `\\\\` a backslash."""
+    parts: list[str] = []
+    current: list[str] = []
+    i = 0
+    while i < len(path):
+        c = path[i]
+        if c == "\\" and i + 1 < len(path) and path[i + 1] in ".\\":
+            current.append(path[i + 1])
+            i += 2
+            continue
+        if c == ".":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(c)
+        i += 1
+    parts.append("".join(current))
+    return parts
+
+
+DEFAULT_FILTER = SyncFilter()
+
+
+class Filters:
+    """Uploaded filters (per user, numbered) and the compiled filters `/sync` uses, cached."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._compiled: OrderedDict[tuple[str, str], SyncFilter] = OrderedDict()
+
+    async def upload(self, user_id: str, definition: Any) -> str:
+        validate_filter(definition)
+        existing = self.db.filters.find(user_id, definition)
+        if existing is not None:
+            return str(existing)
+        batch = self.db.store.batch()
+        with batch:
+            filter_id = self.db.filters.next_id(user_id)
+            self.db.filters.put(user_id, filter_id, definition, batch)
+            await batch.commit()
+        return str(filter_id)
+
+    def get(self, user_id: str, filter_id: str) -> dict[str, Any] | None:
+        if not filter_id.isdigit() or len(filter_id) > 19:
+            return None
+        return self.db.filters.get(user_id, int(filter_id))
+
+    def for_sync(self, user_id: str, param: str | None) -> SyncFilter:
+        """The compiled filter for `/sync?filter=` (an id or inline JSON); 400 if unusable."""
+        if not param:
+            return DEFAULT_FILTER
+        key = (user_id if not param.startswith("{") else "", param)
+        cached = self._compiled.get(key)
+        if cached is not None:
+            self._compiled.move_to_end(key)
+            return cached
+        if param.startswith("{"):
+            try:
+                definition = orjson.loads(param)
+            except orjson.JSONDecodeError:
+                raise MatrixError(400, "M_NOT_JSON", "the filter parameter is not valid JSON") from None
+        else:
+            definition = self.get(user_id, param)
+            if definition is None:
+                raise MatrixError(400, "M_INVALID_PARAM", f"no filter {param!r} for this user")
+        compiled = SyncFilter.compile(validate_filter(definition))
+        self._compiled[key] = compiled
+        if len(self._compiled) > 1000:
+            self._compiled.popitem(last=False)
+        return compiled

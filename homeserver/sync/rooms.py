@@ -1,0 +1,453 @@
+"""The `rooms` part of a `/sync` response (spec: GET /sync; client-server-api "Syncing").
+
+For each room of the user, what changed in (since, upto]: joined rooms get their timeline (with
+`limited` and `prev_batch`), the state delta between `since` and the start of the timeline (or the
+end of it, `state_after`, with MSC4222), ephemeral events, room account data, unread counts and the
+summary; invites and knocks their stripped state; left rooms their timeline up to the leave.
+
+States are read from the snapshots stored with events: the state at a stream position is the state
+after the last timeline event at or before it; the state at the start of a timeline is the state
+before its first event.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from homeserver.account_data.service import AccountData
+from homeserver.ephemeral.receipts import Receipts
+from homeserver.ephemeral.typing import Typing
+from homeserver.push.service import PushService
+from homeserver.rooms.client_format import EventSerializer, Viewer, stripped_state
+from homeserver.rooms.timeline import walk
+from homeserver.rooms.tokens import before_token, order_of, stream_token
+from homeserver.rooms.visibility import Visibility, room_access
+from homeserver.sync.filters import SyncFilter
+from storage.database import Database
+from storage.rooms import LIVE_BASE, UserRoom
+
+MEMBER = "m.room.member"
+# spec: client-server-api "Stripped state" — what potential joiners are shown
+STRIPPED_TYPES = (
+    "m.room.create",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.topic",
+    "m.room.join_rules",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+)
+HEROES = 5
+LAZY_CACHE_ROOMS = 20_000  # members remembered as sent, per device (lazy-loading)
+
+
+@dataclass(slots=True)
+class SyncParams:
+    user_id: str
+    device_id: str | None
+    since: int | None  # None: an initial sync
+    upto: int
+    filter: SyncFilter
+    full_state: bool = False
+    use_state_after: bool = False
+    account_data_rooms: set[str] = field(default_factory=set)  # rooms whose account data changed
+    ignored: frozenset[str] = frozenset()  # spec: ignore_users — their non-state events are left out
+
+    @property
+    def viewer(self) -> Viewer:
+        return Viewer(self.user_id, self.device_id)
+
+
+class LazyMembers:
+    """Which member event of each (room, user) a device was last sent, so lazy-loading can leave
+    out redundant ones (spec: "Lazy-loading room members" — redundancy is allowed, so losing this
+    memory only costs bandwidth)."""
+
+    def __init__(self) -> None:
+        self._sent: OrderedDict[tuple[str, str | None], dict[tuple[int, str], int]] = OrderedDict()
+
+    def for_device(self, user_id: str, device_id: str | None) -> dict[tuple[int, str], int]:
+        key = (user_id, device_id)
+        found = self._sent.get(key)
+        if found is None:
+            found = self._sent[key] = {}
+            if len(self._sent) > 1000:
+                self._sent.popitem(last=False)
+        else:
+            self._sent.move_to_end(key)
+        if len(found) > LAZY_CACHE_ROOMS:
+            found.clear()
+        return found
+
+
+class RoomSync:
+    def __init__(
+        self,
+        db: Database,
+        serializer: EventSerializer,
+        push: PushService,
+        receipts: Receipts,
+        typing: Typing,
+        account_data: AccountData,
+    ) -> None:
+        self.db = db
+        self.serializer = serializer
+        self.push = push
+        self.receipts = receipts
+        self.typing = typing
+        self.account_data = account_data
+        self.lazy = LazyMembers()
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _serialize(
+        self, shorts: Iterable[int], p: SyncParams, vis: Visibility | None, *, bundle: bool = True
+    ) -> list[dict[str, Any]]:
+        out = []
+        federation = p.filter.event_format == "federation"
+        for short in shorts:
+            if federation:
+                event = self.serializer.stored_event(short)
+                if event is None:
+                    continue
+                event = dict(event)
+            else:
+                event = self.serializer.serialize(short, p.viewer, vis=vis, bundle=bundle)
+                if event is None:
+                    continue
+                event.pop("room_id", None)  # spec: sync uses ClientEventWithoutRoomID
+            out.append(p.filter.project(event))
+        return out
+
+    def _not_ignored(self, shorts: list[int], p: SyncParams) -> list[int]:
+        """spec: ignore_users — no events of ignored users, except state events."""
+        if not p.ignored:
+            return shorts
+        out = []
+        for short in shorts:
+            event = self.db.events.get_json(short) or {}
+            if event.get("sender") not in p.ignored or isinstance(event.get("state_key"), str):
+                out.append(short)
+        return out
+
+    def _state_at(self, room: int, position: int) -> int:
+        """The state snapshot after the last timeline event at or before stream `position`."""
+        last = next(self.db.rooms.timeline(room, before=LIVE_BASE + position + 1, reverse=True), None)
+        if last is None:
+            return 0
+        meta = self.db.events.get_meta(last[1])
+        return meta.state_after if meta is not None else 0
+
+    def _current_state(self, room: int, upto: int) -> int:
+        info = self.db.rooms.info(room) or {}
+        if int(info.get("stream", 0)) <= upto and info.get("state"):
+            return int(info["state"])  # the resolved current state, when nothing newer landed
+        return self._state_at(room, upto)
+
+    def _state_event(self, room: int, snapshot: int, event_type: str, state_key: str = "") -> dict[str, Any] | None:
+        sk = self.db.ids.state_key(event_type, state_key)
+        short = self.db.snapshots.get(snapshot, sk) if sk is not None and snapshot else None
+        return self.db.events.get_json(short) if short is not None else None
+
+    # -- joined rooms ----------------------------------------------------------------------------
+
+    def membership_at(self, room: int, user_id: str, position: int) -> str | None:
+        """The user's membership in the room's state at a stream position."""
+        snapshot = self._state_at(room, position)
+        event = self._state_event(room, snapshot, MEMBER, user_id)
+        membership = (event or {}).get("content", {}).get("membership")
+        return membership if isinstance(membership, str) else None
+
+    def joined(self, ur: UserRoom, room_id: str, p: SyncParams, *, newly_joined: bool = False) -> dict[str, Any] | None:
+        """The entry of a joined room, or None when nothing changed in it."""
+        room = ur.room
+        since = p.since
+        full = since is None or p.full_state or newly_joined
+        f = p.filter
+        if not full:
+            assert since is not None
+            info = self.db.rooms.info(room) or {}
+            maybe = (
+                int(info.get("stream", 0)) > since
+                or self.db.receipts.latest(room) > since
+                or self.typing.changed_since(room, since)
+                or room_id in p.account_data_rooms
+            )
+            if not maybe:
+                return None
+        access = room_access(self.db, p.user_id, room)
+        vis = Visibility(self.db, p.user_id, room, access)
+        # timeline: the newest events up to `upto`, back to `since` for an incremental sync (also with
+        # full_state, spec: "the timeline will still be limited by the since parameter"); a room
+        # joined since then is new to the client and gets its recent history
+        stop = None if since is None or newly_joined else LIVE_BASE + since
+        timeline_filter = f.timeline
+        events: list[int] = []
+        limited = False
+        start_order: int | None = None
+        if timeline_filter.allows_room(room_id):
+            result = walk(
+                self.db,
+                room,
+                LIVE_BASE + p.upto,
+                forwards=False,
+                limit=f.timeline_limit,
+                vis=vis,
+                event_filter=f.timeline_walk,
+                stop=stop,
+            )
+            events = self._not_ignored([s for _, s in reversed(result.events)], p)
+            limited = not result.exhausted
+            if result.events:
+                start_order = result.events[-1][0]
+        timeline = self._serialize(events, p, vis)
+        prev_batch = before_token(start_order) if start_order is not None else stream_token(p.upto)
+        # state
+        first_meta = self.db.events.get_meta(events[0]) if events else None
+        start_state = first_meta.state_before if first_meta is not None else self._current_state(room, p.upto)
+        end_state = self._current_state(room, p.upto)
+        state_events = self._state(room, p, vis, full, start_state, end_state, timeline)
+        entry: dict[str, Any] = {
+            "timeline": {"events": timeline, "limited": limited, "prev_batch": prev_batch},
+        }
+        entry["state_after" if p.use_state_after else "state"] = {"events": state_events}
+        ephemeral = self._ephemeral(room, room_id, p, full)
+        account = self._room_account_data(room_id, p, full)
+        changed = bool(timeline or state_events or ephemeral or account)
+        if not full and not changed:
+            return None
+        entry["ephemeral"] = {"events": ephemeral}
+        entry["account_data"] = {"events": account}
+        summary = self._summary(room, p, end_state, full, timeline, state_events)
+        if summary is not None:
+            entry["summary"] = summary
+        self._unread(room, p, entry)
+        return entry
+
+    def _state(
+        self,
+        room: int,
+        p: SyncParams,
+        vis: Visibility,
+        full: bool,
+        start_state: int,
+        end_state: int,
+        timeline: list[dict[str, Any]],
+    ) -> list[dict[str, Any]]:
+        """`state` (the state at `since` to the start of the timeline) or, with `use_state_after`,
+        `state_after` (to its end); everything for a full state."""
+        target = end_state if p.use_state_after else start_state
+        target_map = self.db.snapshots.load(target) if target else {}
+        if full:
+            delta = dict(target_map)
+        else:
+            assert p.since is not None
+            since_state = self._state_at(room, p.since)
+            if since_state == target:
+                delta = {}
+            else:
+                base = self.db.snapshots.load(since_state) if since_state else {}
+                delta = {sk: ev for sk, ev in target_map.items() if base.get(sk) != ev}
+        return self._lazy_only(room, p, vis, target_map, timeline, delta, full)
+
+    def _lazy_only(
+        self,
+        room: int,
+        p: SyncParams,
+        vis: Visibility,
+        target_map: Any,
+        timeline: list[dict[str, Any]],
+        delta: dict[int, int],
+        full: bool,
+    ) -> list[dict[str, Any]]:
+        """The state filter and lazy-loading applied to `delta` (members of timeline senders come from
+        `target_map`, the state the delta leads to)."""
+        f = p.filter
+        state_filter = f.state
+        if not state_filter.allows_room(self.db.ids.room_id(room)):
+            return []
+        chosen = dict(delta)
+        lazy = f.lazy_load_members
+        sent = self.lazy.for_device(p.user_id, p.device_id) if lazy else {}
+        if lazy:
+            member_keys: dict[int, str] = {}
+            for sk in list(chosen):
+                etype, state_key = self.db.ids.state_key_of(sk)
+                if etype == MEMBER:
+                    member_keys[sk] = state_key
+            if full:
+                # spec: with lazy-loading only the members the timeline needs, and our own
+                for sk, user in member_keys.items():
+                    if user != p.user_id:
+                        del chosen[sk]
+            # else: member changes in the gap are always sent (spec: GET /sync lazy-loading)
+            senders = {e.get("sender") for e in timeline if isinstance(e.get("sender"), str)}
+            for sender in senders:
+                sender_sk = self.db.ids.state_key(MEMBER, str(sender))
+                if sender_sk is None or sender_sk in chosen:
+                    continue
+                member = target_map.get(sender_sk)
+                if member is None:
+                    continue
+                if not f.include_redundant_members and sent.get((room, str(sender))) == member:
+                    continue
+                chosen[sender_sk] = member
+            for e in timeline:  # members whose event is in the timeline are known to the client now
+                if e.get("type") == MEMBER and isinstance(e.get("state_key"), str):
+                    short = self.db.ids.event(str(e.get("event_id")))
+                    if short is not None:
+                        sent[(room, e["state_key"])] = short
+        out = []
+        for event in self._serialize(chosen.values(), p, vis, bundle=False):
+            if not state_filter.allows(event):
+                continue
+            if lazy and event.get("type") == MEMBER and isinstance(event.get("state_key"), str):
+                short = self.db.ids.event(str(event.get("event_id")))
+                if short is not None:
+                    sent[(room, event["state_key"])] = short
+            out.append(event)
+        return out
+
+    def _ephemeral(self, room: int, room_id: str, p: SyncParams, full: bool) -> list[dict[str, Any]]:
+        f = p.filter.ephemeral
+        if not f.allows_room(room_id):
+            return []
+        out: list[dict[str, Any]] = []
+        since = None if full else p.since
+        if f.allows_type("m.typing"):
+            typing = self.typing.event_for_sync(room, since)
+            if typing is not None:
+                out.append(typing)
+        if f.allows_type("m.receipt"):
+            receipt = self.receipts.event_for_sync(room, p.user_id, since or 0, p.upto)
+            if receipt is not None:
+                out.append(receipt)
+        return out
+
+    def _room_account_data(self, room_id: str, p: SyncParams, full: bool) -> list[dict[str, Any]]:
+        f = p.filter.room_account_data
+        if not f.allows_room(room_id):
+            return []
+        if not full and room_id not in p.account_data_rooms:
+            return []
+        out = []
+        for _, data_type, content in self.db.account_data.all_of(p.user_id, room_id):
+            if f.allows_type(data_type):
+                out.append({"type": data_type, "content": content})
+        return out
+
+    def _summary(
+        self,
+        room: int,
+        p: SyncParams,
+        end_state: int,
+        full: bool,
+        timeline: list[dict[str, Any]],
+        state: list[dict[str, Any]],
+    ) -> dict[str, Any] | None:
+        """spec: RoomSummary — sent with a full state and whenever the membership may have changed."""
+        if not full and not any(e.get("type") == MEMBER for e in (*timeline, *state)):
+            return None
+        summary: dict[str, Any] = {
+            "m.joined_member_count": self.db.rooms.member_count(room, "join"),
+            "m.invited_member_count": self.db.rooms.member_count(room, "invite"),
+        }
+        name = (self._state_event(room, end_state, "m.room.name") or {}).get("content", {}).get("name")
+        alias = (self._state_event(room, end_state, "m.room.canonical_alias") or {}).get("content", {}).get("alias")
+        if not name and not alias:
+            summary["m.heroes"] = self._heroes(room, p.user_id)
+        return summary
+
+    def _heroes(self, room: int, user_id: str) -> list[str]:
+        """spec: m.heroes — the first 5 joined or invited members by stream order, not the user;
+        else the ones who left or were banned."""
+        for memberships in (("join", "invite"), ("leave", "ban")):
+            members = []
+            for membership in memberships:
+                for member, short in self.db.rooms.members(room, membership):
+                    if member != user_id:
+                        meta = self.db.events.get_meta(short)
+                        members.append((meta.stream if meta is not None else 0, member))
+            if members:
+                return [m for _, m in sorted(members)[:HEROES]]
+        return []
+
+    def _unread(self, room: int, p: SyncParams, entry: dict[str, Any]) -> None:
+        counts = self.push.counts(p.user_id, room)
+        if p.filter.unread_thread_notifications:
+            # spec: with unread_thread_notifications the room counts are those of the main timeline
+            entry["unread_notifications"] = counts.main.json()
+            threads = {t: c.json() for t, c in counts.threads.items() if c.notification_count or c.highlight_count}
+            if threads:
+                entry["unread_thread_notifications"] = threads
+        else:
+            entry["unread_notifications"] = counts.total.json()
+
+    # -- invites and knocks ----------------------------------------------------------------------
+
+    def stripped(self, ur: UserRoom, p: SyncParams) -> list[dict[str, Any]]:
+        """Stripped state for an invite or knock: stored with it (remote rooms), else the room's."""
+        stored = self.db.rooms.invite_state(p.user_id, ur.room)
+        events: list[dict[str, Any]] = list(stored) if stored else []
+        if not events:
+            info = self.db.rooms.info(ur.room)
+            snapshot = int(info["state"]) if info and info.get("state") else 0
+            for event_type in STRIPPED_TYPES:
+                event = self._state_event(ur.room, snapshot, event_type)
+                if event is not None:
+                    events.append(stripped_state(event))
+        own = self.db.events.get_json(ur.event)
+        if own is not None and not any(e.get("type") == MEMBER and e.get("state_key") == p.user_id for e in events):
+            events.append(stripped_state(own))
+        return events
+
+    # -- left rooms ------------------------------------------------------------------------------
+
+    def left(self, ur: UserRoom, room_id: str, p: SyncParams) -> dict[str, Any] | None:
+        room = ur.room
+        if self.db.room_extras.is_forgotten(p.user_id, room):
+            return None
+        meta = self.db.events.get_meta(ur.event)
+        if meta is None:
+            return None
+        full = p.since is None or p.full_state
+        access = room_access(self.db, p.user_id, room)
+        vis = Visibility(self.db, p.user_id, room, access)
+        f = p.filter
+        events: list[int] = []
+        limited = False
+        start_order: int | None = None
+        if meta.outlier or not meta.stream:
+            events = [ur.event]  # e.g. a rejected remote invite: the leave is all the user may see
+        elif f.timeline.allows_room(room_id):
+            stop = LIVE_BASE + p.since if p.since is not None else None
+            result = walk(
+                self.db,
+                room,
+                order_of(meta),
+                forwards=False,
+                limit=f.timeline_limit,
+                vis=vis,
+                event_filter=f.timeline_walk,
+                stop=stop,
+            )
+            events = self._not_ignored([s for _, s in reversed(result.events)], p)
+            limited = not result.exhausted
+            if result.events:
+                start_order = result.events[-1][0]
+        timeline = self._serialize(events, p, vis)
+        entry: dict[str, Any] = {"timeline": {"events": timeline, "limited": limited}}
+        if start_order is not None:
+            entry["timeline"]["prev_batch"] = before_token(start_order)
+        if meta.outlier or not meta.stream:
+            state: list[dict[str, Any]] = []
+        else:
+            first = self.db.events.get_meta(events[0]) if events else None
+            start_state = first.state_before if first is not None else meta.state_after
+            state = self._state(room, p, vis, full, start_state, meta.state_after, timeline)
+        entry["state_after" if p.use_state_after else "state"] = {"events": state}
+        entry["account_data"] = {"events": self._room_account_data(room_id, p, True)}
+        return entry
