@@ -80,7 +80,10 @@ class Decoder:
     def value(self, table: Table, value: bytes) -> Any:
         kind = table.value
         if kind == "json":
-            return orjson.loads(value)
+            decoded = orjson.loads(value)
+            if table.name == "accounts" and isinstance(decoded, dict) and decoded.get("password_hash"):
+                decoded["password_hash"] = "(argon2id hash hidden)"
+            return decoded
         if kind == "empty":
             return None
         if kind == "str":
@@ -117,6 +120,11 @@ class Decoder:
             "state_key": self._short("statekey", meta.state_key) if meta.state_key else None,
             "flags": [name for bit, name in _FLAG_NAMES.items() if meta.flags & bit],
         }
+
+
+def _mask(token_hash: bytes) -> str:
+    """Tokens are stored as SHA-256 hashes; show only enough of one to tell tokens apart."""
+    return f"sha256:{token_hash.hex()[:8]}…"
 
 
 def _table_stats(db: Database) -> list[dict[str, Any]]:
@@ -235,13 +243,15 @@ def run(args: argparse.Namespace) -> int:
             rows = []
             for room in db.rooms.rooms():
                 info = db.rooms.info(room) or {}
-                rows.append({
-                    "room_id": db.ids.room_id(room),
-                    "version": info.get("version"),
-                    "joined": db.rooms.member_count(room, "join"),
-                    "state_events": len(db.snapshots.load(info["state"])) if info.get("state") else 0,
-                    "extremities": len(db.rooms.extremities(room)),
-                })
+                rows.append(
+                    {
+                        "room_id": db.ids.room_id(room),
+                        "version": info.get("version"),
+                        "joined": db.rooms.member_count(room, "join"),
+                        "state_events": len(db.snapshots.load(info["state"])) if info.get("state") else 0,
+                        "extremities": len(db.rooms.extremities(room)),
+                    }
+                )
             out.emit(rows, lambda: _table_text(rows, ["room_id", "version", "joined", "state_events", "extremities"]))
         elif cmd == "state":
             room = _room_short(db, args.room_id)
@@ -271,13 +281,51 @@ def run(args: argparse.Namespace) -> int:
             out.emit(rows, lambda: _table_text(rows, ["user_id", "membership", "event_id"]))
         elif cmd == "user":
             rows = [
-                {"room_id": db.ids.room_id(ur.room), "membership": ur.membership, "stream": ur.stream,
-                 "event_id": db.ids.event_id(ur.event)}
+                {
+                    "room_id": db.ids.room_id(ur.room),
+                    "membership": ur.membership,
+                    "stream": ur.stream,
+                    "event_id": db.ids.event_id(ur.event),
+                }
                 for ur in db.rooms.user_rooms(args.user_id)
             ]
-            data = {"user_id": args.user_id, "rooms": rows}
-            columns = ["room_id", "membership", "stream"]
-            out.emit(data, lambda: f"{args.user_id}\n\nrooms:\n" + _table_text(rows, columns))
+            account = db.accounts.account(args.user_id)
+            if account is None and not rows:
+                raise SystemExit(f"no user {args.user_id} in this store")
+            account_view = {k: v for k, v in (account or {}).items() if k != "password_hash"}
+            if account and account.get("password_hash"):
+                account_view["password"] = "set (argon2id hash hidden)"
+            devices = []
+            for device_id, device in db.accounts.devices(args.user_id):
+                tokens = []
+                for h in db.accounts.device_token_hashes(args.user_id, device_id):
+                    kind = "access" if db.accounts.access_token(h) is not None else "refresh"
+                    info = db.accounts.access_token(h) or db.accounts.refresh_token(h) or {}
+                    tokens.append({"kind": kind, "token": _mask(h), "expires_at": info.get("expires_at")})
+                devices.append({"device_id": device_id, **device, "tokens": tokens})
+            data = {"user_id": args.user_id, "account": account_view, "devices": devices, "rooms": rows}
+
+            def user_text() -> str:
+                lines = [args.user_id, ""]
+                lines += [f"  {k}: {v}" for k, v in account_view.items()]
+                device_rows = [
+                    {
+                        "device_id": d["device_id"],
+                        "display_name": d.get("display_name") or "",
+                        "last_seen_ip": d.get("last_seen_ip") or "",
+                        "tokens": ", ".join(f"{t['kind']} {t['token']}" for t in d["tokens"]),
+                    }
+                    for d in devices
+                ]
+                lines += [
+                    "",
+                    "devices:",
+                    _table_text(device_rows, ["device_id", "display_name", "last_seen_ip", "tokens"]),
+                ]
+                lines += ["", "rooms:", _table_text(rows, ["room_id", "membership", "stream"])]
+                return "\n".join(lines)
+
+            out.emit(data, user_text)
         elif cmd == "export":
             target = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
             try:
@@ -300,9 +348,13 @@ def run(args: argparse.Namespace) -> int:
             summary = {t: db.store.count(TABLES_BY_NAME[t]) for t in ("event_meta", "room_info", "state_snapshot")}
             out.emit(
                 {"ok": not problems, "problems": problems, "counts": summary},
-                lambda: "\n".join(problems) if problems else (
-                    f"ok: {summary['event_meta']} events in {summary['room_info']} rooms, "
-                    f"{summary['state_snapshot']} state snapshots; every index agrees with the events"
+                lambda: (
+                    "\n".join(problems)
+                    if problems
+                    else (
+                        f"ok: {summary['event_meta']} events in {summary['room_info']} rooms, "
+                        f"{summary['state_snapshot']} state snapshots; every index agrees with the events"
+                    )
                 ),
             )
             return 1 if problems else 0
@@ -333,7 +385,7 @@ def add_parser(sub: Any) -> None:
     mem = isub.add_parser("members", help="a room's members")
     mem.add_argument("room_id")
     mem.add_argument("--membership", choices=MEMBERSHIPS)
-    user = isub.add_parser("user", help="a user's rooms")
+    user = isub.add_parser("user", help="a user's account, devices (tokens masked) and rooms")
     user.add_argument("user_id")
     exp = isub.add_parser("export", help="export a room's timeline, or the whole store, as JSON lines")
     exp.add_argument("--room", metavar="ROOM_ID")

@@ -76,6 +76,10 @@ class AccountStore:
         return hashes
 
     # tokens
+    def device_token_hashes(self, user_id: str, device_id: str) -> list[bytes]:
+        prefix = user_id.encode() + SEP + device_id.encode() + SEP
+        return [k[len(prefix) :] for k in self.store.keys(DEVICE_TOKENS, prefix)]
+
     def access_token(self, h: bytes) -> dict[str, Any] | None:
         raw = self.store.get(ACCESS_TOKENS, h)
         return orjson.loads(raw) if raw is not None else None

@@ -66,10 +66,12 @@ class Registration:
     def flows(self) -> list[list[str]]:
         """spec: UIA flows for /register, by `config.registration`; 403 when closed."""
         mode = self.config.registration
+        # The token stage is followed by m.login.dummy, as Synapse offers it: matrix-nio's
+        # register_with_token expects a 401 after the token stage and finishes with the dummy stage.
         if mode == "open":
-            return [[DUMMY], [REGISTRATION_TOKEN]]
+            return [[DUMMY], [REGISTRATION_TOKEN, DUMMY]]
         if mode == "token" or self._bootstrapping():
-            return [[REGISTRATION_TOKEN]]
+            return [[REGISTRATION_TOKEN, DUMMY]]
         raise MatrixError(403, "M_FORBIDDEN", "Registration is disabled on this server")
 
     def _admin_tokens_only(self) -> bool:

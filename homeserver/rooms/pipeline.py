@@ -374,7 +374,17 @@ class EventPipeline:
         )
         db.events.put(short, encoded, meta, batch, parsed=event, rejection=rejection)
         if is_state:
-            auth_ids = reference_ids(event.get("auth_events"), ctx.rv.event_format)
+            auth_ids = list(reference_ids(event.get("auth_events"), ctx.rv.event_format))
+            create_id = ctx.info.get("create_event_id")
+            # rooms v12: the room id implies the create event as an auth event of every other event;
+            # state resolution's auth chains count it (homeserver/state/event_source.py)
+            if (
+                ctx.rv.room_id_from_create_event
+                and isinstance(create_id, str)
+                and create_id != eid
+                and create_id not in auth_ids
+            ):
+                auth_ids.append(create_id)
             auth_shorts = [self._known_short(ctx, a) for a in auth_ids]
             chain: set[int] = set(auth_shorts)
             for a in auth_shorts:

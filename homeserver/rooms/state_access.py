@@ -70,13 +70,16 @@ class StoredAuthChains(EventMapAuthChains):
         return result
 
     def auth_chain_difference(self, state_sets: Sequence[Collection[str]]) -> set[str]:
+        """As `EventMapAuthChains`: Cᵢ is the set's own events plus their auth chains."""
         chains: list[set[int]] = []
         for state_set in state_sets:
             union: set[int] = set()
             for event_id in state_set:
-                chain = self._chain_shorts(event_id)
-                if chain is None:
+                short = self.db.ids.event(event_id)
+                chain = self.db.events.auth_chain(short) if short is not None else None
+                if short is None or chain is None:
                     return super().auth_chain_difference(state_sets)
+                union.add(short)
                 union.update(chain)
             chains.append(union)
         if len(chains) < 2:

@@ -29,11 +29,17 @@ async def register(
 async def register_with_token(
     h: Harness, username: str, token: str, password: str = PASSWORD
 ) -> tuple[int, dict[str, Any]]:
-    """The Element way: a first request for the flows and a session, then the token stage."""
+    """The Element way: a first request for the flows and a session, the token stage, then the dummy
+    stage that follows it in the flow."""
     status, body = await h.request("POST", "register", json={"username": username, "password": password})
     assert status == 401, body
-    auth = {"type": "m.login.registration_token", "token": token, "session": body["session"]}
-    return await h.request("POST", "register", json={"username": username, "password": password, "auth": auth})
+    session = body["session"]
+    auth = {"type": "m.login.registration_token", "token": token, "session": session}
+    status, body = await h.request("POST", "register", json={"username": username, "password": password, "auth": auth})
+    if status != 401 or body.get("completed") != ["m.login.registration_token"]:
+        return status, body
+    dummy = {"type": "m.login.dummy", "session": session}
+    return await h.request("POST", "register", json={"username": username, "password": password, "auth": dummy})
 
 
 async def login(h: Harness, user: str, password: str = PASSWORD, **fields: Any) -> tuple[int, dict[str, Any]]:

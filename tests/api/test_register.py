@@ -16,7 +16,10 @@ CLOSED = {"registration": "closed"}
 async def test_first_request_gets_flows_and_session(harness: Harness) -> None:
     status, body = await harness.request("POST", "register", json={})
     assert status == 401
-    assert body["flows"] == [{"stages": ["m.login.dummy"]}, {"stages": ["m.login.registration_token"]}]
+    assert body["flows"] == [
+        {"stages": ["m.login.dummy"]},
+        {"stages": ["m.login.registration_token", "m.login.dummy"]},
+    ]
     assert isinstance(body["session"], str) and body["session"]
     assert body["params"] == {}
     assert "errcode" not in body and "completed" not in body
@@ -230,7 +233,7 @@ async def test_guests_refused_unless_open(harness: Harness) -> None:
 @pytest.mark.parametrize("harness", [TOKEN_MODE], indirect=True)
 async def test_token_mode_offers_only_the_token_stage(harness: Harness) -> None:
     status, body = await harness.request("POST", "register", json={})
-    assert status == 401 and body["flows"] == [{"stages": ["m.login.registration_token"]}]
+    assert status == 401 and body["flows"] == [{"stages": ["m.login.registration_token", "m.login.dummy"]}]
     status, body = await register(harness, "sneaky")
     assert status == 401 and body["errcode"] == "M_FORBIDDEN"
     assert not harness.hs.accounts.exists("@sneaky:hs.test")

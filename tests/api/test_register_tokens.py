@@ -34,12 +34,16 @@ def counts(h: Harness, token: str) -> tuple[int, int]:
 async def test_token_registration_counts_pending_then_completed(harness: Harness) -> None:
     token = await new_token(harness, uses_allowed=2)
     status, first = await harness.request("POST", "register", json={"username": "ann", "password": PASSWORD})
-    assert status == 401 and first["flows"] == [{"stages": ["m.login.registration_token"]}]
+    assert status == 401 and first["flows"] == [{"stages": ["m.login.registration_token", "m.login.dummy"]}]
     assert counts(harness, token) == (0, 0)
-    # a client that wants two stages cannot add one the flow does not have
     auth = {"type": "m.login.registration_token", "token": token, "session": first["session"]}
     status, body = await harness.request(
         "POST", "register", json={"username": "ann", "password": PASSWORD, "auth": auth}
+    )
+    assert status == 401 and body["completed"] == ["m.login.registration_token"]
+    assert counts(harness, token) == (1, 0)  # the session holds a use while it finishes
+    status, body = await harness.request(
+        "POST", "register", json={"auth": {"type": "m.login.dummy", "session": first["session"]}}
     )
     assert status == 200, body
     assert body["user_id"] == "@ann:hs.test"
@@ -68,6 +72,9 @@ async def test_pending_use_blocks_a_one_use_token_until_the_session_expires(harn
     auth = {"type": "m.login.registration_token", "token": token, "session": first["session"]}
     await harness.hs.accounts.create("slow", PASSWORD)
     status, body = await harness.request("POST", "register", json={"auth": auth})
+    assert status == 401 and body["completed"] == ["m.login.registration_token"]
+    dummy = {"type": "m.login.dummy", "session": first["session"]}
+    status, body = await harness.request("POST", "register", json={"auth": dummy})
     assert status == 400 and body["errcode"] == "M_USER_IN_USE"
     assert counts(harness, token) == (1, 0)
     assert (await harness.request("GET", f"{VALIDITY}?token={token}"))[1] == {"valid": False}
@@ -84,7 +91,9 @@ async def test_pending_use_blocks_a_one_use_token_until_the_session_expires(harn
     status, first = await harness.request("POST", "register", json={"username": "gone", "password": PASSWORD})
     auth = {"type": "m.login.registration_token", "token": token2, "session": first["session"]}
     await harness.hs.accounts.create("gone", PASSWORD)
-    assert (await harness.request("POST", "register", json={"auth": auth}))[0] == 400
+    assert (await harness.request("POST", "register", json={"auth": auth}))[0] == 401
+    dummy = {"type": "m.login.dummy", "session": first["session"]}
+    assert (await harness.request("POST", "register", json={"auth": dummy}))[0] == 400
     assert counts(harness, token2) == (1, 0)
     now[0] += 31 * 60  # the session and its reservation run out
     assert counts(harness, token2) == (0, 0)
@@ -130,7 +139,9 @@ async def test_deleted_token_cannot_finish(harness: Harness) -> None:
     status, first = await harness.request("POST", "register", json={"username": "dee", "password": PASSWORD})
     await harness.hs.accounts.create("dee", PASSWORD)
     auth = {"type": "m.login.registration_token", "token": token, "session": first["session"]}
-    assert (await harness.request("POST", "register", json={"auth": auth}))[0] == 400
+    assert (await harness.request("POST", "register", json={"auth": auth}))[0] == 401
+    dummy = {"type": "m.login.dummy", "session": first["session"]}
+    assert (await harness.request("POST", "register", json={"auth": dummy}))[0] == 400
     await harness.hs.registration_tokens.delete(token)
     status, body = await harness.request(
         "POST", "register", json={"username": "dee2", "password": PASSWORD, "auth": {"session": first["session"]}}
@@ -205,7 +216,7 @@ async def test_closed_server_still_takes_the_first_account_token(harness: Harnes
     token = next(line.strip() for line in notice.splitlines() if line.startswith("      "))
     plain = await new_token(harness, uses_allowed=5)
     status, body = await harness.request("POST", "register", json={})
-    assert status == 401 and body["flows"] == [{"stages": ["m.login.registration_token"]}]
+    assert status == 401 and body["flows"] == [{"stages": ["m.login.registration_token", "m.login.dummy"]}]
     assert (await harness.request("GET", f"{VALIDITY}?token={plain}"))[1] == {"valid": False}
     status, body = await register_with_token(harness, "notfirst", plain)
     assert status == 401 and body["errcode"] == "M_FORBIDDEN"
