@@ -123,10 +123,16 @@ class Login:
             self.ratelimiter.check("login", f"ip:{ip}")
         if self.login_tokens is None:
             raise MatrixError(400, "M_UNKNOWN", "token login is not available")
+        options = self._session_options(body, ip)  # checked first: a malformed body does not spend the token
         user_id = self.login_tokens.spend(body.get("token"))
         account = self.accounts.account(user_id)
         if account is None or account.get("deactivated"):
             raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
+        return LoginResult(user_id, await self.accounts.new_session(user_id, **options))
+
+    @staticmethod
+    def _session_options(body: dict[str, Any], ip: str | None) -> dict[str, Any]:
+        """The device and session a login asks for (spec: POST /login request fields), checked."""
         device_id = check_device_id(body.get("device_id"))
         name = body.get("initial_device_display_name")
         if name is not None and not isinstance(name, str):
@@ -134,10 +140,7 @@ class Login:
         refresh = body.get("refresh_token", False)
         if not isinstance(refresh, bool):
             raise MatrixError(400, "M_BAD_JSON", "refresh_token must be a boolean")
-        session = await self.accounts.new_session(
-            user_id, device_id=device_id, display_name=name, refreshable=refresh, ip=ip
-        )
-        return LoginResult(user_id, session)
+        return {"device_id": device_id, "display_name": name, "refreshable": refresh, "ip": ip}
 
     async def password_login(self, body: dict[str, Any], ip: str | None) -> LoginResult:
         """spec: POST /login with `m.login.password`."""
@@ -148,19 +151,10 @@ class Login:
             raise MatrixError(400, "M_MISSING_PARAM", "password is required")
         if not isinstance(password, str):
             raise MatrixError(400, "M_BAD_JSON", "password must be a string")
-        device_id = check_device_id(body.get("device_id"))
-        name = body.get("initial_device_display_name")
-        if name is not None and not isinstance(name, str):
-            raise MatrixError(400, "M_BAD_JSON", "initial_device_display_name must be a string")
-        refresh = body.get("refresh_token", False)
-        if not isinstance(refresh, bool):
-            raise MatrixError(400, "M_BAD_JSON", "refresh_token must be a boolean")
+        options = self._session_options(body, ip)
         user_id = self.identify(body)
         await self.verify(user_id, password, ip)
-        session = await self.accounts.new_session(
-            user_id, device_id=device_id, display_name=name, refreshable=refresh, ip=ip
-        )
-        return LoginResult(user_id, session)
+        return LoginResult(user_id, await self.accounts.new_session(user_id, **options))
 
     async def _password_stage(self, session: UiaSession, auth: dict[str, Any], ip: str | None) -> None:
         """spec: UIA "Password-based": the identifier is optional when the session knows the user."""
