@@ -44,6 +44,12 @@ def _load_config(args: argparse.Namespace) -> object:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import gc
+
+    # Start-up allocates hundreds of thousands of long-lived objects (modules, classes, schemas) and
+    # no garbage worth collecting: the collector stays off until the server is up, then the start-up
+    # heap is frozen out of later collections (`server._serve`).
+    gc.disable()
     from homeserver.config import Config
     from homeserver.server import run
     from storage.engine import StoreError

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -153,6 +154,15 @@ class HomeServer:
         self.db.close()
 
 
+START_GC_DELAY_S = 0.5
+
+
+def _settle_heap() -> None:
+    gc.collect()
+    gc.freeze()
+    gc.enable()
+
+
 def run(config: Config) -> int:
     """Serve until SIGTERM or SIGINT."""
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -180,8 +190,11 @@ async def _serve(config: Config) -> int:
     site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
     await site.start()
     log.info("serving %s on http://%s", config.server_name, config.listen)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Once serving (not before: it would delay the first requests), collect the start-up garbage, then
+    # freeze what is left: it lives as long as the server, and later collections skip it.
+    loop.call_later(START_GC_DELAY_S, _settle_heap)
+    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()

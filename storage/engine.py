@@ -127,14 +127,25 @@ class Batch:
             self._done = True
             self.ops.clear()
             self._store.counter.release(self._counts)
-            for callback in self.on_abort:
+            callbacks = self.on_abort
+            self._drop_callbacks()
+            for callback in callbacks:
                 callback()
 
     def _finish(self) -> None:
         self._done = True
         self._store.counter.release(self._counts)
-        for callback in self.on_commit:
+        callbacks = self.on_commit
+        self._drop_callbacks()
+        self.ops = []
+        for callback in callbacks:
             callback()
+
+    def _drop_callbacks(self) -> None:
+        # Callbacks often close over the batch (a reference cycle): dropping them once the batch is
+        # done lets it be freed at once instead of waiting for the cyclic garbage collector.
+        self.on_commit = []
+        self.on_abort = []
 
     async def commit(self) -> None:
         await self._store.commit(self)

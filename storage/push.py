@@ -87,6 +87,20 @@ class PushStore:
         batch.put(NOTIFY_ROOM, uid + SEP + u64(room) + u64(position), _FLAGS.pack(flags) + thread.encode())
         batch.put(NOTIFY_USER, uid + SEP + u64(stream), orjson.dumps({**record, "position": position, "room": room}))
 
+    def add_notifications(
+        self, user_ids: list[str], room: int, position: int, stream: int, record: dict[str, Any], batch: Batch
+    ) -> None:
+        """`add_notification` for several users with the same record, encoded once."""
+        flags = HIGHLIGHT if record.get("highlight") else 0
+        room_value = _FLAGS.pack(flags) + str(record.get("thread") or "").encode()
+        room_suffix = SEP + u64(room) + u64(position)
+        user_suffix = SEP + u64(stream)
+        user_value = orjson.dumps({**record, "position": position, "room": room})
+        for user_id in user_ids:
+            uid = user_id.encode()
+            batch.put(NOTIFY_ROOM, uid + room_suffix, room_value)
+            batch.put(NOTIFY_USER, uid + user_suffix, user_value)
+
     def unread(self, user_id: str, room: int, after: int) -> Iterator[Unread]:
         """Notifications in `room` for events after timeline position `after`."""
         prefix = user_id.encode() + SEP + u64(room)

@@ -94,7 +94,12 @@ class KeyBackup:
             await batch.commit()
 
     async def delete(self, user_id: str, version: str) -> None:
-        v, info = self._version(user_id, version)
+        info = self.db.e2ee.backup_version(user_id, int(version)) if version.isdigit() else None
+        if info is None:
+            raise MatrixError(404, "M_NOT_FOUND", f"unknown backup version {version}")
+        if info.get("deleted"):
+            return  # spec: DELETE /room_keys/version/{version} succeeds for a backup deleted before
+        v = int(version)
         batch = self.db.store.batch()
         with batch:
             self.db.e2ee.delete_backup_keys(user_id, v, batch)
@@ -107,11 +112,15 @@ class KeyBackup:
         if version is None:
             raise MatrixError(400, "M_MISSING_PARAM", "the version query parameter is required")
         current = self._current(user_id)
-        if current is None or str(current[0]) != version:
+        if current is None:
+            raise MatrixError(404, "M_NOT_FOUND", "there is no backup")
+        if str(current[0]) != version:
             # spec: keys can only be written to the most recent backup version
             raise MatrixError(
-                403, "M_WRONG_ROOM_KEYS_VERSION", "that is not the current backup version",
-                current_version=str(current[0]) if current else None,
+                403,
+                "M_WRONG_ROOM_KEYS_VERSION",
+                "that is not the current backup version",
+                current_version=str(current[0]),
             )
         v, info = current
         changed = False

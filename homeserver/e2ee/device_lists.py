@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from homeserver.e2ee.keys import one_time_key_counts
 from storage.database import Database
 from storage.rooms import LIVE_BASE
 
@@ -38,8 +39,14 @@ class DeviceLists:
         return out
 
     def for_sync(self, user_id: str, since: int, upto: int) -> dict[str, Any]:
-        shared = self._shared_users(user_id)
-        changed = {u for u in self.db.e2ee.device_list_changes(since, upto) if u in shared or u == user_id}
+        # Who shares a room with the user (every member of every joined room) is only needed to
+        # filter device-list changes and leaves: read it when there are some, not on every sync.
+        shared: set[str] | None = None
+        changes = list(self.db.e2ee.device_list_changes(since, upto))
+        changed: set[str] = set()
+        if changes:
+            shared = self._shared_users(user_id)
+            changed = {u for u in changes if u in shared or u == user_id}
         maybe_left: set[str] = set()
         for ur in self.db.rooms.user_rooms(user_id):
             if ur.stream > since and ur.stream <= upto:
@@ -48,17 +55,28 @@ class DeviceLists:
                     changed |= members  # we joined: everyone there now shares a room with us
                 else:
                     maybe_left |= members
-            elif ur.membership == "join":
+            elif ur.membership == "join" and self._has_events_after(ur.room, since):
                 for other, membership in self._member_changes(ur.room, since, upto):
                     if membership == "join":
                         changed.add(other)
                     elif membership in ("leave", "ban"):
                         maybe_left.add(other)
-        left = {u for u in maybe_left if u not in shared and u != user_id}
+        left: set[str] = set()
+        if maybe_left:
+            if shared is None:
+                shared = self._shared_users(user_id)
+            left = {u for u in maybe_left if u not in shared and u != user_id}
         return {"changed": sorted(changed - left), "left": sorted(left)}
 
+    def _has_events_after(self, room: int, since: int) -> bool:
+        """False when the room's newest timeline event is at or before `since` (no member changes
+        since then to look for); the room's info records that position with every event."""
+        info = self.db.rooms.info(room)
+        stream = info.get("stream") if info else None
+        return not isinstance(stream, int) or stream > since
+
     def one_time_key_counts(self, user_id: str, device_id: str) -> dict[str, int]:
-        return self.db.e2ee.one_time_key_counts(user_id, device_id)
+        return one_time_key_counts(self.db.e2ee, user_id, device_id)
 
     def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
         return sorted(alg for alg, entry in self.db.e2ee.fallback_keys(user_id, device_id) if not entry.get("used"))

@@ -25,6 +25,15 @@ MAX_KEYS_PER_UPLOAD = 1000
 CROSS_SIGNING_USAGES = ("master", "self_signing", "user_signing")
 
 
+def one_time_key_counts(store: E2EEStore, user_id: str, device_id: str) -> dict[str, int]:
+    """Unclaimed one-time keys per algorithm, with `signed_curve25519` always present. The spec lets an
+    absent algorithm mean zero, but matrix-sdk-crypto reads an absent count as "unchanged" unless the
+    client special-cases sync v2 (js-sdk 43 does): such a client would never replenish its keys."""
+    counts = store.one_time_key_counts(user_id, device_id)
+    counts.setdefault("signed_curve25519", 0)
+    return counts
+
+
 def _bad(message: str) -> MatrixError:
     return MatrixError(400, "M_BAD_JSON", message)
 
@@ -126,7 +135,7 @@ class Keys:
             await batch.commit()
         if changed:
             self.notify_users(self.users_sharing_rooms(user_id) | {user_id})
-        return self.store.one_time_key_counts(user_id, device_id)
+        return one_time_key_counts(self.store, user_id, device_id)
 
     @staticmethod
     def _split_key_id(full_id: object) -> tuple[str, str]:
@@ -391,13 +400,7 @@ class Keys:
                 out.append(_only_key(usk, "user_signing_key"))
         return out
 
-    # -- changes -----------------------------------------------------------------------------------
-
-    def changes(self, user_id: str, after: int, upto: int) -> dict[str, list[str]]:
-        """Users sharing a room with `user_id` whose keys changed in (after, upto]; GET /keys/changes."""
-        sharing = self.users_sharing_rooms(user_id) | {user_id}
-        changed = sorted({u for u in self.store.device_list_changes(after, upto) if u in sharing})
-        return {"changed": changed, "left": []}
+    # -- deleted devices ---------------------------------------------------------------------------
 
     def devices_deleted(self, user_id: str, device_ids: list[str], batch: Batch) -> None:
         """In the batch that deletes devices: forget their keys and messages, and tell those who track

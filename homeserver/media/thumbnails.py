@@ -1,4 +1,5 @@
 """Thumbnail generation with Pillow. Pure and blocking: the repository runs it in an executor.
+Pillow is imported on first use (it costs start-up time and memory a server without media never needs).
 
 spec: content_repo "Thumbnails". The requested size is the *minimum* the client wants:
 - "scale" keeps the aspect ratio and returns the smallest size that covers the requested box;
@@ -10,11 +11,14 @@ contradicts "MUST NOT return a smaller thumbnail than requested", and we honour 
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError, features
+if TYPE_CHECKING:
+    from PIL import Image
 
 # Content types we try to thumbnail (the type the uploader claimed; Pillow checks the bytes).
 # Only inline-safe types: a source that already fits is served as it is, and thumbnails MUST be inline.
@@ -63,7 +67,7 @@ def choose_spec(width: int, height: int, method: str, animated: bool, source_typ
     """
     width = min(width, MAX_DIMENSION)
     height = min(height, MAX_DIMENSION)
-    wants_animation = animated and source_type in ANIMATABLE_TYPES and bool(features.check("webp"))
+    wants_animation = animated and source_type in ANIMATABLE_TYPES and _webp_supported()
     if wants_animation:
         output = "WEBP"
     elif source_type == "image/jpeg":
@@ -71,6 +75,13 @@ def choose_spec(width: int, height: int, method: str, animated: bool, source_typ
     else:
         output = "PNG"
     return ThumbnailSpec(width, height, method, wants_animation, output)
+
+
+@functools.cache
+def _webp_supported() -> bool:
+    from PIL import features
+
+    return bool(features.check("webp"))
 
 
 def scaled_size(ow: int, oh: int, width: int, height: int) -> tuple[int, int]:
@@ -92,6 +103,8 @@ def cropped_size(ow: int, oh: int, width: int, height: int) -> tuple[int, int]:
 
 
 def _resize(frame: Image.Image, spec: ThumbnailSpec) -> Image.Image:
+    from PIL import Image, ImageOps
+
     ow, oh = frame.size
     if spec.method == "crop":
         return ImageOps.fit(frame, cropped_size(ow, oh, spec.width, spec.height), Image.Resampling.LANCZOS)
@@ -118,6 +131,8 @@ def original_fits(ow: int, oh: int, spec: ThumbnailSpec) -> bool:
 def generate(source: Path, spec: ThumbnailSpec) -> bytes | None:
     """The thumbnail's bytes, or None when the original should be served as it is (it already fits
     and is not an animation the client asked not to get). Raises `ThumbnailError`, `SourceTooLarge`."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     try:
         with Image.open(source) as im:
             ow, oh = im.size
@@ -146,6 +161,8 @@ def generate(source: Path, spec: ThumbnailSpec) -> bytes | None:
 
 
 def _animated(im: Image.Image, spec: ThumbnailSpec, frames: int) -> bytes:
+    from PIL import ImageSequence
+
     ow, oh = im.size
     if frames > MAX_FRAMES or ow * oh * frames > MAX_ANIMATED_PIXELS:
         raise SourceTooLarge(f"animation has {frames} frames of {ow}x{oh}")

@@ -35,9 +35,14 @@ def _path(key: str) -> tuple[str, ...]:
 
 
 def lookup(event: Mapping[str, Any], key: str) -> Any:
+    return _lookup_path(event, _path(key))
+
+
+def _lookup_path(event: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     value: Any = event
-    for part in _path(key):
-        if not isinstance(value, Mapping) or part not in value:
+    for part in path:
+        # events are dicts: the exact type check first spares the (slower) ABC check
+        if not (type(value) is dict or isinstance(value, Mapping)) or part not in value:
             return _MISSING
         value = value[part]
     return value
@@ -191,32 +196,79 @@ def _names_user(value: Any, placeholder: str) -> bool:
     return False
 
 
+_COMPARE: dict[str, Callable[[int, int], bool]] = {
+    "==": lambda a, b: a == b,
+    "<": lambda a, b: a < b,
+    ">": lambda a, b: a > b,
+    "<=": lambda a, b: a <= b,
+    ">=": lambda a, b: a >= b,
+}
+
+
+def _compile_test(cond: Mapping[str, Any]) -> Callable[[EventContext, str], bool]:
+    """`condition_holds(cond, ...)` with its parsing done once: the key path, the glob's regex and the
+    member count comparison are prepared here (same answers; other kinds use `condition_holds`)."""
+    kind = cond.get("kind")
+    key = cond.get("key")
+    if kind == "event_match":
+        pattern = cond.get("pattern")
+        if not isinstance(key, str) or not isinstance(pattern, str):
+            return lambda ctx, user_id: False
+        path = _path(key)
+        words = key == "content.body"
+        regex = glob_regex(pattern, words)
+        find = regex.search if words else regex.match
+
+        def event_match(ctx: EventContext, user_id: str) -> bool:
+            value = _lookup_path(ctx.event, path)
+            return isinstance(value, str) and find(value) is not None
+
+        return event_match
+    if kind == "event_property_is":
+        if not isinstance(key, str) or "value" not in cond:
+            return lambda ctx, user_id: False
+        path = _path(key)
+        expected = cond["value"]
+        return lambda ctx, user_id: _same(_lookup_path(ctx.event, path), expected)
+    if kind == "room_member_count":
+        spec = cond.get("is")
+        m = _MEMBER_COUNT.match(spec.strip()) if isinstance(spec, str) else None
+        if m is None:
+            return lambda ctx, user_id: False
+        compare, number = _COMPARE[m.group(1) or "=="], int(m.group(2))
+        return lambda ctx, user_id: compare(ctx.member_count, number)
+    return lambda ctx, user_id: condition_holds(cond, ctx, user_id)
+
+
 class CompiledCondition:
-    __slots__ = ("cond", "fast", "per_user")
+    __slots__ = ("cond", "fast", "path", "per_user", "test")
 
     def __init__(self, cond: Mapping[str, Any], placeholder: str) -> None:
         self.cond = cond
         self.per_user = _names_user(cond, placeholder) or cond.get("kind") == "contains_display_name"
+        self.test = _compile_test(cond)
         # the two shapes of the default rules that name the user, checked without building a condition
         kind, key = cond.get("kind"), cond.get("key")
         self.fast = ""
+        self.path: tuple[str, ...] = ()
         if placeholder and isinstance(key, str):
             if kind == "event_property_contains" and cond.get("value") == placeholder:
                 self.fast = "contains"
             elif kind == "event_match" and cond.get("pattern") == placeholder:
                 self.fast = "match"
+            self.path = _path(key)
 
     def holds(self, ctx: EventContext, user_id: str, placeholder: str) -> bool:
         memo = ctx.memo
         if not self.per_user:
             found = memo.get(self)
             if found is None:
-                found = memo[self] = condition_holds(self.cond, ctx, user_id)
+                found = memo[self] = self.test(ctx, user_id)
             return bool(found)
         if self.fast:
             value = memo.get((self, "value"), _MISSING)
             if value is _MISSING:
-                value = memo[(self, "value")] = lookup(ctx.event, self.cond["key"])
+                value = memo[(self, "value")] = _lookup_path(ctx.event, self.path)
             if self.fast == "contains":
                 return isinstance(value, list) and user_id in value
             if "*" not in user_id and "?" not in user_id:
@@ -228,7 +280,7 @@ class CompiledCondition:
 
 
 class CompiledRule:
-    __slots__ = ("actions", "conditions", "kind", "rule")
+    __slots__ = ("actions", "conditions", "kind", "per_user", "rule", "shared")
 
     def __init__(self, kind: str, rule: Mapping[str, Any], placeholder: str) -> None:
         self.kind = kind
@@ -236,6 +288,8 @@ class CompiledRule:
         self.actions = [a for a in rule.get("actions", []) if a not in ("dont_notify", "coalesce")]
         raw = rule.get("conditions") or () if kind in ("override", "underride") else ()
         self.conditions = tuple(CompiledCondition(c, placeholder) for c in raw if isinstance(c, Mapping))
+        self.shared = tuple(c for c in self.conditions if not c.per_user)  # the same for every user
+        self.per_user = tuple(c for c in self.conditions if c.per_user)
 
     def matches(self, ctx: EventContext, user_id: str, placeholder: str) -> bool:
         if self.kind in ("room", "sender", "content"):
@@ -250,7 +304,7 @@ class CompiledRule:
 class CompiledRuleset:
     """A ruleset ready for evaluation; `placeholder` is the text standing for the user's id."""
 
-    __slots__ = ("placeholder", "rules")
+    __slots__ = ("groupable", "placeholder", "rules")
 
     def __init__(self, ruleset: Mapping[str, Sequence[Mapping[str, Any]]], placeholder: str = "") -> None:
         self.placeholder = placeholder
@@ -260,31 +314,76 @@ class CompiledRuleset:
             for rule in ruleset.get(kind, ())
             if rule.get("enabled", True)
         )
+        # Every condition that names the user has a fast form (the default rules' shapes): then a user
+        # the event does not name gets the same answer as any other such user, worked out once.
+        self.groupable = all(c.fast for r in self.rules for c in r.conditions if c.per_user)
 
     def _candidates(self, ctx: EventContext, user_id: str) -> list[tuple[CompiledRule, tuple[CompiledCondition, ...]]]:
         """For this event: the rules whose user-independent conditions hold, in order, each with the
         conditions left to check per user; the list ends at the first rule with none left."""
         out: list[tuple[CompiledRule, tuple[CompiledCondition, ...]]] = []
+        placeholder = self.placeholder
         for rule in self.rules:
             if rule.kind in ("room", "sender", "content"):
-                if rule.matches(ctx, user_id, self.placeholder):
+                if rule.matches(ctx, user_id, placeholder):
                     out.append((rule, ()))
                     break
                 continue
-            per_user = tuple(c for c in rule.conditions if c.per_user)
-            if all(c.holds(ctx, user_id, self.placeholder) for c in rule.conditions if not c.per_user):
-                out.append((rule, per_user))
-                if not per_user:
+            for c in rule.shared:
+                if not c.holds(ctx, user_id, placeholder):
+                    break
+            else:
+                out.append((rule, rule.per_user))
+                if not rule.per_user:
                     break
         return out
 
+    def _plan(self, ctx: EventContext, user_id: str) -> _Plan:
+        candidates = self._candidates(ctx, user_id)
+        named: set[str] | None = None
+        unnamed: list[Any] | None = None
+        if self.groupable:
+            # The values the user-naming conditions compare user ids with (lower-cased: a superset of
+            # what matches). A user id outside them fails every such condition, so the answer for it is
+            # the first candidate with none: the last one, if any.
+            named = set()
+            for _, per_user in candidates:
+                for c in per_user:
+                    value = _lookup_path(ctx.event, c.path)
+                    if isinstance(value, str):
+                        named.add(value.lower())
+                    elif isinstance(value, list):
+                        named.update(v.lower() for v in value if isinstance(v, str))
+            if candidates and not candidates[-1][1]:
+                unnamed = candidates[-1][0].actions
+        return _Plan(candidates, named, unnamed)
+
     def evaluate(self, ctx: EventContext, user_id: str) -> list[Any] | None:
         """The actions of the first matching rule, or None when no rule matches."""
-        candidates = ctx.memo.get(self)
-        if candidates is None:
-            candidates = ctx.memo[self] = self._candidates(ctx, user_id)
+        plan = ctx.memo.get(self)
+        if plan is None:
+            plan = ctx.memo[self] = self._plan(ctx, user_id)
+        named = plan.named
+        if named is not None and user_id.lower() not in named and "*" not in user_id and "?" not in user_id:
+            return plan.unnamed
         placeholder = self.placeholder
-        for rule, per_user in candidates:
+        for rule, per_user in plan.candidates:
             if all(c.holds(ctx, user_id, placeholder) for c in per_user):
                 return rule.actions
         return None
+
+
+class _Plan:
+    """One ruleset's evaluation of one event: its candidate rules, and the shortcut for unnamed users."""
+
+    __slots__ = ("candidates", "named", "unnamed")
+
+    def __init__(
+        self,
+        candidates: list[tuple[CompiledRule, tuple[CompiledCondition, ...]]],
+        named: set[str] | None,
+        unnamed: list[Any] | None,
+    ) -> None:
+        self.candidates = candidates
+        self.named = named
+        self.unnamed = unnamed

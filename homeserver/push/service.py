@@ -51,6 +51,19 @@ class RoomCounts:
     threads: dict[str, Counts] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class _CachedCounts:
+    """A user's counts in a room, with what they were counted from: notifications up to position
+    `scanned`, against the read points `unthreaded`/`threads`. New notifications after `scanned` only
+    mark them `stale`, and the next read adds just those (a change of read points drops the entry)."""
+
+    counts: RoomCounts
+    scanned: int
+    unthreaded: int
+    threads: dict[str, int]
+    stale: bool = False
+
+
 class PushService:
     def __init__(
         self, db: Database, notifier: Notifier, server_name: str, clock: Callable[[], float] = time.time
@@ -64,7 +77,8 @@ class PushService:
         self._default = CompiledRuleset(push_rules.ruleset(None, None), push_rules.USER_ID)
         self._locks: dict[str, asyncio.Lock] = {}
         self._local_members: dict[int, list[str]] = {}
-        self._counts: dict[tuple[str, int], RoomCounts] = {}
+        self._member_counts: dict[int, int] = {}  # joined members (local and remote), as committed
+        self._counts: dict[tuple[str, int], _CachedCounts] = {}
         # who a user ignores (spec: ignore_users): their events notify nobody who ignores them
         self.ignored: Callable[[str], frozenset[str]] = lambda user_id: frozenset()
 
@@ -141,47 +155,77 @@ class PushService:
             return
         thread = self.thread_of(event)
         event_ctx = self._context(room, str(ctx.info.get("version", "10")), event)
-        ts = int(self.clock() * 1000)
-        touched: list[str] = []
+        ignored = self.ignored
+        compiled = self.compiled
+        # users whose rules give the same actions (most: the defaults) share one notification record
+        groups: dict[int, tuple[list[Any], list[str]]] = {}
         for user_id in candidates:
-            if sender in self.ignored(user_id):
+            if sender in ignored(user_id):
                 continue
             try:
-                actions = self.compiled(user_id).evaluate(event_ctx, user_id)
+                actions = compiled(user_id).evaluate(event_ctx, user_id)
             except Exception:  # one broken user rule must not stop the others
                 log.exception("push rule evaluation failed for %s", user_id)
                 continue
-            if not actions or "notify" not in actions:
+            if not actions:
                 continue
-            record = {
-                "room_id": persisted.room_id,
-                "event": persisted.short,
-                "actions": actions,
-                "ts": ts,
-                "highlight": is_highlight(actions),
-                "thread": thread,
-            }
-            # the event's own stream position orders the user's notifications too: one per event
-            self.db.push.add_notification(user_id, room, persisted.stream, persisted.stream, record, batch)
-            touched.append(user_id)
+            group = groups.get(id(actions))
+            if group is None:
+                if "notify" not in actions:
+                    continue
+                group = groups[id(actions)] = (actions, [])
+            group[1].append(user_id)
+        notified: list[str] = []
+        if groups:
+            ts = int(self.clock() * 1000)
+            for actions, users in groups.values():
+                record = {
+                    "room_id": persisted.room_id,
+                    "event": persisted.short,
+                    "actions": actions,
+                    "ts": ts,
+                    "highlight": is_highlight(actions),
+                    "thread": thread,
+                }
+                # the event's own stream position orders the user's notifications too: one per event
+                self.db.push.add_notifications(users, room, persisted.stream, persisted.stream, record, batch)
+                notified.extend(users)
         if own:
             self.db.push.set_last_sent(str(sender), room, thread, persisted.stream, batch)
-            touched.append(str(sender))
-        if touched:
+        if notified or own:
+            position = persisted.stream
+            own_id = str(sender) if own else None
 
             def landed() -> None:
-                for user_id in touched:
-                    self._counts.pop((user_id, room), None)
+                counts = self._counts
+                for user_id in notified:
+                    cached = counts.get((user_id, room))
+                    if cached is not None:
+                        if position > cached.scanned:
+                            cached.stale = True  # the next read counts the new notifications only
+                        else:
+                            del counts[(user_id, room)]
+                if own_id is not None:
+                    counts.pop((own_id, room), None)  # their read point moved
 
             batch.on_commit.append(landed)
 
-    def _remember_counts(self, key: tuple[str, int], counts: RoomCounts) -> None:
+    def _remember_counts(self, key: tuple[str, int], cached: _CachedCounts) -> None:
         if len(self._counts) > 100_000:
             self._counts.clear()
-        self._counts[key] = counts
+        self._counts[key] = cached
 
     def forget_members(self, room: int) -> None:
         self._local_members.pop(room, None)
+        self._member_counts.pop(room, None)
+
+    def _member_count(self, room: int) -> int:
+        found = self._member_counts.get(room)
+        if found is None:
+            if len(self._member_counts) > 100_000:
+                self._member_counts.clear()
+            found = self._member_counts[room] = self.db.rooms.member_count(room, "join")
+        return found
 
     def _members(self, room: int) -> list[str]:
         found = self._local_members.get(room)
@@ -214,7 +258,7 @@ class PushService:
 
         return EventContext(
             event,
-            member_count=lambda: self.db.rooms.member_count(room, "join"),
+            member_count=lambda: self._member_count(room),
             sender_power=sender_power,
             notification_level=lambda key: get_notification_level(power_levels(), key, version),
             display_name=display_name,
@@ -268,20 +312,33 @@ class PushService:
         return unthreaded, threads
 
     def counts(self, user_id: str, room: int) -> RoomCounts:
-        cached = self._counts.get((user_id, room))
+        key = (user_id, room)
+        cached = self._counts.get(key)
+        if cached is not None and not cached.stale:
+            return cached.counts
         if cached is not None:
-            return cached
-        unthreaded, threads = self.read_points(user_id, room)
-        start = min([unthreaded, *threads.values()]) if threads else unthreaded
-        out = RoomCounts()
-        for unread in self.db.push.unread(user_id, room, start):
+            # only notifications after the last count, against the same read points
+            unthreaded, threads, after = cached.unthreaded, cached.threads, cached.scanned
+            before = cached.counts
+            out = RoomCounts(
+                Counts(before.total.notification_count, before.total.highlight_count),
+                Counts(before.main.notification_count, before.main.highlight_count),
+                {t: Counts(c.notification_count, c.highlight_count) for t, c in before.threads.items()},
+            )
+        else:
+            unthreaded, threads = self.read_points(user_id, room)
+            after = min([unthreaded, *threads.values()]) if threads else unthreaded
+            out = RoomCounts()
+        scanned = after
+        for unread in self.db.push.unread(user_id, room, after):
+            scanned = max(scanned, unread.position)
             if unread.position <= max(unthreaded, threads.get(unread.thread_id, 0)):
                 continue
             bucket = out.main if not unread.thread_id else out.threads.setdefault(unread.thread_id, Counts())
             for counts in (bucket, out.total):
                 counts.notification_count += 1
                 counts.highlight_count += unread.highlight
-        self._remember_counts((user_id, room), out)
+        self._remember_counts(key, _CachedCounts(out, scanned, unthreaded, threads))
         return out
 
     def forget_counts(self, user_id: str, room: int) -> None:

@@ -26,7 +26,7 @@ MAX_LIMIT = 1000
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True, defer_build=True)
 
 
 class EventFilterModel(_Model):

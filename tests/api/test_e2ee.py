@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import quote
 
 import nacl.signing
+import pytest
 
 from homeserver.protocol import unpadded_base64
 from homeserver.protocol.signing import sign_json
 from homeserver.rooms.creation import RoomCreation, create_room
 
 from .conftest import Harness, User
+from .sync_helpers import wait_until
 
 
 def b64(key: nacl.signing.VerifyKey) -> str:
@@ -75,7 +78,10 @@ async def test_upload_query_and_bad_signatures(harness: Harness) -> None:
     assert harness.hs.db.e2ee.one_time_key_counts(alice.user_id, alice.device_id) == {"signed_curve25519": 2}
 
 
+@pytest.mark.parametrize("harness", [{}, {"fsync": True}], indirect=True, ids=["no-fsync", "fsync"])
 async def test_claim_hands_out_each_key_once_then_the_fallback(harness: Harness) -> None:
+    """Parallel claims for one device never share a one-time key, also when each commit waits for a
+    synced write (fsync: claims then overlap for longer)."""
     alice, bob = await harness.user("alice"), await harness.user("bob")
     dev = Device(alice)
     otks: dict[str, Any] = {}
@@ -95,7 +101,7 @@ async def test_claim_hands_out_each_key_once_then_the_fallback(harness: Harness)
     assert len(one_time) == 20 and len(set(one_time)) == 20  # every one-time key exactly once
     assert claimed.count("signed_curve25519:K99") == 10  # then the fallback key, which is not consumed
     ext = await harness.hs.e2ee.sync_extensions(alice.user_id, alice.device_id, None, 10**9)
-    assert ext["device_one_time_keys_count"] == {}
+    assert ext["device_one_time_keys_count"] == {"signed_curve25519": 0}  # zero, not absent
     assert ext["device_unused_fallback_key_types"] == []  # the fallback key has been used
 
 
@@ -290,3 +296,196 @@ async def test_deleting_a_device_forgets_its_keys(harness: Harness) -> None:
     assert q["device_keys"][alice.user_id] == {}
     assert harness.hs.db.e2ee.one_time_key_counts(alice.user_id, alice.device_id) == {}
     assert alice.user_id in harness.hs.db.e2ee.device_list_changes(since, harness.hs.db.store.counter.visible)
+
+
+def q(value: str) -> str:
+    return quote(value, safe="")
+
+
+async def _sync(harness: Harness, user: User, since: str | None = None, timeout: int = 0) -> dict[str, Any]:
+    query = f"timeout={timeout}" + (f"&since={since}" if since else "")
+    status, body = await harness.request("GET", f"sync?{query}", user)
+    assert status == 200, body
+    assert isinstance(body, dict)
+    return body
+
+
+async def _password_login(harness: Harness, localpart: str) -> User:
+    status, body = await harness.request(
+        "POST",
+        "login",
+        json={
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": localpart},
+            "password": "correct horse",
+        },
+    )
+    assert status == 200, body
+    return User(body["user_id"], body["device_id"], body["access_token"])
+
+
+async def _delete_device(harness: Harness, user: User, device_id: str) -> None:
+    status, err = await harness.request("DELETE", f"devices/{device_id}", user, json={})
+    assert status == 401
+    auth = {
+        "type": "m.login.password",
+        "session": err["session"],
+        "password": "correct horse",
+        "identifier": {"type": "m.id.user", "user": user.user_id},
+    }
+    status, body = await harness.request("DELETE", f"devices/{device_id}", user, json={"auth": auth})
+    assert status == 200, body
+
+
+async def test_device_list_changes_in_the_next_sync(harness: Harness) -> None:
+    """spec: e2e "Tracking the device list for a user": a new device, a removed device, a user who
+    joins or leaves an encrypted room reach the other members' next /sync (device_lists), and
+    GET /keys/changes between the same tokens agrees."""
+    alice, bob, carol, dave = [await harness.user(n) for n in ("alice", "bob", "carol", "dave")]
+    encryption = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
+    status, created = await harness.request(
+        "POST", "createRoom", alice, json={"preset": "public_chat", "initial_state": [encryption]}
+    )
+    assert status == 200, created
+    room_id = created["room_id"]
+    status, _ = await harness.request("POST", f"join/{q(room_id)}", bob, json={})
+    assert status == 200
+    for user in (alice, bob):
+        await upload(harness, Device(user), device_keys=Device(user).device_keys())
+    first = await _sync(harness, alice)
+    assert "device_lists" not in first or first["device_lists"] == {"changed": [], "left": []}
+    since = first["next_batch"]
+
+    # a new device: bob logs in on a second device, which uploads its keys
+    bob2 = await _password_login(harness, "bob")
+    dev2 = Device(bob2)
+    await upload(harness, dev2, device_keys=dev2.device_keys())
+    await upload(harness, Device(dave), device_keys=Device(dave).device_keys())  # shares no room with alice
+    body = await _sync(harness, alice, since)
+    assert body["device_lists"]["changed"] == [bob.user_id]
+    status, query = await harness.request("POST", "keys/query", alice, json={"device_keys": {bob.user_id: []}})
+    assert sorted(query["device_keys"][bob.user_id]) == sorted([bob.device_id, bob2.device_id])
+    since = body["next_batch"]
+
+    # a removed device
+    await _delete_device(harness, bob, bob2.device_id)
+    body = await _sync(harness, alice, since)
+    assert body["device_lists"]["changed"] == [bob.user_id]
+    status, query = await harness.request("POST", "keys/query", alice, json={"device_keys": {bob.user_id: []}})
+    assert list(query["device_keys"][bob.user_id]) == [bob.device_id]
+    since = body["next_batch"]
+
+    # carol joins the encrypted room: the members learn of her, she learns of them
+    carol_since = (await _sync(harness, carol))["next_batch"]
+    status, _ = await harness.request("POST", f"join/{q(room_id)}", carol, json={})
+    assert status == 200
+    body = await _sync(harness, alice, since)
+    assert carol.user_id in body["device_lists"]["changed"]
+    assert body["device_lists"]["left"] == []
+    carols = await _sync(harness, carol, carol_since)
+    assert {alice.user_id, bob.user_id} <= set(carols["device_lists"]["changed"])
+    since, joined_at = body["next_batch"], body["next_batch"]
+
+    # carol leaves: she shares no room with alice any more
+    status, _ = await harness.request("POST", f"rooms/{q(room_id)}/leave", carol, json={})
+    assert status == 200
+    body = await _sync(harness, alice, since)
+    assert body["device_lists"]["left"] == [carol.user_id]
+    assert carol.user_id not in body["device_lists"]["changed"]
+
+    # GET /keys/changes with the sync tokens tells the same
+    status, changes = await harness.request("GET", f"keys/changes?from={first['next_batch']}&to={joined_at}", alice)
+    assert status == 200 and set(changes["changed"]) == {bob.user_id, carol.user_id}
+    status, changes = await harness.request("GET", f"keys/changes?from={joined_at}&to={body['next_batch']}", alice)
+    assert status == 200 and changes == {"changed": [], "left": [carol.user_id]}
+
+
+async def test_a_device_list_change_wakes_a_waiting_sync(harness: Harness) -> None:
+    alice, bob = await harness.user("alice"), await harness.user("bob")
+    status, created = await harness.request("POST", "createRoom", alice, json={"preset": "public_chat"})
+    assert status == 200, created
+    status, _ = await harness.request("POST", f"join/{q(created['room_id'])}", bob, json={})
+    assert status == 200
+    since = (await _sync(harness, alice))["next_batch"]
+    waiting = asyncio.create_task(_sync(harness, alice, since, timeout=10_000))
+    await wait_until(lambda: harness.hs.notifier.waiting(alice.user_id) > 0)
+    started = asyncio.get_running_loop().time()
+    dev = Device(bob)
+    await upload(harness, dev, device_keys=dev.device_keys())
+    body = await asyncio.wait_for(waiting, 5)
+    assert body["device_lists"]["changed"] == [bob.user_id]
+    assert asyncio.get_running_loop().time() - started < 5
+
+
+async def test_key_backup_room_and_bulk_forms(harness: Harness) -> None:
+    """The room_keys endpoints at each level (all keys, a room, a session), as clients use them, with
+    the spec's answers for missing and deleted backups."""
+    alice = await harness.user("alice")
+    room, other = "!r:hs.test", "!o:hs.test"
+
+    def session(index: int) -> dict[str, Any]:
+        return {
+            "first_message_index": index,
+            "forwarded_count": 0,
+            "is_verified": False,
+            "session_data": {"ephemeral": "e", "ciphertext": f"c{index}", "mac": "m"},
+        }
+
+    # no backup yet: writing keys is "backup not found"
+    status, body = await harness.request("PUT", "room_keys/keys?version=1", alice, json={"rooms": {}})
+    assert status == 404 and body["errcode"] == "M_NOT_FOUND"
+    algorithm = "m.megolm_backup.v1.curve25519-aes-sha2"
+    status, body = await harness.request(
+        "POST", "room_keys/version", alice, json={"algorithm": algorithm, "auth_data": {"public_key": "k"}}
+    )
+    version = body["version"]
+
+    # all rooms at once (what js-sdk's backup loop sends), then one room
+    rooms = {room: {"sessions": {"s1": session(0), "s2": session(0)}}}
+    status, body = await harness.request("PUT", f"room_keys/keys?version={version}", alice, json={"rooms": rooms})
+    assert status == 200 and body["count"] == 2
+    status, body = await harness.request(
+        "PUT", f"room_keys/keys/{q(other)}?version={version}", alice, json={"sessions": {"s3": session(4)}}
+    )
+    assert status == 200 and body["count"] == 3
+    status, body = await harness.request("GET", f"room_keys/keys/{q(room)}?version={version}", alice)
+    assert status == 200 and sorted(body["sessions"]) == ["s1", "s2"]
+    status, body = await harness.request("GET", f"room_keys/keys/{q('!none:hs.test')}?version={version}", alice)
+    assert status == 200 and body == {"sessions": {}}
+    status, body = await harness.request("GET", f"room_keys/keys/{q(room)}/nope?version={version}", alice)
+    assert status == 404 and body["errcode"] == "M_NOT_FOUND"
+
+    # deletes at each level
+    status, body = await harness.request("DELETE", f"room_keys/keys/{q(room)}/s1?version={version}", alice)
+    assert status == 200 and body["count"] == 2
+    status, body = await harness.request("DELETE", f"room_keys/keys/{q(other)}?version={version}", alice)
+    assert status == 200 and body["count"] == 1
+    status, body = await harness.request("DELETE", f"room_keys/keys?version={version}", alice)
+    assert status == 200 and body["count"] == 0
+
+    # the auth_data can be updated, the algorithm cannot
+    status, body = await harness.request(
+        "PUT", f"room_keys/version/{version}", alice, json={"algorithm": algorithm, "auth_data": {"public_key": "n"}}
+    )
+    assert status == 200
+    status, body = await harness.request("GET", f"room_keys/version/{version}", alice)
+    assert body["auth_data"] == {"public_key": "n"} and body["count"] == 0
+    status, body = await harness.request(
+        "PUT", f"room_keys/version/{version}", alice, json={"algorithm": "other", "auth_data": {}}
+    )
+    assert status == 400
+
+    # a second version: the first can no longer be written, and deleting it twice succeeds twice
+    status, body = await harness.request(
+        "POST", "room_keys/version", alice, json={"algorithm": algorithm, "auth_data": {"public_key": "k2"}}
+    )
+    newer = body["version"]
+    status, body = await harness.request("PUT", f"room_keys/keys?version={version}", alice, json={"rooms": rooms})
+    assert status == 403 and body["errcode"] == "M_WRONG_ROOM_KEYS_VERSION" and body["current_version"] == newer
+    for _ in range(2):
+        status, body = await harness.request("DELETE", f"room_keys/version/{version}", alice)
+        assert status == 200, body
+    status, body = await harness.request("DELETE", "room_keys/version/999", alice)
+    assert status == 404
+    status, body = await harness.request("GET", "room_keys/version", alice)
+    assert body["version"] == newer

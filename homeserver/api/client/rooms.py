@@ -22,14 +22,14 @@ if TYPE_CHECKING:
 
 
 class InitialStateEvent(BaseModel):
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(strict=True, defer_build=True)
     type: str
     state_key: str = ""
     content: dict[str, Any]
 
 
 class CreateRoomBody(BaseModel):
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(strict=True, defer_build=True)
     visibility: Literal["public", "private"] = "private"
     room_alias_name: str | None = None
     name: str | None = None

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     search_term: StrictStr = Field(max_length=1000)
     limit: StrictInt = Field(DEFAULT_LIMIT, ge=0)
