@@ -6,16 +6,22 @@
     bench/.venv/bin/python bench/client_api.py --json bench/results/client_api.json --quick
 
 Both servers run as subprocesses on 127.0.0.1 with a fresh data directory, presence off, rate
-limits off and logging at WARNING. Synapse uses SQLite and a bcrypt cost matched, in this run, to
-the time of our default argon2id hash; ours runs with its default password cost. Every loop is
-bounded; only loopback is used. What is measured, for each server:
+limits off and logging at WARNING. Both start from compiled bytecode, as installed packages do: pip
+compiled Synapse's `.pyc` files when it installed it, and this script compiles ours (`compileall`)
+before the first start, since this repository is installed editable and a `PYTHONDONTWRITEBYTECODE`
+environment would otherwise make every start recompile it from source. Synapse uses SQLite and a
+bcrypt cost matched, in this run, to the time of our default argon2id hash; ours runs with its
+default password cost. Every loop is bounded; only loopback is used. What is measured, for each
+server:
 
 - start: seconds from spawning the process to the first 200 from `/versions` (median of --starts);
 - idle RSS: resident memory once started and registered-for nothing, after a short settle;
-- events/s: 10 senders in one room, each sending --messages messages back to back, concurrently;
+- events/s: --senders (10) senders in one room, each sending --messages messages back to back,
+  concurrently (each waits for its answer before the next, as a client does);
 - send latency p50/p99: the PUT /send round trips of that run (so under that load);
 - sync wake-up p50/p99: a client long-polls /sync (timeout 30 s); another sends a message; the time
-  from starting that send to the /sync answer that holds it;
+  from starting that send to the /sync answer that holds it (so it includes the send itself), over
+  --wakeups rounds (the p99 of 100 rounds is the second worst);
 - initial sync: a user in 50 rooms with 20 messages each calls /sync with no token (first call);
 - RSS after the workload.
 
@@ -29,6 +35,7 @@ import argparse
 import asyncio
 import json
 import math
+import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
@@ -52,6 +60,8 @@ from synapse_server import start_synapse, synapse_available  # noqa: E402
 from tests.interop.server import RunningServer, rss_kib, start_homeserver  # noqa: E402
 
 PASSWORD = "bench password 1"
+START_POLL_S = 0.005  # /versions is polled this often at start (the floor says "ready" itself)
+PATH_SAFE = "!$&'()*+,;=:@"  # what a path segment may hold unescaped (RFC 3986 pchar), as aiohttp sends
 # The modules `python -m homeserver` depends on (pyproject's dependencies), for the floor.
 DEPENDENCY_IMPORTS = (
     "aiohttp",
@@ -82,6 +92,7 @@ class Account:
 class Client:
     def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
         self.session = session
+        self.server = base_url
         self.base = base_url + "/_matrix/client/v3"
 
     async def call(
@@ -130,6 +141,88 @@ class Client:
         return await self.ok("GET", "/sync", account.token, params=params)
 
 
+class Connection:
+    """One keep-alive HTTP/1.1 connection doing the least client-side work per request, for the timed
+    loops. On a 2-CPU machine the load generator shares the CPUs with the server it measures; a
+    general-purpose client (aiohttp's costs ~0.3-0.5 ms of CPU per request here) would slow the
+    faster server down more than the slower one. Requests are written by hand, answers parsed from
+    the status line, Content-Length (or chunks) and the JSON body."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        parts = urlsplit(base_url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.prefix = "/_matrix/client/v3"
+        self.head = f"Host: {parts.netloc}\r\nAuthorization: Bearer {token}\r\n"
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.reader is None or self.writer is None or self.writer.is_closing():
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            sock = self.writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return self.reader, self.writer
+
+    async def request(self, method: str, path: str, body: Any = None, timeout: float = 120.0) -> tuple[int, Any]:
+        return await asyncio.wait_for(self._request(method, path, body), timeout)
+
+    async def _request(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        reader, writer = await self._connect()
+        data = json.dumps(body).encode() if body is not None else b""
+        writer.write(
+            f"{method} {self.prefix}{path} HTTP/1.1\r\n{self.head}"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+            + data
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        if "content-length" in headers:
+            raw = await reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                chunk = await reader.readexactly(size + 2)
+                if size == 0:
+                    break
+                chunks.append(chunk[:-2])
+            raw = b"".join(chunks)
+        else:
+            raw = await reader.read()
+            headers["connection"] = "close"
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, json.loads(raw) if raw else None
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+    async def send(self, room_id: str, text: str) -> str:
+        txn = uuid.uuid4().hex
+        path = f"/rooms/{quote(room_id, safe=PATH_SAFE)}/send/m.room.message/{txn}"
+        status, answer = await self.request("PUT", path, {"msgtype": "m.text", "body": text})
+        if status != 200:
+            raise ApiError(f"PUT {path} -> {status} {answer}")
+        return str(answer["event_id"])
+
+    async def sync(self, since: str, timeout_ms: int) -> Any:
+        path = f"/sync?timeout={timeout_ms}&since={quote(since, safe='')}"
+        status, answer = await self.request("GET", path, timeout=timeout_ms / 1000 + 30)
+        if status != 200:
+            raise ApiError(f"GET /sync -> {status} {answer}")
+        return answer
+
+
 # -- measurements --------------------------------------------------------------------------------
 
 
@@ -168,16 +261,21 @@ async def events_per_second(client: Client, senders: list[Account], messages: in
     for account in senders[1:]:
         await client.join(account, room_id)
     latencies: list[float] = []
+    connections = [Connection(client.server, a.token) for a in senders]
+    for conn in connections:  # connected before the clock starts, as running clients are
+        await conn._connect()
 
-    async def sender(account: Account, n: int) -> None:
+    async def sender(account: Account, conn: Connection, n: int) -> None:
         for i in range(n):
             t0 = time.perf_counter()
-            await client.send(account, room_id, f"message {i} from {account.user_id}")
+            await conn.send(room_id, f"message {i} from {account.user_id}")
             latencies.append(time.perf_counter() - t0)
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(sender(a, messages) for a in senders))
+    await asyncio.gather(*(sender(a, c, messages) for a, c in zip(senders, connections, strict=True)))
     elapsed = time.perf_counter() - t0
+    for conn in connections:
+        conn.close()
     res.events_per_s = len(latencies) / elapsed
     res.send_p50_ms = percentile(latencies, 50) * 1000
     res.send_p99_ms = percentile(latencies, 99) * 1000
@@ -191,14 +289,16 @@ async def sync_wakeup(
     await client.join(receiver, room_id)
     since = (await client.sync(receiver))["next_batch"]
     latencies: list[float] = []
+    syncing = Connection(client.server, receiver.token)
+    sending = Connection(client.server, sender.token)
     for i in range(rounds):
-        poll = asyncio.create_task(client.sync(receiver, since, timeout_ms=30_000))
+        poll = asyncio.create_task(syncing.sync(since, timeout_ms=30_000))
         await asyncio.sleep(0.05)  # let the long poll reach the server and park
         if poll.done():  # something else woke it (e.g. our join): go round again
             since = (await poll)["next_batch"]
             continue
         t0 = time.perf_counter()
-        event_id = await client.send(sender, room_id, f"wake {i}")
+        event_id = await sending.send(room_id, f"wake {i}")
         deadline = time.monotonic() + 30
         while True:
             answer = await poll
@@ -209,7 +309,9 @@ async def sync_wakeup(
                 break
             if time.monotonic() > deadline:
                 raise ApiError(f"/sync never delivered {event_id}")
-            poll = asyncio.create_task(client.sync(receiver, since, timeout_ms=30_000))
+            poll = asyncio.create_task(syncing.sync(since, timeout_ms=30_000))
+    syncing.close()
+    sending.close()
     res.wakeup_p50_ms = percentile(latencies, 50) * 1000
     res.wakeup_p99_ms = percentile(latencies, 99) * 1000
     res.notes["wakeups"] = len(latencies)
@@ -290,14 +392,27 @@ def our_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
+def compile_bytecode() -> None:
+    """Compile our packages' bytecode, as `pip install` does for an installed package (and did for
+    Synapse); the server's subprocesses then load `.pyc` files like Synapse's do."""
+    import compileall
+
+    for package in ("homeserver", "storage", "federation"):
+        path = REPO_ROOT / package
+        if path.is_dir():
+            compileall.compile_dir(str(path), quiet=1)
+
+
 def start(kind: str, tmp: Path, args: argparse.Namespace, bcrypt_rounds: int) -> RunningServer:
     if kind == "ours":
-        return start_homeserver(tmp, **our_settings(args))
-    return start_synapse(tmp, bcrypt_rounds=bcrypt_rounds, python=Path(sys.executable))
+        return start_homeserver(tmp, poll_s=START_POLL_S, **our_settings(args))
+    return start_synapse(tmp, bcrypt_rounds=bcrypt_rounds, python=Path(sys.executable), poll_s=START_POLL_S)
 
 
 def measure(kind: str, args: argparse.Namespace, bcrypt_rounds: int) -> Result:
     res = Result("homeserver" if kind == "ours" else "synapse")
+    if kind == "ours":
+        compile_bytecode()
     with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as tmp:
         for i in range(max(0, args.starts - 1)):  # extra cold starts, for the start-up time only
             server = start(kind, Path(tmp) / f"start{i}", args, bcrypt_rounds)
@@ -315,21 +430,33 @@ def measure(kind: str, args: argparse.Namespace, bcrypt_rounds: int) -> Result:
     return res
 
 
-def floor() -> dict[str, float]:
-    """An idle Python that only imports the server's dependencies: its start time and RSS."""
-    code = "import " + ", ".join(DEPENDENCY_IMPORTS) + "; print('ready', flush=True); import sys; sys.stdin.read()"
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stdin is not None
-    line = proc.stdout.readline()
-    ready = time.perf_counter() - t0
-    time.sleep(1.0)
-    rss = rss_kib(proc.pid) / 1024
-    proc.stdin.close()
-    proc.wait(10)
-    if line.strip() != b"ready":
-        raise RuntimeError("the floor process failed to import the dependencies")
-    return {"start_s": ready, "rss_mib": rss}
+# What importing the dependencies leaves out of what a server built on them needs: pydantic loads its
+# model machinery on the first model, and aiohttp's server side is a module of its own.
+DEPENDENCY_USE = "import aiohttp.web; from pydantic import BaseModel\nclass M(BaseModel):\n    x: int\n"
+
+
+def floor(runs: int = 3, extra: str = "") -> dict[str, Any]:
+    """An idle Python that only imports the server's dependencies (and runs `extra`): its start time
+    and RSS (medians of `runs`, as for the servers)."""
+    code = (
+        "import " + ", ".join(DEPENDENCY_IMPORTS) + "\n" + extra + "print('ready', flush=True)\n"
+        "import sys\nsys.stdin.read()\n"
+    )
+    starts: list[float] = []
+    rsss: list[float] = []
+    for _ in range(max(1, runs)):
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stdin is not None
+        line = proc.stdout.readline()
+        starts.append(time.perf_counter() - t0)
+        time.sleep(1.0)
+        rsss.append(rss_kib(proc.pid) / 1024)
+        proc.stdin.close()
+        proc.wait(10)
+        if line.strip() != b"ready":
+            raise RuntimeError("the floor process failed to import the dependencies")
+    return {"start_s": statistics.median(starts), "rss_mib": statistics.median(rsss), "start_runs": starts}
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -339,7 +466,7 @@ METRICS = (
     ("start_s", "start to first /versions", "s", False),
     ("idle_rss_mib", "idle RSS", "MiB", False),
     ("rss_after_mib", "RSS after the workload", "MiB", False),
-    ("events_per_s", "events/s, 10 senders, one room", "ev/s", True),
+    ("events_per_s", "events/s, {senders} senders, one room", "ev/s", True),
     ("send_p50_ms", "send latency p50 (under that load)", "ms", False),
     ("send_p99_ms", "send latency p99 (under that load)", "ms", False),
     ("wakeup_p50_ms", "/sync wake-up p50", "ms", False),
@@ -373,6 +500,13 @@ def report(results: dict[str, Result], fl: dict[str, float], meta: dict[str, Any
     }
 
 
+def rows_value(out: dict[str, Any], metric: str, server: str = "homeserver") -> float:
+    for row in out["rows"]:
+        if row["metric"] == metric:
+            return float(row.get(server) or 0.0)
+    return 0.0
+
+
 def print_table(out: dict[str, Any]) -> None:
     names = [n for n in ("homeserver", "synapse") if n in out["rows"][0]]
     head = f"{'metric':<38} {'unit':>5} " + " ".join(f"{n:>11}" for n in names)
@@ -386,9 +520,18 @@ def print_table(out: dict[str, Any]) -> None:
             line += f" {row['ratio']:>6.2f}x" if row["ratio"] else f" {'-':>7}"
         print(line)
     fl = out["floor"]
+    full = fl.get("with_models_and_web") or {}
     print(
         f"\nfloor (idle Python importing only the server's dependencies): RSS {fl['rss_mib']:.1f} MiB, "
         f"start to ready {fl['start_s']:.2f} s"
+        + (
+            f"\n  the same plus aiohttp.web and one pydantic model: RSS {full['rss_mib']:.1f} MiB, "
+            f"start to ready {full['start_s']:.2f} s"
+            if full
+            else ""
+        )
+        + f"\n  ours above the floor: start +{rows_value(out, 'start_s') - fl['start_s']:.2f} s, "
+        f"idle RSS +{rows_value(out, 'idle_rss_mib') - fl['rss_mib']:.1f} MiB"
     )
     m = out["meta"]
     print(
@@ -403,8 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", nargs="?", const="-", metavar="FILE", help="write JSON (to stdout: no table)")
     parser.add_argument("--only", choices=("ours", "synapse"), help="measure one server only")
     parser.add_argument("--senders", type=int, default=10)
-    parser.add_argument("--messages", type=int, default=30, help="messages per sender")
-    parser.add_argument("--wakeups", type=int, default=40, help="sync wake-up rounds")
+    parser.add_argument("--messages", type=int, default=100, help="messages per sender")
+    parser.add_argument("--wakeups", type=int, default=100, help="sync wake-up rounds")
     parser.add_argument("--rooms", type=int, default=50)
     parser.add_argument("--room-messages", type=int, default=20)
     parser.add_argument("--starts", type=int, default=3, help="cold starts timed per server (median)")
@@ -414,6 +557,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.messages, args.wakeups, args.rooms, args.room_messages, args.starts = 5, 10, 10, 5, 1
 
+    try:  # the client side runs on uvloop too (less of the shared CPUs spent measuring)
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
     kinds = [args.only] if args.only else ["ours", "synapse"]
     if "synapse" in kinds and not synapse_available(Path(sys.executable)):
         print(
@@ -427,7 +576,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"measuring {kind} ...", file=log, flush=True)
         res = measure(kind, args, rounds)
         results[res.server] = res
-    fl = floor()
+    fl = floor(args.starts)
+    fl["with_models_and_web"] = floor(args.starts, DEPENDENCY_USE)
     meta: dict[str, Any] = {
         "bcrypt_rounds": rounds,
         "bcrypt_s": bcrypt_s,

@@ -142,8 +142,9 @@ def start_synapse(
     bcrypt_rounds: int = 4,
     deadline_s: float = 120.0,
     room_version: str | None = None,
+    poll_s: float = 0.02,
 ) -> RunningServer:
-    """Start Synapse on 127.0.0.1 and wait until `/versions` answers."""
+    """Start Synapse on 127.0.0.1 and wait until `/versions` answers (polled every `poll_s`)."""
     chosen = port or free_port()
     config = write_config(data_dir, chosen, bcrypt_rounds=bcrypt_rounds, room_version=room_version)
     log_path = data_dir / "synapse.log"
@@ -158,7 +159,7 @@ def start_synapse(
     server = RunningServer(
         "synapse", f"http://127.0.0.1:{chosen}", "localhost", SHARED_SECRET, proc, log_path, data_dir
     )
-    server.start_seconds = wait_for_versions(server, spawned_at, deadline_s)
+    server.start_seconds = wait_for_versions(server, spawned_at, deadline_s, poll_s)
     return server
 
 

@@ -49,7 +49,7 @@ def _run(args: argparse.Namespace) -> int:
     # Start-up allocates hundreds of thousands of long-lived objects (modules, classes, schemas) and
     # no garbage worth collecting: the collector stays off until the server is up, then the start-up
     # heap is frozen out of later collections (`server._serve`).
-    gc.disable()
+    gc.disable() if not os.environ.get("HS_GCON") else None  # EXPERIMENT
     from homeserver.config import Config
     from homeserver.server import run
     from storage.engine import StoreError

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import signal
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -25,9 +27,6 @@ from homeserver.auth.uia import UserInteractiveAuth
 from homeserver.config import Config
 from homeserver.e2ee.service import E2EE
 from homeserver.keys import load_or_create_signing_key
-from homeserver.media.files import MediaFiles
-from homeserver.media.preview import UrlPreviewer
-from homeserver.media.repository import MediaRepository
 from homeserver.profile import Profiles
 from homeserver.ratelimit import RateLimiter
 from homeserver.rooms.pipeline import EventPipeline, PersistedEvent, ServerIdentity
@@ -35,6 +34,10 @@ from homeserver.rooms.service import Rooms
 from homeserver.sync.services import SyncServices
 from homeserver.user_directory import UserDirectory
 from storage.database import Database
+
+if TYPE_CHECKING:
+    from homeserver.media.preview import UrlPreviewer
+    from homeserver.media.repository import MediaRepository
 
 log = logging.getLogger("homeserver")
 
@@ -89,11 +92,6 @@ class HomeServer:
         self.tokens = Tokens(self.db, clock)
         self.accounts = Accounts(self.db, config.server_name, self.passwords, self.tokens, clock)
         self.ratelimiter = RateLimiter(config.rate_limits)
-        media_files = MediaFiles(data_dir / "media")
-        self.media = MediaRepository(
-            self.db, media_files, config.server_name, max_upload_size=config.max_upload_size, clock=clock
-        )
-        self.url_previews = UrlPreviewer(self.media, enabled=config.url_previews, clock=clock)
         self.profiles = Profiles(self.db, config.server_name, self.accounts.exists)
         self.profiles.pipeline = self.pipeline
         # rooms: createRoom, membership, sending, reading, relations, redactions, directory, search
@@ -124,6 +122,24 @@ class HomeServer:
         # sync, notifier, push, receipts, typing, presence, account data, filters
         self.sync = SyncServices(self)
         self.notifier = self.sync.notifier
+
+    @functools.cached_property
+    def media(self) -> MediaRepository:
+        # made on first use, like its modules (Pillow among them): a server may never see media
+        from homeserver.media.files import MediaFiles
+        from homeserver.media.repository import MediaRepository
+
+        files = MediaFiles(self.config.data_dir / "media")
+        return MediaRepository(
+            self.db, files, self.server_name, max_upload_size=self.config.max_upload_size, clock=self.clock
+        )
+
+    @functools.cached_property
+    def url_previews(self) -> UrlPreviewer:
+        # made on first use: its HTML parser and resolver are start-up cost most servers never need
+        from homeserver.media.preview import UrlPreviewer
+
+        return UrlPreviewer(self.media, enabled=self.config.url_previews, clock=self.clock)
 
     def add_persisted_listener(self, listener: Callable[[PersistedEvent], None]) -> None:
         self._persisted_listeners.append(listener)

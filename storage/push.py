@@ -96,10 +96,11 @@ class PushStore:
         room_suffix = SEP + u64(room) + u64(position)
         user_suffix = SEP + u64(stream)
         user_value = orjson.dumps({**record, "position": position, "room": room})
-        for user_id in user_ids:
+        room_table, user_table, ops = NOTIFY_ROOM.prefix, NOTIFY_USER.prefix, batch.ops
+        for user_id in user_ids:  # what batch.put does, without a call per row (a row per member and event)
             uid = user_id.encode()
-            batch.put(NOTIFY_ROOM, uid + room_suffix, room_value)
-            batch.put(NOTIFY_USER, uid + user_suffix, user_value)
+            ops.append((room_table + uid + room_suffix, room_value))
+            ops.append((user_table + uid + user_suffix, user_value))
 
     def unread(self, user_id: str, room: int, after: int) -> Iterator[Unread]:
         """Notifications in `room` for events after timeline position `after`."""

@@ -35,6 +35,7 @@ SNAPSHOT_BY_HASH = Table(
 TABLES = (SNAPSHOT, SNAPSHOT_BY_HASH)
 
 MAX_LAYERS = 5
+ENTRY_CACHE = 20_000  # single-entry answers remembered (an answer for a snapshot never changes)
 _HEAD = struct.Struct(">QB32sI")  # parent, layer, hash, number of added entries
 _ENTRY = struct.Struct(">QQ")
 _MOD = 2**256
@@ -86,6 +87,7 @@ class StateSnapshots:
         self._states: OrderedDict[int, State] = OrderedDict()
         self._cached_entries = 0
         self._cache_entries = cache_entries
+        self._entries: dict[tuple[int, int], int | None] = {}  # (snapshot, key) -> `get`'s answer
         # snapshots written by batches not yet committed, usable only by their own batch
         self._pending_by_hash: dict[int, tuple[Batch, int]] = {}
         self._pending_records: dict[int, _Record] = {}
@@ -107,10 +109,22 @@ class StateSnapshots:
         return rec
 
     def get(self, sid: int, key: int) -> int | None:
-        """One entry of a snapshot, found by walking its layers without building the whole state."""
+        """One entry of a snapshot, found by walking its layers without building the whole state.
+        Answers are remembered: snapshots never change, and each event asks the current one the same
+        few keys (its auth events)."""
         state = self._states.get(sid)
         if state is not None:
             return state.get(key)
+        entry = (sid, key)
+        if entry in self._entries:
+            return self._entries[entry]
+        value = self._walk(sid, key)
+        if len(self._entries) >= ENTRY_CACHE:
+            self._entries.clear()
+        self._entries[entry] = value
+        return value
+
+    def _walk(self, sid: int, key: int) -> int | None:
         while sid:
             rec = self._record(sid)
             v = rec.added.get(key)

@@ -6,15 +6,20 @@ One middleware renders every `MatrixError`; handlers never build error JSON by h
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from aiohttp import web
+from aiohttp.web_urldispatcher import AbstractRoute, UrlMappingMatchInfo
 from pydantic import BaseModel, ValidationError
+from yarl import URL
 
 from homeserver.errors import MatrixError
+
+if TYPE_CHECKING:
+    from aiohttp.web_urldispatcher import _InfoDict
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +180,75 @@ class Router:
 
     def install(self, app: web.Application) -> None:
         seen: set[tuple[str, str]] = set()
+        legacy: list[Route] = []
         for r in self.routes:
             if (r.method, r.path) in seen:
                 continue
             seen.add((r.method, r.path))
-            app.router.add_route(r.method, r.path, r.handler)
+            if r.path.startswith(LEGACY_PREFIX + "/"):
+                legacy.append(r)
+            else:
+                app.router.add_route(r.method, r.path, r.handler)
+        if legacy:
+            app.router.register_resource(LazyRoutes(LEGACY_PREFIX, legacy))
+
+
+LEGACY_PREFIX = f"{CLIENT_PREFIX}/r0"
+
+
+class LazyRoutes(web.AbstractResource):
+    """The routes under one path prefix, put in a router of their own on the first request there.
+
+    aiohttp compiles a regular expression for every route as it is added; the `r0` copies of the
+    client API (half the routes, which today's clients do not call) would cost start-up time and
+    memory. The router finds this resource for any path under the prefix and it resolves the path
+    as the main router would have (same order, same 404/405 answers).
+    """
+
+    def __init__(self, prefix: str, routes: list[Route]) -> None:
+        super().__init__()
+        self._prefix = prefix
+        self._routes = routes
+        self._router: web.UrlDispatcher | None = None
+
+    def _inner(self) -> web.UrlDispatcher:
+        if self._router is None:
+            router = web.UrlDispatcher()
+            for r in self._routes:
+                router.add_route(r.method, r.path, r.handler)
+            router.freeze()
+            self._router = router
+        return self._router
+
+    @property
+    def canonical(self) -> str:
+        return self._prefix
+
+    async def resolve(self, request: web.Request) -> tuple[UrlMappingMatchInfo | None, set[str]]:
+        if not request.rel_url.path_safe.startswith(self._prefix + "/"):
+            return None, set()
+        match = await self._inner().resolve(request)
+        error = match.http_exception
+        if error is None:
+            return match, set()
+        if isinstance(error, web.HTTPMethodNotAllowed):
+            return None, set(error.allowed_methods)
+        return None, set()
+
+    def raw_match(self, path: str) -> bool:
+        return path == self._prefix
+
+    def url_for(self, **kwargs: str) -> URL:
+        return URL.build(path=self._prefix)
+
+    def add_prefix(self, prefix: str) -> None:
+        raise RuntimeError("lazily installed routes cannot move under a prefix")
+
+    def get_info(self) -> _InfoDict:
+        return {"prefix": self._prefix}
+
+    def __len__(self) -> int:
+        return len(self._routes)
+
+    def __iter__(self) -> Iterator[AbstractRoute]:
+        return iter(self._inner().routes())

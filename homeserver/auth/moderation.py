@@ -25,7 +25,13 @@ class Moderation:
         self.tokens = tokens
         self.server_name = server_name
         self.clock = clock
-        self._suspended: set[str] = {u for u, a in db.accounts.accounts() if a.get("suspended")}
+        self._suspended_users: set[str] | None = None  # read on first use, not at start
+
+    @property
+    def _suspended(self) -> set[str]:
+        if self._suspended_users is None:
+            self._suspended_users = {u for u, a in self.db.accounts.accounts() if a.get("suspended")}
+        return self._suspended_users
 
     def _target(self, admin: Requester, user_id: str, *, changing: bool) -> dict[str, Any]:
         # spec: authorisation is checked before any account lookup (no user enumeration)

@@ -240,6 +240,17 @@ def _compile_test(cond: Mapping[str, Any]) -> Callable[[EventContext, str], bool
     return lambda ctx, user_id: condition_holds(cond, ctx, user_id)
 
 
+def _literal_type(cond: Mapping[str, Any]) -> str | None:
+    """The lower-cased pattern of an `event_match` on `type` without wildcards, in ASCII (where the
+    case-insensitive glob is a comparison of lower-cased strings); else None."""
+    pattern = cond.get("pattern")
+    if cond.get("kind") != "event_match" or cond.get("key") != "type" or not isinstance(pattern, str):
+        return None
+    if "*" in pattern or "?" in pattern or not pattern.isascii():
+        return None
+    return pattern.lower()
+
+
 class CompiledCondition:
     __slots__ = ("cond", "fast", "path", "per_user", "test")
 
@@ -280,7 +291,7 @@ class CompiledCondition:
 
 
 class CompiledRule:
-    __slots__ = ("actions", "conditions", "kind", "per_user", "rule", "shared")
+    __slots__ = ("actions", "conditions", "event_type", "kind", "per_user", "rule", "shared")
 
     def __init__(self, kind: str, rule: Mapping[str, Any], placeholder: str) -> None:
         self.kind = kind
@@ -288,7 +299,19 @@ class CompiledRule:
         self.actions = [a for a in rule.get("actions", []) if a not in ("dont_notify", "coalesce")]
         raw = rule.get("conditions") or () if kind in ("override", "underride") else ()
         self.conditions = tuple(CompiledCondition(c, placeholder) for c in raw if isinstance(c, Mapping))
-        self.shared = tuple(c for c in self.conditions if not c.per_user)  # the same for every user
+        # Most rules are about one event type (`type` matched against a plain ASCII pattern): that
+        # test is a string comparison, done before the others, and the rule skipped when it fails.
+        self.event_type: str | None = None
+        shared = []
+        for c in self.conditions:
+            if c.per_user:
+                continue
+            literal = _literal_type(c.cond)
+            if literal is not None and self.event_type is None:
+                self.event_type = literal
+            else:
+                shared.append(c)
+        self.shared = tuple(shared)  # the same for every user
         self.per_user = tuple(c for c in self.conditions if c.per_user)
 
     def matches(self, ctx: EventContext, user_id: str, placeholder: str) -> bool:
@@ -323,14 +346,26 @@ class CompiledRuleset:
         conditions left to check per user; the list ends at the first rule with none left."""
         out: list[tuple[CompiledRule, tuple[CompiledCondition, ...]]] = []
         placeholder = self.placeholder
+        etype = ctx.event.get("type")
+        # the event's type as the literal type patterns compare it; None: use the glob (non-ASCII)
+        plain_type = etype.lower() if isinstance(etype, str) and etype.isascii() else None
         for rule in self.rules:
             if rule.kind in ("room", "sender", "content"):
                 if rule.matches(ctx, user_id, placeholder):
                     out.append((rule, ()))
                     break
                 continue
+            if rule.event_type is not None:
+                if not isinstance(etype, str):
+                    continue  # spec: absent or not a string: no match
+                if plain_type is not None:
+                    if plain_type != rule.event_type:
+                        continue
+                elif glob_regex(rule.event_type, False).match(etype) is None:
+                    continue
             for c in rule.shared:
-                if not c.holds(ctx, user_id, placeholder):
+                # each condition is asked once per event and ruleset here: no memo needed
+                if not c.test(ctx, user_id):
                     break
             else:
                 out.append((rule, rule.per_user))

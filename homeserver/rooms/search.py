@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +87,10 @@ class Search:
         if found is None:
             return
         field, text = found
-        self.db.search_index.put_event(view.batch, Counter(tokenize(text)), w.room, w.order, w.short, field)
+        counts: dict[str, int] = {}
+        for token in tokenize(text):
+            counts[token] = counts.get(token, 0) + 1
+        self.db.search_index.put_event(view.batch, counts, w.room, w.order, w.short, field)
 
     def on_redacted(self, view: BatchView, room: int, short: int, event: dict[str, Any], order: int) -> None:
         found = indexed_text(event)

@@ -128,12 +128,20 @@ def test_compiled_rulesets_agree_with_plain_evaluation() -> None:
         {"type": "m.room.member", "state_key": "@ALICE:hs", "sender": "@x:hs", "content": {"membership": "invite"}},
         {"type": "m.room.encrypted", "sender": "@x:hs", "content": {}},
         {"type": "m.room.tombstone", "state_key": "", "sender": "@x:hs", "content": {}},
+        # the shortcuts (types compared as strings, users the event does not name answered together)
+        # must agree with the globs: other cases, non-ASCII look-alikes, types that are not strings
+        {**MSG, "type": "M.Room.Message"},
+        {**MSG, "type": "m.room.me\u017fsage"},
+        {**MSG, "type": 7},
+        {k: v for k, v in MSG.items() if k != "type"},
+        {**MSG, "content": {"body": "x", "m.mentions": {"user_ids": ["@ALICE:hs", 3, "@a*:hs"]}}},
+        {"type": "m.room.member", "state_key": "@carol:HS", "sender": "@x:hs", "content": {"membership": "invite"}},
     ]
     for record in (None, custom):
         template = CompiledRuleset(push_rules.ruleset(record, None), push_rules.USER_ID)
         for event in events:
             for members in (2, 5):
                 shared = ctx(event, members=members, power=50)
-                for user in ("@alice:hs", "@carol:hs", "@dave:hs"):
+                for user in ("@alice:hs", "@carol:hs", "@dave:hs", "@ALICE:hs", "@a*:hs"):
                     plain = evaluate(push_rules.ruleset(record, user), ctx(event, members=members, power=50), user)
                     assert template.evaluate(shared, user) == plain, (record is None, event, user)

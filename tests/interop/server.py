@@ -86,8 +86,11 @@ def http_json(method: str, url: str, body: Any = None, token: str | None = None,
         return json.loads(resp.read() or b"null")
 
 
-def wait_for_versions(server: RunningServer, spawned_at: float, deadline_s: float = START_DEADLINE_S) -> float:
-    """Poll `/versions` until it answers 200; seconds since `spawned_at`. Raises if the process dies."""
+def wait_for_versions(
+    server: RunningServer, spawned_at: float, deadline_s: float = START_DEADLINE_S, poll_s: float = 0.02
+) -> float:
+    """Poll `/versions` every `poll_s` until it answers 200; seconds since `spawned_at`. Raises if the
+    process dies."""
     url = server.base_url + "/_matrix/client/versions"
     deadline = spawned_at + deadline_s
     while True:
@@ -107,7 +110,7 @@ def wait_for_versions(server: RunningServer, spawned_at: float, deadline_s: floa
             raise ServerStartError(
                 f"{server.kind} did not serve /versions within {deadline_s:.0f} s; log:\n{server.log_tail()}"
             )
-        time.sleep(0.02)
+        time.sleep(poll_s)
 
 
 def homeserver_env(data_dir: Path, port: int, **settings: Any) -> dict[str, str]:
@@ -142,6 +145,7 @@ def start_homeserver(
     port: int | None = None,
     python: str = sys.executable,
     deadline_s: float = START_DEADLINE_S,
+    poll_s: float = 0.02,
     **settings: Any,
 ) -> RunningServer:
     """Start `python -m homeserver` on 127.0.0.1 and wait for `/versions`.
@@ -169,7 +173,7 @@ def start_homeserver(
             data_dir,
         )
         try:
-            server.start_seconds = wait_for_versions(server, spawned_at, deadline_s)
+            server.start_seconds = wait_for_versions(server, spawned_at, deadline_s, poll_s)
             return server
         except ServerStartError:
             server.stop()

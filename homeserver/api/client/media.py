@@ -17,9 +17,9 @@ from aiohttp import web
 from homeserver.api.http import Router, json_response, query_bool, query_int
 from homeserver.errors import MatrixError
 from homeserver.media.headers import clean_content_type, serving_headers
-from homeserver.media.repository import StoredMedia
 
 if TYPE_CHECKING:
+    from homeserver.media.repository import StoredMedia
     from homeserver.server import HomeServer
 
 CHUNK = 64 * 1024
@@ -27,8 +27,7 @@ LEGACY = ("v3", "r0")
 
 
 def register(router: Router, hs: HomeServer) -> None:
-    repo = hs.media
-
+    # `hs.media` is read per request: the repository (and its modules) is made on first use
     # -- uploads ---------------------------------------------------------------------------------
 
     def upload_args(request: web.Request) -> tuple[str, str | None]:
@@ -38,7 +37,7 @@ def register(router: Router, hs: HomeServer) -> None:
         requester = hs.tokens.requester(request)
         hs.ratelimiter.check("media", requester.user_id)
         content_type, filename = upload_args(request)
-        uri = await repo.upload(
+        uri = await hs.media.upload(
             requester.user_id,
             request.content.iter_chunked(CHUNK),
             content_type=content_type,
@@ -50,14 +49,14 @@ def register(router: Router, hs: HomeServer) -> None:
     async def create(request: web.Request) -> web.Response:
         requester = hs.tokens.requester(request)
         hs.ratelimiter.check("media", requester.user_id)
-        uri, expires_at = await repo.create(requester.user_id)
+        uri, expires_at = await hs.media.create(requester.user_id)
         return json_response({"content_uri": uri, "unused_expires_at": expires_at})
 
     async def upload_to(request: web.Request) -> web.Response:
         requester = hs.tokens.requester(request)
         hs.ratelimiter.check("media", requester.user_id)
         content_type, filename = upload_args(request)
-        await repo.upload_to(
+        await hs.media.upload_to(
             requester.user_id,
             request.match_info["serverName"],
             request.match_info["mediaId"],
@@ -81,7 +80,7 @@ def register(router: Router, hs: HomeServer) -> None:
     async def download(request: web.Request, *, authenticated: bool) -> web.StreamResponse:
         if authenticated:
             hs.tokens.requester(request)
-        media = await repo.get(
+        media = await hs.media.get(
             request.match_info["serverName"],
             request.match_info["mediaId"],
             timeout_ms=query_int(request, "timeout_ms"),
@@ -97,7 +96,7 @@ def register(router: Router, hs: HomeServer) -> None:
         height = query_int(request, "height", minimum=1)
         if width is None or height is None:
             raise MatrixError(400, "M_MISSING_PARAM", "width and height are required")
-        result = await repo.thumbnail(
+        result = await hs.media.thumbnail(
             request.match_info["serverName"],
             request.match_info["mediaId"],
             width=width,
@@ -108,6 +107,8 @@ def register(router: Router, hs: HomeServer) -> None:
             allow_remote=query_bool(request, "allow_remote", True),
             authenticated=authenticated,
         )
+        from homeserver.media.repository import StoredMedia
+
         if isinstance(result, StoredMedia):  # the original already fits the request
             ext = result.content_type.split("/", 1)[1].split(";", 1)[0].strip() or "bin"
             headers = serving_headers(result.content_type, f"thumbnail.{ext}", force_inline=True)
