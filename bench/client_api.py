@@ -18,6 +18,7 @@ server:
 - idle RSS: resident memory once started and registered-for nothing, after a short settle;
 - events/s: --senders (10) senders in one room, each sending --messages messages back to back,
   concurrently (each waits for its answer before the next, as a client does);
+- server CPU per event: the server process's CPU time (all threads) over that run, per event;
 - send latency p50/p99: the PUT /send round trips of that run (so under that load);
 - sync wake-up p50/p99: a client long-polls /sync (timeout 30 s); another sends a message; the time
   from starting that send to the /sync answer that holds it (so it includes the send itself), over
@@ -26,7 +27,12 @@ server:
 - RSS after the workload.
 
 The floor is an idle Python process that only imports the server's dependencies: its RSS and the
-time it takes to get there, the least any Python server built on them can cost.
+time it takes to get there, the least any Python server built on them can cost (also shown with
+`aiohttp.web` and one pydantic model, what using them costs). The HTTP floor is the send workload
+against a trivial aiohttp handler: the most requests/s any aiohttp server reaches here.
+
+The timed loops use `Connection`, a minimal keep-alive HTTP/1.1 client: on a 2-CPU machine the
+load generator's own CPU would otherwise limit the faster server (see `bench/README.md`).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import socket
 import statistics
 import subprocess
@@ -240,6 +247,7 @@ class Result:
     start_runs: list[float] = field(default_factory=list)
     idle_rss_mib: float = 0.0
     events_per_s: float = 0.0
+    cpu_ms_per_event: float = 0.0
     send_p50_ms: float = 0.0
     send_p99_ms: float = 0.0
     wakeup_p50_ms: float = 0.0
@@ -255,30 +263,49 @@ async def _settle_rss(pid: int, seconds: float = 2.0) -> float:
     return rss_kib(pid) / 1024
 
 
-async def events_per_second(client: Client, senders: list[Account], messages: int, res: Result) -> str:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def send_concurrently(
+    base_url: str, tokens: list[str], room_id: str, messages: int, pid: int | None = None
+) -> tuple[float, list[float], float]:
+    """Each token sends `messages` messages back to back on its own connection, all at once:
+    (events per second, latencies, server CPU ms per event, when `pid` is given)."""
+    latencies: list[float] = []
+    connections = [Connection(base_url, token) for token in tokens]
+    for conn in connections:  # connected before the clock starts, as running clients are
+        await conn._connect()
+
+    async def sender(n: int, conn: Connection) -> None:
+        for i in range(messages):
+            t0 = time.perf_counter()
+            await conn.send(room_id, f"message {i} from sender {n}")
+            latencies.append(time.perf_counter() - t0)
+
+    cpu0 = cpu_seconds(pid) if pid else 0.0
+    t0 = time.perf_counter()
+    await asyncio.gather(*(sender(n, conn) for n, conn in enumerate(connections)))
+    elapsed = time.perf_counter() - t0
+    cpu_ms = (cpu_seconds(pid) - cpu0) * 1000 / len(latencies) if pid else 0.0
+    for conn in connections:
+        conn.close()
+    return len(latencies) / elapsed, latencies, cpu_ms
+
+
+async def events_per_second(client: Client, senders: list[Account], messages: int, res: Result, pid: int) -> str:
     owner = senders[0]
     room_id = await client.create_room(owner, preset="public_chat", name="bench")
     for account in senders[1:]:
         await client.join(account, room_id)
-    latencies: list[float] = []
-    connections = [Connection(client.server, a.token) for a in senders]
-    for conn in connections:  # connected before the clock starts, as running clients are
-        await conn._connect()
-
-    async def sender(account: Account, conn: Connection, n: int) -> None:
-        for i in range(n):
-            t0 = time.perf_counter()
-            await conn.send(room_id, f"message {i} from {account.user_id}")
-            latencies.append(time.perf_counter() - t0)
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(sender(a, c, messages) for a, c in zip(senders, connections, strict=True)))
-    elapsed = time.perf_counter() - t0
-    for conn in connections:
-        conn.close()
-    res.events_per_s = len(latencies) / elapsed
+    rate, latencies, cpu_ms = await send_concurrently(client.server, [a.token for a in senders], room_id, messages, pid)
+    res.events_per_s = rate
     res.send_p50_ms = percentile(latencies, 50) * 1000
     res.send_p99_ms = percentile(latencies, 99) * 1000
+    res.cpu_ms_per_event = cpu_ms
     res.notes["events_sent"] = len(latencies)
     return room_id
 
@@ -350,7 +377,7 @@ async def workload(server: RunningServer, args: argparse.Namespace, res: Result)
         run = uuid.uuid4().hex[:6]
         accounts = [await client.register(f"bench{run}{i}") for i in range(args.senders + 2)]
         senders, receiver, reader = accounts[: args.senders], accounts[-2], accounts[-1]
-        room_id = await events_per_second(client, senders, args.messages, res)
+        room_id = await events_per_second(client, senders, args.messages, res, server.pid)
         await sync_wakeup(client, room_id, senders[0], receiver, args.wakeups, res)
         await initial_sync(client, reader, args.rooms, args.room_messages, res)
     res.rss_after_mib = await _settle_rss(server.pid, 1.0)
@@ -392,27 +419,27 @@ def our_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
-def compile_bytecode() -> None:
+def compile_bytecode(source: Path) -> None:
     """Compile our packages' bytecode, as `pip install` does for an installed package (and did for
     Synapse); the server's subprocesses then load `.pyc` files like Synapse's do."""
     import compileall
 
     for package in ("homeserver", "storage", "federation"):
-        path = REPO_ROOT / package
+        path = source / package
         if path.is_dir():
             compileall.compile_dir(str(path), quiet=1)
 
 
 def start(kind: str, tmp: Path, args: argparse.Namespace, bcrypt_rounds: int) -> RunningServer:
     if kind == "ours":
-        return start_homeserver(tmp, poll_s=START_POLL_S, **our_settings(args))
+        return start_homeserver(tmp, poll_s=START_POLL_S, source=Path(args.source), **our_settings(args))
     return start_synapse(tmp, bcrypt_rounds=bcrypt_rounds, python=Path(sys.executable), poll_s=START_POLL_S)
 
 
 def measure(kind: str, args: argparse.Namespace, bcrypt_rounds: int) -> Result:
     res = Result("homeserver" if kind == "ours" else "synapse")
     if kind == "ours":
-        compile_bytecode()
+        compile_bytecode(Path(args.source))
     with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as tmp:
         for i in range(max(0, args.starts - 1)):  # extra cold starts, for the start-up time only
             server = start(kind, Path(tmp) / f"start{i}", args, bcrypt_rounds)
@@ -459,6 +486,48 @@ def floor(runs: int = 3, extra: str = "") -> dict[str, Any]:
     return {"start_s": statistics.median(starts), "rss_mib": statistics.median(rsss), "start_runs": starts}
 
 
+# A trivial aiohttp server on uvloop answering the send endpoint: what the machine, aiohttp and this
+# client allow at most, measured with the same workload (the events/s "floor").
+TRIVIAL_SERVER = """
+import sys, uvloop
+from aiohttp import web
+async def send(request):
+    await request.read()
+    return web.json_response({"event_id": "$" + "A" * 43})
+app = web.Application()
+app.router.add_put("/_matrix/client/v3/rooms/{room}/send/{type}/{txn}", send)
+uvloop.install()
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+
+def http_floor(args: argparse.Namespace) -> dict[str, float]:
+    """Events/s of the same send workload against a trivial aiohttp handler (no Matrix work)."""
+    from tests.interop.server import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", TRIVIAL_SERVER, str(port)])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the trivial aiohttp server did not start") from None
+                time.sleep(0.02)
+        base = f"http://127.0.0.1:{port}"
+        tokens = ["t"] * args.senders
+        asyncio.run(send_concurrently(base, tokens, "!room:localhost", 10))  # warm up
+        run = send_concurrently(base, tokens, "!room:localhost", args.messages, proc.pid)
+        rate, latencies, cpu_ms = asyncio.run(run)
+        return {"events_per_s": rate, "cpu_ms_per_event": cpu_ms, "send_p50_ms": percentile(latencies, 50) * 1000}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 # -- report --------------------------------------------------------------------------------------
 
 # (key, label, unit, higher is better)
@@ -467,6 +536,7 @@ METRICS = (
     ("idle_rss_mib", "idle RSS", "MiB", False),
     ("rss_after_mib", "RSS after the workload", "MiB", False),
     ("events_per_s", "events/s, {senders} senders, one room", "ev/s", True),
+    ("cpu_ms_per_event", "  server CPU per event (all threads)", "ms", False),
     ("send_p50_ms", "send latency p50 (under that load)", "ms", False),
     ("send_p99_ms", "send latency p99 (under that load)", "ms", False),
     ("wakeup_p50_ms", "/sync wake-up p50", "ms", False),
@@ -507,6 +577,10 @@ def rows_value(out: dict[str, Any], metric: str, server: str = "homeserver") -> 
     return 0.0
 
 
+def _num(value: float) -> str:
+    return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+
+
 def print_table(out: dict[str, Any]) -> None:
     names = [n for n in ("homeserver", "synapse") if n in out["rows"][0]]
     head = f"{'metric':<38} {'unit':>5} " + " ".join(f"{n:>11}" for n in names)
@@ -515,7 +589,7 @@ def print_table(out: dict[str, Any]) -> None:
     print(head)
     print("-" * len(head))
     for row in out["rows"]:
-        line = f"{row['label']:<38} {row['unit']:>5} " + " ".join(f"{row[n]:>11.1f}" for n in names)
+        line = f"{row['label']:<38} {row['unit']:>5} " + " ".join(f"{_num(row[n]):>11}" for n in names)
         if "ratio" in row:
             line += f" {row['ratio']:>6.2f}x" if row["ratio"] else f" {'-':>7}"
         print(line)
@@ -533,6 +607,12 @@ def print_table(out: dict[str, Any]) -> None:
         + f"\n  ours above the floor: start +{rows_value(out, 'start_s') - fl['start_s']:.2f} s, "
         f"idle RSS +{rows_value(out, 'idle_rss_mib') - fl['rss_mib']:.1f} MiB"
     )
+    http = fl.get("http")
+    if http:
+        print(
+            f"HTTP floor (a trivial aiohttp handler, same client and workload): {http['events_per_s']:.0f} "
+            f"requests/s, server CPU {http['cpu_ms_per_event']:.3f} ms per request"
+        )
     m = out["meta"]
     print(
         f"ratio: how many times better ours is (>1 = ours better). Synapse {m.get('synapse_version')}, bcrypt "
@@ -553,6 +633,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--starts", type=int, default=3, help="cold starts timed per server (median)")
     parser.add_argument("--fsync", action="store_true", help="run ours with fsync on (as Synapse's SQLite is)")
     parser.add_argument("--quick", action="store_true", help="a smaller workload, to try the script out")
+    parser.add_argument(
+        "--source",
+        default=str(REPO_ROOT),
+        metavar="DIR",
+        help="run our server from this checkout (e.g. an older commit's `git archive`, for before/after)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.wakeups, args.rooms, args.room_messages, args.starts = 5, 10, 10, 5, 1
@@ -578,6 +664,7 @@ def main(argv: list[str] | None = None) -> int:
         results[res.server] = res
     fl = floor(args.starts)
     fl["with_models_and_web"] = floor(args.starts, DEPENDENCY_USE)
+    fl["http"] = http_floor(args)
     meta: dict[str, Any] = {
         "bcrypt_rounds": rounds,
         "bcrypt_s": bcrypt_s,

@@ -46,10 +46,10 @@ def _load_config(args: argparse.Namespace) -> object:
 def _run(args: argparse.Namespace) -> int:
     import gc
 
-    # Start-up allocates hundreds of thousands of long-lived objects (modules, classes, schemas) and
-    # no garbage worth collecting: the collector stays off until the server is up, then the start-up
-    # heap is frozen out of later collections (`server._serve`).
-    gc.disable() if not os.environ.get("HS_GCON") else None  # EXPERIMENT
+    # Start-up makes hundreds of thousands of long-lived objects (modules, classes, schemas) and little
+    # garbage: the collector runs rarely until the server is up (measured: imports 12% faster; fully
+    # off saves no more time and keeps 0.7 MiB more), then `server._settle_heap` restores the defaults.
+    gc.set_threshold(20_000, 10, 10)
     from homeserver.config import Config
     from homeserver.server import run
     from storage.engine import StoreError

@@ -146,6 +146,7 @@ def start_homeserver(
     python: str = sys.executable,
     deadline_s: float = START_DEADLINE_S,
     poll_s: float = 0.02,
+    source: Path = REPO_ROOT,
     **settings: Any,
 ) -> RunningServer:
     """Start `python -m homeserver` on 127.0.0.1 and wait for `/versions`.
@@ -161,7 +162,7 @@ def start_homeserver(
         with log_path.open("wb") as log:
             spawned_at = time.monotonic()
             proc = subprocess.Popen(
-                [python, "-m", "homeserver"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+                [python, "-m", "homeserver"], cwd=source, env=env, stdout=log, stderr=subprocess.STDOUT
             )
         server = RunningServer(
             "homeserver",
