@@ -3,69 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
 import orjson
 
 from .conftest import Harness, User
 
-_txn = itertools.count(1)
-
-
-def q(value: str) -> str:
-    return quote(value, safe="")
+# The room helpers are shared with the rooms tests (re-exported for the sync tests' imports).
+from .rooms_helpers import create_room as create_room
+from .rooms_helpers import invite as invite
+from .rooms_helpers import join as join
+from .rooms_helpers import put_state as put_state
+from .rooms_helpers import q as q
+from .rooms_helpers import send as send
 
 
 def inline(filter_json: dict[str, Any]) -> str:
     return q(orjson.dumps(filter_json).decode())
 
 
-async def create_room(harness: Harness, user: User, **body: Any) -> str:
-    status, resp = await harness.request("POST", "createRoom", user, json=body)
-    assert status == 200, resp
-    room_id: str = resp["room_id"]
-    return room_id
-
-
-async def send(harness: Harness, user: User, room_id: str, body: str = "hello", **content: Any) -> str:
-    payload = {"msgtype": "m.text", "body": body, **content}
-    status, resp = await harness.request(
-        "PUT", f"rooms/{q(room_id)}/send/m.room.message/sync{next(_txn)}", user, json=payload
-    )
-    assert status == 200, resp
-    event_id: str = resp["event_id"]
-    return event_id
-
-
-async def put_state(
-    harness: Harness, user: User, room_id: str, event_type: str, content: dict[str, Any], state_key: str = ""
-) -> str:
-    status, resp = await harness.request(
-        "PUT", f"rooms/{q(room_id)}/state/{q(event_type)}/{q(state_key)}", user, json=content
-    )
-    assert status == 200, resp
-    event_id: str = resp["event_id"]
-    return event_id
-
-
-async def join(harness: Harness, user: User, room_id: str) -> None:
-    status, resp = await harness.request("POST", f"join/{q(room_id)}", user, json={})
-    assert status == 200, resp
-
-
 async def leave(harness: Harness, user: User, room_id: str) -> None:
     status, resp = await harness.request("POST", f"rooms/{q(room_id)}/leave", user, json={})
-    assert status == 200, resp
-
-
-async def invite(harness: Harness, user: User, room_id: str, invitee: User) -> None:
-    status, resp = await harness.request(
-        "POST", f"rooms/{q(room_id)}/invite", user, json={"user_id": invitee.user_id}
-    )
     assert status == 200, resp
 
 

@@ -68,7 +68,7 @@ async def test_incremental_sync_returns_new_events_exactly_once(harness: Harness
         second["next_batch"][1:]
     )
     # the sender's own device gets its transaction id back
-    assert second["rooms"]["join"][room]["timeline"]["events"][0]["unsigned"]["transaction_id"].startswith("sync")
+    assert second["rooms"]["join"][room]["timeline"]["events"][0]["unsigned"]["transaction_id"].startswith("txn")
 
 
 async def test_long_poll_wakes_on_message(harness: Harness) -> None:

@@ -6,20 +6,15 @@ each client decrypted; the test asserts on it. The server only ever sees ciphert
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from .conftest import CREATE_ROOM, JOIN, LOGIN, REGISTER, SEND, SYNC, require
 from .server import RunningServer
-from .test_js_sdk import START_CLIENT, _node
+from .test_js_sdk import START_CLIENT, run_scenario
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 E2EE_SCRIPT = JS_DIR / "e2ee.mjs"
-SCENARIO_TIMEOUT_S = 120
 
 # Every endpoint the scenario's E2EE flows call (besides the basic ones).
 E2EE_ENDPOINTS = (
@@ -43,25 +38,8 @@ RTC_TRANSPORTS_PROBE = "GET /_matrix/client/unstable/org.matrix.msc4143/rtc/tran
 
 
 def run_e2ee_scenario(server: RunningServer, name: str) -> dict[str, Any]:
-    """Run one scenario of `js/e2ee.mjs`; its result JSON, or a failure with the SDK's and server's logs."""
-    proc = subprocess.run(
-        [_node(), str(E2EE_SCRIPT), server.base_url, name],
-        cwd=JS_DIR,
-        capture_output=True,
-        text=True,
-        timeout=SCENARIO_TIMEOUT_S,
-        check=False,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("@@RESULT@@ ")]
-    result: dict[str, Any] = json.loads(lines[-1].split(" ", 1)[1]) if lines else {"error": "no result line"}
-    if proc.returncode != 0 or "error" in result:
-        stderr = "\n".join(proc.stderr.splitlines()[-30:])
-        pytest.fail(
-            f"js-sdk scenario {name!r} failed (exit {proc.returncode}): {result.get('error')}\n"
-            f"errcode={result.get('errcode')} http_status={result.get('http_status')}\n"
-            f"--- node stderr ---\n{stderr}\n--- {server.kind} log ---\n{server.log_tail(20)}"
-        )
-    return result
+    """Run one scenario of `js/e2ee.mjs`."""
+    return run_scenario(server, name, E2EE_SCRIPT)
 
 
 def test_encrypted_room_cross_signing_backup_and_restore(server: RunningServer) -> None:

@@ -40,11 +40,12 @@ def _node() -> str:
     return node
 
 
-def run_scenario(server: RunningServer, name: str) -> dict[str, Any]:
-    """Run one scenario; its result JSON, or a failure showing the SDK's and the server's logs."""
+def run_scenario(server: RunningServer, name: str, script: Path = SCENARIO) -> dict[str, Any]:
+    """Run one scenario of a script in `js/`; its result JSON, or a failure showing the SDK's and
+    the server's logs."""
     node = _node()
     proc = subprocess.run(
-        [node, str(SCENARIO), server.base_url, name],
+        [node, str(script), server.base_url, name],
         cwd=JS_DIR,
         capture_output=True,
         text=True,

@@ -7,26 +7,7 @@
 // As in scenario.mjs: stdout carries only the protocol lines, the SDK logs to stderr (warnings and
 // errors unless INTEROP_JS_DEBUG is set), an error gives `{"error": ...}` and exit status 1.
 
-// matrix-js-sdk 43 uses Promise.withResolvers (Node >= 22); polyfill it for older Node.
-if (typeof Promise.withResolvers !== "function") {
-    Promise.withResolvers = function withResolvers() {
-        let resolve;
-        let reject;
-        const promise = new Promise((res, rej) => {
-            resolve = res;
-            reject = rej;
-        });
-        return { promise, resolve, reject };
-    };
-}
-if (!globalThis.crypto) {
-    globalThis.crypto = (await import("node:crypto")).webcrypto;
-}
-
-const toStderr = (...args) => process.stderr.write(args.map((a) => (typeof a === "string" ? a : String(a))).join(" ") + "\n");
-const quiet = () => {};
-console.log = console.info = console.debug = console.trace = process.env.INTEROP_JS_DEBUG ? toStderr : quiet;
-console.warn = console.error = toStderr;
+import "./setup.mjs"; // polyfills for Node 18/20 and the SDK's logging to stderr
 
 const sdk = await import("matrix-js-sdk");
 const { ClientEvent, createClient } = sdk;
