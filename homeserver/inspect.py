@@ -29,6 +29,7 @@ from storage.events import (
     STATE,
     EventMeta,
 )
+from storage.push import read_notify_value
 from storage.rooms import LIVE_BASE, MEMBERSHIPS
 from storage.state_snapshots import _Record
 
@@ -106,6 +107,9 @@ class Decoder:
         if kind == "user_room":
             m, stream, event = value[0], read_u64(value, 1), read_u64(value, 9)
             return {"membership": MEMBERSHIPS[m], "stream": stream, "event": self._short("event", event)}
+        if kind == "notify_count":
+            highlight, group, thread = read_notify_value(value)
+            return {"highlight": highlight, "group": group, "thread": thread}
         if kind == "meta":
             return read_u64(value) if len(value) == 8 else value.decode("utf-8", "replace")
         return value.hex()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from homeserver.api.http import Router, cors_middleware, error_middleware
+from homeserver.api.http import Router
 from homeserver.auth.accounts import Accounts
 from homeserver.auth.deactivation import Deactivation
 from homeserver.auth.login import Login
@@ -151,10 +151,8 @@ class HomeServer:
     def build_app(self) -> web.Application:
         import importlib
 
-        app = web.Application(
-            middlewares=[cors_middleware, error_middleware],
-            client_max_size=self.config.max_upload_size + 64 * 1024,
-        )
+        # no middlewares: `Router` wraps each handler once with the error and CORS rules
+        app = web.Application(client_max_size=self.config.max_upload_size + 64 * 1024)
         router = Router()
         for name in ROUTE_MODULES:
             importlib.import_module(name).register(router, self)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import importlib
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -160,9 +161,19 @@ class Batch:
 
 
 Migration = Callable[["Store", Batch], None]
-# MIGRATIONS[i] upgrades a store at schema version i+1 to i+2. A new store starts at the latest.
-MIGRATIONS: list[Migration] = []
+# MIGRATIONS[i] upgrades a store at schema version i+1 to i+2. A new store starts at the latest. Each
+# is named "module:function" and imported when needed: migrations live with the tables they change,
+# and those modules import this one.
+MIGRATIONS: list[str] = [
+    "storage.push:migrate_notification_records",  # 1 -> 2: one notification record per event
+]
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
+
+
+def _migration(index: int) -> Migration:
+    module, _, name = MIGRATIONS[index].partition(":")
+    found: Migration = getattr(importlib.import_module(module), name)
+    return found
 
 
 class Store:
@@ -240,9 +251,14 @@ class Store:
             )
         while version < SCHEMA_VERSION:
             batch = Batch(self)
-            MIGRATIONS[version - 1](self, batch)
+            _migration(version - 1)(self, batch)
             batch.put(META, _K_SCHEMA, u64(version + 1))
-            self._write_ops(batch.ops, sync=True)
+            with self.db.write_batch(sync=True, transaction=True) as wb:  # each step whole or not at all
+                for k, v in batch.ops:
+                    if v is None:
+                        wb.delete(k)
+                    else:
+                        wb.put(k, v)
             version += 1
 
     @property

@@ -1,12 +1,14 @@
 """Push: each user's push rules, their pushers, and the notifications push rules produced.
 
-Notifications are kept twice: per (user, room) by the event's timeline position, so unread counts
-are one range scan from the read receipt; and per user by a position on the global stream, which
-orders `/notifications` and tells `/sync` which rooms' counts changed since a token.
+A notification is one row per user, keyed by (user, room, event position): unread counts are one
+range scan from the read receipt. What the notification says (actions, time, thread) is the same for
+most of the users an event notifies, so it is written once per event, as a list of groups; each
+user's row names its group. `/notifications` merges the user's rooms by position.
 """
 
 from __future__ import annotations
 
+import heapq
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,14 +23,38 @@ PUSH_RULES = Table("push_rules", ("str",), "json", "user -> {stream, rules: user
 PUSHERS = Table("pushers", ("str", "str", "str"), "json", "user, app id, pushkey -> pusher")
 PUSHERS_BY_KEY = Table("pushers_by_key", ("str", "str", "str"), "empty", "app id, pushkey, user: pushers by key")
 NOTIFY_ROOM = Table(
-    "notify_room", ("str", "room", "u64"), "notify_count", "user, room, event position -> highlight flag, thread"
+    "notify_room",
+    ("str", "room", "u64"),
+    "notify_count",
+    "user, room, event position -> highlight flag, group in the event's record, thread",
 )
-NOTIFY_USER = Table("notify_user", ("str", "u64"), "json", "user, position -> notification (room, event, actions)")
+NOTIFY_EVENT = Table(
+    "notify_event", ("room", "u64"), "json", "room, event position -> what it notified: groups of actions, ts, thread"
+)
 LAST_SENT = Table("last_sent", ("str", "room", "str"), "u64", "user, room, thread -> position of their last event")
-TABLES = (PUSH_RULES, PUSHERS, PUSHERS_BY_KEY, NOTIFY_ROOM, NOTIFY_USER, LAST_SENT)
+TABLES = (PUSH_RULES, PUSHERS, PUSHERS_BY_KEY, NOTIFY_ROOM, NOTIFY_EVENT, LAST_SENT)
 
-HIGHLIGHT = 1
+# notify_room values: a flags byte, then (with GROUPED) a 2-byte group index, then the thread id.
+# Schema 1 rows (flags 0 or 1, then the thread) read as group 0.
+HIGHLIGHT = 0x01
+GROUPED = 0x80
 _FLAGS = struct.Struct(">B")
+_GROUP = struct.Struct(">BH")
+MAX_GROUPS = 0xFFFF
+
+
+def notify_value(highlight: bool, group: int, thread: str) -> bytes:
+    flags = HIGHLIGHT if highlight else 0
+    head = _GROUP.pack(flags | GROUPED, group) if group else _FLAGS.pack(flags)
+    return head + thread.encode()
+
+
+def read_notify_value(value: bytes) -> tuple[bool, int, str]:
+    """(highlight, group, thread) of a notify_room value."""
+    flags = value[0]
+    if flags & GROUPED:
+        return bool(flags & HIGHLIGHT), int.from_bytes(value[1:3], "big"), value[3:].decode()
+    return bool(flags & HIGHLIGHT), 0, value[1:].decode()
 
 
 @dataclass(slots=True, frozen=True)
@@ -38,6 +64,15 @@ class Unread:
     position: int
     thread_id: str
     highlight: bool
+
+
+@dataclass(slots=True)
+class NotificationGroup:
+    """Users an event notified with the same actions."""
+
+    actions: list[Any]
+    highlight: bool
+    user_ids: list[str]
 
 
 class PushStore:
@@ -76,46 +111,85 @@ class PushStore:
 
     # -- notifications ---------------------------------------------------------------------------
 
-    def add_notification(
-        self, user_id: str, room: int, position: int, stream: int, record: dict[str, Any], batch: Batch
-    ) -> None:
-        """A notification for the event at timeline `position`, logged at `stream`; `record` holds
-        room_id, event (short id), actions, ts, highlight and thread ("" = main timeline)."""
-        flags = HIGHLIGHT if record.get("highlight") else 0
-        thread = str(record.get("thread") or "")
-        uid = user_id.encode()
-        batch.put(NOTIFY_ROOM, uid + SEP + u64(room) + u64(position), _FLAGS.pack(flags) + thread.encode())
-        batch.put(NOTIFY_USER, uid + SEP + u64(stream), orjson.dumps({**record, "position": position, "room": room}))
-
     def add_notifications(
-        self, user_ids: list[str], room: int, position: int, stream: int, record: dict[str, Any], batch: Batch
+        self,
+        room_id: str,
+        room: int,
+        position: int,
+        event: int,
+        ts: int,
+        thread: str,
+        groups: list[NotificationGroup],
+        batch: Batch,
     ) -> None:
-        """`add_notification` for several users with the same record, encoded once."""
-        flags = HIGHLIGHT if record.get("highlight") else 0
-        room_value = _FLAGS.pack(flags) + str(record.get("thread") or "").encode()
-        room_suffix = SEP + u64(room) + u64(position)
-        user_suffix = SEP + u64(stream)
-        user_value = orjson.dumps({**record, "position": position, "room": room})
-        room_table, user_table, ops = NOTIFY_ROOM.prefix, NOTIFY_USER.prefix, batch.ops
-        for user_id in user_ids:  # what batch.put does, without a call per row (a row per member and event)
-            uid = user_id.encode()
-            ops.append((room_table + uid + room_suffix, room_value))
-            ops.append((user_table + uid + user_suffix, user_value))
+        """The notifications of the event at timeline `position` (short id `event`): one row per user,
+        the record once. `thread` is the thread root ("" = main timeline)."""
+        groups = groups[:MAX_GROUPS]
+        record = {
+            "room_id": room_id,
+            "event": event,
+            "ts": ts,
+            "thread": thread,
+            "groups": [{"actions": g.actions, "highlight": g.highlight} for g in groups],
+        }
+        batch.put(NOTIFY_EVENT, u64(room) + u64(position), orjson.dumps(record))
+        suffix = SEP + u64(room) + u64(position)
+        table, ops = NOTIFY_ROOM.prefix, batch.ops
+        for index, group in enumerate(groups):
+            value = notify_value(group.highlight, index, thread)
+            for user_id in group.user_ids:  # what batch.put does, without a call per row (one per member)
+                ops.append((table + user_id.encode() + suffix, value))
 
     def unread(self, user_id: str, room: int, after: int) -> Iterator[Unread]:
         """Notifications in `room` for events after timeline position `after`."""
         prefix = user_id.encode() + SEP + u64(room)
         for k, v in self.store.iterate(NOTIFY_ROOM, prefix, start=u64(after + 1)):
-            yield Unread(read_u64(k, len(prefix)), v[1:].decode(), bool(v[0] & HIGHLIGHT))
+            highlight, _, thread = read_notify_value(v)
+            yield Unread(read_u64(k, len(prefix)), thread, highlight)
 
-    def notifications(
-        self, user_id: str, *, before: int | None = None, after: int = 0
-    ) -> Iterator[tuple[int, dict[str, Any]]]:
-        """(stream position, record) of a user's notifications, newest first, in (after, before)."""
+    def _notified_rooms(self, user_id: str) -> Iterator[int]:
+        """The rooms in which `user_id` has notifications, by skipping from room to room."""
         prefix = user_id.encode() + SEP
+        start: bytes | None = None
+        while True:
+            key = next(self.store.keys(NOTIFY_ROOM, prefix, start=start), None)
+            if key is None:
+                return
+            room = read_u64(key, len(prefix))
+            yield room
+            start = u64(room + 1)
+
+    def notifications(self, user_id: str, *, before: int | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(position, record) of a user's notifications, newest first, before `before`. A record has
+        room_id, room, event (short id), position, actions, highlight, ts and thread."""
+        uid = user_id.encode() + SEP
         stop = u64(before) if before is not None else None
-        for k, v in self.store.iterate(NOTIFY_USER, prefix, start=u64(after + 1), stop=stop, reverse=True):
-            yield read_u64(k, len(prefix)), orjson.loads(v)
+
+        def room_rows(room: int) -> Iterator[tuple[int, int, bytes]]:
+            prefix = uid + u64(room)
+            for k, v in self.store.iterate(NOTIFY_ROOM, prefix, stop=stop, reverse=True):
+                yield -read_u64(k, len(prefix)), room, v
+
+        merged = heapq.merge(*(room_rows(room) for room in self._notified_rooms(user_id)))
+        for neg_position, room, value in merged:
+            position = -neg_position
+            raw = self.store.get(NOTIFY_EVENT, u64(room) + u64(position))
+            if raw is None:
+                continue
+            record = orjson.loads(raw)
+            highlight, group, thread = read_notify_value(value)
+            groups = record.get("groups") or []
+            actions = groups[group]["actions"] if group < len(groups) else []
+            yield position, {
+                "room_id": record["room_id"],
+                "room": room,
+                "event": record["event"],
+                "position": position,
+                "actions": actions,
+                "highlight": highlight,
+                "ts": record["ts"],
+                "thread": thread,
+            }
 
     def set_last_sent(self, user_id: str, room: int, thread_id: str, position: int, batch: Batch) -> None:
         """A user's own event counts as read up to it (spec: push "Marking notifications as read")."""
@@ -126,10 +200,36 @@ class PushStore:
         prefix = user_id.encode() + SEP + u64(room)
         return {k[len(prefix) :].decode(): read_u64(v) for k, v in self.store.iterate(LAST_SENT, prefix)}
 
-    def rooms_changed(self, user_id: str, after: int, upto: int) -> set[int]:
-        """Rooms that got a notification for this user logged at a position in (after, upto]."""
-        prefix = user_id.encode() + SEP
-        return {
-            int(orjson.loads(v)["room"])
-            for _, v in self.store.iterate(NOTIFY_USER, prefix, start=u64(after + 1), stop=u64(upto + 1))
-        }
+
+# Schema 1 kept a copy of the whole record per user: user, position -> record (with room, position).
+_SCHEMA1_NOTIFY_USER = b"notify_user" + SEP
+
+
+def migrate_notification_records(store: Store, batch: Batch) -> None:
+    """Schema 1 -> 2: the per-user copies of each notification record become one record per event,
+    and each user's notify_room row names its group in it."""
+    records: dict[tuple[int, int], dict[str, Any]] = {}
+    regroup: list[tuple[bytes, int, int, bool, str, int]] = []
+    for key, value in store.db.iterator(prefix=_SCHEMA1_NOTIFY_USER):
+        batch.ops.append((key, None))
+        user = key[len(_SCHEMA1_NOTIFY_USER) : -9]
+        old = orjson.loads(value)
+        room, position = int(old["room"]), int(old["position"])
+        thread = str(old.get("thread") or "")
+        record = records.setdefault(
+            (room, position),
+            {"room_id": old["room_id"], "event": old["event"], "ts": old["ts"], "thread": thread, "groups": []},
+        )
+        groups: list[dict[str, Any]] = record["groups"]
+        actions = old.get("actions") or []
+        index = next((i for i, g in enumerate(groups) if g["actions"] == actions), None)
+        if index is None:
+            index = len(groups)
+            groups.append({"actions": actions, "highlight": bool(old.get("highlight"))})
+        if index:
+            regroup.append((user, room, position, bool(old.get("highlight")), thread, index))
+    for (room, position), record in records.items():
+        batch.put(NOTIFY_EVENT, u64(room) + u64(position), orjson.dumps(record))
+    for user, room, position, highlight, thread, index in regroup:
+        batch.put(NOTIFY_ROOM, user + SEP + u64(room) + u64(position), notify_value(highlight, index, thread))
+

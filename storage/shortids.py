@@ -70,6 +70,10 @@ class _Namespace:
                 # mapping here too, so this batch never depends on that one landing.
                 self._adopt(name, short, batch, owners)
             return short
+        return self.create(name, batch)
+
+    def create(self, name: bytes, batch: Batch) -> int:
+        """A new id for a name the caller knows has none (no lookup)."""
         self.last += 1
         short = self.last
         self.cache.remember(name, short)
@@ -125,6 +129,10 @@ class ShortIds:
 
     def event_or_create(self, event_id: str, batch: Batch) -> int:
         return self._events.get_or_create(event_id.encode(), batch)
+
+    def new_event(self, event_id: str, batch: Batch) -> int:
+        """A short id for an event id known to be new (an event this server just built)."""
+        return self._events.create(event_id.encode(), batch)
 
     def event_id(self, short: int) -> str:
         name = self._events.name_of(short)

@@ -28,6 +28,7 @@ class AccountData:
         self.notifier = notifier
         self._locks: dict[str, asyncio.Lock] = {}
         self._ignored: dict[str, frozenset[str]] = {}
+        self.ignore_listeners: list[Callable[[str], None]] = []  # called with whoever changed their list
 
     def _lock(self, user_id: str) -> asyncio.Lock:
         lock = self._locks.get(user_id)
@@ -62,6 +63,8 @@ class AccountData:
                 await batch.commit()
             if data_type == IGNORED_USERS and not room_id:
                 self._ignored.pop(user_id, None)
+                for listener in self.ignore_listeners:
+                    listener(user_id)
         self.notifier.notify(users=(user_id,))
         return stream
 

@@ -1,25 +1,24 @@
 """The HTTP edge shared by every route: errors, CORS, JSON bodies, access tokens, routing helpers.
 
-One middleware renders every `MatrixError`; handlers never build error JSON by hand.
+Every handler is wrapped once, when routes are installed, by `guard`: it renders every `MatrixError`
+and puts the CORS headers on every answer. Handlers never build error JSON by hand. There are no
+aiohttp middlewares: each would add a coroutine call to every request.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
-from aiohttp.web_urldispatcher import AbstractRoute, UrlMappingMatchInfo
+from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import BaseModel, ValidationError
-from yarl import URL
 
+from homeserver.api.routing import TrieResource
 from homeserver.errors import MatrixError
-
-if TYPE_CHECKING:
-    from aiohttp.web_urldispatcher import _InfoDict
 
 log = logging.getLogger(__name__)
 
@@ -36,57 +35,93 @@ CORS_HEADERS = {
     "Access-Control-Allow-Headers": "Origin, X-Requested-With, Content-Type, Accept, Authorization, Date",
     "Access-Control-Expose-Headers": "ETag, Content-Disposition, Content-Length, Content-Type, Retry-After",
 }
+# Built once: aiohttp copies a multidict into each response faster than it adds headers one by one.
+CORS_HEADER_SET = CIMultiDictProxy(CIMultiDict(CORS_HEADERS))
+JSON_HEADER_SET = CIMultiDictProxy(CIMultiDict({**CORS_HEADERS, "Content-Type": "application/json"}))
+# All four CORS headers go in together, so one says whether a response has them.
+CORS_MARKER = "Access-Control-Allow-Origin"
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data),
-        status=status,
-        content_type="application/json",
-        headers=headers,
-    )
+    """A JSON answer, CORS headers included."""
+    if headers is None:
+        return web.Response(body=orjson.dumps(data), status=status, headers=JSON_HEADER_SET)
+    merged = CIMultiDict(JSON_HEADER_SET)
+    merged.update(headers)
+    return web.Response(body=orjson.dumps(data), status=status, headers=merged)
 
 
-def error_response(err: MatrixError) -> web.Response:
-    headers = None
+def error_response(err: MatrixError, headers: dict[str, str] | None = None) -> web.Response:
     retry = err.extra.get("retry_after_ms")
     if err.status == 429 and isinstance(retry, int):
-        headers = {"Retry-After": str(max(1, (retry + 999) // 1000))}
+        headers = {**(headers or {}), "Retry-After": str(max(1, (retry + 999) // 1000))}
     return json_response(err.to_json(), status=err.status, headers=headers)
 
 
-@web.middleware
-async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer every OPTIONS preflight and add CORS headers to every response (browsers need both)."""
-    if request.method == "OPTIONS":
-        response: web.StreamResponse = web.Response(status=204)
-    else:
+def guard(handler: Handler) -> Handler:
+    """`handler` with the edge's rules: a `MatrixError` becomes its JSON answer, an unexpected
+    exception a logged 500 `M_UNKNOWN`, and every answer gets the CORS headers (browsers need
+    them). A handler that prepares its own response must put `CORS_HEADERS` in it first."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
         try:
             response = await handler(request)
+        except MatrixError as e:
+            return error_response(e)
         except web.HTTPException as e:
-            response = e
-    for k, v in CORS_HEADERS.items():
-        response.headers.setdefault(k, v)
-    return response
+            answer = http_exception_answer(e)
+            if answer is not None:
+                return answer
+            if CORS_MARKER not in e.headers:
+                e.headers.extend(CORS_HEADER_SET)
+            raise  # aiohttp sends an HTTPException raised from a handler as the response
+        except Exception:
+            log.exception("error handling %s %s", request.method, request.path)
+            return error_response(MatrixError(500, "M_UNKNOWN", "Internal server error"))
+        if CORS_MARKER not in response.headers:
+            response.headers.extend(CORS_HEADER_SET)
+        return response
+
+    return guarded
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except MatrixError as e:
-        return error_response(e)
-    except web.HTTPNotFound:
-        return error_response(MatrixError(404, "M_UNRECOGNIZED", "Unrecognized request"))
-    except web.HTTPMethodNotAllowed:
-        return error_response(MatrixError(405, "M_UNRECOGNIZED", "Unrecognized request: method not allowed"))
-    except web.HTTPRequestEntityTooLarge:
+def http_exception_answer(e: web.HTTPException) -> web.Response | None:
+    """The Matrix answer for an aiohttp HTTP error raised in a handler; None to send it as it is."""
+    if isinstance(e, web.HTTPRequestEntityTooLarge):
         return error_response(MatrixError(413, "M_TOO_LARGE", "request body is too large"))
-    except web.HTTPException:
-        raise
-    except Exception:
-        log.exception("error handling %s %s", request.method, request.path)
-        return error_response(MatrixError(500, "M_UNKNOWN", "Internal server error"))
+    if isinstance(e, web.HTTPNotFound):
+        return unrecognized_path()
+    if isinstance(e, web.HTTPMethodNotAllowed):
+        return unrecognized_method(e.allowed_methods)
+    return None
+
+
+def unrecognized_path() -> web.Response:
+    return error_response(MatrixError(404, "M_UNRECOGNIZED", "Unrecognized request"))
+
+
+def unrecognized_method(allowed: Collection[str]) -> web.Response:
+    # RFC 9110 15.5.6: a 405 names the methods the path has
+    err = MatrixError(405, "M_UNRECOGNIZED", "Unrecognized request: method not allowed")
+    return error_response(err, {"Allow": ", ".join(sorted(allowed))})
+
+
+async def answer_unknown_path(request: web.Request) -> web.StreamResponse:
+    return unrecognized_path()
+
+
+def method_refusal(allowed: Collection[str]) -> Handler:
+    """The handler for a known path asked with a method it does not have."""
+
+    async def refuse(request: web.Request) -> web.StreamResponse:
+        return unrecognized_method(allowed)
+
+    return refuse
+
+
+async def answer_preflight(request: web.Request) -> web.StreamResponse:
+    """Every OPTIONS request, on any path, is a CORS preflight: 204 with the CORS headers."""
+    return web.Response(status=204, headers=CORS_HEADER_SET)
 
 
 async def read_json(request: web.Request, *, allow_empty: bool = False) -> Any:
@@ -178,77 +213,17 @@ class Router:
         for v in versions:
             self.add(method, f"{CLIENT_PREFIX}/{v}{path}", handler)
 
-    def install(self, app: web.Application) -> None:
-        seen: set[tuple[str, str]] = set()
-        legacy: list[Route] = []
+    def resource(self) -> TrieResource:
+        """Every route, each handler wrapped by `guard` once (the same handler under v3 and r0
+        shares its wrapper); the first of two routes with the same method and path wins."""
+        resource = TrieResource(not_found=answer_unknown_path, not_allowed=method_refusal, preflight=answer_preflight)
+        guarded: dict[Handler, Handler] = {}
         for r in self.routes:
-            if (r.method, r.path) in seen:
-                continue
-            seen.add((r.method, r.path))
-            if r.path.startswith(LEGACY_PREFIX + "/"):
-                legacy.append(r)
-            else:
-                app.router.add_route(r.method, r.path, r.handler)
-        if legacy:
-            app.router.register_resource(LazyRoutes(LEGACY_PREFIX, legacy))
+            wrapped = guarded.get(r.handler)
+            if wrapped is None:
+                wrapped = guarded[r.handler] = guard(r.handler)
+            resource.add_route(r.method, r.path, wrapped)
+        return resource
 
-
-LEGACY_PREFIX = f"{CLIENT_PREFIX}/r0"
-
-
-class LazyRoutes(web.AbstractResource):
-    """The routes under one path prefix, put in a router of their own on the first request there.
-
-    aiohttp compiles a regular expression for every route as it is added; the `r0` copies of the
-    client API (half the routes, which today's clients do not call) would cost start-up time and
-    memory. The router finds this resource for any path under the prefix and it resolves the path
-    as the main router would have (same order, same 404/405 answers).
-    """
-
-    def __init__(self, prefix: str, routes: list[Route]) -> None:
-        super().__init__()
-        self._prefix = prefix
-        self._routes = routes
-        self._router: web.UrlDispatcher | None = None
-
-    def _inner(self) -> web.UrlDispatcher:
-        if self._router is None:
-            router = web.UrlDispatcher()
-            for r in self._routes:
-                router.add_route(r.method, r.path, r.handler)
-            router.freeze()
-            self._router = router
-        return self._router
-
-    @property
-    def canonical(self) -> str:
-        return self._prefix
-
-    async def resolve(self, request: web.Request) -> tuple[UrlMappingMatchInfo | None, set[str]]:
-        if not request.rel_url.path_safe.startswith(self._prefix + "/"):
-            return None, set()
-        match = await self._inner().resolve(request)
-        error = match.http_exception
-        if error is None:
-            return match, set()
-        if isinstance(error, web.HTTPMethodNotAllowed):
-            return None, set(error.allowed_methods)
-        return None, set()
-
-    def raw_match(self, path: str) -> bool:
-        return path == self._prefix
-
-    def url_for(self, **kwargs: str) -> URL:
-        return URL.build(path=self._prefix)
-
-    def add_prefix(self, prefix: str) -> None:
-        raise RuntimeError("lazily installed routes cannot move under a prefix")
-
-    def get_info(self) -> _InfoDict:
-        return {"prefix": self._prefix}
-
-    def __len__(self) -> int:
-        return len(self._routes)
-
-    def __iter__(self) -> Iterator[AbstractRoute]:
-        return iter(self._inner().routes())
+    def install(self, app: web.Application) -> None:
+        app.router.register_resource(self.resource())

@@ -401,6 +401,38 @@ class CompiledRuleset:
         named = plan.named
         if named is not None and user_id.lower() not in named and "*" not in user_id and "?" not in user_id:
             return plan.unnamed
+        return self._first_match(plan, ctx, user_id)
+
+    def evaluate_many(self, ctx: EventContext, user_ids: list[str]) -> list[tuple[list[Any] | None, list[str]]]:
+        """`evaluate` for several users who all have this ruleset: each distinct answer with its users."""
+        if not user_ids:
+            return []
+        plan = ctx.memo.get(self)
+        if plan is None:
+            plan = ctx.memo[self] = self._plan(ctx, user_ids[0])
+        named = plan.named
+        answers: dict[int, tuple[list[Any] | None, list[str]]] = {}
+        if named is not None and not named:
+            # nobody is named: one answer for all but the (rare) ids with glob characters
+            plain = [u for u in user_ids if "*" not in u and "?" not in u]
+            if plain:
+                answers[id(plan.unnamed)] = (plan.unnamed, plain)
+            if len(plain) == len(user_ids):
+                return list(answers.values())
+            user_ids = [u for u in user_ids if "*" in u or "?" in u]
+        for user_id in user_ids:
+            if named is not None and user_id.lower() not in named and "*" not in user_id and "?" not in user_id:
+                actions = plan.unnamed
+            else:
+                actions = self._first_match(plan, ctx, user_id)
+            found = answers.get(id(actions))
+            if found is None:
+                answers[id(actions)] = (actions, [user_id])
+            else:
+                found[1].append(user_id)
+        return list(answers.values())
+
+    def _first_match(self, plan: _Plan, ctx: EventContext, user_id: str) -> list[Any] | None:
         placeholder = self.placeholder
         for rule, per_user in plan.candidates:
             if all(c.holds(ctx, user_id, placeholder) for c in per_user):

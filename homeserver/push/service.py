@@ -26,6 +26,7 @@ from homeserver.sync.notifier import Notifier
 from storage.database import Database
 from storage.engine import Batch
 from storage.events import BACKFILLED
+from storage.push import NotificationGroup
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,15 @@ class _CachedCounts:
     stale: bool = False
 
 
+@dataclass(slots=True)
+class _RoomRules:
+    groups: list[tuple[CompiledRuleset, list[str]]]  # members sharing one ruleset
+    ignorers: dict[str, frozenset[str]]  # members who ignore someone -> whom
+
+
+_NOBODY: frozenset[str] = frozenset()
+
+
 class PushService:
     def __init__(
         self, db: Database, notifier: Notifier, server_name: str, clock: Callable[[], float] = time.time
@@ -79,6 +89,7 @@ class PushService:
         self._local_members: dict[int, list[str]] = {}
         self._member_counts: dict[int, int] = {}  # joined members (local and remote), as committed
         self._counts: dict[tuple[str, int], _CachedCounts] = {}
+        self._room_rules: dict[int, _RoomRules] = {}  # local members of a room grouped by their rules
         # who a user ignores (spec: ignore_users): their events notify nobody who ignores them
         self.ignored: Callable[[str], frozenset[str]] = lambda user_id: frozenset()
 
@@ -130,6 +141,7 @@ class PushService:
                 await batch.commit()
             self._rulesets.pop(user_id, None)
             self._compiled.pop(user_id, None)
+            self._room_rules.clear()
         self.notifier.notify(users=(user_id,))
 
     # -- evaluation at send time -----------------------------------------------------------------
@@ -145,50 +157,59 @@ class PushService:
         if event.get("type") == "m.room.member" or any(k[0] == "m.room.member" for k in persisted.state_changed):
             batch.on_commit.append(lambda: self.forget_members(room))
         sender = event.get("sender")
-        candidates = [u for u in self._members(room) if u != sender]
+        # the local members but the sender (and those who ignore them), by the rules they have
+        in_room = self._rules_in_room(room)
+        work: list[tuple[CompiledRuleset, list[str]]] = []
+        for rules, members in in_room.groups:
+            users = [u for u in members if u != sender]
+            if in_room.ignorers:
+                users = [u for u in users if sender not in in_room.ignorers.get(u, _NOBODY)]
+            if users:
+                work.append((rules, users))
         if event.get("type") == "m.room.member" and event.get("content", {}).get("membership") == "invite":
             invitee = event.get("state_key")
-            if isinstance(invitee, str) and self.is_local(invitee) and invitee not in candidates and invitee != sender:
-                candidates.append(invitee)
+            if (
+                isinstance(invitee, str)
+                and self.is_local(invitee)
+                and invitee != sender
+                and invitee not in self._members(room)
+                and sender not in self.ignored(invitee)
+            ):
+                work.append((self.compiled(invitee), [invitee]))
         own = isinstance(sender, str) and self.is_local(sender)
-        if not candidates and not own:
+        if not work and not own:
             return
         thread = self.thread_of(event)
         event_ctx = self._context(room, str(ctx.info.get("version", "10")), event)
-        ignored = self.ignored
-        compiled = self.compiled
-        # users whose rules give the same actions (most: the defaults) share one notification record
+        # users whose rules give the same actions share one notification record
         groups: dict[int, tuple[list[Any], list[str]]] = {}
-        for user_id in candidates:
-            if sender in ignored(user_id):
-                continue
+        for rules, users in work:
             try:
-                actions = compiled(user_id).evaluate(event_ctx, user_id)
-            except Exception:  # one broken user rule must not stop the others
-                log.exception("push rule evaluation failed for %s", user_id)
+                answers = rules.evaluate_many(event_ctx, users)
+            except Exception:  # one broken ruleset must not stop the others
+                log.exception("push rule evaluation failed for %s", ", ".join(users))
                 continue
-            if not actions:
-                continue
-            group = groups.get(id(actions))
-            if group is None:
-                if "notify" not in actions:
+            for actions, who in answers:
+                if not actions or "notify" not in actions:
                     continue
-                group = groups[id(actions)] = (actions, [])
-            group[1].append(user_id)
+                group = groups.get(id(actions))
+                if group is None:
+                    groups[id(actions)] = (actions, who)
+                else:
+                    group[1].extend(who)
         notified: list[str] = []
         if groups:
-            ts = int(self.clock() * 1000)
-            for actions, users in groups.values():
-                record = {
-                    "room_id": persisted.room_id,
-                    "event": persisted.short,
-                    "actions": actions,
-                    "ts": ts,
-                    "highlight": is_highlight(actions),
-                    "thread": thread,
-                }
-                # the event's own stream position orders the user's notifications too: one per event
-                self.db.push.add_notifications(users, room, persisted.stream, persisted.stream, record, batch)
+            self.db.push.add_notifications(
+                persisted.room_id,
+                room,
+                persisted.stream,
+                persisted.short,
+                int(self.clock() * 1000),
+                thread,
+                [NotificationGroup(actions, is_highlight(actions), users) for actions, users in groups.values()],
+                batch,
+            )
+            for _, users in groups.values():
                 notified.extend(users)
         if own:
             self.db.push.set_last_sent(str(sender), room, thread, persisted.stream, batch)
@@ -218,6 +239,31 @@ class PushService:
     def forget_members(self, room: int) -> None:
         self._local_members.pop(room, None)
         self._member_counts.pop(room, None)
+        self._room_rules.pop(room, None)
+
+    def ignores_changed(self, user_id: str) -> None:
+        """Someone's ignore list changed (an `AccountData` listener)."""
+        self._room_rules.clear()
+
+    def _rules_in_room(self, room: int) -> _RoomRules:
+        found = self._room_rules.get(room)
+        if found is None:
+            by_rules: dict[int, tuple[CompiledRuleset, list[str]]] = {}
+            ignorers: dict[str, frozenset[str]] = {}
+            for user_id in self._members(room):
+                rules = self.compiled(user_id)
+                entry = by_rules.get(id(rules))
+                if entry is None:
+                    by_rules[id(rules)] = (rules, [user_id])
+                else:
+                    entry[1].append(user_id)
+                ignoring = self.ignored(user_id)
+                if ignoring:
+                    ignorers[user_id] = ignoring
+            if len(self._room_rules) > 10_000:
+                self._room_rules.clear()
+            found = self._room_rules[room] = _RoomRules(list(by_rules.values()), ignorers)
+        return found
 
     def _member_count(self, room: int) -> int:
         found = self._member_counts.get(room)
@@ -344,9 +390,6 @@ class PushService:
     def forget_counts(self, user_id: str, room: int) -> None:
         """Receipts changed: recount next time."""
         self._counts.pop((user_id, room), None)
-
-    def rooms_with_new_counts(self, user_id: str, after: int, upto: int) -> set[int]:
-        return self.db.push.rooms_changed(user_id, after, upto)
 
     # -- GET /notifications ----------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ class Written:
     event: dict[str, Any]
     meta: EventMeta
     rv: RoomVersion
+    fresh: bool = False  # built here just now (PersistedEvent.fresh): nothing refers to it yet
 
     @property
     def type(self) -> str:

@@ -76,6 +76,9 @@ class PersistedEvent:
     rejected: str | None = None
     soft_failed: bool = False
     state_changed: dict[tuple[str, str], str] = field(default_factory=dict)  # current-state delta
+    # built by this server just now on top of the room's extremities: its id names nothing stored
+    # before, and nothing (a redaction received earlier, say) can refer to it yet
+    fresh: bool = False
 
 
 @dataclass(slots=True)
@@ -295,7 +298,11 @@ class EventPipeline:
             check_auth(event, auth_map, rv, create_event_id=ctx.info.get("create_event_id"))
         except AuthError as e:
             raise forbidden(f"not allowed: {e.reason} (auth rule {e.rule})") from None
-        return self.write_event(ctx, batch, event, signed.event_id, signed.encoded, prevs, state_before, flags=0)
+        # An event with prev_events is new: it references the room's current extremities, which no
+        # other event built here has referenced (each one built becomes an extremity itself).
+        return self.write_event(
+            ctx, batch, event, signed.event_id, signed.encoded, prevs, state_before, flags=0, fresh=bool(prevs)
+        )
 
     def _choose_prev_events(self, ctx: RoomContext) -> list[int]:
         ext = ctx.extremities
@@ -342,9 +349,10 @@ class EventPipeline:
         flags: int = 0,
         rejection: str | None = None,
         outlier: bool = False,
+        fresh: bool = False,
     ) -> PersistedEvent:
         db = self.db
-        short = db.ids.event_or_create(eid, batch)
+        short = db.ids.new_event(eid, batch) if fresh else db.ids.event_or_create(eid, batch)
         is_state = isinstance(event.get("state_key"), str)
         sk = db.ids.state_key_or_create(event["type"], event["state_key"], batch) if is_state else 0
         accepted = rejection is None
@@ -390,7 +398,9 @@ class EventPipeline:
         ctx.pending_events[short] = event
         ctx.pending_meta[short] = meta
         ctx.pending_ids[short] = eid
-        persisted = PersistedEvent(eid, ctx.room_id, short, stream, event, rejection, bool(flags & SOFT_FAILED))
+        persisted = PersistedEvent(
+            eid, ctx.room_id, short, stream, event, rejection, bool(flags & SOFT_FAILED), fresh=fresh
+        )
         if in_timeline:
             db.rooms.append_timeline(ctx.room_short, LIVE_BASE + stream, short, batch)
             self._advance(ctx, batch, short, meta, prevs, persisted)

@@ -67,6 +67,8 @@ class Redactions:
                     store.add_pending(view, target_id, w.short)
                 else:
                     self._try_apply(view, events, target, w.short, w.rv)
+        if w.fresh:
+            return False  # no redaction can name an event id nobody has seen yet
         redacted = store.redacted_by(w.short, view) is not None
         waiting = store.pending_for(w.event_id, view)
         if waiting:

@@ -133,7 +133,15 @@ class Rooms:
         events = BatchEvents(self.db, ctx, view)
         event = persisted.event
         w = Written(
-            persisted.short, persisted.event_id, ctx.room_short, ctx.room_id, order_of(meta), event, meta, ctx.rv
+            persisted.short,
+            persisted.event_id,
+            ctx.room_short,
+            ctx.room_id,
+            order_of(meta),
+            event,
+            meta,
+            ctx.rv,
+            persisted.fresh,
         )
         self.sender.record_txn(view, w)
         ts = event.get("origin_server_ts")

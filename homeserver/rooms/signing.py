@@ -16,10 +16,10 @@ hash for an event", "Signing events"; appendices "Signing JSON".
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import nacl.signing
+from nacl.bindings import crypto_sign
 
 from homeserver.protocol import unpadded_base64
 from homeserver.protocol.canonical_json import encode_trusted
@@ -29,8 +29,7 @@ from homeserver.protocol.room_versions import EventFormat, RoomVersion
 _NOT_HASHED = ("unsigned", "signatures", "hashes")
 
 
-@dataclass(slots=True, frozen=True)
-class SignedEvent:
+class SignedEvent(NamedTuple):
     event_id: str
     encoded: bytes  # the whole event as canonical JSON, as it is stored and sent
     reference_hash: bytes
@@ -44,7 +43,10 @@ def hash_and_sign(
     Only for events whose content passed `canonical_json.check` and whose other fields this server
     set (strings, lists of ids, integers in range).
     """
-    hashed = {k: v for k, v in event.items() if k not in _NOT_HASHED}
+    if "unsigned" in event or "signatures" in event or "hashes" in event:
+        hashed = {k: v for k, v in event.items() if k not in _NOT_HASHED}
+    else:
+        hashed = event  # what we build has none of them: encode it as it is
     event["hashes"] = {"sha256": unpadded_base64.encode(hashlib.sha256(encode_trusted(hashed)).digest())}
     redacted = redact(event, rv)
     redacted.pop("signatures", None)
@@ -52,7 +54,8 @@ def hash_and_sign(
     if rv.uses_reference_hash_ids:
         redacted.pop("event_id", None)  # never set on events we build in these versions
     signable = encode_trusted(redacted)
-    signature = signing_key.sign(signable).signature
+    # the detached signature is the first 64 bytes of the signed message (what SigningKey.sign splits)
+    signature = crypto_sign(signable, signing_key._signing_key)[:64]
     event["signatures"] = {server_name: {key_id: unpadded_base64.encode(signature)}}
     reference = hashlib.sha256(signable).digest()
     if rv.event_format is EventFormat.V1:

@@ -33,6 +33,7 @@ class SyncServices:
         self.filters = Filters(db)
         self.push = PushService(db, self.notifier, hs.server_name, hs.clock)
         self.push.ignored = self.account_data.ignored
+        self.account_data.ignore_listeners.append(self.push.ignores_changed)
         self.receipts = Receipts(db, self.notifier, self.push, self.account_data, hs.clock)
         self.typing = Typing(db.store, self.notifier)
         self.presence = Presence(db, self.notifier, enabled=hs.config.presence, clock=hs.clock)

@@ -161,3 +161,21 @@ async def test_pusher_errors(harness: Harness) -> None:
         status, resp = await harness.request("POST", "pushers/set", alice, json=body)
         assert status == 400 and resp["errcode"] == errcode, (body, resp)
     assert (await harness.request("GET", "pushers", alice))[1] == {"pushers": []}
+
+
+async def test_ignoring_the_sender_stops_their_notifications_at_once(harness: Harness) -> None:
+    alice = await harness.user("alice")
+    bob = await harness.user("bob")
+    room = await create_room(harness, alice, invite=[bob.user_id])
+    await join(harness, bob, room)
+    await send(harness, alice, room, "one")  # bob's rules in this room are in use from here
+    assert _counts(await sync(harness, bob), room)["notification_count"] == 1
+    path = f"user/{q(bob.user_id)}/account_data/m.ignored_user_list"
+    status, _ = await harness.request("PUT", path, bob, json={"ignored_users": {alice.user_id: {}}})
+    assert status == 200
+    await send(harness, alice, room, "ignored")
+    assert _counts(await sync(harness, bob), room)["notification_count"] == 1
+    status, _ = await harness.request("PUT", path, bob, json={"ignored_users": {}})
+    assert status == 200
+    await send(harness, alice, room, "heard again")
+    assert _counts(await sync(harness, bob), room)["notification_count"] == 2
