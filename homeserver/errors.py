@@ -1,4 +1,4 @@
-"""The one error type of the server: raised anywhere, rendered by one middleware."""
+"""The one error type of the server: raised anywhere, rendered by one wrapper (`guard` in `homeserver.api.http`)."""
 
 from __future__ import annotations
 
