@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import plyvel
 
@@ -170,6 +171,15 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 
+def _fill(wb: Any, ops: list[tuple[bytes, bytes | None]]) -> None:
+    """Add a batch's operations to a plyvel write batch (plyvel does not export its type)."""
+    for k, v in ops:
+        if v is None:
+            wb.delete(k)
+        else:
+            wb.put(k, v)
+
+
 def _migration(index: int) -> Migration:
     module, _, name = MIGRATIONS[index].partition(":")
     found: Migration = getattr(importlib.import_module(module), name)
@@ -254,11 +264,7 @@ class Store:
             _migration(version - 1)(self, batch)
             batch.put(META, _K_SCHEMA, u64(version + 1))
             with self.db.write_batch(sync=True, transaction=True) as wb:  # each step whole or not at all
-                for k, v in batch.ops:
-                    if v is None:
-                        wb.delete(k)
-                    else:
-                        wb.put(k, v)
+                _fill(wb, batch.ops)
             version += 1
 
     @property
@@ -344,11 +350,7 @@ class Store:
             raise StoreError("this view of the store is read-only")
         # transaction=True: an exception while filling the batch discards it instead of writing part of it.
         with self._write_lock, self.db.write_batch(sync=sync, transaction=True) as wb:
-            for k, v in ops:
-                if v is None:
-                    wb.delete(k)
-                else:
-                    wb.put(k, v)
+            _fill(wb, ops)
             # The counter's high-water mark only grows, so writing it with every batch is safe.
             wb.put(META.prefix + _K_COUNTER, u64(self.counter.high))
 

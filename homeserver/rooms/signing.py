@@ -19,7 +19,6 @@ import hashlib
 from typing import Any, NamedTuple
 
 import nacl.signing
-from nacl.bindings import crypto_sign
 
 from homeserver.protocol import unpadded_base64
 from homeserver.protocol.canonical_json import encode_trusted
@@ -54,8 +53,7 @@ def hash_and_sign(
     if rv.uses_reference_hash_ids:
         redacted.pop("event_id", None)  # never set on events we build in these versions
     signable = encode_trusted(redacted)
-    # the detached signature is the first 64 bytes of the signed message (what SigningKey.sign splits)
-    signature = crypto_sign(signable, signing_key._signing_key)[:64]
+    signature = signing_key.sign(signable).signature
     event["signatures"] = {server_name: {key_id: unpadded_base64.encode(signature)}}
     reference = hashlib.sha256(signable).digest()
     if rv.event_format is EventFormat.V1:
