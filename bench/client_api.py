@@ -28,7 +28,7 @@ server:
 
 The floor is an idle Python process that only imports the server's dependencies: its RSS and the
 time it takes to get there, the least any Python server built on them can cost (also shown with
-`aiohttp.web` and one pydantic model, what using them costs). The HTTP floor is the send workload
+`aiohttp.web`, what using it costs). The HTTP floor is the send workload
 against a trivial aiohttp handler: the most requests/s any aiohttp server reaches here.
 
 The timed loops use `Connection`, a minimal keep-alive HTTP/1.1 client: on a 2-CPU machine the
@@ -76,7 +76,6 @@ DEPENDENCY_IMPORTS = (
     "signedjson.key",
     "nacl.signing",
     "plyvel",
-    "pydantic",
     "orjson",
     "argon2",
     "uvloop",
@@ -412,9 +411,10 @@ def matched_bcrypt_rounds() -> tuple[int, float, float]:
 
 def our_settings(args: argparse.Namespace) -> dict[str, Any]:
     from homeserver.config import Config
+    from homeserver.schema import fields
 
     settings: dict[str, Any] = {"password_hash_cost": "default", "fsync": bool(args.fsync)}
-    if "presence" in Config.model_fields:
+    if "presence" in fields(Config):
         settings["presence"] = False
     return settings
 
@@ -457,9 +457,9 @@ def measure(kind: str, args: argparse.Namespace, bcrypt_rounds: int) -> Result:
     return res
 
 
-# What importing the dependencies leaves out of what a server built on them needs: pydantic loads its
-# model machinery on the first model, and aiohttp's server side is a module of its own.
-DEPENDENCY_USE = "import aiohttp.web; from pydantic import BaseModel\nclass M(BaseModel):\n    x: int\n"
+# What importing the dependencies leaves out of what a server built on them needs: aiohttp's server
+# side is a module of its own, which `import aiohttp` does not load.
+DEPENDENCY_USE = "import aiohttp.web\n"
 
 
 def floor(runs: int = 3, extra: str = "") -> dict[str, Any]:
@@ -599,8 +599,7 @@ def print_table(out: dict[str, Any]) -> None:
         f"\nfloor (idle Python importing only the server's dependencies): RSS {fl['rss_mib']:.1f} MiB, "
         f"start to ready {fl['start_s']:.2f} s"
         + (
-            f"\n  the same plus aiohttp.web and one pydantic model: RSS {full['rss_mib']:.1f} MiB, "
-            f"start to ready {full['start_s']:.2f} s"
+            f"\n  the same plus aiohttp.web: RSS {full['rss_mib']:.1f} MiB, start to ready {full['start_s']:.2f} s"
             if full
             else ""
         )

@@ -7,18 +7,17 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from homeserver import __version__
 
 
 def _room_versions(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
     from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS
 
     rows = []
     for rv in KNOWN_ROOM_VERSIONS.values():
-        row = {k: (v.name if hasattr(v, "name") else v) for k, v in asdict(rv).items()}
+        row = {k: (v.name if hasattr(v, "name") else v) for k, v in rv.as_dict().items()}
         rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -92,6 +91,48 @@ def _repair(args: argparse.Namespace) -> int:
     print(f"repaired: {n} keys readable; run `python -m homeserver inspect check` to check the indexes")
     return 0
 
+def _add_inspect_parser(sub: Any) -> None:
+    # defined here, not in `homeserver.inspect`: building the parser must not import the store's
+    # readers and checker, which `python -m homeserver` (serving) never needs
+    from storage.rooms import MEMBERSHIPS
+
+    p = sub.add_parser("inspect", help="read the store: tables, keys, events, state, members, export")
+    p.add_argument("--data-dir", default="./data", help="the server's data directory (default ./data)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    isub = p.add_subparsers(dest="inspect_command", metavar="WHAT", required=True)
+    isub.add_parser("tables", help="every table with its key count and size")
+    scan = isub.add_parser("scan", help="decode the entries of one table")
+    scan.add_argument("table")
+    scan.add_argument("--limit", type=int, default=50)
+    key = isub.add_parser("key", help="decode one key (table name, 0xFF, rest; escapes like \\xff allowed)")
+    key.add_argument("key")
+    key.add_argument("--hex", action="store_true", help="the key is given in hex")
+    ev = isub.add_parser("event", help="an event by id, with its metadata")
+    ev.add_argument("event_id")
+    isub.add_parser("rooms", help="every room with its version and size")
+    st = isub.add_parser("state", help="a room's current state, or its state at an event")
+    st.add_argument("room_id")
+    st.add_argument("--at", metavar="EVENT_ID", help="the state before this event")
+    st.add_argument("--after", action="store_true", help="with --at: the state after the event")
+    mem = isub.add_parser("members", help="a room's members")
+    mem.add_argument("room_id")
+    mem.add_argument("--membership", choices=MEMBERSHIPS)
+    user = isub.add_parser("user", help="a user's account, devices (tokens masked) and rooms")
+    user.add_argument("user_id")
+    exp = isub.add_parser("export", help="export a room's timeline, or the whole store, as JSON lines")
+    exp.add_argument("--room", metavar="ROOM_ID")
+    exp.add_argument("--out", metavar="FILE")
+    isub.add_parser("verify", help="read every block of the store, checking checksums")
+    chk = isub.add_parser("check", help="check that every index agrees with the events (exit status 1 if not)")
+    chk.add_argument("--full", action="store_true", help="also recompute the hash of every state snapshot")
+    p.set_defaults(func=_inspect)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from homeserver.inspect import run
+
+    return run(args)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -114,9 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("repair", help="rebuild a damaged store's metadata from its surviving files")
     rep.add_argument("--data-dir", default="./data")
     rep.set_defaults(func=_repair)
-    from homeserver import inspect
-
-    inspect.add_parser(sub)
+    _add_inspect_parser(sub)
     return parser
 
 

@@ -12,10 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
 from homeserver.protocol.identifiers import is_valid_server_name
 from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS
+from homeserver.schema import Schema, SchemaError, field, fields
 
 ENV_PREFIX = "HOMESERVER_"
 
@@ -24,16 +23,34 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message names the key."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def _server_name(v: str) -> str:
+    if not is_valid_server_name(v):
+        raise ValueError(f"{v!r} is not a valid server name (hostname[:port])")
+    return v
 
 
-class RateLimit(_Strict):
-    per_second: float = Field(gt=0, description="sustained requests per second")
-    burst: int = Field(ge=1, description="requests allowed at once before limiting")
+def _listen(v: str) -> str:
+    host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{v!r} is not host:port")
+    return v
 
 
-class RateLimits(_Strict):
+def _room_version(v: str) -> str:
+    if v not in KNOWN_ROOM_VERSIONS:
+        raise ValueError(f"unknown room version {v!r} (known: {', '.join(KNOWN_ROOM_VERSIONS)})")
+    return v
+
+
+# Config models refuse unknown keys (a typo must not be ignored) and cannot be changed once loaded.
+
+
+class RateLimit(Schema, extra="forbid", frozen=True):
+    per_second: float = field(gt=0, description="sustained requests per second")
+    burst: int = field(ge=1, description="requests allowed at once before limiting")
+
+
+class RateLimits(Schema, extra="forbid", frozen=True):
     enabled: bool = True
     login: RateLimit = RateLimit(per_second=0.5, burst=5)
     registration: RateLimit = RateLimit(per_second=0.2, burst=5)
@@ -41,63 +58,49 @@ class RateLimits(_Strict):
     media: RateLimit = RateLimit(per_second=2, burst=20)
 
 
-class SupportContact(_Strict):
-    role: str = Field("m.role.admin", description="m.role.admin or m.role.security")
+class SupportContact(Schema, extra="forbid", frozen=True):
+    role: str = field(default="m.role.admin", description="m.role.admin or m.role.security")
     matrix_id: str | None = None
     email_address: str | None = None
 
 
-class Config(_Strict):
-    server_name: str = Field("localhost", description="the name in user ids (@alice:SERVER_NAME); never change it")
-    listen: str = Field("127.0.0.1:8008", description="host:port of the client-server API")
-    public_baseurl: str | None = Field(None, description="the URL clients reach this server at (for .well-known)")
-    data_dir: Path = Field(Path("./data"), description="where the store, media and signing key live")
-    registration: Literal["token", "open", "closed"] = Field(
-        "token", description="token: a registration token is needed; open: anyone; closed: nobody"
+class Config(Schema, extra="forbid", frozen=True):
+    server_name: str = field(
+        default="localhost",
+        check=_server_name,
+        description="the name in user ids (@alice:SERVER_NAME); never change it",
     )
-    registration_shared_secret: str | None = Field(
-        None, description="secret for /_synapse/admin/v1/register (admin tools, test suites)"
+    listen: str = field(default="127.0.0.1:8008", check=_listen, description="host:port of the client-server API")
+    public_baseurl: str | None = field(
+        default=None, description="the URL clients reach this server at (for .well-known)"
     )
-    default_room_version: str = Field("11", description="room version of new rooms when clients do not ask")
-    max_upload_size: int = Field(50 * 1024 * 1024, ge=1024, description="largest media upload, in bytes")
-    fsync: bool = Field(False, description="sync every commit to disk (survives power loss; slower)")
+    data_dir: Path = field(default=Path("./data"), description="where the store, media and signing key live")
+    registration: Literal["token", "open", "closed"] = field(
+        default="token", description="token: a registration token is needed; open: anyone; closed: nobody"
+    )
+    registration_shared_secret: str | None = field(
+        default=None, description="secret for /_synapse/admin/v1/register (admin tools, test suites)"
+    )
+    default_room_version: str = field(
+        default="11", check=_room_version, description="room version of new rooms when clients do not ask"
+    )
+    max_upload_size: int = field(default=50 * 1024 * 1024, ge=1024, description="largest media upload, in bytes")
+    fsync: bool = field(default=False, description="sync every commit to disk (survives power loss; slower)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    password_hash_cost: Literal["low", "default"] = Field(
-        "default", description="argon2id cost; 'low' only for tests and benchmarks"
+    password_hash_cost: Literal["low", "default"] = field(
+        default="default", description="argon2id cost; 'low' only for tests and benchmarks"
     )
-    cache_mb: int = Field(32, ge=1, description="LevelDB block cache size in MiB")
+    cache_mb: int = field(default=32, ge=1, description="LevelDB block cache size in MiB")
     rate_limits: RateLimits = RateLimits()
-    turn_uris: list[str] = Field(default_factory=list, description="TURN server URIs handed to clients")
+    turn_uris: list[str] = field(default_factory=list, description="TURN server URIs handed to clients")
     turn_shared_secret: str | None = None
     turn_user_lifetime_s: int = 86400
-    url_previews: bool = Field(False, description="URL previews (off by default: they fetch arbitrary URLs)")
-    support_page: str | None = Field(None, description="a web page with help for this server's users")
-    support_contacts: list[SupportContact] = Field(
+    url_previews: bool = field(default=False, description="URL previews (off by default: they fetch arbitrary URLs)")
+    support_page: str | None = field(default=None, description="a web page with help for this server's users")
+    support_contacts: list[SupportContact] = field(
         default_factory=list, description="who to contact about this server (/.well-known/matrix/support)"
     )
-    presence: bool = Field(True, description="share online/offline presence with users in the same rooms")
-
-    @field_validator("server_name")
-    @classmethod
-    def _server_name(cls, v: str) -> str:
-        if not is_valid_server_name(v):
-            raise ValueError(f"{v!r} is not a valid server name (hostname[:port])")
-        return v
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, v: str) -> str:
-        host, sep, port = v.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{v!r} is not host:port")
-        return v
-
-    @field_validator("default_room_version")
-    @classmethod
-    def _room_version(cls, v: str) -> str:
-        if v not in KNOWN_ROOM_VERSIONS:
-            raise ValueError(f"unknown room version {v!r} (known: {', '.join(KNOWN_ROOM_VERSIONS)})")
-        return v
+    presence: bool = field(default=True, description="share online/offline presence with users in the same rooms")
 
     @property
     def listen_host(self) -> str:
@@ -140,14 +143,9 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
             keys = name[len(ENV_PREFIX) :].lower().split("__")
             _set_path(data, keys, _env_value(raw))
     try:
-        return Config.model_validate(data)
-    except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            key = ".".join(str(p) for p in err["loc"])
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(f"{key}: {msg}")
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+        return Config.validate(data)
+    except SchemaError as e:  # every problem, each naming its key ("unknown key" for extras)
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(map(str, e.problems))) from None
 
 
 def example_config() -> str:
@@ -158,21 +156,22 @@ def example_config() -> str:
         "# nested keys joined with __ (e.g. HOMESERVER_RATE_LIMITS__ENABLED=false).",
         "",
     ]
-    nested: list[tuple[str, type[BaseModel], Any]] = []
-    for name, field in Config.model_fields.items():
-        default = field.get_default(call_default_factory=True)
-        if isinstance(default, BaseModel):
-            nested.append((name, type(default), default))
+    nested: list[tuple[str, Schema]] = []
+    for name, spec in fields(Config).items():
+        default = spec.get_default()
+        if isinstance(default, Schema):
+            nested.append((name, default))
             continue
-        if field.description:
-            lines.append(f"# {field.description}")
+        if spec.description:
+            lines.append(f"# {spec.description}")
         lines.append(_toml_line(name, default))
         lines.append("")
-    for name, _model, default in nested:
+    for name, default in nested:
         lines.append(f"[{name}]")
-        for sub, value in default:
-            if isinstance(value, BaseModel):
-                inner = ", ".join(f"{k} = {_toml_value(v)}" for k, v in value)
+        for sub in fields(type(default)):
+            value = getattr(default, sub)
+            if isinstance(value, Schema):
+                inner = ", ".join(f"{k} = {_toml_value(getattr(value, k))}" for k in fields(type(value)))
                 lines.append(f"{sub} = {{ {inner} }}")
             else:
                 lines.append(_toml_line(sub, value))

@@ -13,9 +13,8 @@ import importlib
 import os
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import plyvel
 
@@ -34,21 +33,26 @@ class StoreLocked(StoreError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
 class Table:
     """A table: every key starts with `name` and 0xFF. `key_parts` and `value` describe the layout so
     `inspect` can decode any key: part kinds are "str" and "bytes" (0xFF-separated) and fixed 8-byte
     ones: "u64", "room", "event", "statekey", "snapshot", "order" (short ids are shown by name). Value
     kinds add "json", "empty", "event*" (a run of short event ids) and the records of their modules."""
 
-    name: str
-    key_parts: tuple[str, ...]
-    value: str
-    description: str
-    prefix: bytes = field(init=False)
+    __slots__ = ("description", "key_parts", "name", "prefix", "value")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "prefix", self.name.encode("ascii") + b"\xff")
+    name: Final[str]
+    key_parts: Final[tuple[str, ...]]
+    value: Final[str]
+    description: Final[str]
+    prefix: Final[bytes]
+
+    def __init__(self, name: str, key_parts: tuple[str, ...], value: str, description: str) -> None:
+        self.name = name
+        self.key_parts = key_parts
+        self.value = value
+        self.description = description
+        self.prefix = name.encode("ascii") + b"\xff"
 
 
 META = Table("meta", ("str",), "meta", "store metadata: schema version, counters")

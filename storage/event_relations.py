@@ -8,8 +8,7 @@ events"); this module stores it. Parents are named by event id: a child may arri
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -31,15 +30,27 @@ THREAD_USERS = Table("thread_users", ("room", "str", "str"), "empty", "room, thr
 TABLES = (RELATIONS, RELATION_SUMMARY, THREADS, THREAD_USERS)
 
 
-@dataclass(slots=True, frozen=True)
 class Child:
-    order: int
-    rel_type: str
-    short: int
-    type: str
-    sender: str
-    key: str | None  # the annotation key (m.annotation)
-    new_content: bool  # has m.new_content (m.replace validity)
+    __slots__ = ("key", "new_content", "order", "rel_type", "sender", "short", "type")
+
+    order: Final[int]
+    rel_type: Final[str]
+    short: Final[int]
+    type: Final[str]
+    sender: Final[str]
+    key: Final[str | None]  # the annotation key (m.annotation)
+    new_content: Final[bool]  # has m.new_content (m.replace validity)
+
+    def __init__(
+        self, order: int, rel_type: str, short: int, type: str, sender: str, key: str | None, new_content: bool
+    ) -> None:
+        self.order = order
+        self.rel_type = rel_type
+        self.short = short
+        self.type = type
+        self.sender = sender
+        self.key = key
+        self.new_content = new_content
 
 
 def _parent_prefix(room: int, parent_id: str) -> bytes:

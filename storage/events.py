@@ -10,8 +10,7 @@ from __future__ import annotations
 import struct
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -34,15 +33,34 @@ BACKFILLED = 32  # placed in the timeline before the live events
 _META = struct.Struct(">QQQQQQB")  # room, stream position, depth, state before, state after, state key, flags
 
 
-@dataclass(slots=True, frozen=True)
 class EventMeta:
-    room: int
-    stream: int  # position on the global stream (live events) or in the backfill order; 0 for outliers
-    depth: int
-    state_before: int  # snapshot id of the state before the event; 0 when unknown (outliers)
-    state_after: int  # the state after it: state_before plus the event if it is accepted state
-    state_key: int  # short state key for state events, else 0
-    flags: int
+    __slots__ = ("depth", "flags", "room", "state_after", "state_before", "state_key", "stream")
+
+    room: Final[int]
+    stream: Final[int]  # position on the global stream (live events) or in the backfill order; 0 for outliers
+    depth: Final[int]
+    state_before: Final[int]  # snapshot id of the state before the event; 0 when unknown (outliers)
+    state_after: Final[int]  # the state after it: state_before plus the event if it is accepted state
+    state_key: Final[int]  # short state key for state events, else 0
+    flags: Final[int]
+
+    def __init__(
+        self, room: int, stream: int, depth: int, state_before: int, state_after: int, state_key: int, flags: int
+    ) -> None:
+        self.room = room
+        self.stream = stream
+        self.depth = depth
+        self.state_before = state_before
+        self.state_after = state_after
+        self.state_key = state_key
+        self.flags = flags
+
+    def __repr__(self) -> str:
+        return (
+            f"EventMeta(room={self.room!r}, stream={self.stream!r}, depth={self.depth!r}, "
+            f"state_before={self.state_before!r}, state_after={self.state_after!r}, "
+            f"state_key={self.state_key!r}, flags={self.flags!r})"
+        )
 
     def encode(self) -> bytes:
         return _META.pack(

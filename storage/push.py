@@ -11,8 +11,7 @@ from __future__ import annotations
 import heapq
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -57,22 +56,37 @@ def read_notify_value(value: bytes) -> tuple[bool, int, str]:
     return bool(flags & HIGHLIGHT), 0, value[1:].decode()
 
 
-@dataclass(slots=True, frozen=True)
 class Unread:
     """A notification not yet read: its event's position, thread ("" = main timeline), highlight."""
 
-    position: int
-    thread_id: str
-    highlight: bool
+    __slots__ = ("highlight", "position", "thread_id")
+
+    position: Final[int]
+    thread_id: Final[str]
+    highlight: Final[bool]
+
+    def __init__(self, position: int, thread_id: str, highlight: bool) -> None:
+        self.position = position
+        self.thread_id = thread_id
+        self.highlight = highlight
+
+    def __repr__(self) -> str:
+        return f"Unread(position={self.position!r}, thread_id={self.thread_id!r}, highlight={self.highlight!r})"
 
 
-@dataclass(slots=True)
 class NotificationGroup:
     """Users an event notified with the same actions."""
+
+    __slots__ = ("actions", "highlight", "user_ids")
 
     actions: list[Any]
     highlight: bool
     user_ids: list[str]
+
+    def __init__(self, actions: list[Any], highlight: bool, user_ids: list[str]) -> None:
+        self.actions = actions
+        self.highlight = highlight
+        self.user_ids = user_ids
 
 
 class PushStore:

@@ -8,7 +8,7 @@ deleted in the same batch), so the stream table holds exactly the current receip
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from typing import Final
 
 import orjson
 
@@ -20,18 +20,55 @@ RECEIPT_STREAM = Table("receipt_stream", ("room", "u64"), "json", "room, positio
 TABLES = (RECEIPTS, RECEIPT_STREAM)
 
 
-@dataclass(slots=True, frozen=True)
 class Receipt:
-    user_id: str
-    receipt_type: str
-    thread_id: str  # "" for an unthreaded receipt
-    event_id: str
-    event_position: int  # the event's place on the live timeline (0: older than every live event)
-    ts: int
-    stream: int
+    __slots__ = ("event_id", "event_position", "receipt_type", "stream", "thread_id", "ts", "user_id")
+
+    user_id: Final[str]
+    receipt_type: Final[str]
+    thread_id: Final[str]  # "" for an unthreaded receipt
+    event_id: Final[str]
+    event_position: Final[int]  # the event's place on the live timeline (0: older than every live event)
+    ts: Final[int]
+    stream: Final[int]
+
+    def __init__(
+        self,
+        user_id: str,
+        receipt_type: str,
+        thread_id: str,
+        event_id: str,
+        event_position: int,
+        ts: int,
+        stream: int,
+    ) -> None:
+        self.user_id = user_id
+        self.receipt_type = receipt_type
+        self.thread_id = thread_id
+        self.event_id = event_id
+        self.event_position = event_position
+        self.ts = ts
+        self.stream = stream
+
+    def __repr__(self) -> str:
+        return (
+            f"Receipt(user_id={self.user_id!r}, receipt_type={self.receipt_type!r}, thread_id={self.thread_id!r}, "
+            f"event_id={self.event_id!r}, event_position={self.event_position!r}, ts={self.ts!r}, "
+            f"stream={self.stream!r})"
+        )
 
     def encode(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        # every field, in declaration order: `decode` passes them back by name
+        return orjson.dumps(
+            {
+                "user_id": self.user_id,
+                "receipt_type": self.receipt_type,
+                "thread_id": self.thread_id,
+                "event_id": self.event_id,
+                "event_position": self.event_position,
+                "ts": self.ts,
+                "stream": self.stream,
+            }
+        )
 
     @classmethod
     def decode(cls, raw: bytes) -> Receipt:

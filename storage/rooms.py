@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -30,12 +29,25 @@ MEMBERSHIPS = ("join", "invite", "leave", "ban", "knock")
 _USER_ROOM = struct.Struct(">BQQ")  # membership index, stream position, short event id
 
 
-@dataclass(slots=True, frozen=True)
 class UserRoom:
-    room: int
-    membership: str
-    stream: int
-    event: int
+    __slots__ = ("event", "membership", "room", "stream")
+
+    room: Final[int]
+    membership: Final[str]
+    stream: Final[int]
+    event: Final[int]
+
+    def __init__(self, room: int, membership: str, stream: int, event: int) -> None:
+        self.room = room
+        self.membership = membership
+        self.stream = stream
+        self.event = event
+
+    def __repr__(self) -> str:
+        return (
+            f"UserRoom(room={self.room!r}, membership={self.membership!r}, stream={self.stream!r}, "
+            f"event={self.event!r})"
+        )
 
 
 class RoomStore:

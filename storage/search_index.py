@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import Final
 
 from storage.batch_view import Reader
 from storage.codec import SEP, read_u64, u64
@@ -25,14 +25,23 @@ TABLES = (SEARCH_POSTINGS,)
 _POSTING = struct.Struct(">QBH")  # short event id, field, occurrences
 
 
-@dataclass(slots=True, frozen=True)
 class Posting:
-    token: str
-    room: int
-    order: int
-    event: int
-    field: int
-    count: int
+    __slots__ = ("count", "event", "field", "order", "room", "token")
+
+    token: Final[str]
+    room: Final[int]
+    order: Final[int]
+    event: Final[int]
+    field: Final[int]
+    count: Final[int]
+
+    def __init__(self, token: str, room: int, order: int, event: int, field: int, count: int) -> None:
+        self.token = token
+        self.room = room
+        self.order = order
+        self.event = event
+        self.field = field
+        self.count = count
 
 
 class SearchIndexStore:

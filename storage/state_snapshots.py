@@ -20,7 +20,6 @@ import hashlib
 import struct
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 
 from storage.codec import read_u64, u64
@@ -51,13 +50,21 @@ def state_hash(state: State) -> int:
     return sum(_entry_hash(k, v) for k, v in state.items()) % _MOD
 
 
-@dataclass(slots=True)
 class _Record:
+    __slots__ = ("added", "hash", "layer", "parent", "removed")
+
     parent: int
     layer: int
     hash: int
     added: dict[int, int]
     removed: dict[int, int]
+
+    def __init__(self, parent: int, layer: int, hash: int, added: dict[int, int], removed: dict[int, int]) -> None:
+        self.parent = parent
+        self.layer = layer
+        self.hash = hash
+        self.added = added
+        self.removed = removed
 
     def encode(self) -> bytes:
         head = _HEAD.pack(self.parent, self.layer, self.hash.to_bytes(32, "big"), len(self.added))

@@ -1,4 +1,4 @@
-"""Request bodies as strict pydantic models, with the spec's error codes.
+"""Request bodies as strict models (`homeserver.schema`), with the spec's error codes.
 
 spec: client-server-api "Common error codes": a missing required key is `M_MISSING_PARAM`; a key of
 the wrong type (strict: no "1" for 1, no 1 for true) is `M_BAD_JSON`; not JSON is `M_NOT_JSON`.
@@ -9,19 +9,17 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from homeserver.api.http import json_object
 from homeserver.errors import MatrixError
+from homeserver.schema import Schema, SchemaError
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound=Schema)
 
 
-class Body(BaseModel):
-    """A request body: strict types, unknown keys kept (clients send extra fields)."""
-
-    # built on first use: most bodies are never seen by a given server run, so start-up skips them
-    model_config = ConfigDict(strict=True, extra="allow", defer_build=True)
+class Body(Schema, extra="allow"):
+    """A request body: strict types, unknown keys kept (clients send extra fields). Like every
+    model, compiled on first use: most bodies are never seen by a given server run."""
 
 
 def parse(model: type[M], data: Any, *, bad: str = "M_BAD_JSON") -> M:
@@ -30,13 +28,13 @@ def parse(model: type[M], data: Any, *, bad: str = "M_BAD_JSON") -> M:
     if not isinstance(data, dict):
         raise MatrixError(400, "M_BAD_JSON", "request body must be a JSON object")
     try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        if err["type"] == "missing":
+        return model.validate(data)
+    except SchemaError as e:
+        problem = e.problems[0]
+        where = problem.where or "body"
+        if problem.kind == "missing":
             raise MatrixError(400, "M_MISSING_PARAM", f"{where} is required") from None
-        raise MatrixError(400, bad, f"{where}: {err['msg']}") from None
+        raise MatrixError(400, bad, f"{where}: {problem.message}") from None
 
 
 async def read(request: web.Request, model: type[M], *, allow_empty: bool = False) -> M:

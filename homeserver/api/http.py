@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
-from pydantic import BaseModel, ValidationError
 
 from homeserver.api.routing import TrieResource
 from homeserver.errors import MatrixError
+from homeserver.schema import Schema, SchemaError
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound=Schema)
 
 CLIENT_PREFIX = "/_matrix/client"
 # Element and the SDKs call v3; r0 is kept for older clients, as Synapse does.
@@ -145,13 +144,12 @@ async def json_object(request: web.Request, *, allow_empty: bool = False) -> dic
 
 
 def validate(model: type[M], data: Any) -> M:
-    """Validate `data` against a pydantic model; `M_BAD_JSON` naming the field on failure."""
+    """Validate `data` against a model; `M_BAD_JSON` naming the field on failure."""
     try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        raise MatrixError(400, "M_BAD_JSON", f"{where}: {err['msg']}") from None
+        return model.validate(data)
+    except SchemaError as e:
+        problem = e.problems[0]
+        raise MatrixError(400, "M_BAD_JSON", f"{problem.where or 'body'}: {problem.message}") from None
 
 
 async def parse_body(request: web.Request, model: type[M], *, allow_empty: bool = False) -> M:
@@ -193,11 +191,13 @@ def access_token(request: web.Request) -> str | None:
     return request.query.get("access_token")
 
 
-@dataclass(slots=True)
 class Route:
-    method: str
-    path: str
-    handler: Handler
+    __slots__ = ("handler", "method", "path")
+
+    def __init__(self, method: str, path: str, handler: Handler) -> None:
+        self.method = method
+        self.path = path
+        self.handler = handler
 
 
 class Router:

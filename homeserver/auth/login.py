@@ -5,7 +5,6 @@ spec: client-server-api "Login" (legacy API), "Identifier types", UIA "Password-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from homeserver.auth.accounts import MAX_DEVICE_ID_LENGTH, Accounts, LoginOptions
@@ -24,10 +23,15 @@ LOGIN_FLOWS: list[dict[str, Any]] = [
 ]
 
 
-@dataclass(slots=True)
 class LoginResult:
+    __slots__ = ("session", "user_id")
+
     user_id: str
     session: Session
+
+    def __init__(self, user_id: str, session: Session) -> None:
+        self.user_id = user_id
+        self.session = session
 
 
 def check_password_value(password: object, *, name: str = "password") -> str:

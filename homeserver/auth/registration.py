@@ -14,7 +14,6 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from homeserver.auth.accounts import Accounts, LoginOptions, new_localpart
@@ -30,10 +29,15 @@ NONCE_LIFETIME_S = 60
 MAX_NONCES = 1000
 
 
-@dataclass(slots=True)
 class Registered:
+    __slots__ = ("session", "user_id")
+
     user_id: str
     session: Session | None  # None with inhibit_login
+
+    def __init__(self, user_id: str, session: Session | None) -> None:
+        self.user_id = user_id
+        self.session = session
 
 
 class Registration:

@@ -11,8 +11,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -28,23 +27,51 @@ log = logging.getLogger(__name__)
 REFRESHABLE_TOKEN_LIFETIME_MS = 5 * 60 * 1000
 
 
-@dataclass(frozen=True, slots=True)
 class Requester:
-    user_id: str
-    device_id: str
-    token_hash: bytes
-    is_guest: bool = False
-    is_admin: bool = False
-    is_locked: bool = False
-    is_suspended: bool = False
+    __slots__ = ("device_id", "is_admin", "is_guest", "is_locked", "is_suspended", "token_hash", "user_id")
+
+    user_id: Final[str]
+    device_id: Final[str]
+    token_hash: Final[bytes]
+    is_guest: Final[bool]
+    is_admin: Final[bool]
+    is_locked: Final[bool]
+    is_suspended: Final[bool]
+
+    def __init__(
+        self,
+        user_id: str,
+        device_id: str,
+        token_hash: bytes,
+        is_guest: bool = False,
+        is_admin: bool = False,
+        is_locked: bool = False,
+        is_suspended: bool = False,
+    ) -> None:
+        self.user_id = user_id
+        self.device_id = device_id
+        self.token_hash = token_hash
+        self.is_guest = is_guest
+        self.is_admin = is_admin
+        self.is_locked = is_locked
+        self.is_suspended = is_suspended
 
 
-@dataclass(frozen=True, slots=True)
 class Session:
-    access_token: str
-    device_id: str
-    refresh_token: str | None = None
-    expires_in_ms: int | None = None
+    __slots__ = ("access_token", "device_id", "expires_in_ms", "refresh_token")
+
+    access_token: Final[str]
+    device_id: Final[str]
+    refresh_token: Final[str | None]
+    expires_in_ms: Final[int | None]
+
+    def __init__(
+        self, access_token: str, device_id: str, refresh_token: str | None = None, expires_in_ms: int | None = None
+    ) -> None:
+        self.access_token = access_token
+        self.device_id = device_id
+        self.refresh_token = refresh_token
+        self.expires_in_ms = expires_in_ms
 
 
 def new_token(prefix: str) -> str:

@@ -11,7 +11,6 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from homeserver.errors import MatrixError
@@ -31,14 +30,31 @@ MAX_SESSIONS = 10_000
 Flows = list[list[str]]
 
 
-@dataclass(slots=True)
 class UiaSession:
+    __slots__ = ("completed", "data", "expires_at", "id", "kind", "user_id")
+
     id: str
     kind: str  # the operation it authorises: "register", "password", "deactivate", "delete_devices"
     user_id: str | None  # who must authenticate (None for registration, or until a password stage names them)
     expires_at: float  # seconds, server clock
-    completed: list[str] = field(default_factory=list)
-    data: dict[str, Any] = field(default_factory=dict)  # what stages learnt and what the request asked
+    completed: list[str]
+    data: dict[str, Any]  # what stages learnt and what the request asked
+
+    def __init__(
+        self,
+        id: str,
+        kind: str,
+        user_id: str | None,
+        expires_at: float,
+        completed: list[str] | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        self.id = id
+        self.kind = kind
+        self.user_id = user_id
+        self.expires_at = expires_at
+        self.completed = [] if completed is None else completed
+        self.data = {} if data is None else data
 
 
 class StageFailed(Exception):

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from homeserver.sync.notifier import Notifier
@@ -29,13 +28,28 @@ ACTIVE_WINDOW_S = 60.0  # `currently_active` while the last activity is this rec
 CHECK_EVERY_S = 5.0
 
 
-@dataclass(slots=True)
 class UserPresence:
-    presence: str = "offline"
-    status_msg: str | None = None
-    last_active_ts: int = 0  # ms
-    stream: int = 0
-    last_sync_ts: int = 0  # ms, not stored
+    __slots__ = ("last_active_ts", "last_sync_ts", "presence", "status_msg", "stream")
+
+    presence: str
+    status_msg: str | None
+    last_active_ts: int  # ms
+    stream: int
+    last_sync_ts: int  # ms, not stored
+
+    def __init__(
+        self,
+        presence: str = "offline",
+        status_msg: str | None = None,
+        last_active_ts: int = 0,
+        stream: int = 0,
+        last_sync_ts: int = 0,
+    ) -> None:
+        self.presence = presence
+        self.status_msg = status_msg
+        self.last_active_ts = last_active_ts
+        self.stream = stream
+        self.last_sync_ts = last_sync_ts
 
     def record(self) -> dict[str, Any]:
         return {

@@ -19,9 +19,8 @@ import logging
 import os
 import tempfile
 from collections.abc import AsyncIterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +32,19 @@ class TooLarge(Exception):
     """The stream went past the size limit."""
 
 
-@dataclass(frozen=True, slots=True)
 class StoredFile:
-    sha256: str
-    size: int
-    path: Path
-    deduplicated: bool  # the same bytes were already stored
+    __slots__ = ("deduplicated", "path", "sha256", "size")
+
+    sha256: Final[str]
+    size: Final[int]
+    path: Final[Path]
+    deduplicated: Final[bool]  # the same bytes were already stored
+
+    def __init__(self, sha256: str, size: int, path: Path, deduplicated: bool) -> None:
+        self.sha256 = sha256
+        self.size = size
+        self.path = path
+        self.deduplicated = deduplicated
 
 
 def _fsync_dir(path: Path) -> None:

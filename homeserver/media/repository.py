@@ -14,9 +14,8 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from homeserver.errors import MatrixError, not_found
 from homeserver.media import thumbnails
@@ -37,22 +36,48 @@ MAX_THUMBNAIL_SOURCE_BYTES = 64 * 1024 * 1024
 MAX_FILENAME_BYTES = 255
 
 
-@dataclass(frozen=True, slots=True)
 class StoredMedia:
-    origin: str
-    media_id: str
-    content_type: str
-    filename: str | None
-    size: int
-    sha256: str
-    path: Path
-    created_ts: int
+    __slots__ = ("content_type", "created_ts", "filename", "media_id", "origin", "path", "sha256", "size")
+
+    origin: Final[str]
+    media_id: Final[str]
+    content_type: Final[str]
+    filename: Final[str | None]
+    size: Final[int]
+    sha256: Final[str]
+    path: Final[Path]
+    created_ts: Final[int]
+
+    def __init__(
+        self,
+        origin: str,
+        media_id: str,
+        content_type: str,
+        filename: str | None,
+        size: int,
+        sha256: str,
+        path: Path,
+        created_ts: int,
+    ) -> None:
+        self.origin = origin
+        self.media_id = media_id
+        self.content_type = content_type
+        self.filename = filename
+        self.size = size
+        self.sha256 = sha256
+        self.path = path
+        self.created_ts = created_ts
 
 
-@dataclass(frozen=True, slots=True)
 class Thumbnail:
-    path: Path
-    content_type: str
+    __slots__ = ("content_type", "path")
+
+    path: Final[Path]
+    content_type: Final[str]
+
+    def __init__(self, path: Path, content_type: str) -> None:
+        self.path = path
+        self.content_type = content_type
 
 
 # (server name, media id) -> the media, fetched and cached; set by federation.

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import functools
 import io
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -41,13 +40,21 @@ class SourceTooLarge(ThumbnailError):
     """The image is too large to thumbnail."""
 
 
-@dataclass(frozen=True, slots=True)
 class ThumbnailSpec:
-    width: int
-    height: int
-    method: str  # "crop" | "scale"
-    animated: bool
-    output: str  # Pillow format name: JPEG, PNG or WEBP
+    __slots__ = ("animated", "height", "method", "output", "width")
+
+    width: Final[int]
+    height: Final[int]
+    method: Final[str]  # "crop" | "scale"
+    animated: Final[bool]
+    output: Final[str]  # Pillow format name: JPEG, PNG or WEBP
+
+    def __init__(self, width: int, height: int, method: str, animated: bool, output: str) -> None:
+        self.width = width
+        self.height = height
+        self.method = method
+        self.animated = animated
+        self.output = output
 
     @property
     def content_type(self) -> str:

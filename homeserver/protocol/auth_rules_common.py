@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 from homeserver.protocol import identifiers
 from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
@@ -24,42 +23,131 @@ POWER_LEVELS: StateKey = ("m.room.power_levels", "")
 JOIN_RULES: StateKey = ("m.room.join_rules", "")
 
 
-@dataclass(frozen=True, slots=True)
 class RuleNumbers:
     """The spec's number for each rule, in one room version's list."""
 
-    room_id: str  # v12 rule 2 (unused before v12)
-    auth_events: str
-    # spec: rooms/v12 numbers its room-id rule "5" in the source, which renders as 3.4 (its 2.4 is gone).
-    auth_events_room_id: str
-    federate: str
-    aliases: str  # rooms v1–v5 only
-    member: str
-    sender_joined: str
-    third_party_invite: str
-    required_level: str
-    state_key: str
-    power_levels: str
-    redaction: str  # rooms v1–v2 only
-    # Within the member rules: rooms v8+ insert the join_authorised_via_users_server rule as x.2.
-    join: str
-    invite: str
-    leave: str
-    ban: str
-    knock: str
-    unknown_membership: str
-    join_otherwise: str
-    # Within the power levels rules: rooms v10+ add two type rules first, v12 a creators rule.
-    pl_named_types: str
-    pl_map_types: str
-    pl_users: str
-    pl_creators: str
-    pl_named_change: str
-    pl_map_current: str
-    pl_map_new: str
-    pl_users_current: str
-    pl_users_new: str
+    __slots__ = (
+        "aliases",
+        "auth_events",
+        "auth_events_room_id",
+        "ban",
+        "federate",
+        "invite",
+        "join",
+        "join_otherwise",
+        "knock",
+        "leave",
+        "member",
+        "pl_creators",
+        "pl_map_current",
+        "pl_map_new",
+        "pl_map_types",
+        "pl_named_change",
+        "pl_named_types",
+        "pl_users",
+        "pl_users_current",
+        "pl_users_new",
+        "power_levels",
+        "redaction",
+        "required_level",
+        "room_id",
+        "sender_joined",
+        "state_key",
+        "third_party_invite",
+        "unknown_membership",
+    )
 
+    room_id: Final[str]  # v12 rule 2 (unused before v12)
+    auth_events: Final[str]
+    # spec: rooms/v12 numbers its room-id rule "5" in the source, which renders as 3.4 (its 2.4 is gone).
+    auth_events_room_id: Final[str]
+    federate: Final[str]
+    aliases: Final[str]  # rooms v1–v5 only
+    member: Final[str]
+    sender_joined: Final[str]
+    third_party_invite: Final[str]
+    required_level: Final[str]
+    state_key: Final[str]
+    power_levels: Final[str]
+    redaction: Final[str]  # rooms v1–v2 only
+    # Within the member rules: rooms v8+ insert the join_authorised_via_users_server rule as x.2.
+    join: Final[str]
+    invite: Final[str]
+    leave: Final[str]
+    ban: Final[str]
+    knock: Final[str]
+    unknown_membership: Final[str]
+    join_otherwise: Final[str]
+    # Within the power levels rules: rooms v10+ add two type rules first, v12 a creators rule.
+    pl_named_types: Final[str]
+    pl_map_types: Final[str]
+    pl_users: Final[str]
+    pl_creators: Final[str]
+    pl_named_change: Final[str]
+    pl_map_current: Final[str]
+    pl_map_new: Final[str]
+    pl_users_current: Final[str]
+    pl_users_new: Final[str]
+
+    def __init__(
+        self,
+        room_id: str,
+        auth_events: str,
+        auth_events_room_id: str,
+        federate: str,
+        aliases: str,
+        member: str,
+        sender_joined: str,
+        third_party_invite: str,
+        required_level: str,
+        state_key: str,
+        power_levels: str,
+        redaction: str,
+        join: str,
+        invite: str,
+        leave: str,
+        ban: str,
+        knock: str,
+        unknown_membership: str,
+        join_otherwise: str,
+        pl_named_types: str,
+        pl_map_types: str,
+        pl_users: str,
+        pl_creators: str,
+        pl_named_change: str,
+        pl_map_current: str,
+        pl_map_new: str,
+        pl_users_current: str,
+        pl_users_new: str,
+    ) -> None:
+        self.room_id = room_id
+        self.auth_events = auth_events
+        self.auth_events_room_id = auth_events_room_id
+        self.federate = federate
+        self.aliases = aliases
+        self.member = member
+        self.sender_joined = sender_joined
+        self.third_party_invite = third_party_invite
+        self.required_level = required_level
+        self.state_key = state_key
+        self.power_levels = power_levels
+        self.redaction = redaction
+        self.join = join
+        self.invite = invite
+        self.leave = leave
+        self.ban = ban
+        self.knock = knock
+        self.unknown_membership = unknown_membership
+        self.join_otherwise = join_otherwise
+        self.pl_named_types = pl_named_types
+        self.pl_map_types = pl_map_types
+        self.pl_users = pl_users
+        self.pl_creators = pl_creators
+        self.pl_named_change = pl_named_change
+        self.pl_map_current = pl_map_current
+        self.pl_map_new = pl_map_new
+        self.pl_users_current = pl_users_current
+        self.pl_users_new = pl_users_new
 
 def _compute_rule_numbers(rv: RoomVersion) -> RuleNumbers:
     v12 = 1 if rv.room_id_from_create_event else 0  # spec: rooms/v12 inserts rule 2 (room id)
@@ -105,8 +193,7 @@ def _compute_rule_numbers(rv: RoomVersion) -> RuleNumbers:
     )
 
 
-# Constant tables (not state): one rule numbering per known room version, keyed by identifier (hashing
-# the RoomVersion dataclass hashes all its fields, on every check).
+# Constant tables (not state): one rule numbering per known room version, keyed by identifier.
 _RULE_NUMBERS: Mapping[str, tuple[RoomVersion, RuleNumbers]] = {
     rv.identifier: (rv, _compute_rule_numbers(rv)) for rv in KNOWN_ROOM_VERSIONS.values()
 }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
-from dataclasses import dataclass
+from typing import Final
 
 from homeserver.protocol.errors import InvalidIdentifier
 from homeserver.protocol.room_versions import EventFormat, RoomVersion, get_room_version
@@ -117,7 +117,6 @@ def _check_opaque_localpart(localpart: str, whole: str, what: str) -> None:
 # --- server names -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class ServerName:
     """spec: appendices.md "Server Name": `hostname [ ":" port ]`, compared case-sensitively.
 
@@ -125,10 +124,29 @@ class ServerName:
     literal's brackets.
     """
 
-    text: str
-    host: str
-    port: int | None
-    kind: HostKind
+    __slots__ = ("host", "kind", "port", "text")
+
+    text: Final[str]
+    host: Final[str]
+    port: Final[int | None]
+    kind: Final[HostKind]
+
+    def __init__(self, text: str, host: str, port: int | None, kind: HostKind) -> None:
+        self.text = text
+        self.host = host
+        self.port = port
+        self.kind = kind
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not ServerName:
+            return NotImplemented
+        return (self.text, self.host, self.port, self.kind) == (other.text, other.host, other.port, other.kind)
+
+    def __hash__(self) -> int:
+        return hash((self.text, self.host, self.port, self.kind))
+
+    def __repr__(self) -> str:
+        return f"ServerName(text={self.text!r}, host={self.host!r}, port={self.port!r}, kind={self.kind!r})"
 
     def __str__(self) -> str:
         return self.text
@@ -224,12 +242,36 @@ def is_valid_localpart(localpart: str, *, historical: bool = False) -> bool:
     return _USER_LOCALPART.fullmatch(localpart) is not None
 
 
-@dataclass(frozen=True, slots=True)
-class UserID:
+class _LocalpartAndServer:
+    """An identifier made of a localpart and a server name (user ids, room aliases): a value, equal
+    to another of its kind with the same parts."""
+
+    __slots__ = ("localpart", "server_name")
+
+    localpart: Final[str]
+    server_name: Final[ServerName]
+
+    def __init__(self, localpart: str, server_name: ServerName) -> None:
+        self.localpart = localpart
+        self.server_name = server_name
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _LocalpartAndServer)
+        return self.localpart == other.localpart and self.server_name == other.server_name
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.localpart, self.server_name))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(localpart={self.localpart!r}, server_name={self.server_name!r})"
+
+
+class UserID(_LocalpartAndServer):
     """spec: appendices.md "User Identifiers": `@localpart:domain`."""
 
-    localpart: str
-    server_name: ServerName
+    __slots__ = ()
 
     def __str__(self) -> str:
         return f"@{self.localpart}:{self.server_name}"
@@ -299,12 +341,28 @@ def localpart_from_username(name: str, *, distinguish_case: bool = False) -> str
 # --- room ids ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class RoomID:
     """spec: appendices.md "Room IDs": `!opaque_id:domain` (v1–v11) or `!` + create event hash (v12)."""
 
-    opaque_id: str
-    server_name: ServerName | None
+    __slots__ = ("opaque_id", "server_name")
+
+    opaque_id: Final[str]
+    server_name: Final[ServerName | None]
+
+    def __init__(self, opaque_id: str, server_name: ServerName | None) -> None:
+        self.opaque_id = opaque_id
+        self.server_name = server_name
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not RoomID:
+            return NotImplemented
+        return (self.opaque_id, self.server_name) == (other.opaque_id, other.server_name)
+
+    def __hash__(self) -> int:
+        return hash((self.opaque_id, self.server_name))
+
+    def __repr__(self) -> str:
+        return f"RoomID(opaque_id={self.opaque_id!r}, server_name={self.server_name!r})"
 
     def __str__(self) -> str:
         if self.server_name is None:
@@ -363,12 +421,10 @@ def is_valid_room_id(s: str, room_version: str | RoomVersion | None = None) -> b
 # --- room aliases -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RoomAlias:
+class RoomAlias(_LocalpartAndServer):
     """spec: appendices.md "Room Aliases": `#room_alias:domain`, at most 255 bytes."""
 
-    localpart: str
-    server_name: ServerName
+    __slots__ = ()
 
     def __str__(self) -> str:
         return f"#{self.localpart}:{self.server_name}"
@@ -393,12 +449,28 @@ def is_valid_room_alias(s: str) -> bool:
 # --- event ids --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class EventID:
     """spec: appendices.md "Event IDs": `$opaque_id:domain` (v1–v2) or `$` + reference hash (v3+)."""
 
-    opaque_id: str
-    server_name: ServerName | None
+    __slots__ = ("opaque_id", "server_name")
+
+    opaque_id: Final[str]
+    server_name: Final[ServerName | None]
+
+    def __init__(self, opaque_id: str, server_name: ServerName | None) -> None:
+        self.opaque_id = opaque_id
+        self.server_name = server_name
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not EventID:
+            return NotImplemented
+        return (self.opaque_id, self.server_name) == (other.opaque_id, other.server_name)
+
+    def __hash__(self) -> int:
+        return hash((self.opaque_id, self.server_name))
+
+    def __repr__(self) -> str:
+        return f"EventID(opaque_id={self.opaque_id!r}, server_name={self.server_name!r})"
 
     def __str__(self) -> str:
         if self.server_name is None:

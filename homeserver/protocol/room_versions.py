@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from typing import ClassVar, Final
 
 from homeserver.protocol.errors import UnknownRoomVersion
 
@@ -46,37 +46,124 @@ class AuthRulesVariant(enum.Enum):
     V12 = 12  # spec: rooms/v12 (creators, room id from the create event)
 
 
-@dataclass(frozen=True, slots=True)
 class RoomVersion:
-    identifier: str
-    event_format: EventFormat
-    state_res: StateResAlgorithm
-    redaction: RedactionRules
-    auth_rules: AuthRulesVariant
+    """One room version's features; the registry's instances are the only ones (compared by identity)."""
+
+    __slots__ = (
+        "auth_rules",
+        "enforce_int_power_levels",
+        "enforce_key_validity",
+        "event_format",
+        "identifier",
+        "implicit_room_creator",
+        "knock_join_rule",
+        "knock_restricted_join_rule",
+        "limit_notifications_power_levels",
+        "privileged_creators",
+        "redaction",
+        "redacts_in_content",
+        "restricted_join_rule",
+        "room_id_from_create_event",
+        "special_case_aliases_auth",
+        "state_res",
+        "strict_canonical_json",
+    )
+
+    identifier: Final[str]
+    event_format: Final[EventFormat]
+    state_res: Final[StateResAlgorithm]
+    redaction: Final[RedactionRules]
+    auth_rules: Final[AuthRulesVariant]
     # spec: rooms/v5 — signing keys must be valid at the event's origin_server_ts.
-    enforce_key_validity: bool
+    enforce_key_validity: Final[bool]
     # spec: rooms/v6 — canonical JSON rejects floats and integers outside [-(2**53)+1, 2**53-1].
-    strict_canonical_json: bool
+    strict_canonical_json: Final[bool]
     # spec: rooms/v6 — m.room.aliases events have no special auth rule.
-    special_case_aliases_auth: bool
+    special_case_aliases_auth: Final[bool]
     # spec: rooms/v6 — `notifications` is checked when power levels change.
-    limit_notifications_power_levels: bool
+    limit_notifications_power_levels: Final[bool]
     # spec: rooms/v7 — the `knock` membership and join rule.
-    knock_join_rule: bool
+    knock_join_rule: Final[bool]
     # spec: rooms/v8 — the `restricted` join rule.
-    restricted_join_rule: bool
+    restricted_join_rule: Final[bool]
     # spec: rooms/v10 — the `knock_restricted` join rule.
-    knock_restricted_join_rule: bool
+    knock_restricted_join_rule: Final[bool]
     # spec: rooms/v10 — power level values must be integers, not strings.
-    enforce_int_power_levels: bool
+    enforce_int_power_levels: Final[bool]
     # spec: rooms/v11 — the room creator is the create event's sender; `creator` is gone.
-    implicit_room_creator: bool
+    implicit_room_creator: Final[bool]
     # spec: rooms/v11 — `redacts` moves from the top level into `content`.
-    redacts_in_content: bool
+    redacts_in_content: Final[bool]
     # spec: rooms/v12 — room ids are the reference hash of the create event, which has no room_id.
-    room_id_from_create_event: bool
+    room_id_from_create_event: Final[bool]
     # spec: rooms/v12 — creators (sender + additional_creators) have infinite power.
-    privileged_creators: bool
+    privileged_creators: Final[bool]
+
+    # The fields in the order above, for `as_dict` (`python -m homeserver room-versions` lists them so).
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "identifier",
+        "event_format",
+        "state_res",
+        "redaction",
+        "auth_rules",
+        "enforce_key_validity",
+        "strict_canonical_json",
+        "special_case_aliases_auth",
+        "limit_notifications_power_levels",
+        "knock_join_rule",
+        "restricted_join_rule",
+        "knock_restricted_join_rule",
+        "enforce_int_power_levels",
+        "implicit_room_creator",
+        "redacts_in_content",
+        "room_id_from_create_event",
+        "privileged_creators",
+    )
+
+    def __init__(
+        self,
+        identifier: str,
+        event_format: EventFormat,
+        state_res: StateResAlgorithm,
+        redaction: RedactionRules,
+        auth_rules: AuthRulesVariant,
+        enforce_key_validity: bool,
+        strict_canonical_json: bool,
+        special_case_aliases_auth: bool,
+        limit_notifications_power_levels: bool,
+        knock_join_rule: bool,
+        restricted_join_rule: bool,
+        knock_restricted_join_rule: bool,
+        enforce_int_power_levels: bool,
+        implicit_room_creator: bool,
+        redacts_in_content: bool,
+        room_id_from_create_event: bool,
+        privileged_creators: bool,
+    ) -> None:
+        self.identifier = identifier
+        self.event_format = event_format
+        self.state_res = state_res
+        self.redaction = redaction
+        self.auth_rules = auth_rules
+        self.enforce_key_validity = enforce_key_validity
+        self.strict_canonical_json = strict_canonical_json
+        self.special_case_aliases_auth = special_case_aliases_auth
+        self.limit_notifications_power_levels = limit_notifications_power_levels
+        self.knock_join_rule = knock_join_rule
+        self.restricted_join_rule = restricted_join_rule
+        self.knock_restricted_join_rule = knock_restricted_join_rule
+        self.enforce_int_power_levels = enforce_int_power_levels
+        self.implicit_room_creator = implicit_room_creator
+        self.redacts_in_content = redacts_in_content
+        self.room_id_from_create_event = room_id_from_create_event
+        self.privileged_creators = privileged_creators
+
+    def __repr__(self) -> str:
+        return f"<RoomVersion {self.identifier}>"
+
+    def as_dict(self) -> dict[str, object]:
+        """Every field by name, in declaration order."""
+        return {name: getattr(self, name) for name in self.FIELDS}
 
     @property
     def event_id_in_event(self) -> bool:

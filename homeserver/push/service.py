@@ -14,7 +14,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from homeserver.errors import MatrixError
@@ -34,41 +33,71 @@ READ_RECEIPTS = ("m.read", "m.read.private")
 MAX_THREAD_HOPS = 3  # spec: push "Marking notifications as read" — at most 3 hops to find a thread
 
 
-@dataclass(slots=True)
 class Counts:
-    notification_count: int = 0
-    highlight_count: int = 0
+    __slots__ = ("highlight_count", "notification_count")
+
+    notification_count: int
+    highlight_count: int
+
+    def __init__(self, notification_count: int = 0, highlight_count: int = 0) -> None:
+        self.notification_count = notification_count
+        self.highlight_count = highlight_count
 
     def json(self) -> dict[str, int]:
         return {"notification_count": self.notification_count, "highlight_count": self.highlight_count}
 
 
-@dataclass(slots=True)
 class RoomCounts:
     """Unread counts of a room: all together, the main timeline alone, and per thread root."""
 
-    total: Counts = field(default_factory=Counts)
-    main: Counts = field(default_factory=Counts)
-    threads: dict[str, Counts] = field(default_factory=dict)
+    __slots__ = ("main", "threads", "total")
+
+    total: Counts
+    main: Counts
+    threads: dict[str, Counts]
+
+    def __init__(
+        self, total: Counts | None = None, main: Counts | None = None, threads: dict[str, Counts] | None = None
+    ) -> None:
+        self.total = Counts() if total is None else total
+        self.main = Counts() if main is None else main
+        self.threads = {} if threads is None else threads
 
 
-@dataclass(slots=True)
 class _CachedCounts:
     """A user's counts in a room, with what they were counted from: notifications up to position
     `scanned`, against the read points `unthreaded`/`threads`. New notifications after `scanned` only
     mark them `stale`, and the next read adds just those (a change of read points drops the entry)."""
 
+    __slots__ = ("counts", "scanned", "stale", "threads", "unthreaded")
+
     counts: RoomCounts
     scanned: int
     unthreaded: int
     threads: dict[str, int]
-    stale: bool = False
+    stale: bool
+
+    def __init__(
+        self, counts: RoomCounts, scanned: int, unthreaded: int, threads: dict[str, int], stale: bool = False
+    ) -> None:
+        self.counts = counts
+        self.scanned = scanned
+        self.unthreaded = unthreaded
+        self.threads = threads
+        self.stale = stale
 
 
-@dataclass(slots=True)
 class _RoomRules:
+    __slots__ = ("groups", "ignorers")
+
     groups: list[tuple[CompiledRuleset, list[str]]]  # members sharing one ruleset
     ignorers: dict[str, frozenset[str]]  # members who ignore someone -> whom
+
+    def __init__(
+        self, groups: list[tuple[CompiledRuleset, list[str]]], ignorers: dict[str, frozenset[str]]
+    ) -> None:
+        self.groups = groups
+        self.ignorers = ignorers
 
 
 _NOBODY: frozenset[str] = frozenset()

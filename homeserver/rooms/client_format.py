@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from homeserver.protocol.redaction import redact
 from homeserver.protocol.room_versions import RoomVersion, get_room_version
@@ -29,12 +28,17 @@ from homeserver.rooms.visibility import Visibility
 from storage.database import Database
 
 
-@dataclass(frozen=True, slots=True)
 class Viewer:
     """Who an event is served to: their user id and, for transaction ids, their device."""
 
-    user_id: str
-    device_id: str | None = None
+    __slots__ = ("device_id", "user_id")
+
+    user_id: Final[str]
+    device_id: Final[str | None]
+
+    def __init__(self, user_id: str, device_id: str | None = None) -> None:
+        self.user_id = user_id
+        self.device_id = device_id
 
 
 def stripped_state(event: dict[str, Any]) -> dict[str, Any]:

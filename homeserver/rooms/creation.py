@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from homeserver.errors import MatrixError
@@ -27,21 +26,66 @@ PRESETS: dict[str, dict[str, str]] = {
 }
 
 
-@dataclass(slots=True)
 class RoomCreation:
+    __slots__ = (
+        "canonical_alias",
+        "creation_content",
+        "creator",
+        "creator_profile",
+        "initial_state",
+        "invite",
+        "is_direct",
+        "name",
+        "power_level_content_override",
+        "preset",
+        "room_version",
+        "topic",
+        "visibility",
+    )
+
     creator: str
     room_version: str
-    preset: str | None = None
-    visibility: str = "private"
-    creation_content: dict[str, Any] = field(default_factory=dict)
-    power_level_content_override: dict[str, Any] | None = None
-    initial_state: list[dict[str, Any]] = field(default_factory=list)
-    name: str | None = None
-    topic: str | None = None
-    invite: list[str] = field(default_factory=list)
-    is_direct: bool = False
-    canonical_alias: str | None = None
-    creator_profile: dict[str, Any] = field(default_factory=dict)  # displayname / avatar_url for the join
+    preset: str | None
+    visibility: str
+    creation_content: dict[str, Any]
+    power_level_content_override: dict[str, Any] | None
+    initial_state: list[dict[str, Any]]
+    name: str | None
+    topic: str | None
+    invite: list[str]
+    is_direct: bool
+    canonical_alias: str | None
+    creator_profile: dict[str, Any]  # displayname / avatar_url for the join
+
+    def __init__(
+        self,
+        creator: str,
+        room_version: str,
+        preset: str | None = None,
+        visibility: str = "private",
+        creation_content: dict[str, Any] | None = None,
+        power_level_content_override: dict[str, Any] | None = None,
+        initial_state: list[dict[str, Any]] | None = None,
+        name: str | None = None,
+        topic: str | None = None,
+        invite: list[str] | None = None,
+        is_direct: bool = False,
+        canonical_alias: str | None = None,
+        creator_profile: dict[str, Any] | None = None,
+    ) -> None:
+        self.creator = creator
+        self.room_version = room_version
+        self.preset = preset
+        self.visibility = visibility
+        self.creation_content = {} if creation_content is None else creation_content
+        self.power_level_content_override = power_level_content_override
+        self.initial_state = [] if initial_state is None else initial_state
+        self.name = name
+        self.topic = topic
+        self.invite = [] if invite is None else invite
+        self.is_direct = is_direct
+        self.canonical_alias = canonical_alias
+        self.creator_profile = {} if creator_profile is None else creator_profile
 
 
 def default_power_levels(rv: RoomVersion, req: RoomCreation, preset: str) -> dict[str, Any]:

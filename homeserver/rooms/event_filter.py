@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -42,18 +41,54 @@ def _type_matches(event_type: str, patterns: tuple[str, ...]) -> bool:
     return False
 
 
-@dataclass(frozen=True, slots=True)
 class RoomEventFilter:
-    types: tuple[str, ...] | None = None
-    not_types: tuple[str, ...] = ()
-    senders: tuple[str, ...] | None = None
-    not_senders: tuple[str, ...] = ()
-    rooms: tuple[str, ...] | None = None
-    not_rooms: tuple[str, ...] = ()
-    contains_url: bool | None = None
-    lazy_load_members: bool = False
-    include_redundant_members: bool = False
-    limit: int | None = None
+    __slots__ = (
+        "contains_url",
+        "include_redundant_members",
+        "lazy_load_members",
+        "limit",
+        "not_rooms",
+        "not_senders",
+        "not_types",
+        "rooms",
+        "senders",
+        "types",
+    )
+
+    types: Final[tuple[str, ...] | None]
+    not_types: Final[tuple[str, ...]]
+    senders: Final[tuple[str, ...] | None]
+    not_senders: Final[tuple[str, ...]]
+    rooms: Final[tuple[str, ...] | None]
+    not_rooms: Final[tuple[str, ...]]
+    contains_url: Final[bool | None]
+    lazy_load_members: Final[bool]
+    include_redundant_members: Final[bool]
+    limit: Final[int | None]
+
+    def __init__(
+        self,
+        types: tuple[str, ...] | None = None,
+        not_types: tuple[str, ...] = (),
+        senders: tuple[str, ...] | None = None,
+        not_senders: tuple[str, ...] = (),
+        rooms: tuple[str, ...] | None = None,
+        not_rooms: tuple[str, ...] = (),
+        contains_url: bool | None = None,
+        lazy_load_members: bool = False,
+        include_redundant_members: bool = False,
+        limit: int | None = None,
+    ) -> None:
+        self.types = types
+        self.not_types = not_types
+        self.senders = senders
+        self.not_senders = not_senders
+        self.rooms = rooms
+        self.not_rooms = not_rooms
+        self.contains_url = contains_url
+        self.lazy_load_members = lazy_load_members
+        self.include_redundant_members = include_redundant_members
+        self.limit = limit
 
     @classmethod
     def parse(cls, raw: Any, where: str = "filter") -> RoomEventFilter:

@@ -7,7 +7,6 @@ The pipeline calls `write_hooks` inside `write_event`; the room service turns th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from homeserver.protocol.room_versions import RoomVersion
@@ -19,9 +18,10 @@ if TYPE_CHECKING:
     from homeserver.rooms.pipeline import RoomContext
 
 
-@dataclass(slots=True)
 class Written:
     """An accepted timeline event being written."""
+
+    __slots__ = ("event", "event_id", "fresh", "meta", "order", "room", "room_id", "rv", "short")
 
     short: int
     event_id: str
@@ -31,7 +31,29 @@ class Written:
     event: dict[str, Any]
     meta: EventMeta
     rv: RoomVersion
-    fresh: bool = False  # built here just now (PersistedEvent.fresh): nothing refers to it yet
+    fresh: bool  # built here just now (PersistedEvent.fresh): nothing refers to it yet
+
+    def __init__(
+        self,
+        short: int,
+        event_id: str,
+        room: int,
+        room_id: str,
+        order: int,
+        event: dict[str, Any],
+        meta: EventMeta,
+        rv: RoomVersion,
+        fresh: bool = False,
+    ) -> None:
+        self.short = short
+        self.event_id = event_id
+        self.room = room
+        self.room_id = room_id
+        self.order = order
+        self.event = event
+        self.meta = meta
+        self.rv = rv
+        self.fresh = fresh
 
     @property
     def type(self) -> str:

@@ -17,8 +17,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import nacl.signing
 
@@ -59,31 +58,73 @@ class EventRefused(ProtocolError):
     """A received PDU is dropped: bad format, bad signature, or not for a room we know."""
 
 
-@dataclass(slots=True, frozen=True)
 class ServerIdentity:
-    server_name: str
-    key_id: str
-    signing_key: nacl.signing.SigningKey
+    __slots__ = ("key_id", "server_name", "signing_key")
+
+    server_name: Final[str]
+    key_id: Final[str]
+    signing_key: Final[nacl.signing.SigningKey]
+
+    def __init__(self, server_name: str, key_id: str, signing_key: nacl.signing.SigningKey) -> None:
+        self.server_name = server_name
+        self.key_id = key_id
+        self.signing_key = signing_key
 
 
-@dataclass(slots=True)
 class PersistedEvent:
+    __slots__ = ("event", "event_id", "fresh", "rejected", "room_id", "short", "soft_failed", "state_changed", "stream")
+
     event_id: str
     room_id: str
     short: int
     stream: int  # position on the global stream; 0 when the event is not in the timeline
     event: dict[str, Any]  # the stored PDU, shared with the event cache: copy it before changing it
-    rejected: str | None = None
-    soft_failed: bool = False
-    state_changed: dict[tuple[str, str], str] = field(default_factory=dict)  # current-state delta
+    rejected: str | None
+    soft_failed: bool
+    state_changed: dict[tuple[str, str], str]  # current-state delta
     # built by this server just now on top of the room's extremities: its id names nothing stored
     # before, and nothing (a redaction received earlier, say) can refer to it yet
-    fresh: bool = False
+    fresh: bool
+
+    def __init__(
+        self,
+        event_id: str,
+        room_id: str,
+        short: int,
+        stream: int,
+        event: dict[str, Any],
+        rejected: str | None = None,
+        soft_failed: bool = False,
+        state_changed: dict[tuple[str, str], str] | None = None,
+        fresh: bool = False,
+    ) -> None:
+        self.event_id = event_id
+        self.room_id = room_id
+        self.short = short
+        self.stream = stream
+        self.event = event
+        self.rejected = rejected
+        self.soft_failed = soft_failed
+        self.state_changed = {} if state_changed is None else state_changed
+        self.fresh = fresh
 
 
-@dataclass(slots=True)
 class RoomContext:
     """What the pipeline knows about a room while it writes; kept in step within one batch."""
+
+    __slots__ = (
+        "extremities",
+        "info",
+        "pending_chains",
+        "pending_events",
+        "pending_ids",
+        "pending_meta",
+        "room_id",
+        "room_short",
+        "rv",
+        "state",
+        "written",
+    )
 
     rv: RoomVersion
     room_id: str
@@ -92,11 +133,37 @@ class RoomContext:
     state: int  # snapshot of the current state
     info: dict[str, Any]
     # events written into the current batch, readable before it commits
-    pending_events: dict[int, dict[str, Any]] = field(default_factory=dict)
-    pending_meta: dict[int, EventMeta] = field(default_factory=dict)
-    pending_ids: dict[int, str] = field(default_factory=dict)
-    pending_chains: dict[int, tuple[int, ...]] = field(default_factory=dict)
-    written: list[PersistedEvent] = field(default_factory=list)
+    pending_events: dict[int, dict[str, Any]]
+    pending_meta: dict[int, EventMeta]
+    pending_ids: dict[int, str]
+    pending_chains: dict[int, tuple[int, ...]]
+    written: list[PersistedEvent]
+
+    def __init__(
+        self,
+        rv: RoomVersion,
+        room_id: str,
+        room_short: int,
+        extremities: list[int],
+        state: int,
+        info: dict[str, Any],
+        pending_events: dict[int, dict[str, Any]] | None = None,
+        pending_meta: dict[int, EventMeta] | None = None,
+        pending_ids: dict[int, str] | None = None,
+        pending_chains: dict[int, tuple[int, ...]] | None = None,
+        written: list[PersistedEvent] | None = None,
+    ) -> None:
+        self.rv = rv
+        self.room_id = room_id
+        self.room_short = room_short
+        self.extremities = extremities
+        self.state = state
+        self.info = info
+        self.pending_events = {} if pending_events is None else pending_events
+        self.pending_meta = {} if pending_meta is None else pending_meta
+        self.pending_ids = {} if pending_ids is None else pending_ids
+        self.pending_chains = {} if pending_chains is None else pending_chains
+        self.written = [] if written is None else written
 
     def clear_pending(self) -> None:
         self.pending_events.clear()

@@ -11,7 +11,6 @@ redacted ("when a child event is redacted then the relationship is broken").
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from homeserver.errors import MatrixError
@@ -29,10 +28,15 @@ ANNOTATION = "m.annotation"
 RECURSION_DEPTH = 3
 
 
-@dataclass(slots=True)
 class RelationsPage:
+    __slots__ = ("events", "next_order")
+
     events: list[int]  # short ids, in the requested direction
     next_order: int | None  # order of the last event returned when more follow (None: no more)
+
+    def __init__(self, events: list[int], next_order: int | None) -> None:
+        self.events = events
+        self.next_order = next_order
 
 
 def _content(event: dict[str, Any] | None) -> dict[str, Any]:

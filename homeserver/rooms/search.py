@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
 from typing import Any
 
 from homeserver.errors import MatrixError
@@ -66,12 +65,19 @@ def indexed_text(event: dict[str, Any]) -> tuple[int, str] | None:
     return None
 
 
-@dataclass(slots=True)
 class _Hit:
+    __slots__ = ("order", "rank", "room", "short")
+
     room: int
     order: int
     short: int
     rank: float
+
+    def __init__(self, room: int, order: int, short: int, rank: float) -> None:
+        self.room = room
+        self.order = order
+        self.short = short
+        self.rank = rank
 
 
 class Search:

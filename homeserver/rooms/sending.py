@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from dataclasses import dataclass
 from typing import Any
 
 from homeserver.errors import MatrixError, forbidden, not_found
@@ -29,14 +28,23 @@ from storage.batch_view import BatchView
 from storage.database import Database
 
 
-@dataclass(slots=True)
 class PendingTxn:
+    __slots__ = ("device_id", "room", "scope", "txn_id", "used", "user_id")
+
     user_id: str
     device_id: str
     scope: str
     txn_id: str
     room: int
-    used: bool = False
+    used: bool
+
+    def __init__(self, user_id: str, device_id: str, scope: str, txn_id: str, room: int, used: bool = False) -> None:
+        self.user_id = user_id
+        self.device_id = device_id
+        self.scope = scope
+        self.txn_id = txn_id
+        self.room = room
+        self.used = used
 
 
 class EventSender:

@@ -14,7 +14,6 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from homeserver.errors import MatrixError, not_found
@@ -54,22 +53,64 @@ STRIPPED_STATE_TYPES = (
 )
 
 
-@dataclass(slots=True)
 class CreateRoomRequest:
     """POST /createRoom, validated at the edge."""
 
+    __slots__ = (
+        "creation_content",
+        "creator",
+        "initial_state",
+        "invite",
+        "is_direct",
+        "name",
+        "power_level_content_override",
+        "preset",
+        "room_alias_name",
+        "room_version",
+        "topic",
+        "visibility",
+    )
+
     creator: str
     room_version: str
-    preset: str | None = None
-    visibility: str = "private"
-    creation_content: dict[str, Any] = field(default_factory=dict)
-    power_level_content_override: dict[str, Any] | None = None
-    initial_state: list[dict[str, Any]] = field(default_factory=list)
-    name: str | None = None
-    topic: str | None = None
-    invite: list[str] = field(default_factory=list)
-    is_direct: bool = False
-    room_alias_name: str | None = None
+    preset: str | None
+    visibility: str
+    creation_content: dict[str, Any]
+    power_level_content_override: dict[str, Any] | None
+    initial_state: list[dict[str, Any]]
+    name: str | None
+    topic: str | None
+    invite: list[str]
+    is_direct: bool
+    room_alias_name: str | None
+
+    def __init__(
+        self,
+        creator: str,
+        room_version: str,
+        preset: str | None = None,
+        visibility: str = "private",
+        creation_content: dict[str, Any] | None = None,
+        power_level_content_override: dict[str, Any] | None = None,
+        initial_state: list[dict[str, Any]] | None = None,
+        name: str | None = None,
+        topic: str | None = None,
+        invite: list[str] | None = None,
+        is_direct: bool = False,
+        room_alias_name: str | None = None,
+    ) -> None:
+        self.creator = creator
+        self.room_version = room_version
+        self.preset = preset
+        self.visibility = visibility
+        self.creation_content = {} if creation_content is None else creation_content
+        self.power_level_content_override = power_level_content_override
+        self.initial_state = [] if initial_state is None else initial_state
+        self.name = name
+        self.topic = topic
+        self.invite = [] if invite is None else invite
+        self.is_direct = is_direct
+        self.room_alias_name = room_alias_name
 
 
 class Rooms:

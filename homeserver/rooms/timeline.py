@@ -7,8 +7,6 @@ going down; forwards visits orders > P going up.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from homeserver.rooms.event_filter import RoomEventFilter
 from homeserver.rooms.visibility import Visibility
 from storage.database import Database
@@ -17,11 +15,17 @@ from storage.database import Database
 MAX_SCAN = 5000
 
 
-@dataclass(slots=True)
 class Walk:
+    __slots__ = ("events", "exhausted", "position")
+
     events: list[tuple[int, int]]  # (order, short), in walking order
     position: int  # where the next walk in the same direction starts
     exhausted: bool  # True if the walk reached the end of the range (nothing more to read)
+
+    def __init__(self, events: list[tuple[int, int]], position: int, exhausted: bool) -> None:
+        self.events = events
+        self.position = position
+        self.exhausted = exhausted
 
 
 def walk(

@@ -31,7 +31,6 @@ The public API, used by every endpoint that serves events and by sync:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from homeserver.rooms.tokens import order_of
@@ -68,9 +67,10 @@ def _membership_of(event: dict[str, Any] | None) -> str | None:
     return value if isinstance(value, str) else None
 
 
-@dataclass(slots=True)
 class RoomAccess:
     """A user's current standing in a room."""
+
+    __slots__ = ("forgotten", "member_event", "membership", "room", "user_id", "world_readable")
 
     room: int
     user_id: str
@@ -78,6 +78,22 @@ class RoomAccess:
     member_event: int | None
     forgotten: bool
     world_readable: bool  # the current history visibility
+
+    def __init__(
+        self,
+        room: int,
+        user_id: str,
+        membership: str | None,
+        member_event: int | None,
+        forgotten: bool,
+        world_readable: bool,
+    ) -> None:
+        self.room = room
+        self.user_id = user_id
+        self.membership = membership
+        self.member_event = member_event
+        self.forgotten = forgotten
+        self.world_readable = world_readable
 
     @property
     def joined(self) -> bool:

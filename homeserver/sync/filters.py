@@ -9,14 +9,13 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from homeserver.errors import MatrixError
 from homeserver.rooms.event_filter import RoomEventFilter
+from homeserver.schema import Schema, SchemaError, field
 from storage.database import Database
 
 DEFAULT_TIMELINE_LIMIT = 10
@@ -25,12 +24,12 @@ _REQUIRED_FIELDS = ("event_id", "origin_server_ts", "sender", "type", "state_key
 MAX_LIMIT = 1000
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True, defer_build=True)
+class _Model(Schema, extra="allow"):
+    pass
 
 
 class EventFilterModel(_Model):
-    limit: int | None = Field(None, gt=0)
+    limit: int | None = field(default=None, gt=0)
     types: list[str] | None = None
     not_types: list[str] | None = None
     senders: list[str] | None = None
@@ -68,14 +67,17 @@ def validate_filter(definition: Any, errcode: str = "M_BAD_JSON") -> FilterModel
     if not isinstance(definition, dict):
         raise MatrixError(400, errcode, "a filter must be a JSON object")
     try:
-        return FilterModel.model_validate(definition)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "filter"
-        raise MatrixError(400, errcode, f"invalid filter: {where}: {err['msg']}") from None
+        return FilterModel.validate(definition)
+    except SchemaError as e:
+        problem = e.problems[0]
+        raise MatrixError(400, errcode, f"invalid filter: {problem.where or 'filter'}: {problem.message}") from None
 
 
-def _pattern_matcher(patterns: list[str] | None) -> tuple[frozenset[str], re.Pattern[str] | None] | None:
+# a compiled type or sender pattern list: the exact names, and one regex for the `*` wildcards
+Matcher = tuple[frozenset[str], re.Pattern[str] | None]
+
+
+def _pattern_matcher(patterns: list[str] | None) -> Matcher | None:
     if patterns is None:
         return None
     exact = frozenset(p for p in patterns if "*" not in p)
@@ -84,26 +86,39 @@ def _pattern_matcher(patterns: list[str] | None) -> tuple[frozenset[str], re.Pat
     return exact, regex
 
 
-def _matches(matcher: tuple[frozenset[str], re.Pattern[str] | None], value: str) -> bool:
+def _matches(matcher: Matcher, value: str) -> bool:
     exact, regex = matcher
     return value in exact or (regex is not None and regex.fullmatch(value) is not None)
 
 
-@dataclass(slots=True)
 class EventFilter:
     """An EventFilter / RoomEventFilter compiled for matching."""
 
-    limit: int | None = None
-    types: tuple[frozenset[str], re.Pattern[str] | None] | None = None
-    not_types: tuple[frozenset[str], re.Pattern[str] | None] | None = None
-    senders: frozenset[str] | None = None
-    not_senders: frozenset[str] = frozenset()
-    rooms: frozenset[str] | None = None
-    not_rooms: frozenset[str] = frozenset()
-    contains_url: bool | None = None
-    lazy_load_members: bool = False
-    include_redundant_members: bool = False
-    unread_thread_notifications: bool = False
+    __slots__ = (
+        "contains_url", "include_redundant_members", "lazy_load_members", "limit", "not_rooms", "not_senders",
+        "not_types", "rooms", "senders", "types", "unread_thread_notifications",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        limit: int | None = None,
+        types: Matcher | None = None,
+        not_types: Matcher | None = None,
+        senders: frozenset[str] | None = None,
+        not_senders: frozenset[str] = frozenset(),
+    ) -> None:
+        self.limit = limit
+        self.types = types
+        self.not_types = not_types
+        self.senders = senders
+        self.not_senders = not_senders
+        # RoomEventFilter's parts (set by `compile`)
+        self.rooms: frozenset[str] | None = None
+        self.not_rooms: frozenset[str] = frozenset()
+        self.contains_url: bool | None = None
+        self.lazy_load_members = False
+        self.include_redundant_members = False
+        self.unread_thread_notifications = False
 
     @classmethod
     def compile(cls, model: EventFilterModel | None) -> EventFilter:
@@ -164,27 +179,46 @@ class EventFilter:
         return True
 
 
-@dataclass(slots=True)
 class SyncFilter:
     """A whole filter, compiled."""
 
-    event_fields: list[list[str]] | None = None
-    event_format: str = "client"
-    presence: EventFilter = field(default_factory=EventFilter)
-    account_data: EventFilter = field(default_factory=EventFilter)
-    rooms: frozenset[str] | None = None
-    not_rooms: frozenset[str] = frozenset()
-    include_leave: bool = False
-    timeline: EventFilter = field(default_factory=EventFilter)
-    state: EventFilter = field(default_factory=EventFilter)
-    ephemeral: EventFilter = field(default_factory=EventFilter)
-    room_account_data: EventFilter = field(default_factory=EventFilter)
-    timeline_walk: RoomEventFilter | None = None  # the timeline filter as the rooms' walker takes it
+    __slots__ = (
+        "account_data", "ephemeral", "event_fields", "event_format", "include_leave", "not_rooms", "presence",
+        "room_account_data", "rooms", "state", "timeline", "timeline_walk",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        event_fields: list[list[str]] | None = None,
+        event_format: str = "client",
+        presence: EventFilter | None = None,
+        account_data: EventFilter | None = None,
+        rooms: frozenset[str] | None = None,
+        not_rooms: frozenset[str] = frozenset(),
+        include_leave: bool = False,
+        timeline: EventFilter | None = None,
+        state: EventFilter | None = None,
+        ephemeral: EventFilter | None = None,
+        room_account_data: EventFilter | None = None,
+        timeline_walk: RoomEventFilter | None = None,
+    ) -> None:
+        self.event_fields = event_fields
+        self.event_format = event_format
+        self.presence = presence or EventFilter()
+        self.account_data = account_data or EventFilter()
+        self.rooms = rooms
+        self.not_rooms = not_rooms
+        self.include_leave = include_leave
+        self.timeline = timeline or EventFilter()
+        self.state = state or EventFilter()
+        self.ephemeral = ephemeral or EventFilter()
+        self.room_account_data = room_account_data or EventFilter()
+        self.timeline_walk = timeline_walk  # the timeline filter as the rooms' walker takes it
 
     @classmethod
     def compile(cls, model: FilterModel) -> SyncFilter:
         room = model.room or RoomFilterModel()
-        walk_filter = RoomEventFilter.parse(room.timeline.model_dump(exclude_none=True)) if room.timeline else None
+        walk_filter = RoomEventFilter.parse(room.timeline.dump(exclude_none=True)) if room.timeline else None
         return cls(
             timeline_walk=walk_filter if walk_filter is not None and not walk_filter.is_empty else None,
             event_fields=[split_path(p) for p in model.event_fields] if model.event_fields is not None else None,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from homeserver.account_data.service import AccountData
@@ -26,16 +25,46 @@ MAX_TIMEOUT_MS = 5 * 60 * 1000
 Extensions = Callable[[str, str, "int | None", int], Awaitable[dict[str, Any]]]
 
 
-@dataclass(slots=True)
 class SyncRequest:
+    __slots__ = (
+        "device_id",
+        "filter",
+        "full_state",
+        "set_presence",
+        "since",
+        "timeout_ms",
+        "use_state_after",
+        "user_id",
+    )
+
     user_id: str
     device_id: str
     since: str | None
     filter: SyncFilter
-    timeout_ms: int = 0
-    full_state: bool = False
-    use_state_after: bool = False
-    set_presence: str | None = None
+    timeout_ms: int
+    full_state: bool
+    use_state_after: bool
+    set_presence: str | None
+
+    def __init__(
+        self,
+        user_id: str,
+        device_id: str,
+        since: str | None,
+        filter: SyncFilter,
+        timeout_ms: int = 0,
+        full_state: bool = False,
+        use_state_after: bool = False,
+        set_presence: str | None = None,
+    ) -> None:
+        self.user_id = user_id
+        self.device_id = device_id
+        self.since = since
+        self.filter = filter
+        self.timeout_ms = timeout_ms
+        self.full_state = full_state
+        self.use_state_after = use_state_after
+        self.set_presence = set_presence
 
 
 class SyncHandler:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from homeserver.account_data.service import AccountData
@@ -44,17 +43,50 @@ HEROES = 5
 LAZY_CACHE_ROOMS = 20_000  # members remembered as sent, per device (lazy-loading)
 
 
-@dataclass(slots=True)
 class SyncParams:
+    __slots__ = (
+        "account_data_rooms",
+        "device_id",
+        "filter",
+        "full_state",
+        "ignored",
+        "since",
+        "upto",
+        "use_state_after",
+        "user_id",
+    )
+
     user_id: str
     device_id: str | None
     since: int | None  # None: an initial sync
     upto: int
     filter: SyncFilter
-    full_state: bool = False
-    use_state_after: bool = False
-    account_data_rooms: set[str] = field(default_factory=set)  # rooms whose account data changed
-    ignored: frozenset[str] = frozenset()  # spec: ignore_users — their non-state events are left out
+    full_state: bool
+    use_state_after: bool
+    account_data_rooms: set[str]  # rooms whose account data changed
+    ignored: frozenset[str]  # spec: ignore_users — their non-state events are left out
+
+    def __init__(
+        self,
+        user_id: str,
+        device_id: str | None,
+        since: int | None,
+        upto: int,
+        filter: SyncFilter,
+        full_state: bool = False,
+        use_state_after: bool = False,
+        account_data_rooms: set[str] | None = None,
+        ignored: frozenset[str] = frozenset(),
+    ) -> None:
+        self.user_id = user_id
+        self.device_id = device_id
+        self.since = since
+        self.upto = upto
+        self.filter = filter
+        self.full_state = full_state
+        self.use_state_after = use_state_after
+        self.account_data_rooms = set() if account_data_rooms is None else account_data_rooms
+        self.ignored = ignored
 
     @property
     def viewer(self) -> Viewer:

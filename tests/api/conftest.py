@@ -63,7 +63,7 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
         "registration_shared_secret": "test-shared-secret",
     }
     values.update(overrides)
-    return Config.model_validate(values)
+    return Config.validate(values)
 
 
 @pytest_asyncio.fixture

@@ -94,7 +94,7 @@ def register(router: Router, hs: HomeServer) -> None:
     async def update_token(request: web.Request) -> web.Response:
         admin(request)
         body = parse(UpdateTokenBody, await json_object(request, allow_empty=True), bad="M_INVALID_PARAM")
-        changes = {k: getattr(body, k) for k in ("uses_allowed", "expiry_time") if k in body.model_fields_set}
+        changes = {k: getattr(body, k) for k in ("uses_allowed", "expiry_time") if k in body.fields_set}
         updated = await hs.registration_tokens.update(request.match_info["token"], **changes)
         return json_response(updated)
 

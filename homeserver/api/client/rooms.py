@@ -10,35 +10,33 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
 
 from homeserver.api.http import Router, json_object, json_response, parse_body
 from homeserver.auth.tokens import Requester
 from homeserver.errors import MatrixError
 from homeserver.rooms.service import CreateRoomRequest
+from homeserver.schema import Schema, field
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
 
-class InitialStateEvent(BaseModel):
-    model_config = ConfigDict(strict=True, defer_build=True)
+class InitialStateEvent(Schema):
     type: str
     state_key: str = ""
     content: dict[str, Any]
 
 
-class CreateRoomBody(BaseModel):
-    model_config = ConfigDict(strict=True, defer_build=True)
+class CreateRoomBody(Schema):
     visibility: Literal["public", "private"] = "private"
     room_alias_name: str | None = None
     name: str | None = None
     topic: str | None = None
-    invite: list[str] = Field(default_factory=list)
-    invite_3pid: list[dict[str, Any]] = Field(default_factory=list)
+    invite: list[str] = field(default_factory=list)
+    invite_3pid: list[dict[str, Any]] = field(default_factory=list)
     room_version: str | None = None
-    creation_content: dict[str, Any] = Field(default_factory=dict)
-    initial_state: list[InitialStateEvent] = Field(default_factory=list)
+    creation_content: dict[str, Any] = field(default_factory=dict)
+    initial_state: list[InitialStateEvent] = field(default_factory=list)
     preset: Literal["private_chat", "public_chat", "trusted_private_chat"] | None = None
     is_direct: bool = False
     power_level_content_override: dict[str, Any] | None = None
@@ -76,7 +74,7 @@ def register(router: Router, hs: HomeServer) -> None:
                 visibility=body.visibility,
                 creation_content=body.creation_content,
                 power_level_content_override=body.power_level_content_override,
-                initial_state=[s.model_dump() for s in body.initial_state],
+                initial_state=[s.dump() for s in body.initial_state],
                 name=body.name,
                 topic=body.topic,
                 invite=body.invite,

@@ -6,20 +6,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from homeserver.api.http import Router, json_response, parse_body
+from homeserver.schema import Schema, field
 from homeserver.user_directory import DEFAULT_LIMIT
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
 
-class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="allow", defer_build=True)
-
-    search_term: StrictStr = Field(max_length=1000)
-    limit: StrictInt = Field(DEFAULT_LIMIT, ge=0)
+class SearchRequest(Schema, extra="allow"):
+    search_term: str = field(max_length=1000)
+    limit: int = field(default=DEFAULT_LIMIT, ge=0)
 
 
 def register(router: Router, hs: HomeServer) -> None:
