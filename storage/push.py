@@ -40,6 +40,7 @@ GROUPED = 0x80
 _FLAGS = struct.Struct(">B")
 _GROUP = struct.Struct(">BH")
 MAX_GROUPS = 0xFFFF
+_ROOM_POSITION = struct.Struct(">QQ")
 
 
 def notify_value(highlight: bool, group: int, thread: str) -> bytes:
@@ -92,6 +93,8 @@ class NotificationGroup:
 class PushStore:
     def __init__(self, store: Store) -> None:
         self.store = store
+        # user -> the start of their notify_room keys (prefix and user): a row per notified member and event
+        self._notify_heads: dict[str, bytes] = {}
 
     # -- rules -----------------------------------------------------------------------------------
 
@@ -146,13 +149,22 @@ class PushStore:
             "thread": thread,
             "groups": [{"actions": g.actions, "highlight": g.highlight} for g in groups],
         }
-        batch.put(NOTIFY_EVENT, u64(room) + u64(position), orjson.dumps(record))
-        suffix = SEP + u64(room) + u64(position)
-        table, ops = NOTIFY_ROOM.prefix, batch.ops
+        at = _ROOM_POSITION.pack(room, position)  # u64(room) + u64(position)
+        ops = batch.ops  # what batch.put does, without a call per row (one row per notified member)
+        ops.append((NOTIFY_EVENT.prefix + at, orjson.dumps(record)))
+        suffix = SEP + at
+        heads = self._notify_heads
         for index, group in enumerate(groups):
             value = notify_value(group.highlight, index, thread)
-            for user_id in group.user_ids:  # what batch.put does, without a call per row (one per member)
-                ops.append((table + user_id.encode() + suffix, value))
+            try:
+                ops.extend([(heads[user_id] + suffix, value) for user_id in group.user_ids])
+            except KeyError:  # someone not seen lately: learn their key prefix, then the rows again
+                if len(heads) >= 100_000:
+                    heads.clear()
+                for user_id in group.user_ids:
+                    if user_id not in heads:
+                        heads[user_id] = NOTIFY_ROOM.prefix + user_id.encode()
+                ops.extend([(heads[user_id] + suffix, value) for user_id in group.user_ids])
 
     def unread(self, user_id: str, room: int, after: int) -> Iterator[Unread]:
         """Notifications in `room` for events after timeline position `after`."""

@@ -24,7 +24,7 @@ TABLES = (TXN_IDS, EVENT_TXN, FORGOTTEN_ROOMS, EVENT_TIMESTAMPS, REPORTS)
 
 
 def _txn_key(user_id: str, device_id: str, scope: str, txn_id: str) -> bytes:
-    return SEP.join(p.encode() for p in (user_id, device_id, scope, txn_id))
+    return SEP.join((user_id.encode(), device_id.encode(), scope.encode(), txn_id.encode()))
 
 
 class RoomExtrasStore:

@@ -8,6 +8,7 @@ the actions of the first enabled rule whose conditions all hold.
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -54,7 +55,22 @@ def _same(a: Any, b: Any) -> bool:
 
 
 class EventContext:
-    """An event and lazily computed facts about its room, shared by every user evaluated."""
+    """An event and lazily computed facts about its room, shared by every user evaluated.
+
+    The room questions go to the callables given; a subclass may answer them itself by overriding
+    `count_members`, `sender_power_level`, `notification_level` and `display_name` (one object per
+    event instead of a closure per question)."""
+
+    __slots__ = (
+        "_display_name",
+        "_member_count",
+        "_members",
+        "_notification_level",
+        "_power",
+        "_sender_power",
+        "event",
+        "memo",
+    )
 
     def __init__(
         self,
@@ -70,21 +86,29 @@ class EventContext:
         self._sender_power = sender_power
         self._notification_level = notification_level
         self._display_name = display_name
-        self._cache: dict[str, Any] = {}
+        self._members: int | None = None
+        self._power: int | float | None = None
         self.memo: dict[object, Any] = {}  # user-independent results for this event
 
     @property
     def member_count(self) -> int:
-        if "members" not in self._cache:
-            self._cache["members"] = self._member_count()
-        return int(self._cache["members"])
+        members = self._members
+        if members is None:
+            members = self._members = int(self.count_members())
+        return members
 
     @property
     def sender_power(self) -> int | float:
-        if "power" not in self._cache:
-            self._cache["power"] = self._sender_power()
-        power: int | float = self._cache["power"]
+        power = self._power
+        if power is None:
+            power = self._power = self.sender_power_level()
         return power
+
+    def count_members(self) -> int:
+        return self._member_count()
+
+    def sender_power_level(self) -> int | float:
+        return self._sender_power()
 
     def notification_level(self, key: str) -> int:
         return self._notification_level(key)
@@ -176,6 +200,8 @@ def evaluate(
 def is_highlight(actions: Sequence[Any]) -> bool:
     """spec: "highlight" tweak — present without a value means true."""
     for action in actions:
+        if type(action) is str:
+            continue  # "notify": spares the (slower) ABC check below
         if isinstance(action, Mapping) and action.get("set_tweak") == "highlight":
             return action.get("value", True) is True
     return False
@@ -197,12 +223,46 @@ def _names_user(value: Any, placeholder: str) -> bool:
 
 
 _COMPARE: dict[str, Callable[[int, int], bool]] = {
-    "==": lambda a, b: a == b,
-    "<": lambda a, b: a < b,
-    ">": lambda a, b: a > b,
-    "<=": lambda a, b: a <= b,
-    ">=": lambda a, b: a >= b,
+    "==": operator.eq,
+    "<": operator.lt,
+    ">": operator.gt,
+    "<=": operator.le,
+    ">=": operator.ge,
 }
+
+
+def _getter(path: tuple[str, ...]) -> Callable[[Any], Any]:
+    """`_lookup_path(event, path)` for one path: the short paths of the default rules walked through
+    plain dicts (what events are) with one `get` a step; anything else goes the general way."""
+    if len(path) == 2:
+        first, second = path
+
+        def get2(event: Any) -> Any:
+            if type(event) is dict:
+                inner = event.get(first, _MISSING)
+                if type(inner) is dict:
+                    return inner.get(second, _MISSING)
+                if inner is _MISSING:
+                    return _MISSING
+            return _lookup_path(event, path)
+
+        return get2
+    if len(path) == 3:
+        first, second, third = path
+
+        def get3(event: Any) -> Any:
+            if type(event) is dict:
+                inner = event.get(first, _MISSING)
+                if type(inner) is dict:
+                    inner = inner.get(second, _MISSING)
+                    if type(inner) is dict:
+                        return inner.get(third, _MISSING)
+                if inner is _MISSING:
+                    return _MISSING
+            return _lookup_path(event, path)
+
+        return get3
+    return lambda event: _lookup_path(event, path)
 
 
 def _compile_test(cond: Mapping[str, Any]) -> Callable[[EventContext, str], bool]:
@@ -214,22 +274,40 @@ def _compile_test(cond: Mapping[str, Any]) -> Callable[[EventContext, str], bool
         pattern = cond.get("pattern")
         if not isinstance(key, str) or not isinstance(pattern, str):
             return lambda ctx, user_id: False
-        path = _path(key)
+        get = _getter(_path(key))
         words = key == "content.body"
         regex = glob_regex(pattern, words)
         find = regex.search if words else regex.match
+        if not words and pattern.isascii() and "*" not in pattern and "?" not in pattern:
+            # a whole-value match of a plain ASCII pattern: for an ASCII value, the case-insensitive
+            # glob is a comparison of lower-cased strings (non-ASCII values may still match: `K`, `ſ`)
+            literal = pattern.lower()
+
+            def literal_match(ctx: EventContext, user_id: str) -> bool:
+                value = get(ctx.event)
+                if not isinstance(value, str):
+                    return False
+                if value.isascii():
+                    return value.lower() == literal
+                return find(value) is not None
+
+            return literal_match
 
         def event_match(ctx: EventContext, user_id: str) -> bool:
-            value = _lookup_path(ctx.event, path)
+            value = get(ctx.event)
             return isinstance(value, str) and find(value) is not None
 
         return event_match
     if kind == "event_property_is":
         if not isinstance(key, str) or "value" not in cond:
             return lambda ctx, user_id: False
-        path = _path(key)
+        get = _getter(_path(key))
         expected = cond["value"]
-        return lambda ctx, user_id: _same(_lookup_path(ctx.event, path), expected)
+        if not isinstance(expected, str | int | bool | type(None)):
+            return lambda ctx, user_id: False  # compound or float values never compare equal (`_same`)
+        expected_type = type(expected)
+        # `_same`: the same type (no bool/int mixing) and equal
+        return lambda ctx, user_id: type(value := get(ctx.event)) is expected_type and value == expected
     if kind == "room_member_count":
         spec = cond.get("is")
         m = _MEMBER_COUNT.match(spec.strip()) if isinstance(spec, str) else None
@@ -252,7 +330,7 @@ def _literal_type(cond: Mapping[str, Any]) -> str | None:
 
 
 class CompiledCondition:
-    __slots__ = ("cond", "fast", "path", "per_user", "test")
+    __slots__ = ("cond", "fast", "get", "path", "per_user", "test")
 
     def __init__(self, cond: Mapping[str, Any], placeholder: str) -> None:
         self.cond = cond
@@ -268,6 +346,7 @@ class CompiledCondition:
             elif kind == "event_match" and cond.get("pattern") == placeholder:
                 self.fast = "match"
             self.path = _path(key)
+        self.get = _getter(self.path)  # the value the fast shapes compare user ids with
 
     def holds(self, ctx: EventContext, user_id: str, placeholder: str) -> bool:
         memo = ctx.memo
@@ -279,7 +358,7 @@ class CompiledCondition:
         if self.fast:
             value = memo.get((self, "value"), _MISSING)
             if value is _MISSING:
-                value = memo[(self, "value")] = _lookup_path(ctx.event, self.path)
+                value = memo[(self, "value")] = self.get(ctx.event)
             if self.fast == "contains":
                 return isinstance(value, list) and user_id in value
             if "*" not in user_id and "?" not in user_id:
@@ -291,10 +370,11 @@ class CompiledCondition:
 
 
 class CompiledRule:
-    __slots__ = ("actions", "conditions", "event_type", "kind", "per_user", "rule", "shared")
+    __slots__ = ("actions", "conditions", "event_type", "kind", "per_user", "rule", "shared", "simple", "tests")
 
     def __init__(self, kind: str, rule: Mapping[str, Any], placeholder: str) -> None:
         self.kind = kind
+        self.simple = kind in ("room", "sender", "content")  # no conditions: the rule is one test
         self.rule = rule
         self.actions = [a for a in rule.get("actions", []) if a not in ("dont_notify", "coalesce")]
         raw = rule.get("conditions") or () if kind in ("override", "underride") else ()
@@ -312,10 +392,11 @@ class CompiledRule:
             else:
                 shared.append(c)
         self.shared = tuple(shared)  # the same for every user
+        self.tests = tuple(c.test for c in shared)
         self.per_user = tuple(c for c in self.conditions if c.per_user)
 
     def matches(self, ctx: EventContext, user_id: str, placeholder: str) -> bool:
-        if self.kind in ("room", "sender", "content"):
+        if self.simple:
             memo = ctx.memo
             found = memo.get(self)
             if found is None:
@@ -327,7 +408,7 @@ class CompiledRule:
 class CompiledRuleset:
     """A ruleset ready for evaluation; `placeholder` is the text standing for the user's id."""
 
-    __slots__ = ("groupable", "placeholder", "rules")
+    __slots__ = ("_by_type", "groupable", "placeholder", "rules")
 
     def __init__(self, ruleset: Mapping[str, Sequence[Mapping[str, Any]]], placeholder: str = "") -> None:
         self.placeholder = placeholder
@@ -340,32 +421,45 @@ class CompiledRuleset:
         # Every condition that names the user has a fast form (the default rules' shapes): then a user
         # the event does not name gets the same answer as any other such user, worked out once.
         self.groupable = all(c.fast for r in self.rules for c in r.conditions if c.per_user)
+        self._by_type: dict[str, tuple[CompiledRule, ...]] = {}
+
+    def rules_for(self, etype: Any) -> tuple[CompiledRule, ...]:
+        """The rules an event of type `etype` can match, in order: those about another type (their
+        literal `type` pattern fails) are left out, once per type rather than once per event."""
+        if not isinstance(etype, str):
+            return tuple(r for r in self.rules if r.event_type is None)  # spec: not a string: no match
+        found = self._by_type.get(etype)
+        if found is None:
+            # a literal type pattern compares as lower-cased ASCII; else (non-ASCII) the glob decides
+            plain = etype.lower() if etype.isascii() else None
+            found = tuple(
+                r
+                for r in self.rules
+                if r.event_type is None
+                or (
+                    plain == r.event_type
+                    if plain is not None
+                    else glob_regex(r.event_type, False).match(etype) is not None
+                )
+            )
+            if len(self._by_type) >= 256:  # types are chosen by senders: keep the cache bounded
+                self._by_type.clear()
+            self._by_type[etype] = found
+        return found
 
     def _candidates(self, ctx: EventContext, user_id: str) -> list[tuple[CompiledRule, tuple[CompiledCondition, ...]]]:
         """For this event: the rules whose user-independent conditions hold, in order, each with the
         conditions left to check per user; the list ends at the first rule with none left."""
         out: list[tuple[CompiledRule, tuple[CompiledCondition, ...]]] = []
-        placeholder = self.placeholder
-        etype = ctx.event.get("type")
-        # the event's type as the literal type patterns compare it; None: use the glob (non-ASCII)
-        plain_type = etype.lower() if isinstance(etype, str) and etype.isascii() else None
-        for rule in self.rules:
-            if rule.kind in ("room", "sender", "content"):
-                if rule.matches(ctx, user_id, placeholder):
+        for rule in self.rules_for(ctx.event.get("type")):
+            if rule.simple:
+                if rule.matches(ctx, user_id, self.placeholder):
                     out.append((rule, ()))
                     break
                 continue
-            if rule.event_type is not None:
-                if not isinstance(etype, str):
-                    continue  # spec: absent or not a string: no match
-                if plain_type is not None:
-                    if plain_type != rule.event_type:
-                        continue
-                elif glob_regex(rule.event_type, False).match(etype) is None:
-                    continue
-            for c in rule.shared:
+            for test in rule.tests:
                 # each condition is asked once per event and ruleset here: no memo needed
-                if not c.test(ctx, user_id):
+                if not test(ctx, user_id):
                     break
             else:
                 out.append((rule, rule.per_user))
@@ -382,9 +476,12 @@ class CompiledRuleset:
             # what matches). A user id outside them fails every such condition, so the answer for it is
             # the first candidate with none: the last one, if any.
             named = set()
+            event = ctx.event
             for _, per_user in candidates:
                 for c in per_user:
-                    value = _lookup_path(ctx.event, c.path)
+                    value = c.get(event)
+                    if value is _MISSING:
+                        continue
                     if isinstance(value, str):
                         named.add(value.lower())
                     elif isinstance(value, list):
@@ -403,14 +500,20 @@ class CompiledRuleset:
             return plan.unnamed
         return self._first_match(plan, ctx, user_id)
 
-    def evaluate_many(self, ctx: EventContext, user_ids: list[str]) -> list[tuple[list[Any] | None, list[str]]]:
-        """`evaluate` for several users who all have this ruleset: each distinct answer with its users."""
+    def evaluate_many(
+        self, ctx: EventContext, user_ids: list[str], globless: bool = False
+    ) -> list[tuple[list[Any] | None, list[str]]]:
+        """`evaluate` for several users who all have this ruleset: each distinct answer with its users
+        (lists that may be `user_ids` itself: do not change them). `globless`: the caller knows no id
+        has a glob character (`*`, `?`)."""
         if not user_ids:
             return []
         plan = ctx.memo.get(self)
         if plan is None:
             plan = ctx.memo[self] = self._plan(ctx, user_ids[0])
         named = plan.named
+        if globless and named is not None and not named:
+            return [(plan.unnamed, user_ids)]  # nobody is named: one answer for all (the common case)
         answers: dict[int, tuple[list[Any] | None, list[str]]] = {}
         if named is not None and not named:
             # nobody is named: one answer for all but the (rare) ids with glob characters

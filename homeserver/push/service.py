@@ -87,8 +87,19 @@ class _CachedCounts:
         self.stale = stale
 
 
+_NOBODY: frozenset[str] = frozenset()
+_UNSET = object()
+
+# one ruleset's share of an event's audience: the ruleset, its users, and whether no user id there
+# has a glob character (`*`, `?`: then users the event does not name get one answer together)
+_Audience = tuple[CompiledRuleset, list[str], bool]
+
+
 class _RoomRules:
-    __slots__ = ("groups", "ignorers")
+    """The local members of a room by their rules, kept until its membership, someone's rules or
+    ignore list change; with, per sender, whom their events are evaluated for."""
+
+    __slots__ = ("_audiences", "groups", "ignored", "ignorers", "members")
 
     groups: list[tuple[CompiledRuleset, list[str]]]  # members sharing one ruleset
     ignorers: dict[str, frozenset[str]]  # members who ignore someone -> whom
@@ -98,9 +109,92 @@ class _RoomRules:
     ) -> None:
         self.groups = groups
         self.ignorers = ignorers
+        self.members = frozenset(u for _, users in groups for u in users)
+        self.ignored: frozenset[str] = frozenset().union(*ignorers.values())  # ignored by some member
+        self._audiences: dict[str, list[_Audience]] = {}
+
+    def audience(self, sender: Any) -> list[_Audience]:
+        """Whom an event of `sender` is evaluated for: the members but the sender and those who
+        ignore them, by ruleset (a shared list: do not change it)."""
+        if not isinstance(sender, str):
+            return self._audience(sender)
+        found = self._audiences.get(sender)
+        if found is None:
+            if sender in self.members or sender in self.ignored:
+                found = self._audience(sender)
+            else:
+                found = self._audiences.get("")  # everyone: shared by the senders no member is or ignores
+                if found is None:
+                    found = self._audiences[""] = self._audience(None)
+            # bounded by the references held: sender-specific lists are as long as the membership
+            if len(self._audiences) >= max(16, 65_536 // (len(self.members) + 1)):
+                self._audiences.clear()
+            self._audiences[sender] = found
+        return found
+
+    def _audience(self, sender: Any) -> list[_Audience]:
+        out: list[_Audience] = []
+        for rules, members in self.groups:
+            users = [u for u in members if u != sender]
+            if self.ignorers:
+                users = [u for u in users if sender not in self.ignorers.get(u, _NOBODY)]
+            if users:
+                out.append((rules, users, not any("*" in u or "?" in u for u in users)))
+        return out
 
 
-_NOBODY: frozenset[str] = frozenset()
+class _RoomEventContext(EventContext):
+    """What push conditions ask about an event's room, looked up when first asked (most events ask
+    nothing but maybe the member count)."""
+
+    __slots__ = ("_info", "_levels", "_room", "_service")
+
+    def __init__(self, service: PushService, room: int, info: Mapping[str, Any], event: Mapping[str, Any]) -> None:
+        # the room questions are answered by the methods below, not by callables: no super().__init__
+        self.event = event
+        self.memo = {}
+        self._members = None
+        self._power = None
+        self._service = service
+        self._room = room
+        self._info = info
+        self._levels: Any = _UNSET
+
+    def _version(self) -> str:
+        return str(self._info.get("version", "10"))
+
+    def _power_levels(self) -> dict[str, Any] | None:
+        if self._levels is _UNSET:
+            self._levels = self._service._state_event(self._room, "m.room.power_levels")
+        levels: dict[str, Any] | None = self._levels
+        return levels
+
+    def count_members(self) -> int:
+        return self._service._member_count(self._room)
+
+    def sender_power_level(self) -> int | float:
+        create = self._service._state_event(self._room, "m.room.create")
+        return get_user_power_level(str(self.event.get("sender")), self._power_levels(), create, self._version())
+
+    def notification_level(self, key: str) -> int:
+        return get_notification_level(self._power_levels(), key, self._version())
+
+    def display_name(self, user_id: str) -> str | None:
+        member = self._service._state_event(self._room, "m.room.member", user_id)
+        name = (member or {}).get("content", {}).get("displayname")
+        return name if isinstance(name, str) else None
+
+
+def _merge(found: list[tuple[list[Any], list[str]]]) -> list[tuple[list[Any], list[str]]]:
+    """Users whose rules gave the same actions (the same list) share one notification group."""
+    merged: dict[int, tuple[list[Any], list[str]]] = {}
+    for actions, who in found:
+        group = merged.get(id(actions))
+        if group is None:
+            merged[id(actions)] = (actions, list(who))
+        else:
+            group[1].extend(who)
+    return list(merged.values())
 
 
 class PushService:
@@ -110,6 +204,7 @@ class PushService:
         self.db = db
         self.notifier = notifier
         self.server_name = server_name
+        self._local_suffix = ":" + server_name
         self.clock = clock
         self._rulesets: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self._compiled: dict[str, CompiledRuleset] = {}
@@ -123,7 +218,7 @@ class PushService:
         self.ignored: Callable[[str], frozenset[str]] = lambda user_id: frozenset()
 
     def is_local(self, user_id: str) -> bool:
-        return user_id.endswith(":" + self.server_name)
+        return user_id.endswith(self._local_suffix)
 
     # -- rules -----------------------------------------------------------------------------------
 
@@ -183,19 +278,14 @@ class PushService:
             return
         room = ctx.room_short
         event = persisted.event
-        if event.get("type") == "m.room.member" or any(k[0] == "m.room.member" for k in persisted.state_changed):
+        etype = event.get("type")
+        changed = persisted.state_changed
+        if etype == "m.room.member" or (changed and any(k[0] == "m.room.member" for k in changed)):
             batch.on_commit.append(lambda: self.forget_members(room))
         sender = event.get("sender")
         # the local members but the sender (and those who ignore them), by the rules they have
-        in_room = self._rules_in_room(room)
-        work: list[tuple[CompiledRuleset, list[str]]] = []
-        for rules, members in in_room.groups:
-            users = [u for u in members if u != sender]
-            if in_room.ignorers:
-                users = [u for u in users if sender not in in_room.ignorers.get(u, _NOBODY)]
-            if users:
-                work.append((rules, users))
-        if event.get("type") == "m.room.member" and event.get("content", {}).get("membership") == "invite":
+        work = self._rules_in_room(room).audience(sender)
+        if etype == "m.room.member" and event.get("content", {}).get("membership") == "invite":
             invitee = event.get("state_key")
             if (
                 isinstance(invitee, str)
@@ -204,30 +294,25 @@ class PushService:
                 and invitee not in self._members(room)
                 and sender not in self.ignored(invitee)
             ):
-                work.append((self.compiled(invitee), [invitee]))
+                work = [*work, (self.compiled(invitee), [invitee], "*" not in invitee and "?" not in invitee)]
         own = isinstance(sender, str) and self.is_local(sender)
         if not work and not own:
             return
         thread = self.thread_of(event)
-        event_ctx = self._context(room, str(ctx.info.get("version", "10")), event)
-        # users whose rules give the same actions share one notification record
-        groups: dict[int, tuple[list[Any], list[str]]] = {}
-        for rules, users in work:
+        event_ctx = _RoomEventContext(self, room, ctx.info, event)
+        notify: list[tuple[list[Any], list[str]]] = []  # actions, and the users they notify
+        for rules, users, globless in work:
             try:
-                answers = rules.evaluate_many(event_ctx, users)
+                answers = rules.evaluate_many(event_ctx, users, globless)
             except Exception:  # one broken ruleset must not stop the others
                 log.exception("push rule evaluation failed for %s", ", ".join(users))
                 continue
             for actions, who in answers:
-                if not actions or "notify" not in actions:
-                    continue
-                group = groups.get(id(actions))
-                if group is None:
-                    groups[id(actions)] = (actions, who)
-                else:
-                    group[1].extend(who)
-        notified: list[str] = []
-        if groups:
+                if actions and "notify" in actions:
+                    notify.append((actions, who))
+        if len(notify) > 1:
+            notify = _merge(notify)  # users whose rules give the same actions share one notification record
+        if notify:
             self.db.push.add_notifications(
                 persisted.room_id,
                 room,
@@ -235,26 +320,27 @@ class PushService:
                 persisted.short,
                 int(self.clock() * 1000),
                 thread,
-                [NotificationGroup(actions, is_highlight(actions), users) for actions, users in groups.values()],
+                [NotificationGroup(actions, is_highlight(actions), users) for actions, users in notify],
                 batch,
             )
-            for _, users in groups.values():
-                notified.extend(users)
         if own:
             self.db.push.set_last_sent(str(sender), room, thread, persisted.stream, batch)
-        if notified or own:
+        if notify or own:
             position = persisted.stream
             own_id = str(sender) if own else None
 
             def landed() -> None:
                 counts = self._counts
-                for user_id in notified:
-                    cached = counts.get((user_id, room))
-                    if cached is not None:
-                        if position > cached.scanned:
-                            cached.stale = True  # the next read counts the new notifications only
-                        else:
-                            del counts[(user_id, room)]
+                if not counts:
+                    return
+                for _, users in notify:
+                    for user_id in users:
+                        cached = counts.get((user_id, room))
+                        if cached is not None:
+                            if position > cached.scanned:
+                                cached.stale = True  # the next read counts the new notifications only
+                            else:
+                                del counts[(user_id, room)]
                 if own_id is not None:
                     counts.pop((own_id, room), None)  # their read point moved
 
@@ -313,34 +399,11 @@ class PushService:
         short = self.db.rooms.state_event(room, sk) if sk is not None else None
         return self.db.events.get_json(short) if short is not None else None
 
-    def _context(self, room: int, version: str, event: Mapping[str, Any]) -> EventContext:
-        power: dict[str, Any] = {}
-
-        def power_levels() -> dict[str, Any] | None:
-            if "pl" not in power:
-                power["pl"] = self._state_event(room, "m.room.power_levels")
-            return power["pl"]  # type: ignore[no-any-return]
-
-        def sender_power() -> int | float:
-            sender = event.get("sender")
-            create = self._state_event(room, "m.room.create")
-            return get_user_power_level(str(sender), power_levels(), create, version)
-
-        def display_name(user_id: str) -> str | None:
-            member = self._state_event(room, "m.room.member", user_id)
-            name = (member or {}).get("content", {}).get("displayname")
-            return name if isinstance(name, str) else None
-
-        return EventContext(
-            event,
-            member_count=lambda: self._member_count(room),
-            sender_power=sender_power,
-            notification_level=lambda key: get_notification_level(power_levels(), key, version),
-            display_name=display_name,
-        )
-
     def thread_of(self, event: Mapping[str, Any]) -> str:
         """The thread root id of an event, or "" for the main timeline (spec: threading; 3 hops)."""
+        content = event.get("content")
+        if type(content) is dict and "m.relates_to" not in content:
+            return ""  # most events relate to nothing
         current: Mapping[str, Any] | None = event
         for _ in range(MAX_THREAD_HOPS):
             content = current.get("content") if current is not None else None

@@ -35,7 +35,9 @@ MAX_LIMIT = 100
 
 
 def tokenize(text: str) -> list[str]:
-    return [w[:MAX_TOKEN_CHARS] for w in _WORD.findall(unicodedata.normalize("NFKC", text).casefold())]
+    # ASCII is its own NFKC form, and casefold() is lower() on it: most messages skip both passes
+    folded = text.lower() if text.isascii() else unicodedata.normalize("NFKC", text).casefold()
+    return [w[:MAX_TOKEN_CHARS] for w in _WORD.findall(folded)]
 
 
 def indexed_text(event: dict[str, Any]) -> tuple[int, str] | None:

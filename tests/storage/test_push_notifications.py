@@ -91,3 +91,21 @@ def test_schema_1_store_is_upgraded(tmp_path: Path) -> None:
         ((position, record),) = push.notifications("@b:hs")
         assert (position, record["actions"], record["highlight"], record["event"]) == (10, MENTION, True, 110)
         assert [(u.position, u.highlight) for u in push.unread("@b:hs", 1, 0)] == [(10, True)]
+
+
+def test_rows_keep_their_layout_for_users_seen_before_and_new(tmp_path: Path) -> None:
+    with Store(tmp_path / "db") as store:
+        push = PushStore(store)
+        notify(push, store, 1, 10, [NotificationGroup(MESSAGE, False, ["@a:hs", "@b:hs"])])
+        # a later event: known users, then new ones within a group (their key prefixes learned mid-way)
+        groups = [NotificationGroup(MENTION, True, ["@b:hs", "@new:hs"]), NotificationGroup(MESSAGE, False, ["@a:hs"])]
+        with store.batch() as b:
+            push.add_notifications("!r2:hs", 2, 11, 1011, 5011, "$root", groups, b)
+            keys = [k for k, _ in b.ops if k.startswith(NOTIFY_ROOM.prefix)]
+            users = ("@b:hs", "@new:hs", "@a:hs")
+            assert keys == [NOTIFY_ROOM.prefix + u.encode() + SEP + u64(2) + u64(11) for u in users]
+            store.commit_now(b)
+        assert [(u.position, u.thread_id, u.highlight) for u in push.unread("@new:hs", 2, 0)] == [(11, "$root", True)]
+        assert [(u.position, u.highlight) for u in push.unread("@a:hs", 2, 0)] == [(11, False)]
+        (position, record), *_ = push.notifications("@a:hs")
+        assert (position, record["actions"], record["room_id"], record["thread"]) == (11, MESSAGE, "!r2:hs", "$root")
