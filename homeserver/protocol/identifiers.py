@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
-from typing import Final
+from typing import ClassVar, Final
 
 from homeserver.protocol.errors import InvalidIdentifier
 from homeserver.protocol.room_versions import EventFormat, RoomVersion, get_room_version
@@ -341,11 +341,13 @@ def localpart_from_username(name: str, *, distinguish_case: bool = False) -> str
 # --- room ids ---------------------------------------------------------------------------------
 
 
-class RoomID:
-    """spec: appendices.md "Room IDs": `!opaque_id:domain` (v1–v11) or `!` + create event hash (v12)."""
+class _OpaqueAndServer:
+    """An identifier made of an opaque part and, in older room versions, a server name (room ids,
+    event ids): a value, equal to another of its kind with the same parts. `SIGIL` starts it."""
 
     __slots__ = ("opaque_id", "server_name")
 
+    SIGIL: ClassVar[str]
     opaque_id: Final[str]
     server_name: Final[ServerName | None]
 
@@ -354,20 +356,28 @@ class RoomID:
         self.server_name = server_name
 
     def __eq__(self, other: object) -> bool:
-        if type(other) is not RoomID:
+        if type(other) is not type(self):
             return NotImplemented
-        return (self.opaque_id, self.server_name) == (other.opaque_id, other.server_name)
+        assert isinstance(other, _OpaqueAndServer)
+        return self.opaque_id == other.opaque_id and self.server_name == other.server_name
 
     def __hash__(self) -> int:
-        return hash((self.opaque_id, self.server_name))
+        return hash((type(self), self.opaque_id, self.server_name))
 
     def __repr__(self) -> str:
-        return f"RoomID(opaque_id={self.opaque_id!r}, server_name={self.server_name!r})"
+        return f"{type(self).__name__}(opaque_id={self.opaque_id!r}, server_name={self.server_name!r})"
 
     def __str__(self) -> str:
         if self.server_name is None:
-            return f"!{self.opaque_id}"
-        return f"!{self.opaque_id}:{self.server_name}"
+            return f"{self.SIGIL}{self.opaque_id}"
+        return f"{self.SIGIL}{self.opaque_id}:{self.server_name}"
+
+
+class RoomID(_OpaqueAndServer):
+    """spec: appendices.md "Room IDs": `!opaque_id:domain` (v1–v11) or `!` + create event hash (v12)."""
+
+    __slots__ = ()
+    SIGIL = "!"
 
     @property
     def format(self) -> RoomIdFormat:
@@ -449,33 +459,11 @@ def is_valid_room_alias(s: str) -> bool:
 # --- event ids --------------------------------------------------------------------------------
 
 
-class EventID:
+class EventID(_OpaqueAndServer):
     """spec: appendices.md "Event IDs": `$opaque_id:domain` (v1–v2) or `$` + reference hash (v3+)."""
 
-    __slots__ = ("opaque_id", "server_name")
-
-    opaque_id: Final[str]
-    server_name: Final[ServerName | None]
-
-    def __init__(self, opaque_id: str, server_name: ServerName | None) -> None:
-        self.opaque_id = opaque_id
-        self.server_name = server_name
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not EventID:
-            return NotImplemented
-        return (self.opaque_id, self.server_name) == (other.opaque_id, other.server_name)
-
-    def __hash__(self) -> int:
-        return hash((self.opaque_id, self.server_name))
-
-    def __repr__(self) -> str:
-        return f"EventID(opaque_id={self.opaque_id!r}, server_name={self.server_name!r})"
-
-    def __str__(self) -> str:
-        if self.server_name is None:
-            return f"${self.opaque_id}"
-        return f"${self.opaque_id}:{self.server_name}"
+    __slots__ = ()
+    SIGIL = "$"
 
 
 def event_id_format(room_version: str | RoomVersion) -> EventIdFormat:

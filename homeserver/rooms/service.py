@@ -53,66 +53,6 @@ STRIPPED_STATE_TYPES = (
 )
 
 
-class CreateRoomRequest:
-    """POST /createRoom, validated at the edge."""
-
-    __slots__ = (
-        "creation_content",
-        "creator",
-        "initial_state",
-        "invite",
-        "is_direct",
-        "name",
-        "power_level_content_override",
-        "preset",
-        "room_alias_name",
-        "room_version",
-        "topic",
-        "visibility",
-    )
-
-    creator: str
-    room_version: str
-    preset: str | None
-    visibility: str
-    creation_content: dict[str, Any]
-    power_level_content_override: dict[str, Any] | None
-    initial_state: list[dict[str, Any]]
-    name: str | None
-    topic: str | None
-    invite: list[str]
-    is_direct: bool
-    room_alias_name: str | None
-
-    def __init__(
-        self,
-        creator: str,
-        room_version: str,
-        preset: str | None = None,
-        visibility: str = "private",
-        creation_content: dict[str, Any] | None = None,
-        power_level_content_override: dict[str, Any] | None = None,
-        initial_state: list[dict[str, Any]] | None = None,
-        name: str | None = None,
-        topic: str | None = None,
-        invite: list[str] | None = None,
-        is_direct: bool = False,
-        room_alias_name: str | None = None,
-    ) -> None:
-        self.creator = creator
-        self.room_version = room_version
-        self.preset = preset
-        self.visibility = visibility
-        self.creation_content = {} if creation_content is None else creation_content
-        self.power_level_content_override = power_level_content_override
-        self.initial_state = [] if initial_state is None else initial_state
-        self.name = name
-        self.topic = topic
-        self.invite = [] if invite is None else invite
-        self.is_direct = is_direct
-        self.room_alias_name = room_alias_name
-
-
 class Rooms:
     def __init__(
         self,
@@ -263,38 +203,28 @@ class Rooms:
 
     # -- POST /createRoom ------------------------------------------------------------------------
 
-    async def create_room(self, req: CreateRoomRequest) -> str:
-        """spec: POST /createRoom — the room, its alias (M_ROOM_IN_USE when taken) and directory entry."""
+    async def create_room(self, req: RoomCreation, *, room_alias_name: str | None = None) -> str:
+        """spec: POST /createRoom — the room, its alias (M_ROOM_IN_USE when taken) and directory entry.
+        `req` is the client's request: its invitees are de-duplicated here, and its canonical alias
+        and the creator's profile filled in."""
         for invitee in req.invite:
             self.membership.check_user_id(invitee, "invite")
             self.membership.require_local_target(invitee)
         alias = None
-        if req.room_alias_name is not None:
-            alias = f"#{req.room_alias_name}:{self.server_name}"
+        if room_alias_name is not None:
+            alias = f"#{room_alias_name}:{self.server_name}"
             try:
                 RoomAlias.parse(alias)
             except InvalidIdentifier as e:
                 raise MatrixError(400, "M_INVALID_PARAM", f"room_alias_name: {e}") from None
-        creation = RoomCreation(
-            creator=req.creator,
-            room_version=req.room_version,
-            preset=req.preset,
-            visibility=req.visibility,
-            creation_content=req.creation_content,
-            power_level_content_override=req.power_level_content_override,
-            initial_state=req.initial_state,
-            name=req.name,
-            topic=req.topic,
-            invite=list(dict.fromkeys(req.invite)),
-            is_direct=req.is_direct,
-            canonical_alias=alias,
-            creator_profile=self.membership.profile(req.creator),
-        )
+        req.invite = list(dict.fromkeys(req.invite))
+        req.canonical_alias = alias
+        req.creator_profile = self.membership.profile(req.creator)
         if alias is None:
-            room_id = await create_room(self.pipeline, creation)
+            room_id = await create_room(self.pipeline, req)
         else:
             with self.directory.claim(alias):
-                room_id = await create_room(self.pipeline, creation)
+                room_id = await create_room(self.pipeline, req)
                 room = self.db.ids.room(room_id)
                 assert room is not None
                 await self.directory.write_alias(alias, room, room_id, req.creator)

@@ -14,7 +14,7 @@ from homeserver.config import Config
 from homeserver.protocol.power_levels import get_notification_level, get_user_power_level
 from homeserver.push import rules as push_rules
 from homeserver.push.evaluator import EventContext, evaluate, is_highlight
-from homeserver.rooms.service import CreateRoomRequest
+from homeserver.rooms.creation import RoomCreation
 from homeserver.server import HomeServer
 
 HIGHLIGHT = ["notify", {"set_tweak": "highlight"}]
@@ -97,7 +97,7 @@ class Room:
 async def test_notifications_equal_each_members_rules_alone(hs: HomeServer) -> None:
     push, accounts = hs.sync.push, hs.accounts
     alice, bob, carol, dave, erin = [await accounts.create(n, "pw") for n in ("alice", "bob", "carol", "dave", "erin")]
-    room_id = await hs.rooms.create_room(CreateRoomRequest(alice, "11", preset="public_chat"))
+    room_id = await hs.rooms.create_room(RoomCreation(alice, "11", preset="public_chat"))
     for user in (bob, carol, dave):
         await hs.rooms.membership.join(user, room_id)
     room = Room(hs, room_id)
@@ -148,7 +148,7 @@ async def test_notifications_equal_each_members_rules_alone(hs: HomeServer) -> N
     await hs.rooms.membership.leave(erin, room_id)
     assert erin not in room.written(await room.send(alice, {"msgtype": "m.text", "body": "bye erin"}))
     # two rooms of the same server keep their audiences apart
-    other = Room(hs, await hs.rooms.create_room(CreateRoomRequest(bob, "11", preset="public_chat")))
+    other = Room(hs, await hs.rooms.create_room(RoomCreation(bob, "11", preset="public_chat")))
     other.everyone = room.everyone
     await other.send(bob, {"msgtype": "m.text", "body": "alone"})
     await hs.rooms.membership.join(alice, other.room_id)
@@ -158,7 +158,7 @@ async def test_notifications_equal_each_members_rules_alone(hs: HomeServer) -> N
 async def test_an_invite_notifies_the_invitee_alongside_the_members(hs: HomeServer) -> None:
     accounts = hs.accounts
     alice, bob, erin = [await accounts.create(n, "pw") for n in ("alice", "bob", "erin")]
-    room_id = await hs.rooms.create_room(CreateRoomRequest(alice, "11", preset="public_chat"))
+    room_id = await hs.rooms.create_room(RoomCreation(alice, "11", preset="public_chat"))
     await hs.rooms.membership.join(bob, room_id)
     room = Room(hs, room_id)
     await room.send(alice, {"msgtype": "m.text", "body": "hello"})

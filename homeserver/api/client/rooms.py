@@ -14,7 +14,7 @@ from aiohttp import web
 from homeserver.api.http import Router, json_object, json_response, parse_body
 from homeserver.auth.tokens import Requester
 from homeserver.errors import MatrixError
-from homeserver.rooms.service import CreateRoomRequest
+from homeserver.rooms.creation import RoomCreation
 from homeserver.schema import Schema, field
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def register(router: Router, hs: HomeServer) -> None:
         if body.invite_3pid:
             raise MatrixError(400, "M_UNKNOWN", "invite_3pid is not supported: this server has no identity server")
         room_id = await rooms.create_room(
-            CreateRoomRequest(
+            RoomCreation(
                 creator=requester.user_id,
                 room_version=body.room_version or rooms.default_room_version,
                 preset=body.preset,
@@ -79,8 +79,8 @@ def register(router: Router, hs: HomeServer) -> None:
                 topic=body.topic,
                 invite=body.invite,
                 is_direct=body.is_direct,
-                room_alias_name=body.room_alias_name,
-            )
+            ),
+            room_alias_name=body.room_alias_name,
         )
         return json_response({"room_id": room_id})
 
