@@ -1,72 +1,165 @@
-"""Device-list tracking for `/sync` (spec: end_to_end_encryption.md "Tracking the device list for a
-user" and "Extensions to /sync"): who changed their keys, who now shares a room with us, who no
-longer does. Over-reporting `changed` is allowed by the spec; missing a change is not."""
+"""Device-list tracking for `/sync` and `GET /keys/changes`: who changed their keys, who now shares
+a room with us, who no longer does.
+
+spec: client-server-api, modules/end_to_end_encryption.md "Tracking the device list for a user" and
+"Extensions to /sync" (`device_lists`), and `GET /keys/changes`. For the syncing user U and the
+window (since, upto]:
+
+1. `changed` lists users who share a room with U at `upto` and either updated their device or
+   cross-signing keys in the window, or began sharing a room with U in it (U or they joined);
+   U's own key changes are listed too. Over-reporting a user who shares a room is allowed ("a
+   server may add Alice to `changed` when Alice and Bob share a new room"); listing anyone who
+   shares no room with U is not.
+2. `left` lists users who shared a room with U (at `since`, or at some moment in the window while
+   U was joined to it) and share none at `upto` ("users with whom we do not share any encrypted rooms
+   anymore"). A user who joined a room only after U left it, or was only ever invited, never
+   shared a room with U: naming them would tell U who joined a room U is no longer in.
+3. A user is in at most one of the two lists.
+
+"Share a room" means both are joined members (invites and knocks do not count); every room
+counts, encrypted or not, which over-reports only users U could see anyway. Membership at `since`
+is rebuilt by replaying the member events of the room's timeline after `since` backwards from the
+current membership, so a window that ends in the past (`/keys/changes?to=`) is answered the same way.
+That is why "who shares a room with U" is worked out here, at `upto`, and not asked of
+`Keys.users_sharing_rooms`, which answers for the present only.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from homeserver.e2ee.keys import one_time_key_counts
 from storage.database import Database
-from storage.rooms import LIVE_BASE
+from storage.rooms import LIVE_BASE, UserRoom
+
+
+class _MemberChange(NamedTuple):
+    user: str
+    membership: str
+    stream: int
+    was_joined: Callable[[], bool]  # whether the user was joined just before this event
+
+
+class _Replayed(NamedTuple):
+    """One room at `upto`, after replaying its member events: is the user joined, and who is."""
+
+    room: int
+    present: bool
+    joined: set[str]  # all joined members if `complete`, else only those with member events after `since`
+    complete: bool
+    changed: set[str]  # users with member events after `since`
 
 
 class DeviceLists:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def _shared_users(self, user_id: str) -> set[str]:
-        users: set[str] = set()
-        for ur in self.db.rooms.user_rooms(user_id):
-            if ur.membership == "join":
-                users.update(u for u, _ in self.db.rooms.members(ur.room, "join"))
-        return users
-
-    def _member_changes(self, room: int, since: int, upto: int) -> list[tuple[str, str]]:
-        """(user, membership) of member events in a room's timeline in (since, upto]."""
-        out = []
-        for _, short in self.db.rooms.timeline(room, after=LIVE_BASE + since, before=LIVE_BASE + upto + 1):
-            meta = self.db.events.get_meta(short)
-            if meta is None or not meta.state_key:
-                continue
-            etype, state_key = self.db.ids.state_key_of(meta.state_key)
-            if etype != "m.room.member":
-                continue
-            event = self.db.events.get_json(short) or {}
-            membership = event.get("content", {}).get("membership")
-            if isinstance(membership, str):
-                out.append((state_key, membership))
-        return out
-
     def for_sync(self, user_id: str, since: int, upto: int) -> dict[str, Any]:
-        # Who shares a room with the user (every member of every joined room) is only needed to
-        # filter device-list changes and leaves: read it when there are some, not on every sync.
-        shared: set[str] | None = None
-        changes = list(self.db.e2ee.device_list_changes(since, upto))
-        changed: set[str] = set()
-        if changes:
-            shared = self._shared_users(user_id)
-            changed = {u for u in changes if u in shared or u == user_id}
-        maybe_left: set[str] = set()
+        device_changes = set(self.db.e2ee.device_list_changes(since, upto))
+        seen: set[str] = set()  # shared a room with the user at `since` or in the window (rule 2)
+        newly: set[str] = set()  # began sharing a room with the user in the window (rule 1)
+        replayed: list[_Replayed] = []
+        unchanged: list[int] = []  # rooms the user is joined to, with no events after `since`
         for ur in self.db.rooms.user_rooms(user_id):
-            if ur.stream > since and ur.stream <= upto:
-                members = {u for u, _ in self.db.rooms.members(ur.room, "join")}
-                if ur.membership == "join":
-                    changed |= members  # we joined: everyone there now shares a room with us
-                else:
-                    maybe_left |= members
-            elif ur.membership == "join" and self._has_events_after(ur.room, since):
-                for other, membership in self._member_changes(ur.room, since, upto):
-                    if membership == "join":
-                        changed.add(other)
-                    elif membership in ("leave", "ban"):
-                        maybe_left.add(other)
-        left: set[str] = set()
-        if maybe_left:
-            if shared is None:
-                shared = self._shared_users(user_id)
-            left = {u for u in maybe_left if u not in shared and u != user_id}
+            if ur.membership != "join" and ur.stream <= since:
+                continue  # out of the room since before `since`: nothing there was shared with the user
+            if self._has_events_after(ur.room, since):
+                replayed.append(self._replay(user_id, ur, since, upto, seen, newly))
+            elif ur.membership == "join":
+                unchanged.append(ur.room)
+        if not (device_changes or seen or newly):
+            return {"changed": [], "left": []}
+        # Who shares a room with the user (at `upto`) is only needed when something may have changed.
+        shared = self._shared_at_upto(replayed, unchanged)
+        changed = {u for u in device_changes if u in shared or u == user_id} | (newly & shared)
+        left = seen - shared - {user_id}
         return {"changed": sorted(changed - left), "left": sorted(left)}
+
+    def _shared_at_upto(self, replayed: list[_Replayed], unchanged: list[int]) -> set[str]:
+        """Everyone joined to a room the user is joined to at `upto` (the user included)."""
+        shared: set[str] = set()
+        for room in unchanged:
+            shared.update(u for u, _ in self.db.rooms.members(room, "join"))
+        for r in replayed:
+            if r.present:
+                shared |= r.joined
+                if not r.complete:
+                    shared.update(u for u, _ in self.db.rooms.members(r.room, "join") if u not in r.changed)
+        return shared
+
+    def _replay(self, user_id: str, ur: UserRoom, since: int, upto: int, seen: set[str], newly: set[str]) -> _Replayed:
+        """Replay one room's member events after `since`: add to `seen` everyone joined at a moment
+        the user was joined (`since` included), to `newly` who began sharing the room with the user
+        in (since, upto]; return the room as it was at `upto`."""
+        changes = self._member_changes(ur.room, since)
+        first: dict[str, bool] = {}  # each member with changes: joined at `since`?
+        for change in changes:
+            if change.user not in first:
+                first[change.user] = change.was_joined()
+        complete = user_id in first
+        if complete:
+            # The user's own membership changed: everyone joined at `since` may matter (rule 2).
+            joined = {u for u, _ in self.db.rooms.members(ur.room, "join") if u not in first}
+            present = first[user_id]
+        else:
+            # Members without changes are joined now as they were at `since`: they share the room
+            # throughout, so they belong in neither list and need not be read.
+            joined = set()
+            present = ur.membership == "join"
+            if ur.stream > since:
+                # Changed with no member event of the user's after `since` (a state resolution moved
+                # it): where the user stood at `since` is unknown, so nothing counts as seen then.
+                if present:
+                    newly.update(u for u, _ in self.db.rooms.members(ur.room, "join"))
+                present = False
+        joined.update(u for u, was in first.items() if was)
+        if present:
+            seen |= joined
+        for change in changes:
+            if change.stream > upto:
+                break  # later events only served to rebuild the membership at `since`
+            if change.membership != "join":
+                joined.discard(change.user)
+                if change.user == user_id:
+                    present = False
+            elif change.user not in joined:
+                joined.add(change.user)
+                if change.user == user_id:
+                    present = True
+                    seen |= joined
+                    newly |= joined
+                elif present:
+                    seen.add(change.user)
+                    newly.add(change.user)
+        return _Replayed(ur.room, present, joined, complete, set(first))
+
+    def _member_changes(self, room: int, since: int) -> list[_MemberChange]:
+        """The member events of a room's live timeline after `since`, in order."""
+        db = self.db
+        out: list[_MemberChange] = []
+        member_keys: dict[int, str | None] = {}  # short state key -> member's user id (None: not a member event)
+        for order, short in db.rooms.timeline(room, after=LIVE_BASE + since):
+            meta = db.events.get_meta(short)
+            if meta is None or not meta.state_key or meta.rejected or meta.soft_failed:
+                continue
+            if meta.state_key not in member_keys:
+                etype, state_key = db.ids.state_key_of(meta.state_key)
+                member_keys[meta.state_key] = state_key if etype == "m.room.member" else None
+            user = member_keys[meta.state_key]
+            if user is None:
+                continue
+            membership = (db.events.get_json(short) or {}).get("content", {}).get("membership")
+            if not isinstance(membership, str):
+                continue
+
+            def was_joined(before: int = meta.state_before, key: int = meta.state_key) -> bool:
+                prior = db.snapshots.get(before, key) if before else None
+                event = db.events.get_json(prior) if prior is not None else None
+                return event is not None and event.get("content", {}).get("membership") == "join"
+
+            out.append(_MemberChange(user, membership, order - LIVE_BASE, was_joined))
+        return out
 
     def _has_events_after(self, room: int, since: int) -> bool:
         """False when the room's newest timeline event is at or before `since` (no member changes
