@@ -7,9 +7,13 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from homeserver import __version__
+
+if TYPE_CHECKING:
+    from homeserver.config import Config
 
 
 def _room_versions(args: argparse.Namespace) -> int:
@@ -32,7 +36,9 @@ def _room_versions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_config(args: argparse.Namespace) -> object:
+def _load_config(args: argparse.Namespace) -> Config:
+    """The configuration every command reads, as the server does: --config or HOMESERVER_CONFIG, then
+    HOMESERVER_* variables."""
     from homeserver.config import ConfigError, load_config
 
     try:
@@ -42,6 +48,18 @@ def _load_config(args: argparse.Namespace) -> object:
         raise SystemExit(2) from None
 
 
+def _data_dir(args: argparse.Namespace) -> Path:
+    """--data-dir when given, else the configured one."""
+    if args.data_dir is not None:
+        return Path(args.data_dir)
+    return _load_config(args).data_dir
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
 def _run(args: argparse.Namespace) -> int:
     import gc
 
@@ -49,17 +67,16 @@ def _run(args: argparse.Namespace) -> int:
     # garbage: the collector runs rarely until the server is up (measured: imports 12% faster; fully
     # off saves no more time and keeps 0.7 MiB more), then `server._settle_heap` restores the defaults.
     gc.set_threshold(20_000, 10, 10)
-    from homeserver.config import Config
-    from homeserver.server import run
+    from homeserver.server import StartupError, run
     from storage.engine import StoreError
 
     config = _load_config(args)
-    assert isinstance(config, Config)
     try:
         return run(config)
-    except StoreError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (StartupError, StoreError) as e:  # one line: what is wrong, where, what to do
+        return _fail(str(e))
+    except KeyboardInterrupt:  # Ctrl-C before the server was up
+        return 130
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -70,26 +87,29 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _repair(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from storage.engine import Store, StoreError, StoreLocked, repair
 
-    from storage.engine import StoreError, repair
-
-    path = Path(args.data_dir) / "db"
+    data_dir = _data_dir(args)
+    path = data_dir / "db"
+    if not path.is_dir() or not any(path.iterdir()):
+        return _fail(f"no store in {path}: give the server's data directory with --data-dir, or set data_dir")
     try:
         repair(path)
     except Exception as e:  # plyvel raises its own error types
-        print(f"error: repair failed: {e}", file=sys.stderr)
-        return 1
-    from storage.engine import Store
-
+        text = e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes) else str(e)
+        if "lock" in text.lower() and "Permission denied" not in text:
+            return _fail(f"the store in {path} is in use by another process (a running server?): stop it first")
+        return _fail(f"repair of {path} failed: {text}")
     try:
         with Store(path) as store:
             n = store.verify()
+    except StoreLocked as e:
+        return _fail(str(e))
     except StoreError as e:
-        print(f"error: the store is still unusable after repair: {e}", file=sys.stderr)
-        return 1
+        return _fail(f"the store is still unusable after repair: {e}")
     print(f"repaired: {n} keys readable; run `python -m homeserver inspect check` to check the indexes")
     return 0
+
 
 def _add_inspect_parser(sub: Any) -> None:
     # defined here, not in `homeserver.inspect`: building the parser must not import the store's
@@ -97,7 +117,7 @@ def _add_inspect_parser(sub: Any) -> None:
     from storage.rooms import MEMBERSHIPS
 
     p = sub.add_parser("inspect", help="read the store: tables, keys, events, state, members, export")
-    p.add_argument("--data-dir", default="./data", help="the server's data directory (default ./data)")
+    _add_data_dir_options(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     isub = p.add_subparsers(dest="inspect_command", metavar="WHAT", required=True)
     isub.add_parser("tables", help="every table with its key count and size")
@@ -128,10 +148,29 @@ def _add_inspect_parser(sub: Any) -> None:
     p.set_defaults(func=_inspect)
 
 
+def _add_data_dir_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="the server's data directory (default: data_dir from the configuration, as the server reads it)",
+    )
+    # also accepted after the command; SUPPRESS keeps a --config given before it
+    p.add_argument(
+        "--config", metavar="FILE", default=argparse.SUPPRESS, help="TOML config file (env HOMESERVER_CONFIG)"
+    )
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from homeserver.inspect import run
+    from storage.engine import StoreError
 
-    return run(args)
+    args.data_dir = _data_dir(args)
+    try:
+        return run(args)
+    except StoreError as e:
+        return _fail(str(e))
+    except OSError as e:  # e.g. export --out to a folder that does not exist
+        return _fail(f"{e.filename or 'output'}: {e.strerror or e}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(func=_run)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="run the server (the default)")
+    run.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="TOML config file")
     run.set_defaults(func=_run)
     cfg = sub.add_parser("config", help="print a documented example config")
     cfg.set_defaults(func=_config)
@@ -153,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     rv.add_argument("--json", action="store_true", help="machine-readable output")
     rv.set_defaults(func=_room_versions)
     rep = sub.add_parser("repair", help="rebuild a damaged store's metadata from its surviving files")
-    rep.add_argument("--data-dir", default="./data")
+    _add_data_dir_options(rep)
     rep.set_defaults(func=_repair)
     _add_inspect_parser(sub)
     return parser

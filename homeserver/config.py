@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +44,16 @@ def _room_version(v: str) -> str:
     return v
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(v: str) -> str:
+    # any case: people write `warning` as often as `WARNING`
+    if v.upper() not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)} (any case)")
+    return v.upper()
+
+
 # Config models refuse unknown keys (a typo must not be ignored) and cannot be changed once loaded.
 
 
@@ -56,6 +68,25 @@ class RateLimits(Schema, extra="forbid", frozen=True):
     registration: RateLimit = RateLimit(per_second=0.2, burst=5)
     send: RateLimit = RateLimit(per_second=10, burst=50)
     media: RateLimit = RateLimit(per_second=2, burst=20)
+
+
+class HttpLimits(Schema, extra="forbid", frozen=True):
+    """How long a connection may take over each part of a request, and how many quiet ones are kept
+    (see `homeserver.api.connections`). Long-poll /sync and slow uploads are not cut: the body
+    deadline counts from the last bytes received, not from the start."""
+
+    header_timeout_s: float = field(
+        default=20.0, gt=0, description="a request's headers must arrive within this many seconds of its first byte"
+    )
+    body_timeout_s: float = field(
+        default=60.0, gt=0, description="close a connection whose request body sends nothing for this many seconds"
+    )
+    idle_timeout_s: float = field(
+        default=180.0, gt=0, description="close a keep-alive connection that sends no new request for this long"
+    )
+    max_idle_connections: int = field(
+        default=512, ge=1, description="connections kept between requests (idle or half-sent); quietest closed first"
+    )
 
 
 class SupportContact(Schema, extra="forbid", frozen=True):
@@ -86,12 +117,17 @@ class Config(Schema, extra="forbid", frozen=True):
     )
     max_upload_size: int = field(default=50 * 1024 * 1024, ge=1024, description="largest media upload, in bytes")
     fsync: bool = field(default=False, description="sync every commit to disk (survives power loss; slower)")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: str = field(default="INFO", check=_log_level, description="DEBUG, INFO, WARNING or ERROR (any case)")
     password_hash_cost: Literal["low", "default"] = field(
         default="default", description="argon2id cost; 'low' only for tests and benchmarks"
     )
-    cache_mb: int = field(default=32, ge=1, description="LevelDB block cache size in MiB")
+    cache_mb: int = field(
+        default=64,
+        ge=1,
+        description="memory for caches in MiB, shared by LevelDB and the server's own caches (RSS: about 50 + this)",
+    )
     rate_limits: RateLimits = RateLimits()
+    http: HttpLimits = HttpLimits()
     turn_uris: list[str] = field(default_factory=list, description="TURN server URIs handed to clients")
     turn_shared_secret: str | None = None
     turn_user_lifetime_s: int = 86400
@@ -120,8 +156,34 @@ def _set_path(target: dict[str, Any], path: list[str], value: Any) -> None:
     target[path[-1]] = value
 
 
-def _env_value(raw: str) -> Any:
-    """Environment values are TOML values when they parse as one (numbers, booleans, lists), else strings."""
+def _takes_text(model: type[Schema], path: list[str]) -> bool:
+    """Whether the key at `path` holds a string (str, a path, a choice of strings, optional or not)."""
+    for i, part in enumerate(path):
+        hints = typing.get_type_hints(model)
+        if part not in hints:
+            return False  # unknown: validation names it
+        tp = hints[part]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = members[0] if len(members) == 1 else tp
+        if isinstance(tp, type) and issubclass(tp, Schema):
+            model = tp
+            continue
+        if i != len(path) - 1:
+            return False
+        if typing.get_origin(tp) is Literal:
+            return all(isinstance(v, str) for v in typing.get_args(tp))
+        return tp is str or tp is Path
+    return False
+
+
+def _env_value(raw: str, text: bool) -> Any:
+    """An environment value as a person types it. A string setting takes the text as it is
+    (`HOMESERVER_DEFAULT_ROOM_VERSION=10`), or a quoted TOML string; any other setting takes a TOML
+    value (`true`, `1024`, `["a", "b"]`) and stays strict (`HOMESERVER_FSYNC=1` is refused)."""
+    quoted = raw[:1] in ('"', "'") and raw[-1:] == raw[:1] and len(raw) > 1
+    if text and not quoted:
+        return raw
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -141,7 +203,7 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
     for name, raw in env.items():
         if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG":
             keys = name[len(ENV_PREFIX) :].lower().split("__")
-            _set_path(data, keys, _env_value(raw))
+            _set_path(data, keys, _env_value(raw, _takes_text(Config, keys)))
     try:
         return Config.validate(data)
     except SchemaError as e:  # every problem, each naming its key ("unknown key" for extras)
@@ -168,8 +230,10 @@ def example_config() -> str:
         lines.append("")
     for name, default in nested:
         lines.append(f"[{name}]")
-        for sub in fields(type(default)):
+        for sub, sub_spec in fields(type(default)).items():
             value = getattr(default, sub)
+            if sub_spec.description:
+                lines.append(f"# {sub_spec.description}")
             if isinstance(value, Schema):
                 inner = ", ".join(f"{k} = {_toml_value(getattr(value, k))}" for k in fields(type(value)))
                 lines.append(f"{sub} = {{ {inner} }}")

@@ -218,7 +218,14 @@ def run(args: argparse.Namespace) -> int:
                     break
             out.emit(rows, lambda: "\n".join(f"{json.dumps(r['key'])} = {json.dumps(r['value'])}" for r in rows))
         elif cmd == "key":
-            raw = bytes.fromhex(args.key) if args.hex else args.key.encode().decode("unicode_escape").encode("latin-1")
+            try:
+                raw = (
+                    bytes.fromhex(args.key)
+                    if args.hex
+                    else args.key.encode().decode("unicode_escape").encode("latin-1")
+                )
+            except ValueError as e:  # bad hex, a bad escape, or a character beyond \xff
+                raise SystemExit(f"error: cannot read the key {args.key!r}: {e}") from None
             table_name, _, rest = raw.partition(SEP)
             table = TABLES_BY_NAME.get(table_name.decode("utf-8", "replace"))
             if table is None:

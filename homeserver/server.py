@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import gc
 import logging
+import os
 import signal
+import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from homeserver.api.connections import GuardedRunner
 from homeserver.api.http import Router
 from homeserver.auth.accounts import Accounts
 from homeserver.auth.deactivation import Deactivation
@@ -26,7 +31,7 @@ from homeserver.auth.tokens import Tokens
 from homeserver.auth.uia import UserInteractiveAuth
 from homeserver.config import Config
 from homeserver.e2ee.service import E2EE
-from homeserver.keys import load_or_create_signing_key
+from homeserver.keys import KeyFileError, load_or_create_signing_key
 from homeserver.profile import Profiles
 from homeserver.ratelimit import RateLimiter
 from homeserver.rooms.pipeline import EventPipeline, PersistedEvent, ServerIdentity
@@ -36,10 +41,17 @@ from homeserver.user_directory import UserDirectory
 from storage.database import Database
 
 if TYPE_CHECKING:
+    import nacl.signing
+
     from homeserver.media.preview import UrlPreviewer
     from homeserver.media.repository import MediaRepository
 
 log = logging.getLogger("homeserver")
+
+
+class StartupError(Exception):
+    """The server cannot start: one line saying what is wrong, where, and what to do."""
+
 
 # Route modules: each has `register(router, hs)`.
 ROUTE_MODULES: tuple[str, ...] = (
@@ -55,6 +67,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "homeserver.api.client.account",
     "homeserver.api.client.devices",
     "homeserver.api.admin.registration",
+    "homeserver.api.admin.caches",
     "homeserver.api.client.keys",
     "homeserver.api.client.rooms",
     "homeserver.api.client.rooms_read",
@@ -82,10 +95,11 @@ class HomeServer:
         self.clock = clock
         self.server_name = config.server_name
         data_dir = config.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        key_id, key = load_or_create_signing_key(data_dir / "signing.key")
+        _prepare_data_dir(data_dir)
+        key_id, key = _signing_key(data_dir / "signing.key")
         self.identity = ServerIdentity(config.server_name, key_id, key)
         self.db = Database(data_dir / "db", fsync=config.fsync, cache_mb=config.cache_mb)
+        self.caches = self.db.caches  # every cache, sized from config.cache_mb (storage/cache.py)
         self._persisted_listeners: list[Callable[[PersistedEvent], None]] = []
         self.pipeline = EventPipeline(self.db, self.identity, clock=clock, on_persisted=self._on_persisted)
         self.passwords = Passwords(config.password_hash_cost)
@@ -121,6 +135,7 @@ class HomeServer:
         self.accounts.devices_deleted_listeners.append(self.e2ee.keys.devices_deleted)
         # sync, notifier, push, receipts, typing, presence, account data, filters
         self.sync = SyncServices(self)
+        self.rooms.membership.account_data_lookup = self.sync.account_data.get
         self.notifier = self.sync.notifier
 
     @functools.cached_property
@@ -168,6 +183,75 @@ class HomeServer:
         self.db.close()
 
 
+def _prepare_data_dir(path: Path) -> None:
+    """The data directory exists and this user may write in it (the store, media and key live there)."""
+    where = "set data_dir (HOMESERVER_DATA_DIR) to another folder"
+    if path.exists() and not path.is_dir():
+        raise StartupError(f"the data directory {path} is a file, not a folder: move it away, or {where}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StartupError(f"cannot create the data directory {path}: {e.strerror}; create it, or {where}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+        why = "is on a read-only file system" if read_only else f"is not writable by this user (uid {os.getuid()})"
+        raise StartupError(f"the data directory {path} {why}: make it writable, or {where}")
+
+
+def _signing_key(path: Path) -> tuple[str, nacl.signing.SigningKey]:
+    restore = (
+        "restore it from a backup (other servers know this key); if it is lost, move the file away and "
+        "a new key is made at the next start"
+    )
+    try:
+        return load_or_create_signing_key(path)
+    except KeyFileError as e:
+        raise StartupError(f"{e}: {restore}") from None
+    except UnicodeDecodeError:
+        raise StartupError(f"{path} is not a signing key file (not text): {restore}") from None
+    except OSError as e:
+        problem = f"cannot read or write the signing key {path}: {e.strerror}; check its permissions"
+        raise StartupError(problem) from None
+
+
+def _bind_problem(listen: str, e: OSError) -> str:
+    """One line for an address the listener cannot take."""
+    fix = "set listen (HOMESERVER_LISTEN) to another host:port"
+    if isinstance(e, socket.gaierror):
+        return f"cannot listen on {listen}: the host name cannot be resolved ({e.strerror}); {fix}"
+    if e.errno == errno.EADDRINUSE:
+        return f"cannot listen on {listen}: the address is already in use (another server running?); stop it, or {fix}"
+    if e.errno == errno.EACCES:
+        return f"cannot listen on {listen}: permission denied (ports below 1024 need privileges); {fix}"
+    if e.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {listen}: the address is not one of this machine's; {fix}"
+    return f"cannot listen on {listen}: {e.strerror or e}; {fix}"
+
+
+async def listen(hs: HomeServer) -> web.AppRunner:
+    """Serve `hs` on its configured address, with the connection deadlines of `http` in the config.
+    Raises StartupError when the address cannot be taken (after closing what was set up)."""
+    config = hs.config
+    # handler_cancellation: a request whose client went away stops (a long-poll /sync would otherwise
+    # run to its timeout); shutdown waits at most a couple of seconds for requests in flight.
+    runner = GuardedRunner(
+        hs.build_app(),
+        limits=config.http,
+        access_log=None,
+        handle_signals=False,
+        handler_cancellation=True,
+        shutdown_timeout=2.0,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise StartupError(_bind_problem(config.listen, e)) from None
+    return runner
+
+
 GC_THRESHOLDS = (700, 10, 10)  # Python's defaults (`__main__` raises them for the start-up)
 
 
@@ -193,25 +277,20 @@ def run(config: Config) -> int:
 
 async def _serve(config: Config) -> int:
     hs = HomeServer(config)
-    notice = await hs.registration.first_account_notice(config.public_baseurl or f"http://{config.listen}")
-    if notice is not None:
-        print(notice, flush=True)  # the admin's way in: shown at every start until the first account exists
-    app = hs.build_app()
-    # handler_cancellation: a request whose client went away stops (a long-poll /sync would otherwise
-    # run to its timeout); shutdown waits at most a couple of seconds for requests in flight.
-    runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, handler_cancellation=True, shutdown_timeout=2.0
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
-    await site.start()
-    log.info("serving %s on http://%s", config.server_name, config.listen)
-    _settle_heap()
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down")
-    await runner.cleanup()
+    runner = await listen(hs)
+    try:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("serving %s on http://%s", config.server_name, config.listen)
+        # printed once the address is ours: a start that fails must not hand out a token first
+        notice = await hs.registration.first_account_notice(config.public_baseurl or f"http://{config.listen}")
+        if notice is not None:
+            print(notice, flush=True)  # the admin's way in: shown at every start until the first account exists
+        _settle_heap()
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()
     return 0

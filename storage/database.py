@@ -26,6 +26,7 @@ from storage import (
 )
 from storage.account_data import AccountDataStore
 from storage.accounts import AccountStore
+from storage.cache import DEFAULT_BUDGET_MB, CacheRegistry, leveldb_stats
 from storage.e2ee import E2EEStore
 from storage.engine import META, Store, Table
 from storage.event_relations import RelationStore
@@ -70,14 +71,22 @@ ALL_TABLES: tuple[Table, ...] = (
 
 class Database:
     def __init__(
-        self, path: str | os.PathLike[str], *, fsync: bool = False, cache_mb: int = 32, store: Store | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fsync: bool = False,
+        cache_mb: int = DEFAULT_BUDGET_MB,
+        store: Store | None = None,
     ) -> None:
         self.path = Path(path)
+        # every cache of the server is sized from `cache_mb` and registered here (storage/cache.py)
+        self.caches = CacheRegistry(cache_mb)
         self.store = store if store is not None else Store(self.path, fsync=fsync, cache_mb=cache_mb)
-        self.ids = ShortIds(self.store)
-        self.events = EventStore(self.store)
-        self.rooms = RoomStore(self.store)
-        self.snapshots = StateSnapshots(self.store)
+        self.caches.add_reporter(lambda: leveldb_stats(self.store.db, cache_mb))
+        self.ids = ShortIds(self.store, self.caches)
+        self.events = EventStore(self.store, self.caches)
+        self.rooms = RoomStore(self.store, self.caches)
+        self.snapshots = StateSnapshots(self.store, self.caches)
         self.accounts = AccountStore(self.store)
         self.e2ee = E2EEStore(self.store)
         self.openid = OpenIdStore(self.store)
@@ -86,7 +95,7 @@ class Database:
         self.profiles = ProfileStore(self.store)
         # sync, push, receipts, presence, account data, filters
         self.account_data = AccountDataStore(self.store)
-        self.receipts = ReceiptStore(self.store)
+        self.receipts = ReceiptStore(self.store, self.caches)
         self.push = PushStore(self.store)
         self.filters = FilterStore(self.store)
         self.presence = PresenceStore(self.store)

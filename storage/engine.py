@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import plyvel
 
+from storage.cache import leveldb_sizes
 from storage.codec import prefix_upper_bound, read_u64, u64
 
 
@@ -31,6 +32,10 @@ class StoreCorrupted(StoreError):
 
 class StoreLocked(StoreError):
     pass
+
+
+class StoreReadOnly(StoreError):
+    """The store's files or folder cannot be written (permissions, a read-only mount)."""
 
 
 class Table:
@@ -171,6 +176,7 @@ Migration = Callable[["Store", Batch], None]
 # and those modules import this one.
 MIGRATIONS: list[str] = [
     "storage.push:migrate_notification_records",  # 1 -> 2: one notification record per event
+    "storage.json_repair:remove_unencodable_json",  # 2 -> 3: client JSON nested too deep to re-encode
 ]
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
@@ -212,7 +218,12 @@ class Store:
         if snapshot_db is not None:
             self.db = snapshot_db
         else:
-            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except FileExistsError:
+                raise StoreError(f"{self.path} is a file, not a store: move it away or restore a backup") from None
+            except OSError as e:
+                raise StoreReadOnly(f"cannot create the store folder {self.path}: {e.strerror}") from None
             self.db = _open_db(self.path, create=True, cache_mb=cache_mb)
         try:
             self._check_and_migrate()
@@ -415,21 +426,29 @@ class Store:
         self.close()
 
 
+def _error_text(e: Exception) -> str:
+    """plyvel's messages are bytes: show them as text."""
+    return e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes) else str(e)
+
+
 def _corrupted(path: Path, e: Exception) -> StoreCorrupted:
     return StoreCorrupted(
-        f"the store in {path} is corrupted ({e}). Stop the server, back up the folder, then run "
+        f"the store in {path} is corrupted ({_error_text(e)}). Stop the server, back up the folder, then run "
         f"`python -m homeserver repair --data-dir {path.parent}` to rebuild what LevelDB can recover"
     )
 
 
 def _open_db(path: Path, *, create: bool, cache_mb: int) -> plyvel.DB:
+    sizes = leveldb_sizes(cache_mb)
     try:
         return plyvel.DB(
             str(path),
             create_if_missing=create,
             paranoid_checks=True,
-            lru_cache_size=cache_mb * 1024 * 1024,
-            write_buffer_size=4 * 1024 * 1024,
+            # sized from the server's one memory budget: see storage/cache.py
+            lru_cache_size=sizes["block_cache"],
+            write_buffer_size=sizes["write_buffer"],
+            max_open_files=sizes["max_open_files"],
             block_size=16 * 1024,
             bloom_filter_bits=10,
             compression="snappy",
@@ -437,12 +456,20 @@ def _open_db(path: Path, *, create: bool, cache_mb: int) -> plyvel.DB:
     except plyvel.CorruptionError as e:
         raise _corrupted(path, e) from None
     except plyvel.IOError as e:
-        if "lock" in str(e).lower():
-            raise StoreLocked(
-                f"the store in {path} is in use by another process (a running server?). "
-                "Use `python -m homeserver inspect`, which reads a snapshot without taking the lock"
+        text = _error_text(e)
+        # checked before "lock": a store we may not write fails on its LOCK file with EACCES/EROFS
+        if "Permission denied" in text or "Read-only file system" in text:
+            reason = "a read-only file system" if "Read-only" in text else f"permission denied for uid {os.getuid()}"
+            raise StoreReadOnly(
+                f"the store in {path} is read-only ({reason}); the server must write to it: make the folder "
+                "and its files writable by this user, or read it with `python -m homeserver inspect`"
             ) from None
-        raise StoreError(f"cannot open the store in {path}: {e}") from None
+        if "lock" in text.lower():
+            raise StoreLocked(
+                f"the store in {path} is in use by another process (a running server?): stop it or use another "
+                "data_dir; `python -m homeserver inspect` reads a snapshot without taking the lock"
+            ) from None
+        raise StoreError(f"cannot open the store in {path}: {text}") from None
 
 
 def repair(path: str | os.PathLike[str]) -> None:
@@ -462,7 +489,7 @@ def open_snapshot_copy(path: str | os.PathLike[str]) -> Iterator[plyvel.DB]:
 
     src = Path(path)
     if not (src / "CURRENT").exists():
-        raise StoreError(f"{src} is not a store (no CURRENT file)")
+        raise StoreError(f"no store in {src} (no CURRENT file): check the data directory (--data-dir or data_dir)")
     with tempfile.TemporaryDirectory(prefix="homeserver-inspect-") as tmp:
         dst = Path(tmp) / "db"
         dst.mkdir()

@@ -8,12 +8,12 @@ checked and rebuilt without parsing JSON.
 from __future__ import annotations
 
 import struct
-from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, Final
 
 import orjson
 
+from storage.cache import DEFAULT_BUDGET_MB, CacheRegistry, LruCache
 from storage.codec import u64
 from storage.engine import Batch, Store, Table
 
@@ -84,56 +84,40 @@ class EventMeta:
         return bool(self.flags & SOFT_FAILED)
 
 
-class _LRU(OrderedDict[int, Any]):
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def get_fresh(self, k: int) -> Any:
-        v = self.get(k)
-        if v is not None:
-            self.move_to_end(k)
-        return v
-
-    def remember(self, k: int, v: Any) -> None:
-        self[k] = v
-        if len(self) > self.size:
-            self.popitem(last=False)
-
-
 class EventStore:
-    def __init__(self, store: Store, *, cache_size: int = 20_000) -> None:
+    def __init__(self, store: Store, caches: CacheRegistry | None = None) -> None:
         self.store = store
-        self._json = _LRU(cache_size)
-        self._meta = _LRU(cache_size * 4)
-        self._chains = _LRU(cache_size)
+        caches = caches if caches is not None else CacheRegistry(DEFAULT_BUDGET_MB)
+        self._json: LruCache[int, dict[str, Any]] = caches.lru("events.json", "events.json")
+        self._meta: LruCache[int, EventMeta] = caches.lru("events.meta", "events.meta")
+        self._chains: LruCache[int, tuple[int, ...]] = caches.lru("events.auth_chains", "events.auth_chains")
 
     # -- reading ---------------------------------------------------------------------------------
 
     def get_json(self, short: int) -> dict[str, Any] | None:
         """The stored event as a dict. Shared with the cache: callers must not modify it."""
-        ev = self._json.get_fresh(short)
+        ev = self._json.get(short)
         if ev is not None:
-            return ev  # type: ignore[no-any-return]
+            return ev
         raw = self.store.get(EVENT_JSON, u64(short))
         if raw is None:
             return None
         ev = orjson.loads(raw)
-        self._json.remember(short, ev)
+        self._json.put(short, ev)
         return ev  # type: ignore[no-any-return]
 
     def get_raw(self, short: int) -> bytes | None:
         return self.store.get(EVENT_JSON, u64(short))
 
     def get_meta(self, short: int) -> EventMeta | None:
-        meta = self._meta.get_fresh(short)
+        meta = self._meta.get(short)
         if meta is not None:
-            return meta  # type: ignore[no-any-return]
+            return meta
         raw = self.store.get(EVENT_META, u64(short))
         if raw is None:
             return None
         meta = EventMeta.decode(raw)
-        self._meta.remember(short, meta)
+        self._meta.put(short, meta)
         return meta
 
     def has(self, short: int) -> bool:
@@ -145,14 +129,14 @@ class EventStore:
 
     def auth_chain(self, short: int) -> tuple[int, ...] | None:
         """The stored auth chain of a state event (sorted short ids), or None if not stored."""
-        chain = self._chains.get_fresh(short)
+        chain = self._chains.get(short)
         if chain is not None:
-            return chain  # type: ignore[no-any-return]
+            return chain
         raw = self.store.get(AUTH_CHAIN, u64(short))
         if raw is None:
             return None
         chain = struct.unpack(f">{len(raw) // 8}Q", raw)
-        self._chains.remember(short, chain)
+        self._chains.put(short, chain)
         return chain
 
     # -- writing ---------------------------------------------------------------------------------
@@ -172,22 +156,22 @@ class EventStore:
         if rejection is not None:
             batch.put(EVENT_REJECTION, u64(short), rejection.encode())
         if parsed is not None:
-            batch.on_commit.append(lambda: self._json.remember(short, parsed))
+            batch.on_commit.append(lambda: self._json.put(short, parsed))
         else:
-            batch.on_commit.append(lambda: self._json.pop(short, None))
+            batch.on_commit.append(lambda: self._json.discard(short))
 
     def put_meta(self, short: int, meta: EventMeta, batch: Batch) -> None:
         batch.put(EVENT_META, u64(short), meta.encode())
         # the cache is updated only once the write is durable
-        batch.on_commit.append(lambda: self._meta.remember(short, meta))
+        batch.on_commit.append(lambda: self._meta.put(short, meta))
 
     def replace_json(self, short: int, event_json: bytes, batch: Batch) -> None:
         """Overwrite the stored JSON (redaction of a stored event)."""
         batch.put(EVENT_JSON, u64(short), event_json)
-        batch.on_commit.append(lambda: self._json.pop(short, None))
+        batch.on_commit.append(lambda: self._json.discard(short))
 
     def put_auth_chain(self, short: int, chain: Iterable[int], batch: Batch) -> tuple[int, ...]:
         ordered = tuple(sorted(set(chain)))
         batch.put(AUTH_CHAIN, u64(short), struct.pack(f">{len(ordered)}Q", *ordered))
-        batch.on_commit.append(lambda: self._chains.remember(short, ordered))
+        batch.on_commit.append(lambda: self._chains.put(short, ordered))
         return ordered

@@ -12,6 +12,7 @@ from typing import Final
 
 import orjson
 
+from storage.cache import CacheRegistry, LruCache
 from storage.codec import SEP, read_u64, u64
 from storage.engine import Batch, Store, Table
 
@@ -80,9 +81,12 @@ def _key(room: int, user_id: str, receipt_type: str, thread_id: str) -> bytes:
 
 
 class ReceiptStore:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, caches: CacheRegistry | None = None) -> None:
         self.store = store
-        self._latest: dict[int, int] = {}  # room -> stream position of its newest receipt
+        # room -> stream position of its newest receipt
+        self._latest: LruCache[int, int] = (
+            caches.lru("receipts.latest", "rooms.receipts") if caches is not None else LruCache("receipts.latest", 1024)
+        )
 
     def get(self, room: int, user_id: str, receipt_type: str, thread_id: str) -> Receipt | None:
         raw = self.store.get(RECEIPTS, _key(room, user_id, receipt_type, thread_id))
@@ -102,7 +106,9 @@ class ReceiptStore:
         batch.put(RECEIPT_STREAM, u64(room) + u64(receipt.stream), raw)
 
         def published() -> None:
-            self._latest[room] = max(self._latest.get(room, 0), receipt.stream)
+            known = self._latest.peek(room)
+            if known is not None:  # not cached: the next `latest` reads it from the store
+                self._latest.put(room, max(known, receipt.stream))
 
         batch.on_commit.append(published)
 
@@ -111,7 +117,8 @@ class ReceiptStore:
         found = self._latest.get(room)
         if found is None:
             last = next(self.store.keys(RECEIPT_STREAM, u64(room), reverse=True), None)
-            found = self._latest[room] = read_u64(last, 8) if last is not None else 0
+            found = read_u64(last, 8) if last is not None else 0
+            self._latest.put(room, found)
         return found
 
     def in_room(self, room: int, after: int = 0, upto: int | None = None) -> Iterator[Receipt]:

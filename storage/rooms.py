@@ -9,6 +9,7 @@ from typing import Any, Final
 
 import orjson
 
+from storage.cache import DEFAULT_BUDGET_MB, CacheRegistry, LruCache
 from storage.codec import SEP, read_u64, u64
 from storage.engine import Batch, Store, Table
 
@@ -51,10 +52,12 @@ class UserRoom:
 
 
 class RoomStore:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, caches: CacheRegistry | None = None) -> None:
         self.store = store
-        self._info: dict[int, dict[str, Any]] = {}
-        self._extremities: dict[int, list[int]] = {}  # room -> forward extremities, in key order
+        caches = caches if caches is not None else CacheRegistry(DEFAULT_BUDGET_MB)
+        self._info: LruCache[int, dict[str, Any]] = caches.lru("rooms.info", "rooms.info", part=0.5)
+        # room -> forward extremities, in key order
+        self._extremities: LruCache[int, list[int]] = caches.lru("rooms.extremities", "rooms.info", part=0.5)
 
     # -- room info -------------------------------------------------------------------------------
 
@@ -65,13 +68,13 @@ class RoomStore:
             if raw is None:
                 return None
             info = orjson.loads(raw)
-            self._info[room] = info
+            self._info.put(room, info)
         return info
 
     def set_info(self, room: int, info: dict[str, Any], batch: Batch) -> None:
         batch.put(ROOM_INFO, u64(room), orjson.dumps(info, option=orjson.OPT_SORT_KEYS))
         frozen = dict(info)
-        batch.on_commit.append(lambda: self._info.__setitem__(room, frozen))
+        batch.on_commit.append(lambda: self._info.put(room, frozen))
 
     def rooms(self) -> Iterator[int]:
         for k in self.store.keys(ROOM_INFO):
@@ -100,7 +103,8 @@ class RoomStore:
         # fresh deletions walks every one of them (hundreds of µs after a few thousand messages).
         cached = self._extremities.get(room)
         if cached is None:
-            cached = self._extremities[room] = [read_u64(k, 8) for k in self.store.keys(ROOM_EXTREMITIES, u64(room))]
+            cached = [read_u64(k, 8) for k in self.store.keys(ROOM_EXTREMITIES, u64(room))]
+            self._extremities.put(room, cached)
         return list(cached)
 
     def update_extremities(self, room: int, remove: list[int], add: list[int], batch: Batch) -> None:
@@ -110,11 +114,11 @@ class RoomStore:
             batch.put(ROOM_EXTREMITIES, u64(room) + u64(ev), b"")
 
         def committed() -> None:
-            cached = self._extremities.get(room)
-            if cached is not None:
+            cached = self._extremities.peek(room)
+            if cached is not None:  # not cached: the next read scans the store, which has this write
                 gone = set(remove)
                 kept = [e for e in cached if e not in gone]
-                self._extremities[room] = sorted({*kept, *add})
+                self._extremities.put(room, sorted({*kept, *add}))
 
         batch.on_commit.append(committed)
 

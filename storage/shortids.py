@@ -7,8 +7,7 @@ batch is dropped, they are forgotten (a gap in the numbering is harmless).
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
+from storage.cache import DEFAULT_BUDGET_MB, CacheRegistry, LruCache
 from storage.codec import SEP, read_u64, u64
 from storage.engine import Batch, Store, Table
 
@@ -22,43 +21,37 @@ SHORT_TO_ROOM = Table("short_roomid", ("room",), "str", "short room id -> room i
 TABLES = (EVENT_TO_SHORT, SHORT_TO_EVENT, STATEKEY_TO_SHORT, SHORT_TO_STATEKEY, ROOM_TO_SHORT, SHORT_TO_ROOM)
 
 
-class _LRU(OrderedDict[bytes, int]):
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def remember(self, k: bytes, v: int) -> None:
-        self[k] = v
-        if len(self) > self.size:
-            self.popitem(last=False)
-
-
 class _Namespace:
     """One kind of short id: a forward table, a reverse table, a counter and caches."""
 
-    def __init__(self, store: Store, forward: Table, reverse: Table, cache_size: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        forward: Table,
+        reverse: Table,
+        cache: LruCache[bytes, int],
+        reverse_cache: LruCache[int, bytes],
+    ) -> None:
         self.store = store
         self.forward = forward
         self.reverse = reverse
         # The highest id in use is the last key of the reverse table: no counter to keep in step.
         last = next(store.keys(reverse, reverse=True), None)
         self.last = read_u64(last) if last else 0
-        self.cache = _LRU(cache_size)
-        self.reverse_cache: OrderedDict[int, bytes] = OrderedDict()
-        self.cache_size = cache_size
+        self.cache = cache
+        self.reverse_cache = reverse_cache
         # names given an id by batches not yet committed -> those batches
         self.pending: dict[bytes, list[Batch]] = {}
 
     def get(self, name: bytes) -> int | None:
         short = self.cache.get(name)
         if short is not None:
-            self.cache.move_to_end(name)
             return short
         raw = self.store.get(self.forward, name)
         if raw is None:
             return None
         short = read_u64(raw)
-        self.cache.remember(name, short)
+        self.cache.put(name, short)
         return short
 
     def get_or_create(self, name: bytes, batch: Batch) -> int:
@@ -76,8 +69,8 @@ class _Namespace:
         """A new id for a name the caller knows has none (no lookup)."""
         self.last += 1
         short = self.last
-        self.cache.remember(name, short)
-        self._remember_reverse(short, name)
+        self.cache.put(name, short)
+        self.reverse_cache.put(short, name)
         self._adopt(name, short, batch, [])
         return short
 
@@ -102,26 +95,28 @@ class _Namespace:
         batch.on_commit.append(committed)
         batch.on_abort.append(aborted)
 
-    def _remember_reverse(self, short: int, name: bytes) -> None:
-        self.reverse_cache[short] = name
-        if len(self.reverse_cache) > self.cache_size:
-            self.reverse_cache.popitem(last=False)
-
     def name_of(self, short: int) -> bytes | None:
         name = self.reverse_cache.get(short)
         if name is not None:
             return name
         name = self.store.get(self.reverse, u64(short))
         if name is not None:
-            self._remember_reverse(short, name)
+            self.reverse_cache.put(short, name)
         return name
 
 
 class ShortIds:
-    def __init__(self, store: Store, *, event_cache: int = 200_000) -> None:
-        self._events = _Namespace(store, EVENT_TO_SHORT, SHORT_TO_EVENT, event_cache)
-        self._state_keys = _Namespace(store, STATEKEY_TO_SHORT, SHORT_TO_STATEKEY, 100_000)
-        self._rooms = _Namespace(store, ROOM_TO_SHORT, SHORT_TO_ROOM, 50_000)
+    def __init__(self, store: Store, caches: CacheRegistry | None = None) -> None:
+        caches = caches if caches is not None else CacheRegistry(DEFAULT_BUDGET_MB)
+        def namespace(forward: Table, reverse: Table, name: str, share: str) -> _Namespace:
+            # the budget's share split between the two directions
+            to_short = caches.lru(f"ids.{name}_to_short", share, part=0.5)
+            to_name = caches.lru(f"ids.short_to_{name}", share, part=0.5)
+            return _Namespace(store, forward, reverse, to_short, to_name)
+
+        self._events = namespace(EVENT_TO_SHORT, SHORT_TO_EVENT, "event", "ids.events")
+        self._state_keys = namespace(STATEKEY_TO_SHORT, SHORT_TO_STATEKEY, "state_key", "ids.state_keys")
+        self._rooms = namespace(ROOM_TO_SHORT, SHORT_TO_ROOM, "room", "ids.rooms")
 
     # events
     def event(self, event_id: str) -> int | None:

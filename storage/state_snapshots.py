@@ -21,7 +21,9 @@ import struct
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
+from typing import Any
 
+from storage.cache import ENTRY_BYTES, CacheRegistry, LruCache, cache_stats
 from storage.codec import read_u64, u64
 from storage.engine import Batch, Store, Table
 
@@ -34,7 +36,8 @@ SNAPSHOT_BY_HASH = Table(
 TABLES = (SNAPSHOT, SNAPSHOT_BY_HASH)
 
 MAX_LAYERS = 5
-ENTRY_CACHE = 20_000  # single-entry answers remembered (an answer for a snapshot never changes)
+ENTRY_CACHE = 20_000  # single-entry answers remembered without a budget (an answer never changes)
+_NONE = 0  # a cached "no entry" (short event ids start at 1)
 _HEAD = struct.Struct(">QB32sI")  # parent, layer, hash, number of added entries
 _ENTRY = struct.Struct(">QQ")
 _MOD = 2**256
@@ -85,16 +88,28 @@ class _Record:
 
 
 class StateSnapshots:
-    def __init__(self, store: Store, *, cache_entries: int = 300_000) -> None:
+    def __init__(
+        self, store: Store, caches: CacheRegistry | None = None, *, cache_entries: int | None = None
+    ) -> None:
         self.store = store
         last = next(store.keys(SNAPSHOT, reverse=True), None)
         self._last_id = read_u64(last) if last else 0
+        if cache_entries is None:  # the budget's share, half for records and half for full states
+            cache_entries = caches.entries_for("state.snapshots") // 2 if caches is not None else 150_000
         self._records: dict[int, _Record] = {}  # decoded records (roots hold a full state)
         self._record_entries = 0
         self._states: OrderedDict[int, State] = OrderedDict()
         self._cached_entries = 0
         self._cache_entries = cache_entries
-        self._entries: dict[tuple[int, int], int | None] = {}  # (snapshot, key) -> `get`'s answer
+        # (snapshot, key) -> `get`'s answer, `_NONE` for "no such entry"
+        self._entries: LruCache[tuple[int, int], int] = (
+            caches.lru("state.entries", "state.entries")
+            if caches is not None
+            else LruCache("state.entries", ENTRY_CACHE)
+        )
+        self._hits = self._misses = 0
+        if caches is not None:
+            caches.add_reporter(self.cache_stats)
         # snapshots written by batches not yet committed, usable only by their own batch
         self._pending_by_hash: dict[int, tuple[Batch, int]] = {}
         self._pending_records: dict[int, _Record] = {}
@@ -108,12 +123,23 @@ class StateSnapshots:
             if raw is None:
                 raise KeyError(f"unknown state snapshot {sid}")
             rec = _Record.decode(raw)
-            self._records[sid] = rec
-            self._record_entries += rec.size
-            while self._record_entries > self._cache_entries and len(self._records) > 1:
-                old = self._records.pop(next(iter(self._records)))
-                self._record_entries -= old.size
+            self._keep_record(sid, rec)
         return rec
+
+    def _keep_record(self, sid: int, rec: _Record) -> None:
+        self._records[sid] = rec
+        self._record_entries += rec.size
+        while self._record_entries > self._cache_entries and len(self._records) > 1:
+            old = self._records.pop(next(iter(self._records)))
+            self._record_entries -= old.size
+
+    def cache_stats(self) -> dict[str, Any]:
+        """Decoded records and full states, counted in state entries (`cache_stats`' shape)."""
+        entries = self._record_entries + self._cached_entries
+        return cache_stats(
+            "state.snapshots", entries, 2 * self._cache_entries, entries * ENTRY_BYTES["state.snapshots"],
+            self._hits, self._misses,
+        )
 
     def get(self, sid: int, key: int) -> int | None:
         """One entry of a snapshot, found by walking its layers without building the whole state.
@@ -123,12 +149,11 @@ class StateSnapshots:
         if state is not None:
             return state.get(key)
         entry = (sid, key)
-        if entry in self._entries:
-            return self._entries[entry]
+        found = self._entries.get(entry)
+        if found is not None:
+            return found if found != _NONE else None
         value = self._walk(sid, key)
-        if len(self._entries) >= ENTRY_CACHE:
-            self._entries.clear()
-        self._entries[entry] = value
+        self._entries.put(entry, _NONE if value is None else value)
         return value
 
     def _walk(self, sid: int, key: int) -> int | None:
@@ -147,7 +172,9 @@ class StateSnapshots:
         state = self._states.get(sid)
         if state is not None:
             self._states.move_to_end(sid)
+            self._hits += 1
             return state
+        self._misses += 1
         rec = self._record(sid)
         if rec.layer == 0:
             full = dict(rec.added)
@@ -294,8 +321,7 @@ class StateSnapshots:
         def published() -> None:
             self._pending_by_hash.pop(h, None)
             self._pending_records.pop(sid, None)
-            self._records[sid] = rec
-            self._record_entries += rec.size
+            self._keep_record(sid, rec)
 
         batch.on_abort.append(forget)
         batch.on_commit.append(published)

@@ -10,11 +10,18 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from homeserver.errors import MatrixError
 from homeserver.sync.notifier import Notifier
 from storage.database import Database
 
 IGNORED_USERS = "m.ignored_user_list"
+# Every entry is re-sent in each initial /sync, so one entry (all tags of a room together, for
+# m.tag) is capped: 256 KiB holds an m.direct of some four thousand rooms.
+MAX_ENTRY_BYTES = 256 * 1024
+# spec: modules/tags.md — "The name of a tag MUST NOT exceed 255 bytes."
+MAX_TAG_BYTES = 255
 # spec: account data that only the server writes (set through other endpoints)
 SERVER_CONTROLLED = {
     "m.fully_read": "Cannot set m.fully_read through this API; use /read_markers",
@@ -56,6 +63,9 @@ class AccountData:
             new = change(self.get(user_id, data_type, room_id))
             if new is None:
                 return 0
+            if len(orjson.dumps(new)) > MAX_ENTRY_BYTES:
+                what = "the room's tags" if data_type == "m.tag" and room_id else "account data"
+                raise MatrixError(413, "M_TOO_LARGE", f"{what} would be larger than {MAX_ENTRY_BYTES} bytes")
             batch = self.db.store.batch()
             with batch:
                 stream = batch.next_count()
@@ -92,6 +102,9 @@ class AccountData:
         return dict(tags) if isinstance(tags, dict) else {}
 
     async def set_tag(self, user_id: str, room_id: str, tag: str, body: dict[str, Any]) -> None:
+        if len(tag.encode()) > MAX_TAG_BYTES:
+            raise MatrixError(400, "M_INVALID_PARAM", f"a tag name must not exceed {MAX_TAG_BYTES} bytes")
+
         def change(old: dict[str, Any] | None) -> dict[str, Any]:
             tags = dict((old or {}).get("tags") or {})
             tags[tag] = body

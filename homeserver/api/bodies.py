@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from homeserver.api.http import json_object
+from homeserver.api.http import JSON_BODY_LIMIT, json_object
 from homeserver.errors import MatrixError
 from homeserver.schema import Schema, SchemaError
 
@@ -37,8 +37,9 @@ def parse(model: type[M], data: Any, *, bad: str = "M_BAD_JSON") -> M:
         raise MatrixError(400, bad, f"{where}: {problem.message}") from None
 
 
-async def read(request: web.Request, model: type[M], *, allow_empty: bool = False) -> M:
-    return parse(model, await json_object(request, allow_empty=allow_empty))
+async def read(request: web.Request, model: type[M], *, allow_empty: bool = False, limit: int = JSON_BODY_LIMIT) -> M:
+    """The body as `model`; nesting and size are checked by `read_json` (one policy for all bodies)."""
+    return parse(model, await json_object(request, allow_empty=allow_empty, limit=limit))
 
 
 def client_ip(request: web.Request) -> str | None:

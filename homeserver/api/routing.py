@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from aiohttp.web_urldispatcher import _InfoDict
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Whether a route admits guest accounts: a flag, or a test of the request (one path variable, say)
+GuestRule = bool | Callable[[web.Request], bool]
 T = TypeVar("T")
 
 TAIL_SUFFIX = ":.+"
@@ -176,9 +178,15 @@ def _variables(names: tuple[str, ...], values: list[str], encoded: bool) -> dict
 class PathRoute(AbstractRoute):
     """One method on one path template: what `request.match_info.route` is."""
 
-    def __init__(self, method: str, path: str, handler: Handler, resource: web.AbstractResource) -> None:
+    def __init__(
+        self, method: str, path: str, handler: Handler, resource: web.AbstractResource, guests: GuestRule = False
+    ) -> None:
         super().__init__(method, handler, resource=resource)
         self.path = path
+        self.guests = guests
+
+    def admits_guest(self, request: web.Request) -> bool:
+        return self.guests(request) if callable(self.guests) else self.guests
 
     @property
     def name(self) -> str | None:
@@ -225,9 +233,9 @@ class TrieResource(web.AbstractResource):
         self._preflight = None if preflight is None else PathRoute(hdrs.METH_OPTIONS, "/", preflight, self)
         self._resolved: set[str] = set()  # aiohttp reads allowed methods only when nothing matched
 
-    def add_route(self, method: str, path: str, handler: Handler) -> PathRoute | None:
+    def add_route(self, method: str, path: str, handler: Handler, guests: GuestRule = False) -> PathRoute | None:
         """Add a route; None (and nothing added) if `method` on `path` is taken: the first one stays."""
-        route = PathRoute(method, path, handler, self)
+        route = PathRoute(method, path, handler, self, guests)
         if not self._trie.add(route.method, path, route):
             return None
         self._routes.append(route)

@@ -9,15 +9,15 @@ import asyncio
 import logging
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 from aiohttp import web
 
-from homeserver.api.http import access_token
+from homeserver.api.http import access_token, guest_admitted
 from homeserver.errors import MatrixError
 from storage.accounts import token_hash
+from storage.cache import LruCache
 from storage.database import Database
 from storage.engine import Batch
 
@@ -82,7 +82,7 @@ class Tokens:
     def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.clock = clock
-        self._cache: OrderedDict[bytes, tuple[Requester, int | None]] = OrderedDict()
+        self._cache: LruCache[bytes, tuple[Requester, int | None]] = db.caches.lru("auth.tokens", "auth.tokens")
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _now_ms(self) -> int:
@@ -186,9 +186,7 @@ class Tokens:
             cached = (requester, info.get("expires_at"))
             if "prev_refresh" in info:
                 self._schedule(self._retire_refresh_token(h, info))
-            self._cache[h] = cached
-            if len(self._cache) > 10_000:
-                self._cache.popitem(last=False)
+            self._cache.put(h, cached)
         requester, expires_at = cached
         if expires_at is not None and self._now_ms() >= expires_at:
             # spec: an expired access token gets M_UNKNOWN_TOKEN with soft_logout: the client refreshes
@@ -215,23 +213,30 @@ class Tokens:
             for h in hashes:
                 self._cache.pop(h, None)
         if user_id is not None:
-            for h in [h for h, (r, _) in self._cache.items() if r.user_id == user_id]:
-                del self._cache[h]
+            for h in self._cache.list_keys():
+                found = self._cache.peek(h)
+                if found is not None and found[0].user_id == user_id:
+                    self._cache.pop(h)
 
     def requester(self, request: web.Request) -> Requester:
         token = access_token(request)
         if token is None:
             raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
-        return self._unlocked(self.lookup(token), request)
+        return self._admitted(self.lookup(token), request)
 
     def optional_requester(self, request: web.Request) -> Requester | None:
         token = access_token(request)
-        return self._unlocked(self.lookup(token), request) if token is not None else None
+        return self._admitted(self.lookup(token), request) if token is not None else None
 
     @staticmethod
-    def _unlocked(requester: Requester, request: web.Request) -> Requester:
+    def _admitted(requester: Requester, request: web.Request) -> Requester:
+        """The requester, if its account may call this route at all."""
         # spec: "Account locking" — a locked account gets 401 M_USER_LOCKED with soft_logout, except
         # on /logout and /logout/all, which it may still call
         if requester.is_locked and not request.path.endswith(("/logout", "/logout/all")):
             raise MatrixError(401, "M_USER_LOCKED", "This account has been locked", soft_logout=True)
+        # spec: modules/guest_access.md — guests may call only the endpoints it lists, marked on
+        # their routes at registration (`Router.add(..., guests=...)`); this is the one check
+        if requester.is_guest and not guest_admitted(request):
+            raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest accounts cannot use this endpoint")
         return requester

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from homeserver.errors import MatrixError
+from homeserver.rooms.tokens import parse_counter
 from storage.database import Database
 
 
@@ -49,12 +50,11 @@ class KeyBackup:
             if found is None:
                 raise MatrixError(404, "M_NOT_FOUND", "no current backup version")
             return found
-        if not version.isdigit():
+        number = parse_counter(version)
+        info = self.db.e2ee.backup_version(user_id, number) if number is not None else None
+        if number is None or info is None or info.get("deleted"):
             raise MatrixError(404, "M_NOT_FOUND", f"unknown backup version {version}")
-        info = self.db.e2ee.backup_version(user_id, int(version))
-        if info is None or info.get("deleted"):
-            raise MatrixError(404, "M_NOT_FOUND", f"unknown backup version {version}")
-        return int(version), info
+        return number, info
 
     def describe(self, user_id: str, version: str | None) -> dict[str, Any]:
         v, info = self._version(user_id, version)
@@ -94,12 +94,13 @@ class KeyBackup:
             await batch.commit()
 
     async def delete(self, user_id: str, version: str) -> None:
-        info = self.db.e2ee.backup_version(user_id, int(version)) if version.isdigit() else None
-        if info is None:
+        number = parse_counter(version)
+        info = self.db.e2ee.backup_version(user_id, number) if number is not None else None
+        if number is None or info is None:
             raise MatrixError(404, "M_NOT_FOUND", f"unknown backup version {version}")
         if info.get("deleted"):
             return  # spec: DELETE /room_keys/version/{version} succeeds for a backup deleted before
-        v = int(version)
+        v = number
         batch = self.db.store.batch()
         with batch:
             self.db.e2ee.delete_backup_keys(user_id, v, batch)

@@ -9,10 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import orjson
+
 from homeserver.errors import MatrixError
 from storage.database import Database
 
 MAX_PER_SYNC = 100
+# Each message is re-sent in the recipient's /sync and, for a remote user, in a federation EDU; its
+# content gets the cap of a whole event (spec: client-server-api "Size limits", 65536 bytes).
+MAX_CONTENT_BYTES = 65536
 
 
 class ToDevice:
@@ -41,6 +46,10 @@ class ToDevice:
                 for device_id, content in by_device.items():
                     if not isinstance(content, dict):
                         raise MatrixError(400, "M_BAD_JSON", "each message content must be an object")
+                    if len(orjson.dumps(content)) > MAX_CONTENT_BYTES:
+                        raise MatrixError(
+                            413, "M_TOO_LARGE", f"a to-device message content is larger than {MAX_CONTENT_BYTES} bytes"
+                        )
                     devices = known if device_id == "*" else [device_id] if device_id in known else []
                     for d in devices:
                         store.put_to_device(

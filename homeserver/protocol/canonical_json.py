@@ -115,6 +115,28 @@ def _check_strict(value: Any, depth: int) -> None:
     raise CanonicalJSONError(f"value of type {t.__name__} is not JSON")
 
 
+def nested_deeper_than(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether some value inside `value` sits more than `limit` levels below it, counted as `check`
+    counts (the value itself is level 0). Only containers are visited, and the walk stops at
+    `limit`, so its recursion is bounded whatever the input."""
+    t = type(value)
+    if t is dict:
+        children: Any = value.values()
+    elif t is list:
+        children = value
+    else:
+        return False
+    if not children:
+        return False
+    if limit <= 0:
+        return True
+    for child in children:
+        tc = type(child)
+        if (tc is dict or tc is list) and nested_deeper_than(child, limit - 1):
+            return True
+    return False
+
+
 def encode(value: Any) -> bytes:
     """The canonical JSON bytes of `value` (spec: appendices.md "Canonical JSON")."""
     normalised, _ = _normalise(value, 0)

@@ -10,18 +10,21 @@ notifications after the user's read point: the most advanced of their `m.read` a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from homeserver.errors import MatrixError
+from homeserver.locks import KeyedLocks
 from homeserver.protocol.power_levels import get_notification_level, get_user_power_level
 from homeserver.push import rules as push_rules
-from homeserver.push.evaluator import CompiledRuleset, EventContext, is_highlight
+from homeserver.push.evaluator import CompiledRuleset, EventContext, glob_regex, is_highlight
+from homeserver.push.evaluator import _path as key_path
 from homeserver.rooms.pipeline import PersistedEvent, RoomContext
+from homeserver.rooms.tokens import parse_counter
 from homeserver.sync.notifier import Notifier
+from storage.cache import LruCache, function_cache_stats
 from storage.database import Database
 from storage.engine import Batch
 from storage.events import BACKFILLED
@@ -93,6 +96,9 @@ _UNSET = object()
 # one ruleset's share of an event's audience: the ruleset, its users, and whether no user id there
 # has a glob character (`*`, `?`: then users the event does not name get one answer together)
 _Audience = tuple[CompiledRuleset, list[str], bool]
+
+
+PATTERN_BYTES = 2_000  # a compiled regular expression (tracemalloc, typical push patterns)
 
 
 class _RoomRules:
@@ -206,14 +212,21 @@ class PushService:
         self.server_name = server_name
         self._local_suffix = ":" + server_name
         self.clock = clock
-        self._rulesets: dict[str, dict[str, list[dict[str, Any]]]] = {}
-        self._compiled: dict[str, CompiledRuleset] = {}
+        # the budget's "push" share, split by how many entries each kind needs (storage/cache.py)
+        caches = db.caches
+        self._rulesets: LruCache[str, dict[str, list[dict[str, Any]]]] = caches.lru("push.rulesets", "push", part=0.1)
+        self._compiled: LruCache[str, CompiledRuleset] = caches.lru("push.compiled_rules", "push", part=0.15)
         self._default = CompiledRuleset(push_rules.ruleset(None, None), push_rules.USER_ID)
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._local_members: dict[int, list[str]] = {}
-        self._member_counts: dict[int, int] = {}  # joined members (local and remote), as committed
-        self._counts: dict[tuple[str, int], _CachedCounts] = {}
-        self._room_rules: dict[int, _RoomRules] = {}  # local members of a room grouped by their rules
+        self._locks: KeyedLocks[str] = KeyedLocks()
+        self._local_members: LruCache[int, list[str]] = caches.lru("push.local_members", "push", part=0.15)
+        # joined members (local and remote), as committed
+        self._member_counts: LruCache[int, int] = caches.lru("push.member_counts", "push", part=0.1)
+        self._counts: LruCache[tuple[str, int], _CachedCounts] = caches.lru("push.unread_counts", "push", part=0.4)
+        # local members of a room grouped by their rules
+        self._room_rules: LruCache[int, _RoomRules] = caches.lru("push.room_rules", "push", part=0.1)
+        # pure functions with small fixed caches (module level, shared by every server in a process)
+        caches.add_reporter(function_cache_stats("push.glob_patterns", glob_regex, PATTERN_BYTES))
+        caches.add_reporter(function_cache_stats("push.key_paths", key_path, 300))
         # who a user ignores (spec: ignore_users): their events notify nobody who ignores them
         self.ignored: Callable[[str], frozenset[str]] = lambda user_id: frozenset()
 
@@ -228,9 +241,8 @@ class PushService:
     def ruleset(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
         found = self._rulesets.get(user_id)
         if found is None:
-            if len(self._rulesets) > 10_000:
-                self._rulesets.clear()
-            found = self._rulesets[user_id] = push_rules.ruleset(self.db.push.rules(user_id), user_id)
+            found = push_rules.ruleset(self.db.push.rules(user_id), user_id)
+            self._rulesets.put(user_id, found)
         return found
 
     def compiled(self, user_id: str) -> CompiledRuleset:
@@ -241,9 +253,7 @@ class PushService:
             found = self._default
             if record is not None:
                 found = CompiledRuleset(push_rules.ruleset(record, None), push_rules.USER_ID)
-            if len(self._compiled) > 100_000:
-                self._compiled.clear()
-            self._compiled[user_id] = found
+            self._compiled.put(user_id, found)
         return found
 
     def rules_stream(self, user_id: str) -> int:
@@ -255,8 +265,7 @@ class PushService:
         return {"type": "m.push_rules", "content": {"global": self.ruleset(user_id)}}
 
     async def change_rules(self, user_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-        lock = self._locks.setdefault(user_id, asyncio.Lock())
-        async with lock:
+        async with self._locks(user_id):
             record = change(self.record(user_id))
             batch = self.db.store.batch()
             with batch:
@@ -335,21 +344,19 @@ class PushService:
                     return
                 for _, users in notify:
                     for user_id in users:
-                        cached = counts.get((user_id, room))
+                        cached = counts.peek((user_id, room))
                         if cached is not None:
                             if position > cached.scanned:
                                 cached.stale = True  # the next read counts the new notifications only
                             else:
-                                del counts[(user_id, room)]
+                                counts.pop((user_id, room))
                 if own_id is not None:
                     counts.pop((own_id, room), None)  # their read point moved
 
             batch.on_commit.append(landed)
 
     def _remember_counts(self, key: tuple[str, int], cached: _CachedCounts) -> None:
-        if len(self._counts) > 100_000:
-            self._counts.clear()
-        self._counts[key] = cached
+        self._counts.put(key, cached)
 
     def forget_members(self, room: int) -> None:
         self._local_members.pop(room, None)
@@ -375,23 +382,22 @@ class PushService:
                 ignoring = self.ignored(user_id)
                 if ignoring:
                     ignorers[user_id] = ignoring
-            if len(self._room_rules) > 10_000:
-                self._room_rules.clear()
-            found = self._room_rules[room] = _RoomRules(list(by_rules.values()), ignorers)
+            found = _RoomRules(list(by_rules.values()), ignorers)
+            self._room_rules.put(room, found)
         return found
 
     def _member_count(self, room: int) -> int:
         found = self._member_counts.get(room)
         if found is None:
-            if len(self._member_counts) > 100_000:
-                self._member_counts.clear()
-            found = self._member_counts[room] = self.db.rooms.member_count(room, "join")
+            found = self.db.rooms.member_count(room, "join")
+            self._member_counts.put(room, found)
         return found
 
     def _members(self, room: int) -> list[str]:
         found = self._local_members.get(room)
         if found is None:
-            found = self._local_members[room] = [u for u, _ in self.db.rooms.members(room, "join") if self.is_local(u)]
+            found = [u for u, _ in self.db.rooms.members(room, "join") if self.is_local(u)]
+            self._local_members.put(room, found)
         return found
 
     def _state_event(self, room: int, event_type: str, state_key: str = "") -> dict[str, Any] | None:
@@ -490,9 +496,9 @@ class PushService:
     ) -> tuple[list[tuple[int, dict[str, Any]]], str | None]:
         before = None
         if from_token:
-            if not from_token.isdigit():
+            before = parse_counter(from_token)
+            if before is None:
                 raise MatrixError(400, "M_INVALID_PARAM", "from must be a token from an earlier response")
-            before = int(from_token)
         out: list[tuple[int, dict[str, Any]]] = []
         next_token = None
         for stream, record in self.db.push.notifications(user_id, before=before):

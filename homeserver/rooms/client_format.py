@@ -8,6 +8,7 @@ The stored event is the federation PDU; clients get `content`, `event_id`, `orig
   previous event;
 - `redacted_because` when a redaction applies (the copy served is redacted, spec: "Redactions");
 - `membership`: the viewer's membership at the event (spec: ClientEvent unsigned);
+- `invite_room_state`/`knock_room_state` on the viewer's own pending invite or knock;
 - `m.relations`: bundled aggregations (m.replace, m.thread, m.reference), not on state events.
 
 The sync developer uses `EventSerializer.serialize` with a `Viewer` and a `Visibility`. The dict it
@@ -24,8 +25,12 @@ from homeserver.protocol.redaction import redact
 from homeserver.protocol.room_versions import RoomVersion, get_room_version
 from homeserver.rooms.redactions import Redactions, redacts_of
 from homeserver.rooms.relations import REFERENCE, REPLACE, THREAD, Relations
+from homeserver.rooms.stripped_state import MEMBER, without_member
 from homeserver.rooms.visibility import Visibility
 from storage.database import Database
+
+# the viewer's own pending membership -> where its stripped state goes in `unsigned`
+PENDING_STATE_KEYS = {"invite": "invite_room_state", "knock": "knock_room_state"}
 
 
 class Viewer:
@@ -39,11 +44,6 @@ class Viewer:
     def __init__(self, user_id: str, device_id: str | None = None) -> None:
         self.user_id = user_id
         self.device_id = device_id
-
-
-def stripped_state(event: dict[str, Any]) -> dict[str, Any]:
-    """spec: client-server-api "Stripped state" — only sender, type, state_key and content."""
-    return {k: event[k] for k in ("content", "sender", "state_key", "type") if k in event}
 
 
 class EventSerializer:
@@ -123,6 +123,8 @@ class EventSerializer:
             self._previous_state(meta.state_before, meta.state_key, short, unsigned, vis)
         if vis is not None:
             unsigned["membership"] = vis.membership_at(short)
+        if viewer is not None and out["type"] == MEMBER and out.get("state_key") == viewer.user_id:
+            self._pending_room_state(short, meta.room, viewer.user_id, out["content"], unsigned)
         if bundle and "state_key" not in out:
             relations = self._bundle(meta.room, out["event_id"], event, redaction is not None, viewer, vis, depth)
             if relations:
@@ -139,6 +141,21 @@ class EventSerializer:
             if ev is not None:
                 out.append(ev)
         return out
+
+    def _pending_room_state(
+        self, short: int, room: int, user_id: str, content: dict[str, Any], unsigned: dict[str, Any]
+    ) -> None:
+        """spec: m.room.member `unsigned.invite_room_state` / `knock_room_state` — on the viewer's own
+        invite or knock while it is pending, the room's stripped state (stripped_state.py) without
+        that member event itself."""
+        membership = content.get("membership")
+        key = PENDING_STATE_KEYS.get(membership) if isinstance(membership, str) else None
+        ur = self.db.rooms.user_room(user_id, room) if key is not None else None
+        if key is None or ur is None or ur.event != short:
+            return
+        stored = self.db.rooms.invite_state(user_id, room)
+        if stored:
+            unsigned[key] = without_member(stored, user_id)
 
     def _previous_state(
         self, state_before: int, state_key: int, short: int, unsigned: dict[str, Any], vis: Visibility | None

@@ -34,6 +34,7 @@ class RoomCreation:
         "creator_profile",
         "initial_state",
         "invite",
+        "invite_profiles",
         "is_direct",
         "name",
         "power_level_content_override",
@@ -56,6 +57,7 @@ class RoomCreation:
     is_direct: bool
     canonical_alias: str | None
     creator_profile: dict[str, Any]  # displayname / avatar_url for the join
+    invite_profiles: dict[str, dict[str, Any]]  # each local invitee's displayname / avatar_url
 
     def __init__(
         self,
@@ -72,6 +74,7 @@ class RoomCreation:
         is_direct: bool = False,
         canonical_alias: str | None = None,
         creator_profile: dict[str, Any] | None = None,
+        invite_profiles: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.creator = creator
         self.room_version = room_version
@@ -86,6 +89,7 @@ class RoomCreation:
         self.is_direct = is_direct
         self.canonical_alias = canonical_alias
         self.creator_profile = {} if creator_profile is None else creator_profile
+        self.invite_profiles = {} if invite_profiles is None else invite_profiles
 
 
 def default_power_levels(rv: RoomVersion, req: RoomCreation, preset: str) -> dict[str, Any]:
@@ -207,7 +211,8 @@ async def create_room(pipeline: EventPipeline, req: RoomCreation) -> str:
             )
         # 8. invites
         for invitee in req.invite:
-            invite: dict[str, Any] = {"membership": "invite"}
+            # the invitee's profile, as the membership endpoints put it in (clients show the name)
+            invite: dict[str, Any] = {"membership": "invite", **req.invite_profiles.get(invitee, {})}
             if req.is_direct:
                 invite["is_direct"] = True
             send("m.room.member", invite, invitee)

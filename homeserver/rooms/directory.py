@@ -18,6 +18,7 @@ from homeserver.protocol.identifiers import RoomAlias
 from homeserver.protocol.power_levels import get_required_power_level, get_user_power_level
 from homeserver.protocol.room_versions import get_room_version
 from homeserver.rooms.client_format import EventSerializer
+from homeserver.rooms.tokens import parse_counter
 from homeserver.rooms.visibility import room_access
 from storage.database import Database
 
@@ -230,9 +231,10 @@ class RoomDirectory:
         offset = 0
         if since is not None:
             kind, _, value = since.partition("_")
-            if kind != "p" or not value.isdigit():
+            found = parse_counter(value)
+            if kind != "p" or found is None:
                 raise MatrixError(400, "M_INVALID_PARAM", "since is not a token from /publicRooms")
-            offset = int(value)
+            offset = found
         limit = min(limit or DEFAULT_PUBLIC_ROOMS_LIMIT, MAX_PUBLIC_ROOMS_LIMIT)
         needle = search_term.casefold() if search_term else None
         entries = []

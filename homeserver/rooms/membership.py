@@ -2,8 +2,9 @@
 
 spec: client-server-api "Room membership" and the membership endpoints. Each change is an
 `m.room.member` event through the pipeline, so the auth rules decide (403 when they refuse); this
-module adds what the auth rules do not know: guest access, restricted-room authorisers, the
-profile in join and invite events, and the spec's preconditions (who can be kicked, unbanned...).
+module adds what the auth rules do not know: guest access, restricted-room authorisers, invite
+blocking, the profile in join, knock and invite events (as Synapse: not in kicks, bans or leaves),
+and the spec's preconditions (who can be kicked, unbanned...).
 
 Rooms this server is not in (joining over federation) and users of other servers (inviting over
 federation) are not supported yet: they get 404 / 403 with a message that says so.
@@ -25,6 +26,17 @@ from homeserver.rooms.pipeline import EventPipeline
 from storage.database import Database
 
 ProfileLookup = Callable[[str], dict[str, Any] | None]
+# (user id, account data type) -> the user's global account data of that type
+AccountDataLookup = Callable[[str, str], dict[str, Any] | None]
+
+# spec: modules/invite_permission.md (v1.18)
+INVITE_PERMISSION_CONFIG = "m.invite_permission_config"
+
+
+def blocks_invites(config: dict[str, Any] | None) -> bool:
+    """spec: invite permission — `default_action: block` in m.invite_permission_config refuses
+    every invite; without `default_action` invites are allowed again."""
+    return isinstance(config, dict) and config.get("default_action") == "block"
 
 
 def _content(event: dict[str, Any] | None) -> dict[str, Any]:
@@ -40,12 +52,29 @@ class Membership:
         self.directory = directory
         # The profile service may replace this; by default the profile store, when there is one.
         self.profile_lookup: ProfileLookup = self._stored_profile
+        # The account data service replaces this (server.py); by default the store.
+        self.account_data_lookup: AccountDataLookup = self._stored_account_data
 
     # -- helpers ---------------------------------------------------------------------------------
 
     def _stored_profile(self, user_id: str) -> dict[str, Any] | None:
         store = getattr(self.db, "profiles", None)
         return store.get(user_id) if store is not None else None
+
+    def _stored_account_data(self, user_id: str, data_type: str) -> dict[str, Any] | None:
+        found = self.db.account_data.get(user_id, "", data_type)
+        return found[1] if found is not None else None
+
+    def invites_blocked(self, user_id: str) -> bool:
+        """spec: invite permission — whether a local user refuses invites."""
+        if not self.is_local(user_id):
+            return False
+        return blocks_invites(self.account_data_lookup(user_id, INVITE_PERMISSION_CONFIG))
+
+    def require_invitable(self, user_id: str) -> None:
+        if self.invites_blocked(user_id):
+            # spec: invite permission "Server behaviour" — 403 M_INVITE_BLOCKED
+            raise MatrixError(403, "M_INVITE_BLOCKED", f"{user_id} does not accept invites")
 
     def profile(self, user_id: str) -> dict[str, str]:
         """displayname / avatar_url for the user's member events (spec: m.room.member content)."""
@@ -178,6 +207,8 @@ class Membership:
         target = self.check_user_id(target)
         self.room(room_id)
         self.require_local_target(target)
+        self.require_invitable(target)
+        # the invitee's profile, as Synapse puts it in: clients show "Alice invited Bob" from it
         content = self._with_reason({"membership": "invite", **self.profile(target)}, reason)
         await self._send(room_id, sender, target, content)
 
@@ -237,6 +268,10 @@ class Membership:
         membership = content.get("membership")
         if membership == "invite":
             self.require_local_target(target)
+            self.require_invitable(target)
+        if membership in ("join", "knock", "invite"):
+            # as the membership endpoints (and Synapse here): the target's profile unless the content sets it
+            content = {**self.profile(target), **content}
         if membership == "join" and target == sender:
             if is_guest and self.membership_of(room, sender) != "join":
                 guest = _content(self._state_event(room, "m.room.guest_access")).get("guest_access")

@@ -13,7 +13,7 @@ from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.rooms.client_format import EventSerializer, Viewer
 from homeserver.rooms.event_filter import RoomEventFilter
 from homeserver.rooms.timeline import walk
-from homeserver.rooms.tokens import before_token, order_of, parse_position, position_token
+from homeserver.rooms.tokens import before_token, order_of, parse_counter, parse_position, position_token
 from homeserver.rooms.visibility import RoomAccess, Visibility, room_access
 from storage.database import Database
 
@@ -284,7 +284,8 @@ class RoomReader:
             "state": self.state_events(snapshot, viewer, vis) if snapshot else [],
             "visibility": "public" if published else "private",
         }
-        if access.membership is not None:
+        # spec: roomInitialSync `membership` is one of invite, join, leave, ban: a knock is not listed
+        if access.membership in ("invite", "join", "leave", "ban"):
             body["membership"] = access.membership
         return body
 
@@ -295,9 +296,10 @@ class RoomReader:
         offset = 0
         if from_token is not None:
             kind, _, value = from_token.partition("_")
-            if kind != "m" or not value.isdigit():
+            found = parse_counter(value)
+            if kind != "m" or found is None:
                 raise MatrixError(400, "M_INVALID_PARAM", "from is not a token from /mutual_rooms")
-            offset = int(value)
+            offset = found
         mine = {ur.room for ur in self.db.rooms.user_rooms(user_id) if ur.membership == "join"}
         theirs = {ur.room for ur in self.db.rooms.user_rooms(other) if ur.membership == "join"}
         shared = sorted(self.db.ids.room_id(r) for r in mine & theirs)

@@ -13,15 +13,14 @@ The checks on events from other servers are in `homeserver.rooms.receiving`.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final
 
 import nacl.signing
 
 from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.locks import KeyedLock, KeyedLocks
 from homeserver.protocol import canonical_json, unpadded_base64
 from homeserver.protocol.auth_rules import auth_types_for_event, check_auth
 from homeserver.protocol.errors import AuthError, ProtocolError
@@ -31,6 +30,7 @@ from homeserver.protocol.room_versions import EventFormat, RoomVersion, get_room
 from homeserver.rooms.signing import hash_and_sign
 from homeserver.rooms.state_access import resolve_snapshots
 from homeserver.state.event_source import reference_ids
+from storage.cache import LruCache
 from storage.database import Database
 from storage.engine import Batch
 from storage.events import OUTLIER, REJECTED, SOFT_FAILED, STATE, EventMeta
@@ -40,7 +40,6 @@ from storage.rooms import LIVE_BASE, MEMBERSHIPS
 MAX_PREV_EVENTS = 20
 MAX_DEPTH = 2**53 - 1
 MAX_KEY_BYTES = 255
-RESOLUTION_CACHE = 10_000
 MAX_EVENT_BYTES = 65536
 
 KeyLookup = Callable[[str, list[str]], Awaitable[Mapping[str, nacl.signing.VerifyKey]]]
@@ -186,8 +185,9 @@ class EventPipeline:
         self.identity = identity
         self.clock = clock
         self.on_persisted = on_persisted
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._resolved: OrderedDict[tuple[int, ...], int] = OrderedDict()  # state snapshots -> resolution
+        self._locks: KeyedLocks[str] = KeyedLocks()  # a room's lock lives only while it is in use
+        # state snapshots -> their resolution
+        self._resolved: LruCache[tuple[int, ...], int] = db.caches.lru("state.resolutions", "state.resolutions")
         # Called by write_event with the batch, after the event's own writes: services add their index
         # writes (relations, redactions, search...) so they commit atomically with the event.
         self.write_hooks: list[Callable[[Batch, RoomContext, PersistedEvent], None]] = []
@@ -197,11 +197,8 @@ class EventPipeline:
 
     # -- reading helpers -------------------------------------------------------------------------
 
-    def room_lock(self, room_id: str) -> asyncio.Lock:
-        lock = self._locks.get(room_id)
-        if lock is None:
-            lock = self._locks[room_id] = asyncio.Lock()
-        return lock
+    def room_lock(self, room_id: str) -> KeyedLock[str]:
+        return self._locks(room_id)
 
     def load_context(self, room_id: str) -> RoomContext:
         room_short = self.db.ids.room(room_id)
@@ -386,7 +383,6 @@ class EventPipeline:
         # snapshots and events never change, so the answer is kept (once its batch is written).
         cached = self._resolved.get(snapshots)
         if cached is not None:
-            self._resolved.move_to_end(snapshots)
             return cached
         extra = {self._event_id_of(ctx, s): ev for s, ev in ctx.pending_events.items()}
         resolved = resolve_snapshots(self.db, ctx.rv, snapshots, extra)
@@ -394,9 +390,7 @@ class EventPipeline:
         sid = self.db.snapshots.save_state(resolved, near=ctx.state or snapshots[0], batch=batch)
 
         def remember() -> None:
-            self._resolved[snapshots] = sid
-            if len(self._resolved) > RESOLUTION_CACHE:
-                self._resolved.popitem(last=False)
+            self._resolved.put(snapshots, sid)
 
         batch.on_commit.append(remember)
         return sid

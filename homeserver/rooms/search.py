@@ -19,7 +19,7 @@ from homeserver.rooms.event_filter import RoomEventFilter
 from homeserver.rooms.indexing import Written
 from homeserver.rooms.messages import RoomReader
 from homeserver.rooms.timeline import walk
-from homeserver.rooms.tokens import position_token
+from homeserver.rooms.tokens import parse_counter, position_token
 from homeserver.rooms.visibility import Visibility, room_access
 from storage.batch_view import BatchView
 from storage.database import Database
@@ -112,7 +112,7 @@ class Search:
         if not isinstance(term, str):
             raise MatrixError(400, "M_BAD_JSON", "room_events.search_term must be a string")
         keys = criteria.get("keys", list(FIELDS))
-        if not isinstance(keys, list) or not keys or any(k not in FIELDS for k in keys):
+        if not isinstance(keys, list) or not keys or any(not isinstance(k, str) or k not in FIELDS for k in keys):
             raise MatrixError(400, "M_INVALID_PARAM", f"keys must be a list drawn from {', '.join(FIELDS)}")
         order_by = criteria.get("order_by", "rank")
         if order_by not in ("rank", "recent"):
@@ -277,12 +277,10 @@ def _parse_batch(token: str | None, order_by: str) -> tuple[int, int | None]:
     if token is None:
         return 0, None
     kind, _, value = token.partition("_")
-    try:
-        number = int(value)
-    except ValueError:
-        number = None
-    if number is None or kind != order_by or (kind == "rank" and number < 0):
+    negative = kind == "recent" and value.startswith("-")  # `recent_` names a timeline order, maybe backfilled
+    number = parse_counter(value[1:] if negative else value)
+    if number is None or kind != order_by:
         raise MatrixError(400, "M_INVALID_PARAM", "next_batch is not a token from this search")
     if kind == "rank":
         return number, None
-    return 0, LIVE_BASE + number
+    return 0, LIVE_BASE + (-number if negative else number)

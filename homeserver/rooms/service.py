@@ -19,7 +19,7 @@ from typing import Any
 from homeserver.errors import MatrixError, not_found
 from homeserver.protocol.errors import InvalidIdentifier
 from homeserver.protocol.identifiers import RoomAlias
-from homeserver.rooms.client_format import EventSerializer, stripped_state
+from homeserver.rooms.client_format import EventSerializer
 from homeserver.rooms.creation import RoomCreation, create_room
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.indexing import BatchEvents, Written
@@ -32,6 +32,7 @@ from homeserver.rooms.relations_reading import RelationsReader
 from homeserver.rooms.search import Search
 from homeserver.rooms.sending import EventSender
 from homeserver.rooms.spaces import Spaces
+from homeserver.rooms.stripped_state import room_stripped_state
 from homeserver.rooms.tokens import order_of
 from homeserver.rooms.upgrades import RoomUpgrades
 from homeserver.rooms.visibility import room_access
@@ -40,17 +41,6 @@ from storage.database import Database
 from storage.engine import Batch
 
 log = logging.getLogger(__name__)
-
-# spec: client-server-api "Stripped state" — what an invite or knock shows of the room
-STRIPPED_STATE_TYPES = (
-    "m.room.create",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.topic",
-    "m.room.join_rules",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-)
 
 
 class Rooms:
@@ -142,15 +132,13 @@ class Rooms:
             # spec: POST /forget — a forgotten room comes back when the user re-joins, is invited or knocks
             self.db.room_extras.set_forgotten(user_id, w.room, False, view)
         if membership in ("invite", "knock") and ctx.state:
-            # the room as an invite or knock shows it (the sync developer serves it as invite_state/knock_state)
-            stripped = []
-            for event_type in STRIPPED_STATE_TYPES:
-                sk = self.db.ids.state_key(event_type, "")
+            # the room as an invite or knock shows it (sync serves it as invite_state/knock_state)
+            def state(event_type: str, state_key: str) -> dict[str, Any] | None:
+                sk = self.db.ids.state_key(event_type, state_key)
                 short = self.db.snapshots.get(ctx.state, sk) if sk is not None else None
-                found = events.json(short) if short is not None else None
-                if found is not None:
-                    stripped.append(stripped_state(found))
-            stripped.append(stripped_state(w.event))
+                return events.json(short) if short is not None else None
+
+            stripped = room_stripped_state(state, w.event)
             self.db.rooms.set_invite_state(user_id, w.room, stripped, view.batch)
 
     # -- after events are committed ----------------------------------------------------------------
@@ -217,9 +205,11 @@ class Rooms:
                 RoomAlias.parse(alias)
             except InvalidIdentifier as e:
                 raise MatrixError(400, "M_INVALID_PARAM", f"room_alias_name: {e}") from None
-        req.invite = list(dict.fromkeys(req.invite))
+        # spec: invite permission — an invitee who blocks invites is left out; the room is still made
+        req.invite = [u for u in dict.fromkeys(req.invite) if not self.membership.invites_blocked(u)]
         req.canonical_alias = alias
         req.creator_profile = self.membership.profile(req.creator)
+        req.invite_profiles = {u: self.membership.profile(u) for u in req.invite}
         if alias is None:
             room_id = await create_room(self.pipeline, req)
         else:

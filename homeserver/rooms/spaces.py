@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from homeserver.errors import MatrixError, forbidden, not_found
-from homeserver.rooms.client_format import stripped_state
 from homeserver.rooms.directory import RoomDirectory
+from homeserver.rooms.stripped_state import stripped_state
+from homeserver.rooms.tokens import parse_counter
 from homeserver.rooms.visibility import room_access
 from storage.database import Database
 
@@ -117,7 +118,8 @@ class Spaces:
         offset = 0
         if from_token is not None:
             parts = from_token.split("_")
-            if len(parts) != 4 or parts[0] != "h" or not all(p.isdigit() for p in parts[1:]):
+            numbers = [parse_counter(p) for p in parts[1:]]
+            if len(parts) != 4 or parts[0] != "h" or None in numbers:
                 raise MatrixError(400, "M_INVALID_PARAM", "from is not a token from /hierarchy")
             offset, token_depth, token_suggested = int(parts[1]), int(parts[2]), parts[3] == "1"
             if token_depth != depth_limit or token_suggested != suggested_only:

@@ -23,7 +23,11 @@ from storage.events import BACKFILLED, EventMeta
 from storage.rooms import LIVE_BASE
 
 _TOKEN = re.compile(r"([st])(-?[0-9]{1,20})(?:_.*)?", re.DOTALL)
-_MAX_ORDER = 2**64 - 1
+_MAX_ORDER = 2**64 - 2  # readers scan up to `order + 1`, which must still fit a u64
+# The largest stream position or counter a client may name: positions are stored as u64 and
+# readers scan up to `position + 1`, and no stream gets anywhere near 2^63.
+MAX_COUNTER = 2**63 - 1
+_COUNTER_DIGITS = len(str(MAX_COUNTER))
 
 
 def order_of(meta: EventMeta) -> int:
@@ -61,8 +65,23 @@ def parse_position(token: str, name: str = "from") -> int:
 
 
 def parse_stream_token(token: str, name: str = "since") -> int:
-    """The stream position of an `s…` token (for sync); 400 `M_INVALID_PARAM` otherwise."""
+    """The stream position of an `s…` token (sync, /events, /keys/changes); 400 `M_INVALID_PARAM`
+    otherwise, also for a position no stream reaches (above MAX_COUNTER)."""
     m = _TOKEN.fullmatch(token)
-    if m is None or m.group(1) != "s" or int(m.group(2)) < 0:
+    if m is None or m.group(1) != "s":
         raise MatrixError(400, "M_INVALID_PARAM", f"{name} is not a stream token this server issued")
-    return int(m.group(2))
+    value = int(m.group(2))
+    if not 0 <= value <= MAX_COUNTER:
+        raise MatrixError(400, "M_INVALID_PARAM", f"{name} is out of range")
+    return value
+
+
+def parse_counter(text: str) -> int | None:
+    """The number in the numeric part of a token or id this server hands out (an offset, a
+    notification position, a backup version, a filter id): ASCII digits only (`str.isdigit` also
+    takes "²", which `int` refuses) and at most MAX_COUNTER, or None. Callers answer None with
+    their own 400 or 404."""
+    if not 0 < len(text) <= _COUNTER_DIGITS or not text.isascii() or not text.isdigit():
+        return None
+    value = int(text)
+    return value if value <= MAX_COUNTER else None

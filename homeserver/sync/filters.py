@@ -7,7 +7,6 @@ Type patterns may use `*` as a wildcard (spec: EventFilter.types).
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -15,7 +14,10 @@ import orjson
 
 from homeserver.errors import MatrixError
 from homeserver.rooms.event_filter import RoomEventFilter
+from homeserver.rooms.event_filter import _glob as type_pattern
+from homeserver.rooms.tokens import parse_counter
 from homeserver.schema import Schema, SchemaError, field
+from storage.cache import LruCache, function_cache_stats
 from storage.database import Database
 
 DEFAULT_TIMELINE_LIMIT = 10
@@ -307,7 +309,8 @@ class Filters:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._compiled: OrderedDict[tuple[str, str], SyncFilter] = OrderedDict()
+        self._compiled: LruCache[tuple[str, str], SyncFilter] = db.caches.lru("sync.filters", "sync", part=0.25)
+        db.caches.add_reporter(function_cache_stats("sync.type_patterns", type_pattern, 2_000))
 
     async def upload(self, user_id: str, definition: Any) -> str:
         validate_filter(definition)
@@ -322,9 +325,8 @@ class Filters:
         return str(filter_id)
 
     def get(self, user_id: str, filter_id: str) -> dict[str, Any] | None:
-        if not filter_id.isdigit() or len(filter_id) > 19:
-            return None
-        return self.db.filters.get(user_id, int(filter_id))
+        number = parse_counter(filter_id)
+        return self.db.filters.get(user_id, number) if number is not None else None
 
     def for_sync(self, user_id: str, param: str | None) -> SyncFilter:
         """The compiled filter for `/sync?filter=` (an id or inline JSON); 400 if unusable."""
@@ -333,7 +335,6 @@ class Filters:
         key = (user_id if not param.startswith("{") else "", param)
         cached = self._compiled.get(key)
         if cached is not None:
-            self._compiled.move_to_end(key)
             return cached
         if param.startswith("{"):
             try:
@@ -345,7 +346,5 @@ class Filters:
             if definition is None:
                 raise MatrixError(400, "M_INVALID_PARAM", f"no filter {param!r} for this user")
         compiled = SyncFilter.compile(validate_filter(definition))
-        self._compiled[key] = compiled
-        if len(self._compiled) > 1000:
-            self._compiled.popitem(last=False)
+        self._compiled.put(key, compiled)
         return compiled

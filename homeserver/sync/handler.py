@@ -14,6 +14,7 @@ from typing import Any
 from homeserver.account_data.service import AccountData
 from homeserver.ephemeral.presence import Presence
 from homeserver.push.service import PushService
+from homeserver.rooms.membership import INVITE_PERMISSION_CONFIG, blocks_invites
 from homeserver.rooms.tokens import parse_stream_token, stream_token
 from homeserver.sync.filters import SyncFilter
 from homeserver.sync.notifier import Notifier
@@ -180,7 +181,7 @@ class SyncHandler:
                 if entry is not None:
                     join[room_id] = entry
             elif ur.membership == "invite":
-                if changed and not self._from_ignored(ur.event, p):
+                if changed and not self._from_ignored(ur.event, p) and not self._invites_blocked(p):
                     invite[room_id] = {"invite_state": {"events": self.rooms.stripped(ur, p)}}
             elif ur.membership == "knock":
                 if changed:
@@ -192,6 +193,10 @@ class SyncHandler:
                 if entry is not None:
                     leave[room_id] = entry
         return {"join": join, "invite": invite, "leave": leave, "knock": knock}
+
+    def _invites_blocked(self, p: SyncParams) -> bool:
+        """spec: invite permission — while a user blocks invites, invites are not served over /sync."""
+        return blocks_invites(self.account_data.get(p.user_id, INVITE_PERMISSION_CONFIG))
 
     def _from_ignored(self, event: int, p: SyncParams) -> bool:
         """spec: ignore_users — "Servers must not send room invites from ignored users"."""

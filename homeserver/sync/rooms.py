@@ -12,7 +12,6 @@ before its first event.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,27 +19,20 @@ from homeserver.account_data.service import AccountData
 from homeserver.ephemeral.receipts import Receipts
 from homeserver.ephemeral.typing import Typing
 from homeserver.push.service import PushService
-from homeserver.rooms.client_format import EventSerializer, Viewer, stripped_state
+from homeserver.rooms.client_format import EventSerializer, Viewer
+from homeserver.rooms.stripped_state import inviter_member, room_stripped_state, stripped_state
 from homeserver.rooms.timeline import walk
 from homeserver.rooms.tokens import before_token, order_of, stream_token
 from homeserver.rooms.visibility import Visibility, room_access
 from homeserver.sync.filters import SyncFilter
+from storage.cache import CacheRegistry, LruCache, cache_stats
 from storage.database import Database
 from storage.rooms import LIVE_BASE, UserRoom
 
 MEMBER = "m.room.member"
-# spec: client-server-api "Stripped state" — what potential joiners are shown
-STRIPPED_TYPES = (
-    "m.room.create",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.topic",
-    "m.room.join_rules",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-)
 HEROES = 5
-LAZY_CACHE_ROOMS = 20_000  # members remembered as sent, per device (lazy-loading)
+LAZY_ENTRY_BYTES = 200  # one remembered (room, user) -> member event entry (tracemalloc)
+LAZY_ENTRIES_MIN = 256
 
 
 class SyncParams:
@@ -98,21 +90,32 @@ class LazyMembers:
     out redundant ones (spec: "Lazy-loading room members" — redundancy is allowed, so losing this
     memory only costs bandwidth)."""
 
-    def __init__(self) -> None:
-        self._sent: OrderedDict[tuple[str, str | None], dict[tuple[int, str], int]] = OrderedDict()
+    def __init__(self, caches: CacheRegistry) -> None:
+        # three quarters of the "sync" share, in (room, user) entries: each device may hold a
+        # sixteenth of them, and as many devices as fit are remembered (the least recent forgotten)
+        total = max(LAZY_ENTRIES_MIN, caches.bytes_for("sync") * 3 // 4 // LAZY_ENTRY_BYTES)
+        self.per_device = max(LAZY_ENTRIES_MIN, total // 16)
+        self._sent: LruCache[tuple[str, str | None], dict[tuple[int, str], int]] = LruCache(
+            "sync.lazy_members", max(4, total // self.per_device), LAZY_ENTRY_BYTES
+        )
+        caches.add_reporter(self.cache_stats)
 
     def for_device(self, user_id: str, device_id: str | None) -> dict[tuple[int, str], int]:
         key = (user_id, device_id)
         found = self._sent.get(key)
         if found is None:
-            found = self._sent[key] = {}
-            if len(self._sent) > 1000:
-                self._sent.popitem(last=False)
-        else:
-            self._sent.move_to_end(key)
-        if len(found) > LAZY_CACHE_ROOMS:
+            found = {}
+            self._sent.put(key, found)
+        if len(found) > self.per_device:
             found.clear()
         return found
+
+    def cache_stats(self) -> dict[str, Any]:
+        """Counted in (room, user) entries over all devices."""
+        s = self._sent
+        entries = sum(len(d) for k in s.list_keys() if (d := s.peek(k)) is not None)
+        capacity = s.capacity * self.per_device
+        return cache_stats(s.name, entries, capacity, entries * LAZY_ENTRY_BYTES, s.hits, s.misses)
 
 
 class RoomSync:
@@ -131,7 +134,7 @@ class RoomSync:
         self.receipts = receipts
         self.typing = typing
         self.account_data = account_data
-        self.lazy = LazyMembers()
+        self.lazy = LazyMembers(db.caches)
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -421,19 +424,28 @@ class RoomSync:
     # -- invites and knocks ----------------------------------------------------------------------
 
     def stripped(self, ur: UserRoom, p: SyncParams) -> list[dict[str, Any]]:
-        """Stripped state for an invite or knock: stored with it (remote rooms), else the room's."""
+        """Stripped state for an invite or knock (homeserver/rooms/stripped_state.py): the copy stored
+        with it, else the room's current state."""
         stored = self.db.rooms.invite_state(p.user_id, ur.room)
-        events: list[dict[str, Any]] = list(stored) if stored else []
-        if not events:
-            info = self.db.rooms.info(ur.room)
-            snapshot = int(info["state"]) if info and info.get("state") else 0
-            for event_type in STRIPPED_TYPES:
-                event = self._state_event(ur.room, snapshot, event_type)
-                if event is not None:
-                    events.append(stripped_state(event))
         own = self.db.events.get_json(ur.event)
-        if own is not None and not any(e.get("type") == MEMBER and e.get("state_key") == p.user_id for e in events):
-            events.append(stripped_state(own))
+        info = self.db.rooms.info(ur.room)
+        snapshot = int(info["state"]) if info and info.get("state") else 0
+
+        def state(event_type: str, state_key: str) -> dict[str, Any] | None:
+            return self._state_event(ur.room, snapshot, event_type, state_key) if snapshot else None
+
+        if not stored:
+            return room_stripped_state(state, own) if own is not None else []
+        events = list(stored)
+        if own is not None:
+            # invites stored before the inviter's member event was part of the copy get it here
+            inviter = inviter_member(state, own)
+            if inviter is not None and not any(
+                e.get("type") == MEMBER and e.get("state_key") == inviter["state_key"] for e in events
+            ):
+                events.insert(len(events) - 1, stripped_state(inviter))
+            if not any(e.get("type") == MEMBER and e.get("state_key") == p.user_id for e in events):
+                events.append(stripped_state(own))
         return events
 
     # -- left rooms ------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,16 +67,23 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
     return Config.validate(values)
 
 
-@pytest_asyncio.fixture
-async def harness(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
-    overrides = getattr(request, "param", None) or {}
-    hs = HomeServer(make_config(tmp_path, **overrides))
+@asynccontextmanager
+async def running(config: Config) -> AsyncIterator[Harness]:
+    """A server built from `config`, serving in-process until the block ends."""
+    hs = HomeServer(config)
     client = TestClient(TestServer(hs.build_app()))
     await client.start_server()
     try:
         yield Harness(hs, client)
     finally:
         await client.close()
+
+
+@pytest_asyncio.fixture
+async def harness(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    overrides = getattr(request, "param", None) or {}
+    async with running(make_config(tmp_path, **overrides)) as h:
+        yield h
 
 
 __all__ = ["Harness", "User", "harness", "make_config", "pytest"]

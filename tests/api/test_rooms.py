@@ -364,7 +364,8 @@ async def test_guests(harness: Harness) -> None:
     status, body = await harness.request("POST", "createRoom", guest, json={})
     assert status == 403 and body["errcode"] == "M_GUEST_ACCESS_FORBIDDEN"
     open_room = await create_room(harness, alice, preset="public_chat")  # guest_access forbidden
-    status, body = await harness.request("POST", f"join/{q(open_room)}", guest)
+    # spec: guest access lists POST /rooms/{roomId}/join (not /join/{roomIdOrAlias}) for guests
+    status, body = await harness.request("POST", f"rooms/{q(open_room)}/join", guest)
     assert status == 403 and body["errcode"] == "M_FORBIDDEN"
     guest_room = await create_room(
         harness,
@@ -372,7 +373,7 @@ async def test_guests(harness: Harness) -> None:
         preset="public_chat",
         initial_state=[{"type": "m.room.guest_access", "content": {"guest_access": "can_join"}}],
     )
-    status, body = await harness.request("POST", f"join/{q(guest_room)}", guest)
+    status, body = await harness.request("POST", f"rooms/{q(guest_room)}/join", guest)
     assert status == 200 and body == {"room_id": guest_room}
     event_id = await send(harness, guest, guest_room, "guest says hi")
     assert event_id.startswith("$")

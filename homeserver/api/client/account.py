@@ -16,7 +16,6 @@ from homeserver.api.bodies import Body, client_ip, parse, read
 from homeserver.api.client.register import EmailTokenBody, MsisdnTokenBody
 from homeserver.api.http import Router, json_object, json_response
 from homeserver.auth.login import check_password_value
-from homeserver.auth.tokens import Requester
 from homeserver.auth.uia import PASSWORD
 from homeserver.errors import MatrixError
 
@@ -68,12 +67,6 @@ class Remove3PidBody(Body):
     id_server: str | None = None
 
 
-def not_guest(requester: Requester | None) -> None:
-    """spec: guest_access "Client behaviour" lists what guests may call; account management is not in it."""
-    if requester is not None and requester.is_guest:
-        raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "guest accounts cannot do this")
-
-
 def register(router: Router, hs: HomeServer) -> None:
     async def whoami(request: web.Request) -> web.Response:
         requester = hs.tokens.requester(request)
@@ -84,7 +77,6 @@ def register(router: Router, hs: HomeServer) -> None:
     async def change_password(request: web.Request) -> web.Response:
         # spec: an access token is optional; without one the password stage names the user
         requester = hs.tokens.optional_requester(request)
-        not_guest(requester)
         body = await read(request, PasswordBody)
         check_password_value(body.new_password, name="new_password")
         session = await hs.uia.authenticate(
@@ -106,7 +98,6 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def deactivate(request: web.Request) -> web.Response:
         requester = hs.tokens.optional_requester(request)
-        not_guest(requester)
         body = await read(request, DeactivateBody)
         session = await hs.uia.authenticate(
             body.auth,
@@ -128,23 +119,23 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({"threepids": []})
 
     async def post_3pid(request: web.Request) -> web.Response:
-        not_guest(hs.tokens.requester(request))
+        hs.tokens.requester(request)
         parse(Post3PidBody, await json_object(request))
         raise MatrixError(403, "M_THREEPID_AUTH_FAILED", "this server cannot verify third-party identifiers")
 
     async def add_3pid(request: web.Request) -> web.Response:
-        not_guest(hs.tokens.requester(request))
+        hs.tokens.requester(request)
         parse(Add3PidBody, await json_object(request))
         # no validation session was ever handed out, so none can be valid: say so before asking for a password
         raise MatrixError(400, "M_THREEPID_AUTH_FAILED", "unknown third-party validation session")
 
     async def bind_3pid(request: web.Request) -> web.Response:
-        not_guest(hs.tokens.requester(request))
+        hs.tokens.requester(request)
         parse(Bind3PidBody, await json_object(request))
         raise MatrixError(400, "M_SERVER_NOT_TRUSTED", "this server does not use identity servers")
 
     async def remove_3pid(request: web.Request) -> web.Response:
-        not_guest(hs.tokens.requester(request))
+        hs.tokens.requester(request)
         parse(Remove3PidBody, await json_object(request))
         # spec: with no record of the identity server, the result is "no-support"; nothing is stored
         return json_response({"id_server_unbind_result": "no-support"})
@@ -165,7 +156,7 @@ def register(router: Router, hs: HomeServer) -> None:
         parse(MsisdnTokenBody, await json_object(request))
         raise MatrixError(400, "M_THREEPID_NOT_FOUND", "no account has that phone number")
 
-    router.client("GET", "/account/whoami", whoami)
+    router.client("GET", "/account/whoami", whoami, guests=True)  # spec: guest access (v1.2)
     router.client("POST", "/account/password", change_password)
     router.client("POST", "/account/deactivate", deactivate)
     router.client("GET", "/account/3pid", get_3pids)

@@ -15,14 +15,35 @@ from homeserver.errors import MatrixError
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
-SPEC_VERSIONS = [
-    "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12",
-]
+# spec: GET /versions — every version whose client-server API this server implements (v1.19's
+# endpoints outside the appservice ones; tests/api/test_endpoint_coverage.py). Clients decide by
+# version: authenticated media from v1.11 (js-sdk, ruma), threads and private receipts from v1.4,
+# jump-to-date from v1.6 (Element), room summary from v1.15, extended profiles and the stable
+# `use_state_after` from v1.16. The OAuth 2.0 API (v1.15) is optional: `auth_metadata` says it is
+# not offered, and clients then log in with the legacy API.
+SPEC_VERSIONS = ["r0.6.1", *(f"v1.{minor}" for minor in range(1, 20))]  # r0.6.1, v1.1 … v1.19
+
+# spec: GET /versions `unstable_features` — only features clients look up by flag (where no version
+# listed above answers the same question for them) and that this server implements.
+UNSTABLE_FEATURES: dict[str, bool] = {
+    # MSC1756 cross-signing (keys/device_signing/upload, keys/signatures/upload). Element Web reads it
+    # (DeviceListener, the post-login "set up encryption" step, the security settings): without it
+    # Element never uploads cross-signing keys and marks every message as unverified.
+    "org.matrix.e2e_cross_signing": True,
+    # MSC3827 `filter.room_types` on POST /publicRooms. Element Web's room directory search sends
+    # the filter only when this flag is set (it does not look at v1.4).
+    "org.matrix.msc3827.stable": True,
+}
+# Deliberately absent: `org.matrix.simplified_msc3575` (Element X; sliding sync is not built),
+# `org.matrix.msc2965` (OAuth 2.0; not offered), `uk.half-shot.msc2666*` (js-sdk calls only the
+# unstable mutual_rooms path; the stable v1 path is served and covered by v1.19), `org.matrix.msc4222`
+# (state_after: js-sdk and matrix-rust-sdk send the parameter without probing; v1.16 covers it),
+# and the flags of features not built: msc3881 (pusher toggles), msc4028, msc4108, msc4140, msc4306.
 
 
 def register(router: Router, hs: HomeServer) -> None:
     async def versions(request: web.Request) -> web.Response:
-        return json_response({"versions": SPEC_VERSIONS, "unstable_features": {}})
+        return json_response({"versions": SPEC_VERSIONS, "unstable_features": UNSTABLE_FEATURES})
 
     async def well_known(request: web.Request) -> web.Response:
         base = hs.config.public_baseurl or f"http://{hs.config.listen}"

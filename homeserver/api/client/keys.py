@@ -10,22 +10,19 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from homeserver.api.http import Router, json_object, json_response
+from homeserver.api.http import BULK_JSON_BODY_LIMIT, Router, json_object, json_response
 from homeserver.errors import MatrixError
+from homeserver.rooms.tokens import parse_stream_token
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
 
 def _stream_token(raw: str | None, name: str) -> int:
-    """A position from a sync token ("s123") or a bare number."""
+    """A position from a sync token (`next_batch`), range-checked like sync's `since`."""
     if raw is None:
         raise MatrixError(400, "M_MISSING_PARAM", f"{name} is required")
-    digits = raw[1:] if raw.startswith("s") else raw
-    digits = digits.split("_", 1)[0]
-    if not digits.isdigit():
-        raise MatrixError(400, "M_INVALID_PARAM", f"{name} is not a valid token")
-    return int(digits)
+    return parse_stream_token(raw, name)
 
 
 def _object(body: dict[str, Any], key: str) -> dict[str, Any]:
@@ -40,18 +37,18 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def upload(request: web.Request) -> web.Response:
         req = hs.tokens.requester(request)
-        body = await json_object(request)
+        body = await json_object(request, limit=BULK_JSON_BODY_LIMIT)
         counts = await e2ee.keys.upload(req.user_id, req.device_id, body)
         return json_response({"one_time_key_counts": counts})
 
     async def query(request: web.Request) -> web.Response:
         req = hs.tokens.requester(request)
-        body = await json_object(request)
+        body = await json_object(request, limit=BULK_JSON_BODY_LIMIT)
         return json_response(e2ee.keys.query(req.user_id, _object(body, "device_keys")))
 
     async def claim(request: web.Request) -> web.Response:
         hs.tokens.requester(request)
-        body = await json_object(request)
+        body = await json_object(request, limit=BULK_JSON_BODY_LIMIT)
         return json_response(await e2ee.keys.claim(_object(body, "one_time_keys")))
 
     async def changes(request: web.Request) -> web.Response:
@@ -72,12 +69,12 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def signatures(request: web.Request) -> web.Response:
         req = hs.tokens.requester(request)
-        body = await json_object(request)
+        body = await json_object(request, limit=BULK_JSON_BODY_LIMIT)
         return json_response(await e2ee.keys.upload_signatures(req.user_id, body))
 
     async def send_to_device(request: web.Request) -> web.Response:
         req = hs.tokens.requester(request)
-        body = await json_object(request)
+        body = await json_object(request, limit=BULK_JSON_BODY_LIMIT)
         messages = _object(body, "messages")
         await e2ee.to_device.send(
             req.user_id, req.device_id, request.match_info["eventType"], request.match_info["txnId"], messages
@@ -109,7 +106,7 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def keys_put(request: web.Request) -> web.Response:
         req = hs.tokens.requester(request)
-        body = await json_object(request)
+        body = await json_object(request, limit=BULK_JSON_BODY_LIMIT)
         room_id = request.match_info.get("roomId")
         session_id = request.match_info.get("sessionId")
         rooms: dict[str, Any]
@@ -143,15 +140,16 @@ def register(router: Router, hs: HomeServer) -> None:
             )
         )
 
-    router.client("POST", "/keys/upload", upload)
-    router.client("POST", "/keys/query", query)
-    router.client("POST", "/keys/claim", claim)
+    # spec: guest access — guests may upload, query and claim keys and send to-device messages
+    router.client("POST", "/keys/upload", upload, guests=True)
+    router.client("POST", "/keys/query", query, guests=True)
+    router.client("POST", "/keys/claim", claim, guests=True)
     router.client("GET", "/keys/changes", changes)
     router.client("POST", "/keys/device_signing/upload", device_signing)
     router.add("POST", "/_matrix/client/unstable/keys/device_signing/upload", device_signing)
     router.client("POST", "/keys/signatures/upload", signatures)
     router.add("POST", "/_matrix/client/unstable/keys/signatures/upload", signatures)
-    router.client("PUT", "/sendToDevice/{eventType}/{txnId}", send_to_device)
+    router.client("PUT", "/sendToDevice/{eventType}/{txnId}", send_to_device, guests=True)
     router.client("GET", "/room_keys/version", version_current)
     router.client("POST", "/room_keys/version", version_create)
     router.client("GET", "/room_keys/version/{version}", version_get)

@@ -131,9 +131,10 @@ def register(router: Router, hs: HomeServer) -> None:
         return await thumbnail(request, authenticated=False)
 
     authed = "/_matrix/client/v1/media"
-    router.add("GET", f"{authed}/download/{{serverName}}/{{mediaId}}", download_authed)
-    router.add("GET", f"{authed}/download/{{serverName}}/{{mediaId}}/{{fileName}}", download_authed)
-    router.add("GET", f"{authed}/thumbnail/{{serverName}}/{{mediaId}}", thumbnail_authed)
+    # spec: guest access (v1.12) — guests may download media and thumbnails, not upload
+    router.add("GET", f"{authed}/download/{{serverName}}/{{mediaId}}", download_authed, guests=True)
+    router.add("GET", f"{authed}/download/{{serverName}}/{{mediaId}}/{{fileName}}", download_authed, guests=True)
+    router.add("GET", f"{authed}/thumbnail/{{serverName}}/{{mediaId}}", thumbnail_authed, guests=True)
     for v in LEGACY:
         router.add("GET", f"/_matrix/media/{v}/download/{{serverName}}/{{mediaId}}", download_legacy)
         router.add("GET", f"/_matrix/media/{v}/download/{{serverName}}/{{mediaId}}/{{fileName}}", download_legacy)

@@ -13,6 +13,9 @@ from homeserver.errors import MatrixError
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
+# A status line, re-sent to every user who shares a room with its author at each change.
+MAX_STATUS_MSG_BYTES = 1024
+
 
 def register(router: Router, hs: HomeServer) -> None:
     presence = hs.sync.presence
@@ -43,6 +46,8 @@ def register(router: Router, hs: HomeServer) -> None:
         status_msg = body.get("status_msg")  # PUT replaces the state: no status_msg clears it
         if status_msg is not None and not isinstance(status_msg, str):
             raise MatrixError(400, "M_INVALID_PARAM", "status_msg must be a string")
+        if status_msg is not None and len(status_msg.encode()) > MAX_STATUS_MSG_BYTES:
+            raise MatrixError(400, "M_INVALID_PARAM", f"status_msg is longer than {MAX_STATUS_MSG_BYTES} bytes")
         await presence.set(requester.user_id, state, status_msg)
         return json_response({})
 

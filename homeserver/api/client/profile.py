@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
 
+def displayname_only(request: web.Request) -> bool:
+    """spec: guest access — the one profile field a guest may change."""
+    return request.match_info.get("keyName") == "displayname"
+
+
 def register(router: Router, hs: HomeServer) -> None:
     profiles = hs.profiles
 
@@ -49,5 +54,6 @@ def register(router: Router, hs: HomeServer) -> None:
 
     router.client("GET", "/profile/{userId}", get_profile)
     router.client("GET", "/profile/{userId}/{keyName}", get_field)
-    router.client("PUT", "/profile/{userId}/{keyName}", put_field)
-    router.client("DELETE", "/profile/{userId}/{keyName}", delete_field)
+    # spec: guest access — "Guest users may only modify their display name; other profile fields may not be changed"
+    router.client("PUT", "/profile/{userId}/{keyName}", put_field, guests=displayname_only)
+    router.client("DELETE", "/profile/{userId}/{keyName}", delete_field, guests=displayname_only)

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from homeserver.api.client.rooms import no_guests
 from homeserver.api.http import Router, json_object, json_response
 from homeserver.errors import MatrixError
 from homeserver.rooms.client_format import Viewer
@@ -20,7 +19,6 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def post_search(request: web.Request) -> web.Response:
         requester = hs.tokens.requester(request)
-        no_guests(requester, "search")
         body = await json_object(request)
         categories = body.get("search_categories")
         if not isinstance(categories, dict):

@@ -48,5 +48,6 @@ def register(router: Router, hs: HomeServer) -> None:
         body = await services.legacy.events(viewer, request.query.get("from"), timeout, request.query.get("room_id"))
         return json_response(body)
 
-    router.client("GET", "/sync", sync)
-    router.client("GET", "/events", events)
+    # spec: guest access — guests may sync, and use /events for room previews
+    router.client("GET", "/sync", sync, guests=True)
+    router.client("GET", "/events", events, guests=True)

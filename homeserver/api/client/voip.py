@@ -4,10 +4,11 @@ With `turn_uris` and `turn_shared_secret` configured, credentials follow the TUR
 convention that coturn's `use-auth-secret` checks: username "<expiry unix seconds>:<user id>",
 password base64(HMAC-SHA1(secret, username)).
 
-Without them the answer is 404 `M_NOT_FOUND`, as MSC4166 specifies for "no TURN servers". Not
-Synapse's `{}`: the v1.19 schema makes username, password, uris and ttl required, so `{}` does
-not conform, and an empty `uris` list would hand WebRTC an ICE server without URLs. Element and
-matrix-js-sdk treat the error as "no TURN" and place calls without a relay.
+Without them the answer is 200 `{}`, as Synapse answers. The v1.19 spec defines only 200 and 429
+for this endpoint (MSC4166's 404 is not in it). matrix-js-sdk (Element) reads `uris` only when
+present, so `{}` means "no TURN" to it and calls go without a relay; a 404 is logged as an error and
+reported as a TURN failure on every check. `{}` lacks the fields the 200 schema lists as required:
+an empty `uris` list instead would hand WebRTC an ICE server without URLs.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from homeserver.api.http import Router, json_response
-from homeserver.errors import not_found
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -37,7 +37,7 @@ def register(router: Router, hs: HomeServer) -> None:
         requester = hs.tokens.requester(request)
         config = hs.config
         if not config.turn_uris or not config.turn_shared_secret:
-            raise not_found("No TURN servers are configured on this server")  # MSC4166
+            return json_response({})  # no TURN server: see the module docstring
         return json_response(
             turn_credentials(
                 config.turn_uris, config.turn_shared_secret, requester.user_id, config.turn_user_lifetime_s, hs.clock()
