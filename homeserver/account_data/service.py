@@ -6,13 +6,13 @@ Writes of one user are serialised so that read-modify-write updates (tags) never
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from homeserver.errors import MatrixError
+from homeserver.locks import KeyedLocks
 from homeserver.sync.notifier import Notifier
 from storage.database import Database
 
@@ -33,15 +33,9 @@ class AccountData:
     def __init__(self, db: Database, notifier: Notifier) -> None:
         self.db = db
         self.notifier = notifier
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: KeyedLocks[str] = KeyedLocks()  # a user's lock lives only while in use
         self._ignored: dict[str, frozenset[str]] = {}
         self.ignore_listeners: list[Callable[[str], None]] = []  # called with whoever changed their list
-
-    def _lock(self, user_id: str) -> asyncio.Lock:
-        lock = self._locks.get(user_id)
-        if lock is None:
-            lock = self._locks[user_id] = asyncio.Lock()
-        return lock
 
     def get(self, user_id: str, data_type: str, room_id: str = "") -> dict[str, Any] | None:
         found = self.db.account_data.get(user_id, room_id, data_type)
@@ -59,7 +53,7 @@ class AccountData:
         room_id: str = "",
     ) -> int:
         """Replace an entry with `change(old content)`; nothing is written if it returns None."""
-        async with self._lock(user_id):
+        async with self._locks(user_id):
             new = change(self.get(user_id, data_type, room_id))
             if new is None:
                 return 0

@@ -23,6 +23,9 @@ from storage.engine import Batch
 _DEVICE_ALPHABET = string.ascii_uppercase
 _LOCALPART_ALPHABET = string.ascii_lowercase + string.digits
 MAX_DEVICE_ID_LENGTH = 255
+# A device's name is re-sent to everyone who shares a room (keys/query `unsigned`); Synapse caps it
+# at 100 characters too. Checked wherever a name is set: login, registration, PUT /devices.
+MAX_DEVICE_NAME_CHARS = 100
 
 # (user id, fields such as {"displayname": ...}, batch): called while an account is created
 AccountCreatedListener = Callable[[str, dict[str, Any], Batch], None]
@@ -209,7 +212,7 @@ class Accounts:
         else:
             device = {"created_ts": now}
             if login.display_name is not None:
-                device["display_name"] = login.display_name
+                device["display_name"] = checked_device_name(login.display_name)
         device["last_seen_ts"] = now
         if login.ip is not None:
             device["last_seen_ip"] = login.ip
@@ -230,7 +233,7 @@ class Accounts:
             if device is None:
                 return False
             if display_name is not None:
-                device["display_name"] = display_name
+                device["display_name"] = checked_device_name(display_name)
                 self.db.accounts.put_device(user_id, device_id, device, batch)
                 await batch.commit()
         return True
@@ -325,3 +328,10 @@ class LoginOptions:
         self.display_name = display_name
         self.refreshable = refreshable
         self.ip = ip
+
+
+def checked_device_name(name: str) -> str:
+    if len(name) > MAX_DEVICE_NAME_CHARS:
+        limit = MAX_DEVICE_NAME_CHARS
+        raise MatrixError(400, "M_INVALID_PARAM", f"a device's display name is at most {limit} characters")
+    return name

@@ -11,13 +11,13 @@ Remote profiles come from `query_remote`, which federation sets; until then they
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.locks import KeyedLocks
 from homeserver.media.mxc import parse_mxc
 from homeserver.protocol import canonical_json
 from homeserver.protocol.errors import ProtocolError
@@ -80,7 +80,7 @@ class Profiles:
         self.pipeline: EventPipeline | None = None  # set by the server: sends the member events
         self.query_remote: RemoteProfileQuery | None = None  # set by federation
         self.listeners: list[ProfileListener] = []  # told (user id, new profile) after every change
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: KeyedLocks[str] = KeyedLocks()  # a user's lock lives only while in use
 
     def is_local(self, user_id: str) -> bool:
         return user_id.rpartition(":")[2] == self.server_name and user_id.startswith("@")
@@ -158,8 +158,7 @@ class Profiles:
             listener(user_id, dict(profile))
 
     async def _change(self, user_id: str, key: str, value: Any, *, remove: bool) -> None:
-        lock = self._locks.setdefault(user_id, asyncio.Lock())
-        async with lock:
+        async with self._locks(user_id):
             old = self.get_profile(user_id)
             new = dict(old)
             if remove:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .auth_helpers import NO_LIMITS, PASSWORD, as_user, bearer, login, password_auth, with_password
+from .auth_helpers import NO_LIMITS, PASSWORD, as_user, bearer, login, password_auth, register, with_password
 from .conftest import Harness
 
 
@@ -111,3 +111,20 @@ async def test_deleted_devices_reach_listeners(harness: Harness) -> None:
     status, _ = await harness.request("POST", "logout", alice)
     assert status == 200
     assert seen == [("@alice:hs.test", [alice.device_id])]
+
+
+@pytest.mark.parametrize("harness", [NO_LIMITS], indirect=True)
+async def test_device_names_are_capped_wherever_they_are_set(harness: Harness) -> None:
+    # a device's name reaches everyone who shares a room (keys/query): 100 characters at most, at
+    # login and registration as on PUT /devices
+    await harness.user("alice", password=PASSWORD)
+    status, body = await login(harness, "alice", initial_device_display_name="x" * 101)
+    assert status == 400 and body["errcode"] == "M_INVALID_PARAM"
+    status, body = await login(harness, "alice", device_id="OK", initial_device_display_name="x" * 100)
+    assert status == 200
+    status, body = await register(harness, "bob", initial_device_display_name="y" * 101)
+    assert status == 400 and body["errcode"] == "M_INVALID_PARAM"
+    assert (await register(harness, "bob"))[0] == 200  # nothing of the refused attempt was kept
+    carol = await harness.user("carol")
+    status, body = await harness.request("PUT", f"devices/{carol.device_id}", carol, json={"display_name": "z" * 101})
+    assert status == 400 and body["errcode"] == "M_BAD_JSON"

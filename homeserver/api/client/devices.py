@@ -14,16 +14,12 @@ from aiohttp import web
 from homeserver.api.bodies import Body, client_ip, read
 from homeserver.api.client.account import PASSWORD_FLOWS
 from homeserver.api.http import Router, json_response
+from homeserver.auth.accounts import MAX_DEVICE_NAME_CHARS
 from homeserver.errors import MatrixError
 from homeserver.schema import field
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
-
-
-# A device's name is re-sent to everyone who shares a room (keys/query `unsigned`); Synapse caps it
-# at 100 characters too.
-MAX_DEVICE_NAME_CHARS = 100
 
 
 class UpdateDeviceBody(Body):
