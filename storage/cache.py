@@ -36,10 +36,11 @@ SHARES: dict[str, float] = {
     "state.resolutions": 0.005,
     "rooms.info": 0.01,  # room info and forward extremities
     "rooms.receipts": 0.005,
+    "rooms.auth_selections": 0.005,  # the auth events of ordinary events, per (state, sender)
     "auth.tokens": 0.02,
     "push": 0.05,  # rulesets, members, counts
     "sync": 0.04,  # filters, per-connection "sent" state
-    "other": 0.03,  # pure-function caches (push patterns, event filters) and what is not listed
+    "other": 0.025,  # pure-function caches (push patterns, event filters) and what is not listed
 }
 
 # Estimated bytes of one entry, measured with tracemalloc on values like this server's (Python 3.11,
@@ -56,6 +57,7 @@ ENTRY_BYTES: dict[str, int] = {
     "state.resolutions": 300,
     "rooms.info": 1_000,
     "rooms.receipts": 150,
+    "rooms.auth_selections": 900,  # two 3-entry dicts (the event dicts are shared) and a list of 3 ids
     "auth.tokens": 600,  # a Requester and its strings
     "push": 600,
     "sync": 2_000,

@@ -42,6 +42,8 @@ MAX_DEPTH = 2**53 - 1
 MAX_KEY_BYTES = 255
 MAX_EVENT_BYTES = 65536
 
+# the auth events of an event by (type, state_key), and its `auth_events` as written in the event
+AuthSelection = tuple[dict[tuple[str, str], dict[str, Any]], list[Any]]
 KeyLookup = Callable[[str, list[str]], Awaitable[Mapping[str, nacl.signing.VerifyKey]]]
 
 
@@ -188,6 +190,12 @@ class EventPipeline:
         self._locks: KeyedLocks[str] = KeyedLocks()  # a room's lock lives only while it is in use
         # state snapshots -> their resolution
         self._resolved: LruCache[tuple[int, ...], int] = db.caches.lru("state.resolutions", "state.resolutions")
+        # (committed state snapshot, sender) -> the auth events of an event that is neither a membership
+        # nor a create event: the same for every such event (create, power levels, the sender's
+        # membership), and a snapshot never changes, so consecutive messages look them up once
+        self._auth_selections: LruCache[tuple[int, str], AuthSelection] = db.caches.lru(
+            "rooms.auth_selections", "rooms.auth_selections"
+        )
         # Called by write_event with the batch, after the event's own writes: services add their index
         # writes (relations, redactions, search...) so they commit atomically with the event.
         self.write_hooks: list[Callable[[Batch, RoomContext, PersistedEvent], None]] = []
@@ -337,11 +345,8 @@ class EventPipeline:
             event["origin"] = self.identity.server_name
         elif not rv.implicit_room_creator:
             event["origin"] = self.identity.server_name
-        selection = self._auth_selection(ctx, state_before, event)
-        auth_map = {k: self._event(ctx, s) for k, s in selection.items()}
-        event["auth_events"] = [
-            self._reference(ctx, selection[k]) for k in auth_types_for_event(event, rv) if k in selection
-        ]
+        auth_map, refs = self._local_auth_events(ctx, state_before, event)
+        event["auth_events"] = list(refs)  # the cached list stays the cache's
         try:
             canonical_json.check(event["content"])
         except ProtocolError as e:
@@ -367,6 +372,26 @@ class EventPipeline:
         return self.write_event(
             ctx, batch, event, signed.event_id, signed.encoded, prevs, state_before, flags=0, fresh=bool(prevs)
         )
+
+    def _local_auth_events(self, ctx: RoomContext, state_before: int, event: dict[str, Any]) -> AuthSelection:
+        """The auth events of a local event: by (type, state_key) for the auth rules, and as
+        referenced in its `auth_events`."""
+        # Cached only for a snapshot that is committed (the one loaded, nothing written in this batch
+        # yet): an aborted batch's snapshot id may be given again to other state.
+        key = None
+        ordinary = event["type"] not in ("m.room.member", "m.room.create")  # spec: "Auth events selection"
+        if ordinary and state_before == ctx.state and not ctx.pending_events:
+            key = (state_before, event["sender"])
+            cached = self._auth_selections.get(key)
+            if cached is not None:
+                return cached
+        selection = self._auth_selection(ctx, state_before, event)
+        auth_map = {k: self._event(ctx, s) for k, s in selection.items()}
+        refs = [self._reference(ctx, selection[k]) for k in auth_types_for_event(event, ctx.rv) if k in selection]
+        found = (auth_map, refs)
+        if key is not None:
+            self._auth_selections.put(key, found)
+        return found
 
     def _choose_prev_events(self, ctx: RoomContext) -> list[int]:
         ext = ctx.extremities

@@ -213,3 +213,29 @@ async def test_redacted_state_keeps_protected_keys(harness: Harness) -> None:
     assert status == 200
     status, body = await harness.request("GET", f"rooms/{q(room_id)}/state/m.room.join_rules", alice)
     assert status == 200 and body == {"join_rule": "public"}
+
+
+async def test_each_new_state_gets_its_own_auth_events(harness: Harness) -> None:
+    # The pipeline keeps the auth events of messages per (state, sender): a message sent before a
+    # change of state must not lend its auth events to one sent after it.
+    alice, bob = await harness.user("alice"), await harness.user("bob")
+    room = await create_room(harness, alice, preset="public_chat")
+    await join(harness, bob, room)
+    await send(harness, bob, room, "before")
+    await send(harness, bob, room, "again, same state")  # a second message: the kept selection is used
+    levels = {"users": {alice.user_id: 100}, "events_default": 50}
+    levels_id = await put_state(harness, alice, room, "m.room.power_levels", levels)
+    status, err = await harness.request(
+        "PUT", f"rooms/{q(room)}/send/m.room.message/after-levels", bob, json={"msgtype": "m.text", "body": "x"}
+    )
+    assert status == 403 and err["errcode"] == "M_FORBIDDEN"
+    after = await send(harness, alice, room, "alice may")
+    # the new message names the new power levels among its auth events (read from the stored PDU)
+    pdu = harness.hs.db.events.get_json(harness.hs.db.ids.event(after))
+    assert pdu is not None and levels_id in pdu["auth_events"]
+    status, err = await harness.request("POST", f"rooms/{q(room)}/ban", alice, json={"user_id": bob.user_id})
+    assert status == 200
+    status, err = await harness.request(
+        "PUT", f"rooms/{q(room)}/send/m.room.message/after-ban", bob, json={"msgtype": "m.text", "body": "x"}
+    )
+    assert status == 403
