@@ -72,6 +72,9 @@ class Sample:
     caches: dict[str, Any] | None = None
     anon_mib: float = 0.0  # RssAnon: the heap (Python's and LevelDB's), what the budget bounds
     file_mib: float = 0.0  # RssFile: pages of mapped files (LevelDB maps its table files), reclaimable
+    main_cpu_s: float = 0.0  # CPU of the event loop's thread since the workload started
+    # CPU of every other thread (LevelDB's compaction thread above all, the executor's threads)
+    background_cpu_s: float = 0.0
 
 
 @dataclass
@@ -131,6 +134,8 @@ async def soak(server: RunningServer, args: argparse.Namespace, run: Run) -> Non
         next_sample = args.window
         user0, sys0 = cpu_split(server.pid)
         cpu0 = user0 + sys0
+        main0, all0 = thread_cpu(server.pid)
+        background0 = all0 - main0
         t0 = last_t = time.perf_counter()
         last_room_t = t0
         room_task: asyncio.Task[None] | None = None
@@ -146,6 +151,8 @@ async def soak(server: RunningServer, args: argparse.Namespace, run: Run) -> Non
                 rss = rss_kib(server.pid) / 1024
                 s = Sample(events, now - t0, rss, rate, user + system - cpu0, system - sys0, len(rooms))
                 s.anon_mib, s.file_mib = rss_split_mib(server.pid)
+                main_cpu, all_cpu = thread_cpu(server.pid)
+                s.main_cpu_s, s.background_cpu_s = main_cpu - main0, all_cpu - main_cpu - background0
                 run.samples.append(s)
                 if tracemalloc_at and events >= tracemalloc_at[0]:
                     tracemalloc_at.pop(0)
@@ -205,6 +212,23 @@ def rss_split_mib(pid: int) -> tuple[float, float]:
     return found["RssAnon:"], found["RssFile:"]
 
 
+def thread_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of a process's main thread, and of all its threads."""
+    tick = os.sysconf("SC_CLK_TCK")
+    main = total = 0.0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended between listing and reading
+            continue
+        cpu = (int(fields[11]) + int(fields[12])) / tick
+        total += cpu
+        if int(tid) == pid:
+            main = cpu
+    return main, total
+
+
 def cpu_split(pid: int) -> tuple[float, float]:
     """User and system CPU seconds of a process (all its threads), from /proc."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
@@ -237,6 +261,18 @@ def rate_between(samples: list[Sample], lo: int, hi: int) -> float:
     return (end.events - start[0]) / (end.seconds - start[1]) if end.seconds > start[1] else 0.0
 
 
+def cpu_ms_per_event(samples: list[Sample], lo: int, hi: int) -> tuple[float, float]:
+    """Main-thread and background CPU per event (ms) from the sample at `lo` events to the one at `hi`."""
+    start = at(samples, lo) if lo > 0 else None
+    end = at(samples, hi)
+    n = end.events - (start.events if start else 0)
+    if n <= 0:
+        return 0.0, 0.0
+    main = end.main_cpu_s - (start.main_cpu_s if start else 0.0)
+    background = end.background_cpu_s - (start.background_cpu_s if start else 0.0)
+    return main * 1000 / n, background * 1000 / n
+
+
 def summary(run: Run, total: int, span: int = 100_000) -> dict[str, Any]:
     s = run.samples
     span = min(span, total // 2) or total
@@ -255,6 +291,10 @@ def summary(run: Run, total: int, span: int = 100_000) -> dict[str, Any]:
         "rss_early_mib": early.rss_mib,
         "rss_end_mib": late.rss_mib,
         "rss_max_mib": max(x.rss_mib for x in s),
+        "heap_early_mib": early.anon_mib,
+        "heap_end_mib": late.anon_mib,
+        "cpu_ms_per_event_first": cpu_ms_per_event(s, 0, span),  # (main thread, background threads)
+        "cpu_ms_per_event_last": cpu_ms_per_event(s, total - span, total),
         "events_per_s_first": first_rate,
         "events_per_s_last": last_rate,
         "speed_ratio": last_rate / first_rate if first_rate else 0.0,
@@ -265,16 +305,24 @@ def summary(run: Run, total: int, span: int = 100_000) -> dict[str, Any]:
 
 
 def print_table(run: Run, out: dict[str, Any]) -> None:
-    print(f"\n{'events':>9} {'seconds':>8} {'RSS MiB':>8} {'ev/s':>7} {'CPU ms/ev':>9} {'(sys)':>6} {'cache MiB':>9}")
-    prev_cpu, prev_sys, prev_events = 0.0, 0.0, 0
+    print(
+        f"\n{'events':>9} {'seconds':>8} {'RSS MiB':>8} {'heap':>6} {'files':>6} {'ev/s':>7} {'CPU ms/ev':>9} "
+        f"{'(sys)':>6} {'main':>6} {'bg':>6} {'cache MiB':>9}"
+    )
+    prev_cpu, prev_sys, prev_events, prev_main, prev_bg = 0.0, 0.0, 0, 0.0, 0.0
     for s in run.samples:
         n = max(1, s.events - prev_events)
         cpu, system = (s.cpu_s - prev_cpu) * 1000 / n, (s.sys_s - prev_sys) * 1000 / n
+        main, bg = (s.main_cpu_s - prev_main) * 1000 / n, (s.background_cpu_s - prev_bg) * 1000 / n
         prev_cpu, prev_sys, prev_events = s.cpu_s, s.sys_s, s.events
+        prev_main, prev_bg = s.main_cpu_s, s.background_cpu_s
         cached = (s.caches or {}).get("estimated_bytes")
         cache_text = f"{cached / MIB:9.1f}" if isinstance(cached, int | float) else f"{'-':>9}"
         rate = s.window_events_per_s
-        print(f"{s.events:>9,} {s.seconds:8.1f} {s.rss_mib:8.1f} {rate:7.0f} {cpu:9.3f} {system:6.3f} {cache_text}")
+        print(
+            f"{s.events:>9,} {s.seconds:8.1f} {s.rss_mib:8.1f} {s.anon_mib:6.1f} {s.file_mib:6.1f} {rate:7.0f} "
+            f"{cpu:9.3f} {system:6.3f} {main:6.3f} {bg:6.3f} {cache_text}"
+        )
     m = out["summary"]
     k = m["span"] // 1000
     n = m["events"] // 1000
@@ -290,6 +338,12 @@ def print_table(run: Run, out: dict[str, Any]) -> None:
     print(
         f"RSS at {k}k events: {m['rss_early_mib']:.1f} MiB, at {n}k: {m['rss_end_mib']:.1f} MiB "
         f"(max {m['rss_max_mib']:.1f})"
+    )
+    (main0, bg0), (main1, bg1) = m["cpu_ms_per_event_first"], m["cpu_ms_per_event_last"]
+    print(
+        f"of which the heap (RssAnon) {m['heap_early_mib']:.1f} and {m['heap_end_mib']:.1f} MiB; CPU per event, "
+        f"main thread {main0:.3f} -> {main1:.3f} ms, background threads (LevelDB's compaction) {bg0:.3f} -> "
+        f"{bg1:.3f} ms"
     )
     print(
         f"events/s over the first {k}k: {m['events_per_s_first']:.0f}, over the last {k}k: "
