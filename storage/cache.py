@@ -24,7 +24,7 @@ DEFAULT_BUDGET_MB = 64  # the default of `cache_mb` (homeserver/config.py)
 SHARES: dict[str, float] = {
     "leveldb.block_cache": 0.16,
     "leveldb.write_buffer": 0.125,  # 4 MiB at 64: smaller buffers cost CPU in flushes
-    "leveldb.open_tables": 0.035,  # index and bloom filter blocks of open table files
+    "leveldb.open_tables": 0.035,  # open table files (OPEN_TABLE_BYTES each)
     "events.json": 0.20,  # parsed events
     "events.meta": 0.04,
     "events.auth_chains": 0.04,
@@ -169,15 +169,23 @@ class CacheRegistry:
         return [c.stats() for c in self._caches] + [r() for r in self._reporters]
 
 
+# What one open table file costs: its index and bloom filter blocks on the heap (~18 KiB for a 2 MiB
+# table at 16 KiB blocks and 10 bits a key), and the pages of the file LevelDB reads through mmap,
+# which stay in RSS while the table is open (soak at 200k events: 64 open tables, ~13 MiB of mapped
+# table pages; with 286 the mapped pages kept growing with the store, to 50 MiB at 400k events).
+OPEN_TABLE_BYTES = 36 * 1024
+MIN_OPEN_TABLES = 64  # below this, reads of older data would reopen tables all the time
+
+
 def leveldb_sizes(budget_mb: int) -> dict[str, int]:
-    """LevelDB's options from the budget: block cache and write buffer in bytes, open table files
-    (~8 KiB each: a 2 MiB table's index and bloom filter blocks at 16 KiB blocks, 10 bits a key)."""
+    """LevelDB's options from the budget: block cache and write buffer in bytes, open table files."""
     budget = budget_mb * MIB
+    tables = int(budget * SHARES["leveldb.open_tables"]) // OPEN_TABLE_BYTES
     return {
         "block_cache": max(MIB, int(budget * SHARES["leveldb.block_cache"])),
         # held twice at worst (filling and flushing); LevelDB wants at least 64 KiB
         "write_buffer": max(256 * 1024, min(16 * MIB, int(budget * SHARES["leveldb.write_buffer"] / 2))),
-        "max_open_files": max(64, min(1000, int(budget * SHARES["leveldb.open_tables"]) // (8 * 1024))),
+        "max_open_files": max(MIN_OPEN_TABLES, min(1000, tables)),
     }
 
 
