@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +13,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from homeserver.config import Config
 from homeserver.server import HomeServer
+from tests.accounts import User
 
 from .openapi_check import check_response
-
-
-@dataclass
-class User:
-    user_id: str
-    device_id: str
-    access_token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.access_token}"}
 
 
 class Harness:
