@@ -121,6 +121,11 @@ class Config(Schema, extra="forbid", frozen=True):
     password_hash_cost: Literal["low", "default"] = field(
         default="default", description="argon2id cost; 'low' only for tests and benchmarks"
     )
+    strict_indexes: bool = field(
+        default=False,
+        description="tests and development: a failure in the room indexes (relations, search, transaction "
+        "ids...) fails the write; by default the event is written, the failure logged and kept for `inspect check`",
+    )
     cache_mb: int = field(
         default=64,
         ge=1,

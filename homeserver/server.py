@@ -115,6 +115,7 @@ class HomeServer:
             server_name=config.server_name,
             default_room_version=config.default_room_version,
             clock=clock,
+            strict_indexes=config.strict_indexes,
         )
         self.rooms.membership.profile_lookup = self.profiles.member_fields
         self.add_persisted_listener(self.rooms.on_persisted)

@@ -27,6 +27,15 @@ class BatchView:
         self.batch = batch
         self._pending: dict[bytes, dict[bytes, bytes | None]] = {}  # table prefix -> key -> value (None: deleted)
 
+    def reload(self) -> None:
+        """Read the pending writes again from the batch itself (after `Batch.rollback_to` dropped
+        some): every key starts with its table's prefix, the table name and 0xFF."""
+        pending: dict[bytes, dict[bytes, bytes | None]] = {}
+        for full_key, value in self.batch.ops:
+            cut = full_key.find(b"\xff") + 1
+            pending.setdefault(full_key[:cut], {})[full_key[cut:]] = value
+        self._pending = pending
+
     def get(self, table: Table, key: bytes) -> bytes | None:
         mine = self._pending.get(table.prefix)
         if mine is not None and key in mine:

@@ -12,6 +12,8 @@ consistent. It checks what the storage layer promises, not the Matrix rules that
 - rooms: the forward extremities are exactly the timeline events no timeline event names as a prev
   event; `room_state` equals the room's current snapshot (and the state after its only extremity);
   `room_members`, `user_rooms` and `room_servers` match the member events of the current state;
+- room indexes: no event is listed in `index_failures` (the room service's index hook failed on it
+  and its relations, search and transaction-id entries were left out);
 - snapshots: parents exist one layer down; hash entries point at snapshots with that hash; with
   `full=True` every snapshot's stored hash is recomputed from its state (costly on big stores).
 """
@@ -70,6 +72,11 @@ def check_consistency(db: Database, *, full: bool = False) -> list[str]:
     for room_key, raw in db.store.iterate(ROOM_INFO):
         _check_room(db, read_u64(room_key), raw, metas, problems)
     _check_user_rooms(db, problems)
+    for short, failure in db.rooms.index_failures():
+        problems.add(
+            f"event {short} ({failure.get('event_id')} in {failure.get('room_id')}): its room indexes "
+            f"(relations, search, transaction ids...) were not written: {failure.get('error')}"
+        )
     return list(problems)
 
 

@@ -133,6 +133,18 @@ class Batch:
     def counts(self) -> list[int]:
         return list(self._counts)
 
+    def savepoint(self) -> tuple[int, int, int]:
+        """Where the batch stands now, for `rollback_to`."""
+        return len(self.ops), len(self.on_commit), len(self.on_abort)
+
+    def rollback_to(self, point: tuple[int, int, int]) -> None:
+        """Drop the writes and callbacks added since `savepoint` (positions taken since stay taken:
+        they are released with the batch, unused)."""
+        ops, on_commit, on_abort = point
+        del self.ops[ops:]
+        del self.on_commit[on_commit:]
+        del self.on_abort[on_abort:]
+
     def abort(self) -> None:
         if not self._done:
             self._done = True

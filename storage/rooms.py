@@ -21,7 +21,20 @@ ROOM_MEMBERS = Table("room_members", ("room", "str", "str"), "event", "room, mem
 USER_ROOMS = Table("user_rooms", ("str", "room"), "user_room", "user id, room -> membership, position, event")
 ROOM_SERVERS = Table("room_servers", ("room", "str", "str"), "empty", "room, server, user: joined members by server")
 INVITE_STATE = Table("invite_state", ("str", "room"), "json", "user id, room -> stripped state shown with an invite")
-TABLES = (ROOM_INFO, ROOM_STATE, ROOM_EXTREMITIES, TIMELINE, ROOM_MEMBERS, USER_ROOMS, ROOM_SERVERS, INVITE_STATE)
+INDEX_FAILURES = Table(
+    "index_failures", ("event",), "json", "short event id -> why its room indexes could not be written"
+)
+TABLES = (
+    ROOM_INFO,
+    ROOM_STATE,
+    ROOM_EXTREMITIES,
+    TIMELINE,
+    ROOM_MEMBERS,
+    USER_ROOMS,
+    ROOM_SERVERS,
+    INVITE_STATE,
+    INDEX_FAILURES,
+)
 
 # Timeline order: live events at LIVE_BASE + stream position, backfilled ones below LIVE_BASE.
 LIVE_BASE = 2**63
@@ -60,6 +73,15 @@ class RoomStore:
         self._extremities: LruCache[int, list[int]] = caches.lru("rooms.extremities", "rooms.info", part=0.5)
 
     # -- room info -------------------------------------------------------------------------------
+
+    def record_index_failure(self, batch: Batch, event: int, event_id: str, room_id: str, error: str) -> None:
+        value = {"event_id": event_id, "room_id": room_id, "error": error}
+        batch.put(INDEX_FAILURES, u64(event), orjson.dumps(value))
+
+    def index_failures(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Events whose room indexes could not be written, with why."""
+        for key, raw in self.store.iterate(INDEX_FAILURES):
+            yield read_u64(key), orjson.loads(raw)
 
     def info(self, room: int) -> dict[str, Any] | None:
         info = self._info.get(room)

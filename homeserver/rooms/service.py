@@ -52,8 +52,11 @@ class Rooms:
         server_name: str,
         default_room_version: str,
         clock: Callable[[], float] = time.time,
+        strict_indexes: bool = False,
     ) -> None:
         self.db = db
+        self.strict_indexes = strict_indexes
+        self.index_failures = 0  # since start; each is also kept in the store for `inspect check`
         self.pipeline = pipeline
         self.server_name = server_name
         self.default_room_version = default_room_version
@@ -90,11 +93,27 @@ class Rooms:
         return view
 
     def _on_write(self, batch: Batch, ctx: RoomContext, persisted: PersistedEvent) -> None:
+        view = self._view(batch)  # before the savepoint: its clean-up callbacks must stay
+        point = batch.savepoint()
         try:
             self._index(batch, ctx, persisted)
-        except Exception:
-            # an index bug must not stop events from being written; the index misses this one event
-            log.exception("room indexes: could not index %s", persisted.event_id)
+        except Exception as e:
+            if self.strict_indexes:
+                raise  # tests: an index bug fails the write, and so the test
+            # An index bug must not stop events from being written, nor leave half an index: the
+            # hook's writes are dropped, and the failure is logged and kept where `inspect check`
+            # reports it (the event misses its relations, search and transaction-id entries).
+            batch.rollback_to(point)
+            view.reload()
+            self.index_failures += 1
+            log.exception(
+                "room indexes: could not index %s in %s (failure %d since start; `inspect check` lists them)",
+                persisted.event_id,
+                ctx.room_id,
+                self.index_failures,
+            )
+            error = f"{type(e).__name__}: {e}"[:500]
+            self.db.rooms.record_index_failure(batch, persisted.short, persisted.event_id, ctx.room_id, error)
 
     def _index(self, batch: Batch, ctx: RoomContext, persisted: PersistedEvent) -> None:
         meta = ctx.pending_meta.get(persisted.short)

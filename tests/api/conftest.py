@@ -51,6 +51,7 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
         "password_hash_cost": "low",
         "registration": "open",
         "registration_shared_secret": "test-shared-secret",
+        "strict_indexes": True,  # an index bug fails the test instead of being logged and skipped
     }
     values.update(overrides)
     return Config.validate(values)

@@ -124,7 +124,7 @@ class World:
 @pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """One server and scene per pytest(-xdist) worker, shared by every operation's test."""
-    server = start_homeserver(tmp_path_factory.mktemp("fuzz"), server_name="localhost")
+    server = start_homeserver(tmp_path_factory.mktemp("fuzz"), server_name="localhost", strict_indexes=True)
     session = requests.Session()
     try:
         client = Client(server.base_url, session, server.shared_secret)

@@ -35,7 +35,7 @@ def _start(tmp_path: Path) -> RunningServer:
             pytest.skip("INTEROP_SERVER=synapse needs bench/.venv (run bash bench/setup.sh)")
         started: RunningServer = start_synapse(tmp_path / "synapse")
         return started
-    return start_homeserver(tmp_path / "homeserver")
+    return start_homeserver(tmp_path / "homeserver", strict_indexes=True)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.asyncio
 @pytest.fixture
 def token_server(tmp_path: Path) -> Iterator[RunningServer]:
     """A server in the default registration mode: a registration token is needed."""
-    srv = start_homeserver(tmp_path / "hs", registration="token")
+    srv = start_homeserver(tmp_path / "hs", registration="token", strict_indexes=True)
     try:
         yield srv
     finally:
