@@ -55,6 +55,16 @@ class MissingEventsError(Exception):
         self.event_ids = event_ids
 
 
+class MissingStateError(Exception):
+    """The state before the event is unknown here: a prev event is an outlier, stored without the
+    state around it. Federation asks the sender for the state at the event (`/state_ids`) and
+    retries with it; the event is never checked against an empty state instead."""
+
+    def __init__(self, event_ids: list[str]) -> None:
+        super().__init__(f"no state known after: {', '.join(event_ids[:5])}")
+        self.event_ids = event_ids
+
+
 class EventRefused(ProtocolError):
     """A received PDU is dropped: bad format, bad signature, or not for a room we know."""
 
@@ -568,6 +578,14 @@ class EventPipeline:
         from homeserver.rooms.receiving import receive  # receiving builds on this module's types
 
         return await receive(self, pdu, keys)
+
+    async def receive_outlier(self, pdu: dict[str, Any], keys: KeyLookup) -> PersistedEvent:
+        """Accept a PDU as an outlier: checked against its own auth events only, kept without a place
+        in the timeline or the state (the auth chain and state of a room being joined, events fetched
+        to check others)."""
+        from homeserver.rooms.receiving import receive
+
+        return await receive(self, pdu, keys, outlier=True)
 
 
 def _membership(event: Mapping[str, Any]) -> str | None:

@@ -21,7 +21,14 @@ from homeserver.protocol.event_signing import required_signers, verify_event_sig
 from homeserver.protocol.hashes import check_content_hash
 from homeserver.protocol.redaction import redact
 from homeserver.protocol.room_versions import EventFormat, RoomVersion
-from homeserver.rooms.pipeline import EventRefused, KeyLookup, MissingEventsError, PersistedEvent, RoomContext
+from homeserver.rooms.pipeline import (
+    EventRefused,
+    KeyLookup,
+    MissingEventsError,
+    MissingStateError,
+    PersistedEvent,
+    RoomContext,
+)
 from homeserver.state.event_source import reference_ids
 from storage.engine import Batch
 from storage.events import REDACTED, SOFT_FAILED
@@ -30,12 +37,17 @@ if TYPE_CHECKING:
     from homeserver.rooms.pipeline import EventPipeline
 
 
-async def receive(pipe: EventPipeline, pdu: dict[str, Any], keys: KeyLookup) -> PersistedEvent:
+async def receive(
+    pipe: EventPipeline, pdu: dict[str, Any], keys: KeyLookup, *, outlier: bool = False
+) -> PersistedEvent:
     """Accept a PDU from another server into a room we are in.
 
     Raises `EventRefused` when it is dropped (format, signatures), `MissingEventsError` when its
-    prev or auth events are unknown. A PDU that fails the auth rules is stored as rejected and
-    one that the current state does not allow is stored soft-failed; both are returned.
+    prev or auth events are unknown, `MissingStateError` when a prev event is an outlier (the state
+    before the event is unknown here). A PDU that fails the auth rules is stored as rejected and
+    one that the current state does not allow is stored soft-failed; both are returned. An
+    `outlier` is checked against its own auth events only (its prev events are not needed) and
+    stored outside the timeline and the state.
     spec: server-server-api "Checks performed on receipt of a PDU".
     """
     room_id = pdu.get("room_id")
@@ -51,7 +63,7 @@ async def receive(pipe: EventPipeline, pdu: dict[str, Any], keys: KeyLookup) -> 
     except EventFormatError as e:
         raise EventRefused(str(e)) from None
     eid = compute_event_id(pdu, rv)
-    existing = _already_stored(pipe, eid, room_id)
+    existing = _already_stored(pipe, eid, room_id, outliers_count=outlier)
     if existing is not None:
         return existing
     await _check_signatures(pdu, rv, keys)  # step 2
@@ -63,21 +75,24 @@ async def receive(pipe: EventPipeline, pdu: dict[str, Any], keys: KeyLookup) -> 
         flags |= REDACTED
     async with pipe.room_lock(room_id):
         ctx = pipe.load_context(room_id)
-        existing = _already_stored(pipe, eid, room_id)
+        existing = _already_stored(pipe, eid, room_id, outliers_count=outlier)
         if existing is not None:
             return existing
         batch = pipe.db.store.batch()
         with batch:
-            persisted = _accept_remote(pipe, ctx, batch, pdu, eid, flags)
+            persisted = _accept_remote(pipe, ctx, batch, pdu, eid, flags, outlier=outlier)
             await batch.commit()
-        pipe.notify(ctx)
+        if not outlier:  # an outlier changes nothing anyone can see
+            pipe.notify(ctx)
         return persisted
 
 
-def _already_stored(pipe: EventPipeline, eid: str, room_id: str) -> PersistedEvent | None:
+def _already_stored(pipe: EventPipeline, eid: str, room_id: str, *, outliers_count: bool) -> PersistedEvent | None:
+    """The event if it is stored already; an outlier counts only when an outlier is asked for (an
+    event received for the timeline that is stored as an outlier is accepted again, with its state)."""
     short = pipe.db.ids.event(eid)
     meta = pipe.db.events.get_meta(short) if short is not None else None
-    if short is None or meta is None or meta.outlier:
+    if short is None or meta is None or (meta.outlier and not outliers_count):
         return None
     if pipe.db.ids.room(room_id) != meta.room:
         # rooms v1-v2: the sender chooses event ids; one already used elsewhere is refused
@@ -107,12 +122,19 @@ async def _check_signatures(pdu: Mapping[str, Any], rv: RoomVersion, keys: KeyLo
 
 
 def _accept_remote(
-    pipe: EventPipeline, ctx: RoomContext, batch: Batch, pdu: dict[str, Any], eid: str, flags: int
+    pipe: EventPipeline,
+    ctx: RoomContext,
+    batch: Batch,
+    pdu: dict[str, Any],
+    eid: str,
+    flags: int,
+    *,
+    outlier: bool = False,
 ) -> PersistedEvent:
     rv = ctx.rv
     fmt = rv.event_format
     auth_ids = list(reference_ids(pdu.get("auth_events"), fmt))
-    prev_ids = list(reference_ids(pdu.get("prev_events"), fmt))
+    prev_ids = [] if outlier else list(reference_ids(pdu.get("prev_events"), fmt))
     missing = [a for a in auth_ids + prev_ids if pipe._stored_short(ctx, a) is None]
     if missing:
         raise MissingEventsError(missing)
@@ -120,6 +142,11 @@ def _accept_remote(
     if any(pipe._meta(ctx, p).room != ctx.room_short for p in prevs):
         # the state after an event of another room means nothing here
         raise EventRefused("a prev event belongs to another room")
+    # step 5 needs the state before the event: after an outlier it is unknown here, never empty
+    # (checking against an empty state would reject the event for good)
+    stateless = [pipe._event_id_of(ctx, p) for p in prevs if pipe._meta(ctx, p).outlier]
+    if stateless:
+        raise MissingStateError(stateless)
     rejection: str | None = None
     if pdu.get("type") == "m.room.create" and eid != ctx.info.get("create_event_id"):
         rejection = "the room already has its m.room.create event"  # spec: a room has one create event
@@ -147,6 +174,9 @@ def _accept_remote(
             auth_map[("m.room.create", "")] = pipe._event(ctx, create_short)
     if rejection is None:
         rejection = _auth_failure(pdu, auth_map, rv, create_id)
+    if outlier:  # steps 5 and 6 need the state around the event, which an outlier is kept without
+        encoded = canonical_json.encode_trusted(pdu) if rv.strict_canonical_json else canonical_json.encode_lenient(pdu)
+        return pipe.write_event(ctx, batch, pdu, eid, encoded, [], 0, flags=flags, rejection=rejection, outlier=True)
     # step 5: against the state before the event
     state_before = pipe._state_after_prevs(ctx, prevs, batch) if prevs else 0
     if rejection is None:

@@ -46,14 +46,20 @@ async def _two_users(harness: Harness) -> tuple[User, User, str]:
 async def test_edits_are_bundled(harness: Harness) -> None:
     alice, bob, room_id = await _two_users(harness)
     original = await send(harness, alice, room_id, "helo")
-    await send_event(harness, alice, room_id, "m.room.message", edit(original, "hello"))
-    latest = await send_event(harness, alice, room_id, "m.room.message", edit(original, "hello!"))
+    first = await send_event(harness, alice, room_id, "m.room.message", edit(original, "hello"))
+    second = await send_event(harness, alice, room_id, "m.room.message", edit(original, "hello!"))
     # an edit by someone else is not valid
     await send_event(harness, bob, room_id, "m.room.message", edit(original, "hijacked"))
+    # spec: event_replacements "the most recent by origin_server_ts; if two have the same, the
+    # lexicographically largest event_id" (two sends can land in the same millisecond)
+    edits = [await get_event(harness, bob, room_id, e) for e in (first, second)]
+    newest = max(edits, key=lambda e: (e["origin_server_ts"], e["event_id"]))
+    latest = newest["event_id"]
     ev = await get_event(harness, bob, room_id, original)
     assert ev["content"]["body"] == "helo"  # the original content is left intact
     replace = ev["unsigned"]["m.relations"]["m.replace"]
-    assert replace["event_id"] == latest and replace["content"]["m.new_content"]["body"] == "hello!"
+    body = newest["content"]["m.new_content"]["body"]
+    assert replace["event_id"] == latest and replace["content"]["m.new_content"]["body"] == body
     # in /messages too
     status, page = await harness.request("GET", f"rooms/{q(room_id)}/messages?dir=b&limit=10", bob)
     served = {e["event_id"]: e for e in page["chunk"]}
@@ -62,7 +68,9 @@ async def test_edits_are_bundled(harness: Harness) -> None:
     status, _ = await harness.request("PUT", f"rooms/{q(room_id)}/redact/{q(latest)}/r1", alice, json={})
     assert status == 200
     ev = await get_event(harness, bob, room_id, original)
-    assert ev["unsigned"]["m.relations"]["m.replace"]["content"]["m.new_content"]["body"] == "hello"
+    other = next(e for e in edits if e is not newest)
+    expected = other["content"]["m.new_content"]["body"]
+    assert ev["unsigned"]["m.relations"]["m.replace"]["content"]["m.new_content"]["body"] == expected
     status, _ = await harness.request("PUT", f"rooms/{q(room_id)}/redact/{q(original)}/r2", alice, json={})
     ev = await get_event(harness, bob, room_id, original)
     assert ev["content"] == {} and "m.relations" not in ev["unsigned"]

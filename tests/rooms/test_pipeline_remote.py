@@ -16,7 +16,7 @@ import pytest
 
 from homeserver.protocol.room_versions import get_room_version
 from homeserver.rooms.creation import RoomCreation, create_room
-from homeserver.rooms.pipeline import EventRefused, MissingEventsError
+from homeserver.rooms.pipeline import EventRefused, MissingEventsError, MissingStateError
 from homeserver.state import resolve_state
 from storage.codec import read_u64
 from storage.events import EVENT_JSON, REDACTED
@@ -420,8 +420,9 @@ async def test_a_second_create_event_is_rejected(local: Local) -> None:
     room_id = await public_room(local, "10", [])
     # only the room's own server could sign it: an echo of our own key stands in for it
     twin = RemoteServer(LOCAL, local.identity.key_id, local.identity.signing_key)
-    create = twin.build(local, room_id, ALICE, "m.room.create", {"creator": ALICE, "room_version": "10"},
-                        state_key="", prev=[], auth=[])
+    # (a content of its own: built in the same millisecond as the room's, it would be the same event)
+    content = {"creator": ALICE, "room_version": "10", "twin": True}
+    create = twin.build(local, room_id, ALICE, "m.room.create", content, state_key="", prev=[], auth=[])
     ev = await local.pipe.receive(create, local.keys)
     assert ev.rejected is not None
     assert len(local.extremities(room_id)) == 1
@@ -442,3 +443,44 @@ async def test_more_than_twenty_extremities_are_merged_twenty_at_a_time(local: L
     second = await local.pipe.send(room_id, ALICE, "m.room.message", msg("merge the rest"))
     assert len(local.event(second.event_id)["prev_events"]) == 6
     assert local.extremities(room_id) == {second.event_id}
+
+
+# -- outliers --------------------------------------------------------------------------------------
+
+
+async def test_an_event_after_an_outlier_is_never_checked_against_an_empty_state(local: Local) -> None:
+    room_id = await public_room(local, "10", [ERIN])
+    remote = local.remote("remote.test")
+    tip = only(local.extremities(room_id))
+    # an event fetched on its own (for its auth chain, say): an outlier, outside timeline and state
+    fetched = remote.build(local, room_id, ERIN, "m.room.message", msg("fetched"), prev=[tip])
+    outlier = await local.pipe.receive_outlier(fetched, local.keys)
+    assert outlier.rejected is None and outlier.stream == 0
+    assert local.meta(outlier.event_id).outlier
+    assert outlier.event_id not in local.timeline(room_id) and local.extremities(room_id) == {tip}
+    assert (await local.pipe.receive_outlier(fetched, local.keys)).event_id == outlier.event_id  # once only
+    # an event on top of it: the state before it is unknown here, so it is not judged (not rejected)
+    state = local.state_after(tip)
+    auth = [state[("m.room.create", "")], state[("m.room.power_levels", "")], state[("m.room.member", ERIN)]]
+    child = remote.build(local, room_id, ERIN, "m.room.message", msg("child"), prev=[outlier.event_id], auth=auth)
+    before = dump(local.db)
+    with pytest.raises(MissingStateError) as err:
+        await local.pipe.receive(child, local.keys)
+    assert err.value.event_ids == [outlier.event_id]
+    assert dump(local.db) == before
+    # once the outlier is received for the timeline (with the state after its prev), the child follows
+    accepted = await local.pipe.receive(fetched, local.keys)
+    assert accepted.rejected is None and accepted.stream > 0 and not local.meta(accepted.event_id).outlier
+    ev = await local.pipe.receive(child, local.keys)
+    assert ev.rejected is None and local.extremities(room_id) == {ev.event_id}
+
+
+async def test_an_outlier_is_checked_against_its_own_auth_events(local: Local) -> None:
+    room_id = await public_room(local, "10", [])
+    remote = local.remote("remote.test")
+    tip = only(local.extremities(room_id))
+    # ERIN never joined: her message's auth events cannot allow it
+    pdu = remote.build(local, room_id, ERIN, "m.room.message", msg("not a member"), prev=[tip])
+    ev = await local.pipe.receive_outlier(pdu, local.keys)
+    assert ev.rejected is not None and local.meta(ev.event_id).outlier
+    assert local.extremities(room_id) == {tip}
