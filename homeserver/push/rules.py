@@ -107,16 +107,19 @@ def ruleset(record: dict[str, Any] | None, user_id: str | None) -> dict[str, lis
     record = record or empty_record()
     changes: dict[str, dict[str, Any]] = record.get("defaults", {})
     user_rules: dict[str, list[dict[str, Any]]] = record.get("rules", {})
+    # Every rule is a copy (`_with_user` rebuilds each dict and list): callers may change what they
+    # get without touching DEFAULTS, which every user shares, or the stored record.
+    user = user_id if user_id is not None else USER_ID
     out: dict[str, list[dict[str, Any]]] = {}
     for kind in KINDS:
         defaults = []
         for rule in DEFAULTS[kind]:
-            rule = _with_user(rule, user_id) if user_id is not None else rule
+            rule = _with_user(rule, user)
             change = changes.get(rule["rule_id"])
             if change:
-                rule = {**rule, **change}
+                rule = {**rule, **_with_user(change, user)}
             defaults.append(rule)
-        own = [_present(kind, r) for r in user_rules.get(kind, [])]
+        own = [_present(kind, _with_user(r, user)) for r in user_rules.get(kind, [])]
         if kind == "override" and defaults and defaults[0]["rule_id"] == ".m.rule.master":
             out[kind] = [defaults[0], *own, *defaults[1:]]
         else:

@@ -230,3 +230,23 @@ def test_an_event_context_may_answer_room_questions_itself() -> None:
     assert room.sender_power == 100 and room.sender_power == 100 and room.member_count == 2
     assert room.member_count == 2
     assert asked == ["members", "power", "members"]  # each asked once per event
+
+
+@pytest.mark.parametrize("user_id", [None, "@alice:hs.test"])
+def test_a_ruleset_is_the_callers_own(user_id: str | None) -> None:
+    # DEFAULTS and a stored record are shared by every reader: what `ruleset` hands out must be a copy
+    record = {
+        "rules": {"content": [{"rule_id": "mine", "pattern": "cake", "actions": ["notify"]}]},
+        "defaults": {".m.rule.master": {"enabled": True}, ".m.rule.message": {"actions": ["notify"]}},
+    }
+    pristine = push_rules.ruleset(record, user_id)
+    for rules in (push_rules.ruleset(None, user_id), push_rules.ruleset(record, user_id)):
+        for kind_rules in rules.values():
+            for rule in kind_rules:
+                rule["actions"].append("spoiled")
+                for cond in rule.get("conditions", []):
+                    cond["spoiled"] = True
+                rule["enabled"] = "spoiled"
+    assert push_rules.ruleset(record, user_id) == pristine
+    assert record["rules"]["content"][0]["actions"] == ["notify"]
+    assert record["defaults"][".m.rule.message"]["actions"] == ["notify"]
