@@ -95,11 +95,8 @@ def _repair(args: argparse.Namespace) -> int:
         return _fail(f"no store in {path}: give the server's data directory with --data-dir, or set data_dir")
     try:
         repair(path)
-    except Exception as e:  # plyvel raises its own error types
-        text = e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes) else str(e)
-        if "lock" in text.lower() and "Permission denied" not in text:
-            return _fail(f"the store in {path} is in use by another process (a running server?): stop it first")
-        return _fail(f"repair of {path} failed: {text}")
+    except StoreError as e:
+        return _fail(str(e))
     try:
         with Store(path) as store:
             n = store.verify()

@@ -136,7 +136,6 @@ class HomeServer:
         self.accounts.devices_deleted_listeners.append(self.e2ee.keys.devices_deleted)
         # sync, notifier, push, receipts, typing, presence, account data, filters
         self.sync = SyncServices(self)
-        self.rooms.membership.account_data_lookup = self.sync.account_data.get
         self.notifier = self.sync.notifier
 
     @functools.cached_property

@@ -100,9 +100,6 @@ class LruCache(Generic[K, V]):
         if len(data) > self.capacity:
             data.popitem(last=False)
 
-    def pop(self, key: K, default: V | None = None) -> V | None:
-        return self._data.pop(key, default)
-
     def discard(self, key: K) -> None:
         self._data.pop(key, None)
 

@@ -468,25 +468,36 @@ def _open_db(path: Path, *, create: bool, cache_mb: int) -> plyvel.DB:
     except plyvel.CorruptionError as e:
         raise _corrupted(path, e) from None
     except plyvel.IOError as e:
-        text = _error_text(e)
-        # checked before "lock": a store we may not write fails on its LOCK file with EACCES/EROFS
-        if "Permission denied" in text or "Read-only file system" in text:
-            reason = "a read-only file system" if "Read-only" in text else f"permission denied for uid {os.getuid()}"
-            raise StoreReadOnly(
-                f"the store in {path} is read-only ({reason}); the server must write to it: make the folder "
-                "and its files writable by this user, or read it with `python -m homeserver inspect`"
-            ) from None
-        if "lock" in text.lower():
-            raise StoreLocked(
-                f"the store in {path} is in use by another process (a running server?): stop it or use another "
-                "data_dir; `python -m homeserver inspect` reads a snapshot without taking the lock"
-            ) from None
-        raise StoreError(f"cannot open the store in {path}: {text}") from None
+        raise _io_error(path, e, "open") from None
+
+
+def _io_error(path: Path, e: Exception, doing: str) -> StoreError:
+    """What LevelDB's I/O error on `path` means, for one line to the admin."""
+    text = _error_text(e)
+    # checked before "lock": a store we may not write fails on its LOCK file with EACCES/EROFS
+    if "Permission denied" in text or "Read-only file system" in text:
+        reason = "a read-only file system" if "Read-only" in text else f"permission denied for uid {os.getuid()}"
+        return StoreReadOnly(
+            f"the store in {path} is read-only ({reason}); the server must write to it: make the folder "
+            "and its files writable by this user, or read it with `python -m homeserver inspect`"
+        )
+    if "lock" in text.lower():
+        return StoreLocked(
+            f"the store in {path} is in use by another process (a running server?): stop it or use another "
+            "data_dir; `python -m homeserver inspect` reads a snapshot without taking the lock"
+        )
+    return StoreError(f"cannot {doing} the store in {path}: {text}")
 
 
 def repair(path: str | os.PathLike[str]) -> None:
-    """Let LevelDB rebuild its metadata from whatever table files survive."""
-    plyvel.repair_db(str(path), paranoid_checks=True)
+    """Let LevelDB rebuild its metadata from whatever table files survive. Raises `StoreError`
+    (`StoreLocked`, `StoreReadOnly`) with one line saying why it could not."""
+    try:
+        plyvel.repair_db(str(path), paranoid_checks=True)
+    except plyvel.IOError as e:
+        raise _io_error(Path(path), e, "repair") from None
+    except plyvel.Error as e:
+        raise StoreError(f"cannot repair the store in {path}: {_error_text(e)}") from None
 
 
 @contextlib.contextmanager

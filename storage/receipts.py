@@ -12,7 +12,7 @@ from typing import Final
 
 import orjson
 
-from storage.cache import CacheRegistry, LruCache
+from storage.cache import DEFAULT_BUDGET_MB, CacheRegistry, LruCache
 from storage.codec import SEP, read_u64, u64
 from storage.engine import Batch, Store, Table
 
@@ -84,9 +84,8 @@ class ReceiptStore:
     def __init__(self, store: Store, caches: CacheRegistry | None = None) -> None:
         self.store = store
         # room -> stream position of its newest receipt
-        self._latest: LruCache[int, int] = (
-            caches.lru("receipts.latest", "rooms.receipts") if caches is not None else LruCache("receipts.latest", 1024)
-        )
+        caches = caches if caches is not None else CacheRegistry(DEFAULT_BUDGET_MB)
+        self._latest: LruCache[int, int] = caches.lru("receipts.latest", "rooms.receipts")
 
     def get(self, room: int, user_id: str, receipt_type: str, thread_id: str) -> Receipt | None:
         raw = self.store.get(RECEIPTS, _key(room, user_id, receipt_type, thread_id))

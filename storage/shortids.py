@@ -89,8 +89,8 @@ class _Namespace:
             if not owners and self.pending.get(name) is owners:
                 # no batch will write it: forget it (a gap in the numbering is harmless)
                 del self.pending[name]
-                self.cache.pop(name, None)
-                self.reverse_cache.pop(short, None)
+                self.cache.discard(name)
+                self.reverse_cache.discard(short)
 
         batch.on_commit.append(committed)
         batch.on_abort.append(aborted)

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from storage.cache import ENTRY_BYTES, CacheRegistry, LruCache, cache_stats
+from storage.cache import DEFAULT_BUDGET_MB, ENTRY_BYTES, CacheRegistry, LruCache, cache_stats
 from storage.codec import read_u64, u64
 from storage.engine import Batch, Store, Table
 
@@ -36,7 +36,6 @@ SNAPSHOT_BY_HASH = Table(
 TABLES = (SNAPSHOT, SNAPSHOT_BY_HASH)
 
 MAX_LAYERS = 5
-ENTRY_CACHE = 20_000  # single-entry answers remembered without a budget (an answer never changes)
 _NONE = 0  # a cached "no entry" (short event ids start at 1)
 _HEAD = struct.Struct(">QB32sI")  # parent, layer, hash, number of added entries
 _ENTRY = struct.Struct(">QQ")
@@ -94,22 +93,18 @@ class StateSnapshots:
         self.store = store
         last = next(store.keys(SNAPSHOT, reverse=True), None)
         self._last_id = read_u64(last) if last else 0
+        caches = caches if caches is not None else CacheRegistry(DEFAULT_BUDGET_MB)
         if cache_entries is None:  # the budget's share, half for records and half for full states
-            cache_entries = caches.entries_for("state.snapshots") // 2 if caches is not None else 150_000
+            cache_entries = caches.entries_for("state.snapshots") // 2
         self._records: dict[int, _Record] = {}  # decoded records (roots hold a full state)
         self._record_entries = 0
         self._states: OrderedDict[int, State] = OrderedDict()
         self._cached_entries = 0
         self._cache_entries = cache_entries
         # (snapshot, key) -> `get`'s answer, `_NONE` for "no such entry"
-        self._entries: LruCache[tuple[int, int], int] = (
-            caches.lru("state.entries", "state.entries")
-            if caches is not None
-            else LruCache("state.entries", ENTRY_CACHE)
-        )
+        self._entries: LruCache[tuple[int, int], int] = caches.lru("state.entries", "state.entries")
         self._hits = self._misses = 0
-        if caches is not None:
-            caches.add_reporter(self.cache_stats)
+        caches.add_reporter(self.cache_stats)
         # snapshots written by batches not yet committed, usable only by their own batch
         self._pending_by_hash: dict[int, tuple[Batch, int]] = {}
         self._pending_records: dict[int, _Record] = {}

@@ -211,12 +211,12 @@ class Tokens:
         """Drop cached requesters after tokens were deleted (by hash, or all of a user's)."""
         if hashes:
             for h in hashes:
-                self._cache.pop(h, None)
+                self._cache.discard(h)
         if user_id is not None:
             for h in self._cache.list_keys():
                 found = self._cache.peek(h)
                 if found is not None and found[0].user_id == user_id:
-                    self._cache.pop(h)
+                    self._cache.discard(h)
 
     def requester(self, request: web.Request) -> Requester:
         token = access_token(request)

@@ -31,12 +31,12 @@ def glob_regex(pattern: str, words: bool) -> re.Pattern[str]:
 
 
 @functools.lru_cache(maxsize=1024)
-def _path(key: str) -> tuple[str, ...]:
+def key_path(key: str) -> tuple[str, ...]:
     return tuple(split_path(key))
 
 
 def lookup(event: Mapping[str, Any], key: str) -> Any:
-    return _lookup_path(event, _path(key))
+    return _lookup_path(event, key_path(key))
 
 
 def _lookup_path(event: Mapping[str, Any], path: tuple[str, ...]) -> Any:
@@ -274,7 +274,7 @@ def _compile_test(cond: Mapping[str, Any]) -> Callable[[EventContext, str], bool
         pattern = cond.get("pattern")
         if not isinstance(key, str) or not isinstance(pattern, str):
             return lambda ctx, user_id: False
-        get = _getter(_path(key))
+        get = _getter(key_path(key))
         words = key == "content.body"
         regex = glob_regex(pattern, words)
         find = regex.search if words else regex.match
@@ -301,7 +301,7 @@ def _compile_test(cond: Mapping[str, Any]) -> Callable[[EventContext, str], bool
     if kind == "event_property_is":
         if not isinstance(key, str) or "value" not in cond:
             return lambda ctx, user_id: False
-        get = _getter(_path(key))
+        get = _getter(key_path(key))
         expected = cond["value"]
         if not isinstance(expected, str | int | bool | type(None)):
             return lambda ctx, user_id: False  # compound or float values never compare equal (`_same`)
@@ -345,7 +345,7 @@ class CompiledCondition:
                 self.fast = "contains"
             elif kind == "event_match" and cond.get("pattern") == placeholder:
                 self.fast = "match"
-            self.path = _path(key)
+            self.path = key_path(key)
         self.get = _getter(self.path)  # the value the fast shapes compare user ids with
 
     def holds(self, ctx: EventContext, user_id: str, placeholder: str) -> bool:

@@ -19,8 +19,7 @@ from homeserver.errors import MatrixError
 from homeserver.locks import KeyedLocks
 from homeserver.protocol.power_levels import get_notification_level, get_user_power_level
 from homeserver.push import rules as push_rules
-from homeserver.push.evaluator import CompiledRuleset, EventContext, glob_regex, is_highlight
-from homeserver.push.evaluator import _path as key_path
+from homeserver.push.evaluator import CompiledRuleset, EventContext, glob_regex, is_highlight, key_path
 from homeserver.rooms.pipeline import PersistedEvent, RoomContext
 from homeserver.rooms.tokens import parse_counter
 from homeserver.sync.notifier import Notifier
@@ -272,8 +271,8 @@ class PushService:
                 record["stream"] = batch.next_count()
                 self.db.push.put_rules(user_id, record, batch)
                 await batch.commit()
-            self._rulesets.pop(user_id, None)
-            self._compiled.pop(user_id, None)
+            self._rulesets.discard(user_id)
+            self._compiled.discard(user_id)
             self._room_rules.clear()
         self.notifier.notify(users=(user_id,))
 
@@ -349,9 +348,9 @@ class PushService:
                             if position > cached.scanned:
                                 cached.stale = True  # the next read counts the new notifications only
                             else:
-                                counts.pop((user_id, room))
+                                counts.discard((user_id, room))
                 if own_id is not None:
-                    counts.pop((own_id, room), None)  # their read point moved
+                    counts.discard((own_id, room))  # their read point moved
 
             batch.on_commit.append(landed)
 
@@ -359,9 +358,9 @@ class PushService:
         self._counts.put(key, cached)
 
     def forget_members(self, room: int) -> None:
-        self._local_members.pop(room, None)
-        self._member_counts.pop(room, None)
-        self._room_rules.pop(room, None)
+        self._local_members.discard(room)
+        self._member_counts.discard(room)
+        self._room_rules.discard(room)
 
     def ignores_changed(self, user_id: str) -> None:
         """Someone's ignore list changed (an `AccountData` listener)."""
@@ -487,7 +486,7 @@ class PushService:
 
     def forget_counts(self, user_id: str, room: int) -> None:
         """Receipts changed: recount next time."""
-        self._counts.pop((user_id, room), None)
+        self._counts.discard((user_id, room))
 
     # -- GET /notifications ----------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ def _strings(raw: Mapping[str, Any], key: str, where: str) -> tuple[str, ...] | 
 
 
 @lru_cache(maxsize=1024)
-def _glob(pattern: str) -> re.Pattern[str]:
+def type_pattern(pattern: str) -> re.Pattern[str]:
     # spec: EventFilter types — '*' matches any sequence of characters (nothing else is special)
     return re.compile(".*".join(re.escape(p) for p in pattern.split("*")) + r"\Z", re.DOTALL)
 
@@ -36,7 +36,7 @@ def _type_matches(event_type: str, patterns: tuple[str, ...]) -> bool:
         if "*" not in p:
             if p == event_type:
                 return True
-        elif _glob(p).match(event_type):
+        elif type_pattern(p).match(event_type):
             return True
     return False
 

@@ -26,9 +26,6 @@ from homeserver.rooms.pipeline import EventPipeline
 from storage.database import Database
 
 ProfileLookup = Callable[[str], dict[str, Any] | None]
-# (user id, account data type) -> the user's global account data of that type
-AccountDataLookup = Callable[[str, str], dict[str, Any] | None]
-
 # spec: modules/invite_permission.md (v1.18)
 INVITE_PERMISSION_CONFIG = "m.invite_permission_config"
 
@@ -52,8 +49,6 @@ class Membership:
         self.directory = directory
         # The profile service may replace this; by default the profile store, when there is one.
         self.profile_lookup: ProfileLookup = self._stored_profile
-        # The account data service replaces this (server.py); by default the store.
-        self.account_data_lookup: AccountDataLookup = self._stored_account_data
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -61,15 +56,12 @@ class Membership:
         store = getattr(self.db, "profiles", None)
         return store.get(user_id) if store is not None else None
 
-    def _stored_account_data(self, user_id: str, data_type: str) -> dict[str, Any] | None:
-        found = self.db.account_data.get(user_id, "", data_type)
-        return found[1] if found is not None else None
-
     def invites_blocked(self, user_id: str) -> bool:
         """spec: invite permission — whether a local user refuses invites."""
         if not self.is_local(user_id):
             return False
-        return blocks_invites(self.account_data_lookup(user_id, INVITE_PERMISSION_CONFIG))
+        found = self.db.account_data.get(user_id, "", INVITE_PERMISSION_CONFIG)  # (stream, content)
+        return blocks_invites(found[1] if found is not None else None)
 
     def require_invitable(self, user_id: str) -> None:
         if self.invites_blocked(user_id):

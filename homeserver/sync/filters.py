@@ -13,8 +13,7 @@ from typing import Any, Literal
 import orjson
 
 from homeserver.errors import MatrixError
-from homeserver.rooms.event_filter import RoomEventFilter
-from homeserver.rooms.event_filter import _glob as type_pattern
+from homeserver.rooms.event_filter import RoomEventFilter, type_pattern
 from homeserver.rooms.tokens import parse_counter
 from homeserver.schema import Schema, SchemaError, field
 from storage.cache import LruCache, function_cache_stats
