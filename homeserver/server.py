@@ -35,6 +35,7 @@ from homeserver.keys import KeyFileError, load_or_create_signing_key
 from homeserver.profile import Profiles
 from homeserver.ratelimit import RateLimiter
 from homeserver.rooms.pipeline import EventPipeline, PersistedEvent, ServerIdentity
+from homeserver.rooms.queries import RoomQueries
 from homeserver.rooms.service import Rooms
 from homeserver.sync.services import SyncServices
 from homeserver.user_directory import UserDirectory
@@ -100,6 +101,8 @@ class HomeServer:
         self.identity = ServerIdentity(config.server_name, key_id, key)
         self.db = Database(data_dir / "db", fsync=config.fsync, cache_mb=config.cache_mb)
         self.caches = self.db.caches  # every cache, sized from config.cache_mb (storage/cache.py)
+        db = self.db
+        self.queries = RoomQueries(config.server_name, db.ids, db.rooms, db.events, db.snapshots)
         self._persisted_listeners: list[Callable[[PersistedEvent], None]] = []
         self.pipeline = EventPipeline(self.db, self.identity, clock=clock, on_persisted=self._on_persisted)
         self.passwords = Passwords(config.password_hash_cost)

@@ -1,0 +1,121 @@
+"""Room queries: the questions every service asks about rooms, answered in one place.
+
+Services never re-derive these from the room tables: "rooms this user is joined to", "users who
+share a room with this user", "servers in a room", "the current state event (type, state_key)",
+"the state event at a snapshot" and "is this id ours". They read committed data only (what the
+store holds after the last landed batch), the same view `/sync` and the HTTP API read.
+
+Rooms are named by short ids (`int`, storage/shortids.py) inside the server; `room()` and
+`room_id()` convert at the edges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from homeserver.protocol.events import Event
+from storage.events import EventStore
+from storage.rooms import RoomStore, UserRoom
+from storage.shortids import ShortIds
+from storage.state_snapshots import StateSnapshots
+
+
+class RoomQueries:
+    def __init__(
+        self, server_name: str, ids: ShortIds, rooms: RoomStore, events: EventStore, snapshots: StateSnapshots
+    ) -> None:
+        self.server_name = server_name
+        self._suffix = ":" + server_name
+        self._ids = ids
+        self._rooms = rooms
+        self._events = events
+        self._snapshots = snapshots
+
+    # -- ids ---------------------------------------------------------------------------------------
+
+    def is_local(self, identifier: str) -> bool:
+        """Whether a user id, room alias, or room/event id with a domain names this server.
+
+        spec: appendices "Identifier grammar": the server name is everything after the first colon.
+        Room ids of room version 12 and event ids of versions 3+ carry no server name: never local.
+        """
+        _, colon, domain = identifier.partition(":")
+        return bool(colon) and domain == self.server_name
+
+    def room(self, room_id: str) -> int | None:
+        """The short id of a room this server knows, else None."""
+        return self._ids.room(room_id)
+
+    def room_id(self, room: int) -> str:
+        return self._ids.room_id(room)
+
+    # -- membership --------------------------------------------------------------------------------
+
+    def memberships(self, user_id: str) -> Iterator[UserRoom]:
+        """Every room the user has a membership in (any membership), with its stream position."""
+        return self._rooms.user_rooms(user_id)
+
+    def membership(self, user_id: str, room: int) -> UserRoom | None:
+        return self._rooms.user_room(user_id, room)
+
+    def joined_rooms(self, user_id: str) -> list[int]:
+        return [ur.room for ur in self._rooms.user_rooms(user_id) if ur.membership == "join"]
+
+    def joined_room_ids(self, user_id: str) -> list[str]:
+        return [self._ids.room_id(room) for room in self.joined_rooms(user_id)]
+
+    def is_joined(self, user_id: str, room: int) -> bool:
+        ur = self._rooms.user_room(user_id, room)
+        return ur is not None and ur.membership == "join"
+
+    def members(self, room: int, membership: str = "join") -> Iterator[tuple[str, int]]:
+        """(user id, short id of the member event) of everyone with that membership now."""
+        return self._rooms.members(room, membership)
+
+    def joined_members(self, room: int) -> list[str]:
+        return [user for user, _ in self._rooms.members(room, "join")]
+
+    def member_count(self, room: int, membership: str = "join") -> int:
+        return self._rooms.member_count(room, membership)
+
+    def local_joined_members(self, room: int) -> list[str]:
+        return [user for user, _ in self._rooms.members(room, "join") if self.is_local(user)]
+
+    def users_sharing_a_room(self, user_id: str) -> set[str]:
+        """Everyone joined to a room the user is joined to, the user included (when joined anywhere)."""
+        users: set[str] = set()
+        for room in self.joined_rooms(user_id):
+            users.update(user for user, _ in self._rooms.members(room, "join"))
+        return users
+
+    def share_a_room(self, user_a: str, user_b: str) -> bool:
+        """Whether two users are joined to at least one common room (a user shares with themself
+        only when joined somewhere)."""
+        mine = set(self.joined_rooms(user_a))
+        return any(ur.membership == "join" and ur.room in mine for ur in self._rooms.user_rooms(user_b))
+
+    def servers_in_room(self, room: int) -> list[str]:
+        """Servers with at least one joined member, in storage order (sorted by name)."""
+        return self._rooms.servers(room)
+
+    # -- state -------------------------------------------------------------------------------------
+
+    def current_state_event(self, room: int, event_type: str, state_key: str = "") -> Event | None:
+        short = self.current_state_short(room, event_type, state_key)
+        return self.event(short) if short is not None else None
+
+    def current_state_short(self, room: int, event_type: str, state_key: str = "") -> int | None:
+        sk = self._ids.state_key(event_type, state_key)
+        return self._rooms.state_event(room, sk) if sk is not None else None
+
+    def state_event_at(self, snapshot: int, event_type: str, state_key: str = "") -> Event | None:
+        """The state event at a state snapshot (0 is the empty state)."""
+        if not snapshot:
+            return None
+        sk = self._ids.state_key(event_type, state_key)
+        short = self._snapshots.get(snapshot, sk) if sk is not None else None
+        return self.event(short) if short is not None else None
+
+    def event(self, short: int) -> Event | None:
+        raw = self._events.get_json(short)
+        return Event(raw, self._ids.event_id(short)) if raw is not None else None
