@@ -14,7 +14,7 @@ The checks on events from other servers are in `homeserver.rooms.receiving`.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import nacl.signing
@@ -232,7 +232,7 @@ class EventPipeline:
             info=dict(info),
         )
 
-    def _event(self, ctx: RoomContext, short: int) -> dict[str, Any]:
+    def event(self, ctx: RoomContext, short: int) -> dict[str, Any]:
         ev = ctx.pending_events.get(short)
         if ev is None:
             ev = self.db.events.get_json(short)
@@ -240,7 +240,7 @@ class EventPipeline:
                 raise KeyError(f"event {short} is not stored")
         return ev
 
-    def _meta(self, ctx: RoomContext, short: int) -> EventMeta:
+    def meta(self, ctx: RoomContext, short: int) -> EventMeta:
         meta = ctx.pending_meta.get(short)
         if meta is None:
             meta = self.db.events.get_meta(short)
@@ -254,7 +254,7 @@ class EventPipeline:
             return None
         return self.db.snapshots.get(snapshot, sk)
 
-    def _auth_selection(self, ctx: RoomContext, snapshot: int, event: Mapping[str, Any]) -> dict[tuple[str, str], int]:
+    def auth_selection(self, ctx: RoomContext, snapshot: int, event: Mapping[str, Any]) -> dict[tuple[str, str], int]:
         """The auth events `event` would have, from `snapshot`, as short ids (plus the v12 create event)."""
         wanted = auth_types_for_event(event, ctx.rv)
         if ctx.rv.room_id_from_create_event:
@@ -266,13 +266,13 @@ class EventPipeline:
                 out[key] = short
         return out
 
-    def _known_short(self, ctx: RoomContext, event_id: str) -> int:
-        short = self._stored_short(ctx, event_id)
+    def known_short(self, ctx: RoomContext, event_id: str) -> int:
+        short = self.stored_short(ctx, event_id)
         if short is None:
             raise MissingEventsError([event_id])
         return short
 
-    def _stored_short(self, ctx: RoomContext, event_id: str) -> int | None:
+    def stored_short(self, ctx: RoomContext, event_id: str) -> int | None:
         """The short id of an event written (or being written in this batch), else None."""
         short = self.db.ids.event(event_id)
         if short is None:
@@ -281,14 +281,14 @@ class EventPipeline:
             return short
         return None
 
-    def _event_id_of(self, ctx: RoomContext, short: int) -> str:
+    def event_id_of(self, ctx: RoomContext, short: int) -> str:
         return ctx.pending_ids.get(short) or self.db.ids.event_id(short)
 
     def _reference(self, ctx: RoomContext, short: int) -> Any:
         """How an event is referenced from prev_events/auth_events in this room version."""
-        eid = self._event_id_of(ctx, short)
+        eid = self.event_id_of(ctx, short)
         if ctx.rv.event_format is EventFormat.V1:
-            ref_hash = unpadded_base64.encode(reference_hash(self._event(ctx, short), ctx.rv))
+            ref_hash = unpadded_base64.encode(reference_hash(self.event(ctx, short), ctx.rv))
             return [eid, {"sha256": ref_hash}]
         return eid
 
@@ -332,8 +332,8 @@ class EventPipeline:
         prevs = self._choose_prev_events(ctx)
         state_before = ctx.state
         if len(prevs) != len(ctx.extremities):
-            state_before = self._state_after_prevs(ctx, prevs, batch)
-        depth = min(max((self._meta(ctx, p).depth for p in prevs), default=0) + 1, MAX_DEPTH)
+            state_before = self.state_after_prevs(ctx, prevs, batch)
+        depth = min(max((self.meta(ctx, p).depth for p in prevs), default=0) + 1, MAX_DEPTH)
         event: dict[str, Any] = {
             "room_id": ctx.room_id,
             "sender": sender,
@@ -395,8 +395,8 @@ class EventPipeline:
             cached = self._auth_selections.get(key)
             if cached is not None:
                 return cached
-        selection = self._auth_selection(ctx, state_before, event)
-        auth_map = {k: self._event(ctx, s) for k, s in selection.items()}
+        selection = self.auth_selection(ctx, state_before, event)
+        auth_map = {k: self.event(ctx, s) for k, s in selection.items()}
         refs = [self._reference(ctx, selection[k]) for k in auth_types_for_event(event, ctx.rv) if k in selection]
         found = (auth_map, refs)
         if key is not None:
@@ -408,10 +408,10 @@ class EventPipeline:
         if len(ext) <= MAX_PREV_EVENTS:
             return list(ext)
         # the deepest (most recent) ones; the rest stay extremities and are merged later
-        return sorted(ext, key=lambda s: self._meta(ctx, s).depth, reverse=True)[:MAX_PREV_EVENTS]
+        return sorted(ext, key=lambda s: self.meta(ctx, s).depth, reverse=True)[:MAX_PREV_EVENTS]
 
-    def _state_after_prevs(self, ctx: RoomContext, prevs: Iterable[int], batch: Batch) -> int:
-        snapshots = tuple(sorted({self._meta(ctx, p).state_after for p in prevs}))
+    def state_after_prevs(self, ctx: RoomContext, prevs: Iterable[int], batch: Batch) -> int:
+        snapshots = tuple(sorted({self.meta(ctx, p).state_after for p in prevs}))
         if len(snapshots) == 1:
             return snapshots[0]
         # While a room is forked, each message on one branch asks for the same resolution again:
@@ -419,7 +419,7 @@ class EventPipeline:
         cached = self._resolved.get(snapshots)
         if cached is not None:
             return cached
-        extra = {self._event_id_of(ctx, s): ev for s, ev in ctx.pending_events.items()}
+        extra = {self.event_id_of(ctx, s): ev for s, ev in ctx.pending_events.items()}
         resolved = resolve_snapshots(self.db, ctx.rv, snapshots, extra)
         # stored as a diff against the current state, which a resolution usually differs little from
         sid = self.db.snapshots.save_state(resolved, near=ctx.state or snapshots[0], batch=batch)
@@ -486,7 +486,7 @@ class EventPipeline:
                 and create_id not in auth_ids
             ):
                 auth_ids.append(create_id)
-            auth_shorts = [self._known_short(ctx, a) for a in auth_ids]
+            auth_shorts = [self.known_short(ctx, a) for a in auth_ids]
             chain: set[int] = set(auth_shorts)
             for a in auth_shorts:
                 chain.update(ctx.pending_chains.get(a) or db.events.auth_chain(a) or ())
@@ -515,14 +515,14 @@ class EventPipeline:
         new_ext = [*remaining, short]
         db.rooms.update_extremities(ctx.room_short, [e for e in ctx.extremities if e in prev_set], [short], batch)
         old_state = ctx.state
-        new_state = self._state_after_prevs(ctx, new_ext, batch) if remaining else meta.state_after
+        new_state = self.state_after_prevs(ctx, new_ext, batch) if remaining else meta.state_after
         ctx.extremities = new_ext
         if new_state != old_state:
             changes, removed = self._state_delta(old_state, new_state, meta)
             db.rooms.set_state(ctx.room_short, changes, removed, batch)
             self._update_memberships(ctx, batch, old_state, changes, removed, meta.stream)
             persisted.state_changed = {
-                db.ids.state_key_of(sk): self._event_id_of(ctx, ev) for sk, ev in changes.items()
+                db.ids.state_key_of(sk): self.event_id_of(ctx, ev) for sk, ev in changes.items()
             }
         ctx.state = new_state
         ctx.info["state"] = new_state
@@ -550,10 +550,10 @@ class EventPipeline:
             previous = None
             old_short = self.db.snapshots.get(old_state, sk) if old_state else None
             if old_short is not None:
-                previous = _membership(self._event(ctx, old_short))
+                previous = _membership(self.event(ctx, old_short))
             server = user_id.split(":", 1)[1] if ":" in user_id else ""
             ev_short = changes.get(sk)
-            membership = _membership(self._event(ctx, ev_short)) if ev_short is not None else None
+            membership = _membership(self.event(ctx, ev_short)) if ev_short is not None else None
             if ev_short is None or membership is None:
                 # the member event left the state (a state resolution can drop a key), or the new one has
                 # no valid membership (which the auth rules refuse): the user has no membership here
@@ -586,6 +586,30 @@ class EventPipeline:
         from homeserver.rooms.receiving import receive
 
         return await receive(self, pdu, keys, outlier=True)
+
+    async def receive_with_state(
+        self, pdu: dict[str, Any], keys: KeyLookup, state_ids: Sequence[str]
+    ) -> PersistedEvent:
+        """Accept a PDU with the state before it supplied by another server (`/state_ids` at the
+        event), for when its prev events are missing here or outliers."""
+        from homeserver.rooms.receiving import receive_with_state
+
+        return await receive_with_state(self, pdu, keys, state_ids)
+
+    async def receive_join(
+        self,
+        room_id: str,
+        room_version: str,
+        join: dict[str, Any],
+        state: Sequence[dict[str, Any]],
+        auth_chain: Sequence[dict[str, Any]],
+        keys: KeyLookup,
+    ) -> PersistedEvent:
+        """Accept our join to a room on another server with the state and auth chain `send_join`
+        answered: one batch, the room is here whole or not at all."""
+        from homeserver.rooms.receiving import receive_join
+
+        return await receive_join(self, room_id, room_version, join, state, auth_chain, keys)
 
 
 def _membership(event: Mapping[str, Any]) -> str | None:

@@ -8,7 +8,7 @@ local events.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from homeserver.errors import MatrixError
@@ -20,7 +20,7 @@ from homeserver.protocol.event_ids import event_id as compute_event_id
 from homeserver.protocol.event_signing import required_signers, verify_event_signature
 from homeserver.protocol.hashes import check_content_hash
 from homeserver.protocol.redaction import redact
-from homeserver.protocol.room_versions import EventFormat, RoomVersion
+from homeserver.protocol.room_versions import EventFormat, RoomVersion, get_room_version
 from homeserver.rooms.pipeline import (
     EventRefused,
     KeyLookup,
@@ -50,6 +50,32 @@ async def receive(
     stored outside the timeline and the state.
     spec: server-server-api "Checks performed on receipt of a PDU".
     """
+    return await _receive(pipe, pdu, keys, outlier=outlier)
+
+
+async def receive_with_state(
+    pipe: EventPipeline, pdu: dict[str, Any], keys: KeyLookup, state_ids: Sequence[str]
+) -> PersistedEvent:
+    """Accept a PDU for the timeline with the state before it given by another server (the answer of
+    `/state_ids` at the event, when its prev events are missing or outliers here).
+
+    Every event of `state_ids` must be stored (outliers are fine: fetch them first), or
+    `MissingEventsError` names those that are not; rejected ones are left out of the state. The prev
+    events need not be known: those that are stop being forward extremities, the others are gaps
+    that backfill may fill later. Then the checks are those of `receive`: auth events, the state
+    before (the supplied one), the current state (soft fail).
+    """
+    return await _receive(pipe, pdu, keys, state_ids=list(state_ids))
+
+
+async def _receive(
+    pipe: EventPipeline,
+    pdu: dict[str, Any],
+    keys: KeyLookup,
+    *,
+    outlier: bool = False,
+    state_ids: list[str] | None = None,
+) -> PersistedEvent:
     room_id = pdu.get("room_id")
     if not isinstance(room_id, str):
         raise EventRefused("PDU has no room_id")
@@ -57,22 +83,11 @@ async def receive(
         ctx = pipe.load_context(room_id)
     except MatrixError:
         raise EventRefused(f"PDU for a room this server is not in: {room_id}") from None
-    rv = ctx.rv
-    try:
-        check_pdu_format(pdu, rv)  # step 1
-    except EventFormatError as e:
-        raise EventRefused(str(e)) from None
-    eid = compute_event_id(pdu, rv)
-    existing = _already_stored(pipe, eid, room_id, outliers_count=outlier)
-    if existing is not None:
-        return existing
-    await _check_signatures(pdu, rv, keys)  # step 2
-    flags = 0
-    try:
-        check_content_hash(pdu, rv)  # step 3
-    except HashMismatch:
-        pdu = redact(pdu, rv)
-        flags |= REDACTED
+    pdu, eid, flags = await _checked(
+        pdu, ctx.rv, keys, lambda eid: _already_stored(pipe, eid, room_id, outliers_count=outlier)
+    )
+    if flags is None:
+        return _stored_or_fail(pipe, eid, room_id, outlier)
     async with pipe.room_lock(room_id):
         ctx = pipe.load_context(room_id)
         existing = _already_stored(pipe, eid, room_id, outliers_count=outlier)
@@ -80,11 +95,173 @@ async def receive(
             return existing
         batch = pipe.db.store.batch()
         with batch:
-            persisted = _accept_remote(pipe, ctx, batch, pdu, eid, flags, outlier=outlier)
+            persisted = _accept_remote(pipe, ctx, batch, pdu, eid, flags, outlier=outlier, supplied_state=state_ids)
             await batch.commit()
         if not outlier:  # an outlier changes nothing anyone can see
             pipe.notify(ctx)
         return persisted
+
+
+async def _checked(
+    pdu: dict[str, Any], rv: RoomVersion, keys: KeyLookup, stored: Callable[[str], PersistedEvent | None]
+) -> tuple[dict[str, Any], str, int | None]:
+    """Steps 1-3: format, signatures, content hash. Returns the PDU to keep (redacted when its hash
+    does not match), its event id and the flags to store it with; flags None when `stored` says the
+    event is stored already (nothing else is checked then)."""
+    try:
+        check_pdu_format(pdu, rv)  # step 1
+    except EventFormatError as e:
+        raise EventRefused(str(e)) from None
+    eid = compute_event_id(pdu, rv)
+    if stored(eid) is not None:
+        return pdu, eid, None
+    await _check_signatures(pdu, rv, keys)  # step 2
+    flags = 0
+    try:
+        check_content_hash(pdu, rv)  # step 3
+    except HashMismatch:
+        pdu = redact(pdu, rv)
+        flags |= REDACTED
+    return pdu, eid, flags
+
+
+def _stored_or_fail(pipe: EventPipeline, eid: str, room_id: str, outlier: bool) -> PersistedEvent:
+    existing = _already_stored(pipe, eid, room_id, outliers_count=outlier)
+    assert existing is not None  # nothing deletes events
+    return existing
+
+
+async def receive_join(
+    pipe: EventPipeline,
+    room_id: str,
+    room_version: str,
+    join: dict[str, Any],
+    state: Sequence[dict[str, Any]],
+    auth_chain: Sequence[dict[str, Any]],
+    keys: KeyLookup,
+) -> PersistedEvent:
+    """Accept our join to a room on another server with the room's state from the `send_join`
+    answer, all in one batch: the room exists here whole, or not at all.
+
+    spec: server-server-api "Joining rooms": the state and auth chain events are checked like any
+    PDU (format, signatures, hash) and against their own auth events, then stored as outliers;
+    the join event is accepted with that state as the state before it. Events that fail their
+    checks, or whose auth events are missing, are left out (as Synapse does): the state is what
+    remains. The room must have its create event, of the room version `make_join` announced.
+    """
+    try:
+        rv = get_room_version(room_version)
+    except ProtocolError as e:
+        raise EventRefused(str(e)) from None
+    candidates: dict[str, tuple[dict[str, Any], int]] = {}
+    for pdu in [*auth_chain, *state]:
+        if not isinstance(pdu, dict):
+            continue
+        if pdu.get("room_id", room_id) != room_id:
+            continue
+        try:
+            checked, eid, flags = await _checked(pdu, rv, keys, lambda _eid: None)
+        except EventRefused:
+            continue  # spec: events failing signature checks are dropped
+        assert flags is not None
+        candidates.setdefault(eid, (checked, flags))
+    state_ids = [eid for eid in (_event_id_or_none(p, rv) for p in state) if eid in candidates]
+    create_id = _create_event_id(candidates, state_ids, rv, room_id)
+    if join.get("room_id", room_id) != room_id or join.get("type") != "m.room.member":
+        raise EventRefused("the join is not a membership event of this room")
+    join_pdu, join_id, join_flags = await _checked(join, rv, keys, lambda _eid: None)
+    assert join_flags is not None
+    async with pipe.room_lock(room_id):
+        batch = pipe.db.store.batch()
+        with batch:
+            try:
+                ctx = pipe.load_context(room_id)
+            except MatrixError:  # a room new to this server
+                ctx = RoomContext(
+                    rv=rv,
+                    room_id=room_id,
+                    room_short=pipe.db.ids.room_or_create(room_id, batch),
+                    extremities=[],
+                    state=0,
+                    info={"version": rv.identifier, "create_event_id": create_id, "state": 0},
+                )
+            if ctx.rv.identifier != rv.identifier or ctx.info.get("create_event_id") != create_id:
+                raise EventRefused("the room's create event differs from the one stored here")
+            for eid in _auth_order(candidates, rv):
+                if pipe.stored_short(ctx, eid) is not None:
+                    continue
+                pdu, flags = candidates[eid]
+                try:
+                    _accept_remote(pipe, ctx, batch, pdu, eid, flags, outlier=True)
+                except MissingEventsError:
+                    continue  # its auth events were dropped or never sent: it is dropped too
+            kept = [eid for eid in state_ids if pipe.stored_short(ctx, eid) is not None]
+            persisted = _accept_remote(
+                pipe, ctx, batch, join_pdu, join_id, join_flags, supplied_state=kept, check_current=False
+            )
+            if persisted.rejected is not None:  # nothing is kept of a room we cannot join
+                raise EventRefused(f"the room's state does not allow this join: {persisted.rejected}")
+            await batch.commit()
+        pipe.notify(ctx)
+        return persisted
+
+
+def _event_id_or_none(pdu: object, rv: RoomVersion) -> str | None:
+    if not isinstance(pdu, dict):
+        return None
+    try:
+        return compute_event_id(pdu, rv)
+    except ProtocolError:
+        return None
+
+
+def _create_event_id(
+    candidates: Mapping[str, tuple[dict[str, Any], int]], state_ids: Sequence[str], rv: RoomVersion, room_id: str
+) -> str:
+    """The room's create event in the joined state: present, of the announced version, and (rooms
+    v12) the event the room id was derived from."""
+    creates = [eid for eid in state_ids if candidates[eid][0].get("type") == "m.room.create"]
+    if len(creates) != 1:
+        raise EventRefused("the room state has no single m.room.create event")
+    create = candidates[creates[0]][0]
+    version = create.get("content", {}).get("room_version", "1")
+    if version != rv.identifier:
+        raise EventRefused(f"the room is version {version!r}, not {rv.identifier!r}")
+    if rv.room_id_from_create_event and "!" + creates[0][1:] != room_id:
+        raise EventRefused("the room id does not come from this create event")
+    return creates[0]
+
+
+def _auth_order(candidates: Mapping[str, tuple[dict[str, Any], int]], rv: RoomVersion) -> list[str]:
+    """The events in an order where each comes after its auth events (those among them); ties by
+    depth then id, so every run stores them alike. Events in an auth cycle are left out."""
+    refs = {
+        eid: [a for a in reference_ids(pdu.get("auth_events"), rv.event_format) if a in candidates]
+        for eid, (pdu, _) in candidates.items()
+    }
+    waiting = {eid: len(set(r)) for eid, r in refs.items()}
+    dependants: dict[str, list[str]] = {}
+    for eid, r in refs.items():
+        for a in set(r):
+            dependants.setdefault(a, []).append(eid)
+
+    def key(eid: str) -> tuple[int, str]:
+        depth = candidates[eid][0].get("depth")
+        return (depth if isinstance(depth, int) else 0, eid)
+
+    ready = sorted((eid for eid, n in waiting.items() if n == 0), key=key, reverse=True)
+    order: list[str] = []
+    while ready:
+        eid = ready.pop()
+        order.append(eid)
+        freed = []
+        for d in dependants.get(eid, ()):
+            waiting[d] -= 1
+            if waiting[d] == 0:
+                freed.append(d)
+        if freed:
+            ready = sorted([*ready, *freed], key=key, reverse=True)
+    return order
 
 
 def _already_stored(pipe: EventPipeline, eid: str, room_id: str, *, outliers_count: bool) -> PersistedEvent | None:
@@ -130,21 +307,32 @@ def _accept_remote(
     flags: int,
     *,
     outlier: bool = False,
+    supplied_state: list[str] | None = None,
+    check_current: bool = True,
 ) -> PersistedEvent:
+    """Steps 4-6 and the write. With `supplied_state` (event ids) the state before the event is
+    that one, and prev events that are unknown or outliers are allowed (they are not extremities)."""
     rv = ctx.rv
     fmt = rv.event_format
     auth_ids = list(reference_ids(pdu.get("auth_events"), fmt))
     prev_ids = [] if outlier else list(reference_ids(pdu.get("prev_events"), fmt))
-    missing = [a for a in auth_ids + prev_ids if pipe._stored_short(ctx, a) is None]
+    if supplied_state is not None:
+        missing = [a for a in auth_ids + supplied_state if pipe.stored_short(ctx, a) is None]
+    else:
+        missing = [a for a in auth_ids + prev_ids if pipe.stored_short(ctx, a) is None]
     if missing:
         raise MissingEventsError(missing)
-    prevs = [pipe._known_short(ctx, p) for p in prev_ids]
-    if any(pipe._meta(ctx, p).room != ctx.room_short for p in prevs):
+    if supplied_state is not None:
+        known = (pipe.stored_short(ctx, p) for p in prev_ids)
+        prevs = [p for p in known if p is not None and not pipe.meta(ctx, p).outlier]
+    else:
+        prevs = [pipe.known_short(ctx, p) for p in prev_ids]
+    if any(pipe.meta(ctx, p).room != ctx.room_short for p in prevs):
         # the state after an event of another room means nothing here
         raise EventRefused("a prev event belongs to another room")
     # step 5 needs the state before the event: after an outlier it is unknown here, never empty
     # (checking against an empty state would reject the event for good)
-    stateless = [pipe._event_id_of(ctx, p) for p in prevs if pipe._meta(ctx, p).outlier]
+    stateless = [pipe.event_id_of(ctx, p) for p in prevs if pipe.meta(ctx, p).outlier]
     if stateless:
         raise MissingStateError(stateless)
     rejection: str | None = None
@@ -156,11 +344,11 @@ def _accept_remote(
     auth_events: list[Mapping[str, Any]] = []
     rejected_auth: set[int] = set()
     for a in _reference_list(pdu.get("auth_events"), fmt):
-        short = pipe._stored_short(ctx, a)
+        short = pipe.stored_short(ctx, a)
         assert short is not None
-        ev = pipe._event(ctx, short)
+        ev = pipe.event(ctx, short)
         auth_events.append(ev)
-        if pipe._meta(ctx, short).rejected:
+        if pipe.meta(ctx, short).rejected:
             rejected_auth.add(id(ev))
     try:
         check_auth_events_field(pdu, auth_events, rv, is_rejected=lambda e: id(e) in rejected_auth)
@@ -169,27 +357,51 @@ def _accept_remote(
     auth_map = auth_events_map(auth_events)
     create_id = ctx.info.get("create_event_id")
     if rv.room_id_from_create_event and isinstance(create_id, str):
-        create_short = pipe._stored_short(ctx, create_id)
+        create_short = pipe.stored_short(ctx, create_id)
         if create_short is not None:
-            auth_map[("m.room.create", "")] = pipe._event(ctx, create_short)
+            auth_map[("m.room.create", "")] = pipe.event(ctx, create_short)
     if rejection is None:
         rejection = _auth_failure(pdu, auth_map, rv, create_id)
     if outlier:  # steps 5 and 6 need the state around the event, which an outlier is kept without
         encoded = canonical_json.encode_trusted(pdu) if rv.strict_canonical_json else canonical_json.encode_lenient(pdu)
         return pipe.write_event(ctx, batch, pdu, eid, encoded, [], 0, flags=flags, rejection=rejection, outlier=True)
     # step 5: against the state before the event
-    state_before = pipe._state_after_prevs(ctx, prevs, batch) if prevs else 0
+    if supplied_state is not None:
+        state_before = _supplied_snapshot(pipe, ctx, batch, supplied_state)
+    else:
+        state_before = pipe.state_after_prevs(ctx, prevs, batch) if prevs else 0
     if rejection is None:
-        before_map = {k: pipe._event(ctx, s) for k, s in pipe._auth_selection(ctx, state_before, pdu).items()}
+        before_map = {k: pipe.event(ctx, s) for k, s in pipe.auth_selection(ctx, state_before, pdu).items()}
         rejection = _auth_failure(pdu, before_map, rv, create_id)
     # step 6: against the current state: a failure soft-fails the event
-    if rejection is None and state_before != ctx.state:
-        current_map = {k: pipe._event(ctx, s) for k, s in pipe._auth_selection(ctx, ctx.state, pdu).items()}
+    if rejection is None and check_current and state_before != ctx.state:
+        current_map = {k: pipe.event(ctx, s) for k, s in pipe.auth_selection(ctx, ctx.state, pdu).items()}
         if _auth_failure(pdu, current_map, rv, create_id) is not None:
             flags |= SOFT_FAILED
     # rooms v6+: the format check proved the PDU strict canonical JSON, so no second validating walk
     encoded = canonical_json.encode_trusted(pdu) if rv.strict_canonical_json else canonical_json.encode_lenient(pdu)
     return pipe.write_event(ctx, batch, pdu, eid, encoded, prevs, state_before, flags=flags, rejection=rejection)
+
+
+def _supplied_snapshot(pipe: EventPipeline, ctx: RoomContext, batch: Batch, state_ids: list[str]) -> int:
+    """A state snapshot of the given stored events: one per (type, state_key), rejected ones left out."""
+    state: dict[int, int] = {}
+    for eid in state_ids:
+        short = pipe.known_short(ctx, eid)
+        meta = pipe.meta(ctx, short)
+        if meta.room != ctx.room_short:
+            raise EventRefused(f"state event {eid} belongs to another room")
+        event = pipe.event(ctx, short)
+        state_key = event.get("state_key")
+        if not isinstance(state_key, str):
+            raise EventRefused(f"{eid} in the state is not a state event")
+        if meta.rejected:
+            continue
+        sk = pipe.db.ids.state_key_or_create(event["type"], state_key, batch)
+        if state.get(sk, short) != short:
+            raise EventRefused(f"the state holds two events for ({event['type']}, {state_key})")
+        state[sk] = short
+    return pipe.db.snapshots.save_state(state, near=ctx.state or None, batch=batch)
 
 
 def _auth_failure(
