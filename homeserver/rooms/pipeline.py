@@ -44,7 +44,10 @@ MAX_EVENT_BYTES = 65536
 
 # the auth events of an event by (type, state_key), and its `auth_events` as written in the event
 AuthSelection = tuple[dict[tuple[str, str], dict[str, Any]], list[Any]]
-KeyLookup = Callable[[str, list[str]], Awaitable[Mapping[str, nacl.signing.VerifyKey]]]
+# (server, key ids, the time the keys must be valid at or None) -> the keys known and valid then.
+# spec: server-server-api "Validating hashes and signatures on received events": unknown and
+# expired keys are skipped; rooms v5+ need valid_until_ts >= the event's origin_server_ts.
+KeyLookup = Callable[[str, list[str], int | None], Awaitable[Mapping[str, nacl.signing.VerifyKey]]]
 
 
 class MissingEventsError(Exception):

@@ -291,7 +291,9 @@ async def _check_signatures(pdu: Mapping[str, Any], rv: RoomVersion, keys: KeyLo
         key_ids = sorted(k for k in server_sigs if isinstance(k, str)) if isinstance(server_sigs, Mapping) else []
         if not key_ids:
             raise EventRefused(f"PDU is not signed by {server}")
-        verify_keys = await keys(server, key_ids)
+        ts = pdu.get("origin_server_ts")
+        valid_at = ts if rv.enforce_key_validity and isinstance(ts, int) else None
+        verify_keys = await keys(server, key_ids, valid_at)
         try:
             verify_event_signature(pdu, rv, server, verify_keys)
         except SignatureError as e:

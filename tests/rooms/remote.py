@@ -128,7 +128,9 @@ class Local:
             server = self.remotes[name] = RemoteServer(name, clock=self.clock)
         return server
 
-    async def keys(self, server: str, key_ids: list[str]) -> Mapping[str, nacl.signing.VerifyKey]:
+    async def keys(
+        self, server: str, key_ids: list[str], valid_at: int | None = None
+    ) -> Mapping[str, nacl.signing.VerifyKey]:
         await asyncio.sleep(0)  # a real lookup awaits: let other tasks run
         if server == self.identity.server_name:
             return {self.identity.key_id: self.identity.signing_key.verify_key}
