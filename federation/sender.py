@@ -1,0 +1,229 @@
+"""The outbound sender: one queue and one transaction in flight per destination.
+
+spec: server-server-api "Transactions": at most 50 PDUs and 100 EDUs per transaction, `PUT
+/_matrix/federation/v1/send/{txnId}`. PDUs are queued in the store in the batch of the event that
+owes them (storage/federation_queue.py) and deleted when the destination acknowledges them, so a
+restart loses nothing and resends nothing acknowledged. EDUs (typing, receipts, presence) are kept
+in memory, bounded per destination: they describe the present and are worthless after an outage.
+
+A destination that fails is retried with exponential back-off (2 s doubling, at most 30 min),
+reset when it contacts us. After a failure, a queue longer than one transaction is caught up by
+sending only the newest queued PDU of each room: the destination fetches what lies between with
+`get_missing_events` (Synapse does the same), instead of receiving hours of history in order.
+A PDU the destination refuses (an error in the transaction's per-PDU result) is not resent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from storage.engine import Batch, Store
+from storage.federation_queue import FederationQueueStore
+
+log = logging.getLogger(__name__)
+
+MAX_PDUS = 50
+MAX_EDUS = 100
+EDU_QUEUE_LIMIT = 500  # per destination; older ones are dropped first
+BACKOFF_START_S = 2.0
+BACKOFF_MAX_S = 30 * 60.0
+
+
+class Transport(Protocol):
+    async def send_transaction(self, destination: str, txn_id: str, body: dict[str, Any]) -> Any:
+        """PUT the transaction; raises when the destination could not take it."""
+        ...
+
+
+class PduSource(Protocol):
+    def pdu(self, event: int) -> dict[str, Any] | None:
+        """The event as it goes over federation, or None if it is gone."""
+        ...
+
+    def room_of(self, event: int) -> int | None: ...
+
+
+@dataclass
+class _Destination:
+    name: str
+    edus: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EDU_QUEUE_LIMIT))
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    failures: int = 0
+    retry_at: float = 0.0
+    behind: bool = False  # a transaction failed since the last one that went through: catch up
+
+
+class FederationSender:
+    def __init__(
+        self,
+        server_name: str,
+        store: Store,
+        queue: FederationQueueStore,
+        pdus: PduSource,
+        transport: Transport,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        backoff_start_s: float = BACKOFF_START_S,
+    ) -> None:
+        self.server_name = server_name
+        self.store = store
+        self.queue = queue
+        self.pdus = pdus
+        self.transport = transport
+        self.clock = clock
+        self.monotonic = monotonic
+        self.backoff_start_s = backoff_start_s
+        self._destinations: dict[str, _Destination] = {}
+        self._txn_ids = itertools.count(1)
+        self._txn_prefix = str(int(clock() * 1000))
+        self._closed = False
+
+    # -- what others call --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Resume every destination that was owed PDUs when the server stopped."""
+        for name in self.queue.destinations():
+            self.wake(name)
+
+    def enqueue(self, batch: Batch, position: int, event: int, destinations: Iterable[str]) -> None:
+        """Owe a PDU (the event at stream `position`) to each destination, in the event's batch; the
+        destinations are woken once the batch has landed."""
+        names = sorted({d for d in destinations if d != self.server_name})
+        for name in names:
+            self.queue.enqueue(name, position, event, batch)
+        if names:
+
+            def wake_all() -> None:
+                for name in names:
+                    self.wake(name)
+
+            batch.on_commit.append(wake_all)
+
+    def send_edu(self, destination: str, edu_type: str, content: dict[str, Any]) -> None:
+        if destination == self.server_name or self._closed:
+            return
+        d = self._destination(destination)
+        d.edus.append({"edu_type": edu_type, "content": content})
+        self.wake(destination)
+
+    def contacted(self, destination: str) -> None:
+        """The destination reached us: it is up, so retry it now."""
+        d = self._destinations.get(destination)
+        if d is not None and d.failures:
+            d.failures = 0
+            d.retry_at = 0.0
+            d.wake.set()
+
+    def wake(self, destination: str) -> None:
+        if self._closed:
+            return
+        d = self._destination(destination)
+        d.wake.set()
+        if d.task is None or d.task.done():
+            d.task = asyncio.get_running_loop().create_task(self._run(d), name=f"federation-send:{destination}")
+
+    def backing_off(self, destination: str) -> bool:
+        d = self._destinations.get(destination)
+        return d is not None and d.failures > 0
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = [d.task for d in self._destinations.values() if d.task is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    # -- the loop of one destination ---------------------------------------------------------------
+
+    def _destination(self, name: str) -> _Destination:
+        d = self._destinations.get(name)
+        if d is None:
+            d = self._destinations[name] = _Destination(name)
+        return d
+
+    async def _run(self, d: _Destination) -> None:
+        while not self._closed:
+            d.wake.clear()
+            wait = d.retry_at - self.monotonic()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(d.wake.wait(), wait)
+                continue  # woken: re-check (contacted() resets retry_at; a new event alone does not)
+            entries = self.queue.pending(d.name, self.store.counter.visible, None if d.behind else MAX_PDUS)
+            if d.behind and len(entries) > MAX_PDUS:
+                entries = self._catch_up(d.name, entries)
+            entries = entries[:MAX_PDUS]
+            edus = list(itertools.islice(d.edus, MAX_EDUS))
+            if not entries and not edus:
+                if not d.edus and not self.queue.pending(d.name, self.store.counter.visible, 1):
+                    return  # nothing owed: the task ends; the next wake() starts another
+                continue
+            if not await self._send(d, entries, edus):
+                d.failures += 1
+                d.behind = True
+                d.retry_at = self.monotonic() + min(self.backoff_start_s * 2 ** (d.failures - 1), BACKOFF_MAX_S)
+                continue
+            d.failures = 0
+            d.behind = False
+            for _ in edus:
+                d.edus.popleft()
+            await self._acknowledged(d.name, [p for p, _ in entries])
+
+    def _catch_up(self, destination: str, entries: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The newest entry of each room; the others are dropped from the queue (the destination
+        fills the gap with get_missing_events)."""
+        newest: dict[int | None, tuple[int, int]] = {}
+        for position, event in entries:
+            newest[self.pdus.room_of(event)] = (position, event)
+        keep = sorted(newest.values())
+        kept = {p for p, _ in keep}
+        dropped = [p for p, _ in entries if p not in kept]
+        log.info("federation: catching %s up: %d queued events, sending %d", destination, len(entries), len(keep))
+        batch = self.store.batch()
+        with batch:
+            self.queue.remove(destination, dropped, batch)
+            self.store.commit_now(batch)
+        return keep
+
+    async def _send(self, d: _Destination, entries: list[tuple[int, int]], edus: list[dict[str, Any]]) -> bool:
+        pdus = [pdu for pdu in (self.pdus.pdu(event) for _, event in entries) if pdu is not None]
+        body: dict[str, Any] = {
+            "origin": self.server_name,
+            "origin_server_ts": int(self.clock() * 1000),
+            "pdus": pdus,
+        }
+        if edus:
+            body["edus"] = edus
+        txn_id = f"{self._txn_prefix}.{next(self._txn_ids)}"
+        try:
+            answer = await self.transport.send_transaction(d.name, txn_id, body)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.info("federation: transaction %s to %s failed: %s", txn_id, d.name, e)
+            return False
+        results = answer.get("pdus") if isinstance(answer, dict) else None
+        for event_id, result in results.items() if isinstance(results, dict) else ():
+            if isinstance(result, dict) and "error" in result:
+                log.info("federation: %s refused %s: %s", d.name, event_id, result["error"])
+        return True
+
+    async def _acknowledged(self, destination: str, positions: list[int]) -> None:
+        if not positions:
+            return
+        batch = self.store.batch()
+        with batch:
+            self.queue.remove(destination, positions, batch)
+            await batch.commit()

@@ -1,0 +1,150 @@
+"""The outbound sender: transactions per destination, limits, back-off, catch-up, and a restart
+that loses nothing and resends nothing acknowledged.
+
+spec: server-server-api "Transactions" (50 PDUs, 100 EDUs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from federation.sender import MAX_EDUS, MAX_PDUS, FederationSender
+from storage.engine import Store
+from storage.federation_queue import FederationQueueStore
+
+
+class Pdus:
+    def __init__(self) -> None:
+        self.rooms: dict[int, int] = {}
+
+    def pdu(self, event: int) -> dict[str, Any] | None:
+        return {"event": event, "room": self.rooms.get(event, 1)}
+
+    def room_of(self, event: int) -> int | None:
+        return self.rooms.get(event, 1)
+
+
+class Peer:
+    """Destinations that take transactions, or fail while `down` holds them."""
+
+    def __init__(self) -> None:
+        self.received: dict[str, list[dict[str, Any]]] = {}
+        self.down: set[str] = set()
+        self.in_flight: dict[str, int] = {}
+        self.max_in_flight = 0
+
+    async def send_transaction(self, destination: str, txn_id: str, body: dict[str, Any]) -> Any:
+        self.in_flight[destination] = self.in_flight.get(destination, 0) + 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight[destination])
+        try:
+            await asyncio.sleep(0.001)
+            if destination in self.down:
+                raise OSError("connection refused")
+            self.received.setdefault(destination, []).append({"txn": txn_id, **body})
+            return {"pdus": {}}
+        finally:
+            self.in_flight[destination] -= 1
+
+    def events(self, destination: str) -> list[int]:
+        return [p["event"] for t in self.received.get(destination, []) for p in t["pdus"]]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "db")
+    yield s
+    s.close()
+
+
+def sender(store: Store, peer: Peer, pdus: Pdus | None = None, backoff: float = 0.01) -> FederationSender:
+    return FederationSender(
+        "us.test", store, FederationQueueStore(store), pdus or Pdus(), peer, backoff_start_s=backoff
+    )
+
+
+async def write_events(store: Store, s: FederationSender, events: list[int], destinations: list[str]) -> None:
+    for event in events:
+        batch = store.batch()
+        with batch:
+            s.enqueue(batch, batch.next_count(), event, destinations)
+            await batch.commit()
+
+
+async def until(condition: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+async def test_events_reach_each_destination_in_order_within_limits(store: Store) -> None:
+    peer = Peer()
+    s = sender(store, peer)
+    await write_events(store, s, list(range(1, 121)), ["a.test", "b.test", "us.test"])
+    for i in range(150):
+        s.send_edu("a.test", "m.typing", {"n": i})
+    await until(lambda: len(peer.events("a.test")) == 120 and len(peer.events("b.test")) == 120)
+    await until(lambda: sum(len(t.get("edus", [])) for t in peer.received["a.test"]) == 150)
+    assert peer.events("a.test") == list(range(1, 121)) and peer.events("b.test") == list(range(1, 121))
+    assert "us.test" not in peer.received  # never to ourselves
+    for t in peer.received["a.test"]:
+        assert len(t["pdus"]) <= MAX_PDUS and len(t.get("edus", [])) <= MAX_EDUS and t["origin"] == "us.test"
+    assert peer.max_in_flight == 1  # one transaction in flight per destination
+    assert len({t["txn"] for t in peer.received["a.test"]}) == len(peer.received["a.test"])
+    assert FederationQueueStore(store).count("a.test") == 0  # acknowledged entries are gone
+    await s.close()
+
+
+async def test_a_restart_resends_what_was_not_acknowledged(store: Store) -> None:
+    peer = Peer()
+    peer.down.add("a.test")
+    s = sender(store, peer)
+    await write_events(store, s, [1, 2, 3], ["a.test", "b.test"])
+    await until(lambda: len(peer.events("b.test")) == 3 and s.backing_off("a.test"))
+    await s.close()
+    # the server restarts; the destination is back
+    peer.down.clear()
+    s2 = sender(store, peer)
+    s2.start()
+    await until(lambda: peer.events("a.test") == [1, 2, 3])
+    await asyncio.sleep(0.05)
+    assert peer.events("b.test") == [1, 2, 3]  # nothing acknowledged is sent again
+    await s2.close()
+
+
+async def test_backoff_doubles_and_contact_resets_it(store: Store) -> None:
+    peer = Peer()
+    peer.down.add("a.test")
+    s = sender(store, peer, backoff=60)
+    await write_events(store, s, [1], ["a.test"])
+    await until(lambda: s.backing_off("a.test"))
+    await write_events(store, s, [2], ["a.test"])  # new events alone do not cut the wait short
+    await asyncio.sleep(0.05)
+    assert peer.in_flight.get("a.test", 0) == 0 and s._destinations["a.test"].failures == 1
+    peer.down.clear()
+    s.contacted("a.test")  # the destination reached us: retry now
+    await until(lambda: peer.events("a.test") == [1, 2])
+    await s.close()
+
+
+async def test_catch_up_after_an_outage_sends_the_newest_event_of_each_room(store: Store) -> None:
+    peer, pdus = Peer(), Pdus()
+    for event in range(1, 201):
+        pdus.rooms[event] = 1 + event % 3  # three rooms
+    peer.down.add("a.test")
+    s = sender(store, peer, pdus)
+    await write_events(store, s, list(range(1, 201)), ["a.test"])
+    await until(lambda: s.backing_off("a.test"))
+    peer.down.clear()
+    s.contacted("a.test")
+    await until(lambda: FederationQueueStore(store).count("a.test") == 0)
+    assert sorted(peer.events("a.test")) == [198, 199, 200]  # the newest of each room
+    # and once caught up, events flow one by one again
+    await write_events(store, s, [201, 202], ["a.test"])
+    await until(lambda: peer.events("a.test")[-2:] == [201, 202])
+    await s.close()
