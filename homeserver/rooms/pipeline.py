@@ -414,7 +414,11 @@ class EventPipeline:
         return sorted(ext, key=lambda s: self.meta(ctx, s).depth, reverse=True)[:MAX_PREV_EVENTS]
 
     def state_after_prevs(self, ctx: RoomContext, prevs: Iterable[int], batch: Batch) -> int:
-        snapshots = tuple(sorted({self.meta(ctx, p).state_after for p in prevs}))
+        return self.resolved(ctx, [self.meta(ctx, p).state_after for p in prevs], batch)
+
+    def resolved(self, ctx: RoomContext, snapshots_in: Iterable[int], batch: Batch) -> int:
+        """The snapshot of the resolution of several states (the one state when they are equal)."""
+        snapshots = tuple(sorted(set(snapshots_in)))
         if len(snapshots) == 1:
             return snapshots[0]
         # While a room is forked, each message on one branch asks for the same resolution again:
@@ -598,6 +602,15 @@ class EventPipeline:
         from homeserver.rooms.receiving import receive_with_state
 
         return await receive_with_state(self, pdu, keys, state_ids)
+
+    async def receive_after_gap(
+        self, pdu: dict[str, Any], keys: KeyLookup, states_after: Mapping[str, Sequence[str]]
+    ) -> PersistedEvent:
+        """Accept a PDU whose prev events are missing here, given the state after each of them as
+        another server reported it; resolved with the states after its prev events known here."""
+        from homeserver.rooms.receiving import receive_after_gap
+
+        return await receive_after_gap(self, pdu, keys, states_after)
 
     async def receive_join(
         self,

@@ -53,6 +53,22 @@ async def receive(
     return await _receive(pipe, pdu, keys, outlier=outlier)
 
 
+async def receive_after_gap(
+    pipe: EventPipeline, pdu: dict[str, Any], keys: KeyLookup, states_after: Mapping[str, Sequence[str]]
+) -> PersistedEvent:
+    """Accept a PDU for the timeline whose prev events are missing here (or outliers), given the state
+    after each such prev event as another server reported it (`/state_ids` at the prev, plus the
+    prev itself when it is a state event).
+
+    The state before the PDU is the resolution of those states with the states after its prev
+    events that are known here (spec: server-server-api "Checks performed on receipt of a PDU":
+    the state before an event is the resolution of the states after its prev events). Every event
+    named must be stored (outliers are fine), or `MissingEventsError` names those that are not.
+    """
+    states = [list(ids) for ids in states_after.values()]
+    return await _receive(pipe, pdu, keys, prev_states=states)
+
+
 async def receive_with_state(
     pipe: EventPipeline, pdu: dict[str, Any], keys: KeyLookup, state_ids: Sequence[str]
 ) -> PersistedEvent:
@@ -75,6 +91,7 @@ async def _receive(
     *,
     outlier: bool = False,
     state_ids: list[str] | None = None,
+    prev_states: list[list[str]] | None = None,
 ) -> PersistedEvent:
     room_id = pdu.get("room_id")
     if not isinstance(room_id, str):
@@ -95,7 +112,9 @@ async def _receive(
             return existing
         batch = pipe.db.store.batch()
         with batch:
-            persisted = _accept_remote(pipe, ctx, batch, pdu, eid, flags, outlier=outlier, supplied_state=state_ids)
+            persisted = _accept_remote(
+                pipe, ctx, batch, pdu, eid, flags, outlier=outlier, supplied_state=state_ids, prev_states=prev_states
+            )
             await batch.commit()
         if not outlier:  # an outlier changes nothing anyone can see
             pipe.notify(ctx)
@@ -310,21 +329,27 @@ def _accept_remote(
     *,
     outlier: bool = False,
     supplied_state: list[str] | None = None,
+    prev_states: list[list[str]] | None = None,
     check_current: bool = True,
 ) -> PersistedEvent:
     """Steps 4-6 and the write. With `supplied_state` (event ids) the state before the event is
-    that one, and prev events that are unknown or outliers are allowed (they are not extremities)."""
+    that one; with `prev_states`, the resolution of those and of the states after the prev events
+    known here. Either way prev events that are unknown or outliers are allowed (they are not
+    extremities)."""
     rv = ctx.rv
     fmt = rv.event_format
     auth_ids = list(reference_ids(pdu.get("auth_events"), fmt))
     prev_ids = [] if outlier else list(reference_ids(pdu.get("prev_events"), fmt))
-    if supplied_state is not None:
-        missing = [a for a in auth_ids + supplied_state if pipe.stored_short(ctx, a) is None]
+    given = supplied_state
+    if prev_states is not None:
+        given = [e for state in prev_states for e in state]
+    if given is not None:
+        missing = list(dict.fromkeys(a for a in auth_ids + given if pipe.stored_short(ctx, a) is None))
     else:
         missing = [a for a in auth_ids + prev_ids if pipe.stored_short(ctx, a) is None]
     if missing:
         raise MissingEventsError(missing)
-    if supplied_state is not None:
+    if given is not None:
         known = (pipe.stored_short(ctx, p) for p in prev_ids)
         prevs = [p for p in known if p is not None and not pipe.meta(ctx, p).outlier]
     else:
@@ -370,6 +395,10 @@ def _accept_remote(
     # step 5: against the state before the event
     if supplied_state is not None:
         state_before = _supplied_snapshot(pipe, ctx, batch, supplied_state)
+    elif prev_states is not None:
+        snapshots = [_supplied_snapshot(pipe, ctx, batch, state) for state in prev_states]
+        snapshots += [pipe.meta(ctx, p).state_after for p in prevs]
+        state_before = pipe.resolved(ctx, snapshots, batch) if snapshots else 0
     else:
         state_before = pipe.state_after_prevs(ctx, prevs, batch) if prevs else 0
     if rejection is None:

@@ -210,3 +210,28 @@ async def test_supplied_state_that_does_not_allow_the_event_rejects_it(pair: Pai
     got = await ours.pipe.receive_with_state(pdu, ours.keys, state_ids)
     assert got.rejected is not None
     assert ("m.room.member", CAROL) in ours.current_state(room_id)  # the current state is untouched
+
+
+async def test_an_event_after_a_gap_with_the_states_after_its_missing_prevs(pair: Pair) -> None:
+    """Our own message and the resident's history fork; the resident merges both: its event names
+    one prev we have (ours) and one we never received; the states are resolved."""
+    room_id = await pair.room("10")
+    join, state, auth_chain = await pair.send_join(room_id)
+    ours, res = pair.local, pair.resident
+    await ours.pipe.receive_join(room_id, "10", join, state, auth_chain, ours.keys)
+    mine = await ours.pipe.send(room_id, BOB, "m.room.message", msg("from our side"))
+    topic = await res.pipe.send(room_id, ALICE, "m.room.topic", {"topic": "theirs"}, "")
+    missed = await res.pipe.send(room_id, CAROL, "m.room.message", msg("missed"))
+    assert (await res.pipe.receive(copy.deepcopy(ours.event(mine.event_id)), res.keys)).rejected is None
+    merge = await res.pipe.send(room_id, CAROL, "m.room.message", msg("merged"))
+    pdu = copy.deepcopy(res.event(merge.event_id))
+    assert set(pdu["prev_events"]) == {missed.event_id, mine.event_id}
+    states_after = {missed.event_id: list(res.state_after(missed.event_id).values())}
+    with pytest.raises(MissingEventsError) as err:
+        await ours.pipe.receive_after_gap(copy.deepcopy(pdu), ours.keys, states_after)
+    assert err.value.event_ids == [topic.event_id]
+    await ours.pipe.receive_outlier(copy.deepcopy(res.event(topic.event_id)), ours.keys)
+    got = await ours.pipe.receive_after_gap(pdu, ours.keys, states_after)
+    assert got.rejected is None and not got.soft_failed
+    assert ours.current_state(room_id) == res.current_state(room_id)
+    assert ours.extremities(room_id) == {got.event_id}  # our message was a prev: no longer a tip
