@@ -40,7 +40,8 @@ SHARES: dict[str, float] = {
     "auth.tokens": 0.02,
     "push": 0.05,  # rulesets, members, counts
     "sync": 0.04,  # filters, per-connection "sent" state
-    "other": 0.025,  # pure-function caches (push patterns, event filters) and what is not listed
+    "federation": 0.01,  # well-known answers, key fetch times, servers' memberships per state
+    "other": 0.015,  # pure-function caches (push patterns, event filters) and what is not listed
 }
 
 # Estimated bytes of one entry, measured with tracemalloc on values like this server's (Python 3.11,
@@ -61,6 +62,7 @@ ENTRY_BYTES: dict[str, int] = {
     "auth.tokens": 600,  # a Requester and its strings
     "push": 600,
     "sync": 2_000,
+    "federation": 300,
 }
 
 

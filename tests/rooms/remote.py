@@ -8,6 +8,7 @@ key, event ids per room version) from the protocol functions; it reads what it n
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from homeserver.protocol.event_signing import add_hashes_and_signatures
 from homeserver.protocol.hashes import reference_hash
 from homeserver.protocol.room_versions import EventFormat, RoomVersion, get_room_version
 from homeserver.protocol.signing import generate_signing_key
+from homeserver.rooms.creation import RoomCreation, create_room
 from homeserver.rooms.pipeline import EventPipeline, ServerIdentity
 from storage.database import Database
 from storage.events import EventMeta
@@ -213,3 +215,72 @@ def event_id_of(pdu: Mapping[str, Any], rv: RoomVersion) -> str:
 def dump(db: Database) -> dict[bytes, bytes]:
     """Every key and value in the store (to prove that nothing was written)."""
     return dict(db.store.db.iterator())
+
+
+RESIDENT = "resident.test"
+ALICE_R = f"@alice:{RESIDENT}"
+CAROL_R = f"@carol:{RESIDENT}"
+BOB_L = f"@bob:{LOCAL}"
+
+
+def msg(body: str) -> dict[str, Any]:
+    return {"msgtype": "m.text", "body": body}
+
+
+def only(items: set[str]) -> str:
+    assert len(items) == 1, items
+    return next(iter(items))
+
+
+class Pair:
+    """Our server (`local`) and the resident server of the room (`resident`), each knowing the
+    other's signing key, and `us`: our server as the resident sees it, to sign our events."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.local = Local(tmp / "local")
+        self.resident = Local(tmp / "resident", server_name=RESIDENT)
+        ours = self.local.identity
+        self.us = RemoteServer(LOCAL, ours.key_id, ours.signing_key, clock=self.resident.clock)
+        self.resident.remotes[LOCAL] = self.us
+        theirs = self.resident.identity
+        self.local.remotes[RESIDENT] = RemoteServer(RESIDENT, theirs.key_id, theirs.signing_key, clock=self.local.clock)
+
+    def close(self) -> None:
+        self.local.close()
+        self.resident.close()
+
+    async def room(self, version: str) -> str:
+        """A public room on the resident server with some history: a name, a second member, messages."""
+        res = self.resident
+        room_id = await create_room(res.pipe, RoomCreation(creator=ALICE_R, room_version=version, preset="public_chat"))
+        await res.pipe.send(room_id, ALICE_R, "m.room.name", {"name": "Friends"}, "")
+        await res.pipe.send(room_id, CAROL_R, "m.room.member", {"membership": "join"}, CAROL_R)
+        for i in range(3):
+            await res.pipe.send(room_id, CAROL_R, "m.room.message", msg(f"before the join {i}"))
+        return room_id
+
+    async def send_join(
+        self, room_id: str, user: str = BOB_L
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+        """Our join built on the resident's tip (make_join), accepted there (send_join), and what
+        send_join answers: the join, the state before it and that state's auth chain."""
+        res = self.resident
+        join = self.us.build(
+            res,
+            room_id,
+            user,
+            "m.room.member",
+            {"membership": "join"},
+            state_key=user,
+            prev=[only(res.extremities(room_id))],
+        )
+        accepted = await res.pipe.receive(copy.deepcopy(join), res.keys)
+        assert accepted.rejected is None
+        state_ids = res.state_before(accepted.event_id).values()
+        chain: set[int] = set()
+        for eid in [*state_ids, *(join["auth_events"] if isinstance(join["auth_events"][0], str) else [])]:
+            short = res.short(eid)
+            chain.update(res.db.events.auth_chain(short) or ())
+        state = [copy.deepcopy(res.event(e)) for e in state_ids]
+        auth_chain = [copy.deepcopy(res.db.events.get_json(s)) for s in sorted(chain)]
+        return join, state, [e for e in auth_chain if e is not None]

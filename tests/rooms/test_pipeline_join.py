@@ -10,81 +10,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from homeserver.rooms.creation import RoomCreation, create_room
 from homeserver.rooms.pipeline import EventRefused, MissingEventsError
-from tests.rooms.remote import LOCAL, Local, RemoteServer, dump
-
-RESIDENT = "resident.test"
-ALICE = f"@alice:{RESIDENT}"
-CAROL = f"@carol:{RESIDENT}"
-BOB = f"@bob:{LOCAL}"
-
-
-def msg(body: str) -> dict[str, Any]:
-    return {"msgtype": "m.text", "body": body}
-
-
-def only(items: set[str]) -> str:
-    assert len(items) == 1, items
-    return next(iter(items))
-
-
-class Pair:
-    """Our server (`local`) and the resident server of the room (`resident`), each knowing the
-    other's signing key, and `us`: our server as the resident sees it, to sign our events."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.local = Local(tmp / "local")
-        self.resident = Local(tmp / "resident", server_name=RESIDENT)
-        ours = self.local.identity
-        self.us = RemoteServer(LOCAL, ours.key_id, ours.signing_key, clock=self.resident.clock)
-        self.resident.remotes[LOCAL] = self.us
-        theirs = self.resident.identity
-        self.local.remotes[RESIDENT] = RemoteServer(RESIDENT, theirs.key_id, theirs.signing_key, clock=self.local.clock)
-
-    def close(self) -> None:
-        self.local.close()
-        self.resident.close()
-
-    async def room(self, version: str) -> str:
-        """A public room on the resident server with some history: a name, a second member, messages."""
-        res = self.resident
-        room_id = await create_room(res.pipe, RoomCreation(creator=ALICE, room_version=version, preset="public_chat"))
-        await res.pipe.send(room_id, ALICE, "m.room.name", {"name": "Friends"}, "")
-        await res.pipe.send(room_id, CAROL, "m.room.member", {"membership": "join"}, CAROL)
-        for i in range(3):
-            await res.pipe.send(room_id, CAROL, "m.room.message", msg(f"before the join {i}"))
-        return room_id
-
-    async def send_join(
-        self, room_id: str, user: str = BOB
-    ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-        """Our join built on the resident's tip (make_join), accepted there (send_join), and what
-        send_join answers: the join, the state before it and that state's auth chain."""
-        res = self.resident
-        join = self.us.build(
-            res,
-            room_id,
-            user,
-            "m.room.member",
-            {"membership": "join"},
-            state_key=user,
-            prev=[only(res.extremities(room_id))],
-        )
-        accepted = await res.pipe.receive(copy.deepcopy(join), res.keys)
-        assert accepted.rejected is None
-        state_ids = res.state_before(accepted.event_id).values()
-        chain: set[int] = set()
-        for eid in [*state_ids, *(join["auth_events"] if isinstance(join["auth_events"][0], str) else [])]:
-            short = res.short(eid)
-            chain.update(res.db.events.auth_chain(short) or ())
-        state = [copy.deepcopy(res.event(e)) for e in state_ids]
-        auth_chain = [copy.deepcopy(res.db.events.get_json(s)) for s in sorted(chain)]
-        return join, state, [e for e in auth_chain if e is not None]
+from tests.rooms.remote import ALICE_R as ALICE
+from tests.rooms.remote import BOB_L as BOB
+from tests.rooms.remote import CAROL_R as CAROL
+from tests.rooms.remote import RESIDENT, Pair, dump, msg
 
 
 @pytest.fixture
