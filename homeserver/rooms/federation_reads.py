@@ -104,6 +104,17 @@ class FederationReads:
         state = sorted(self.db.snapshots.load(meta.state_before).values()) if meta.state_before else []
         return state, self._auth_chain(state)
 
+    def join_answer(self, room_id: str, event_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """What `send_join` answers once the join is accepted: the state before the join and that
+        state's auth chain (with the join's own auth events), as full PDUs. No membership check: the
+        joining server is not in the room yet, and its join passed the auth rules."""
+        room, _ = self.room_version(room_id)
+        short, meta = self._stored(event_id)
+        if meta.room != room or meta.outlier:
+            raise NotInRoom(f"{event_id} is not in the timeline of {room_id}")
+        state = sorted(self.db.snapshots.load(meta.state_before).values()) if meta.state_before else []
+        return [self._pdu(s) for s in state], [self._pdu(s) for s in self._auth_chain([*state, short]) if s != short]
+
     def auth_chain_of(self, server: str, room_id: str, event_id: str) -> list[dict[str, Any]]:
         """`/event_auth`: the auth chain of one event (its auth events and theirs, recursively)."""
         room, rv = self.check_server_in_room(room_id, server)

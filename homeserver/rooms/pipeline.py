@@ -23,7 +23,8 @@ from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.locks import KeyedLock, KeyedLocks
 from homeserver.protocol import canonical_json, unpadded_base64
 from homeserver.protocol.auth_rules import auth_types_for_event, check_auth
-from homeserver.protocol.errors import AuthError, ProtocolError
+from homeserver.protocol.errors import AuthError, EventFormatError, ProtocolError
+from homeserver.protocol.event_format import check_pdu_format
 from homeserver.protocol.event_ids import new_v1_event_id
 from homeserver.protocol.hashes import reference_hash
 from homeserver.protocol.room_versions import EventFormat, RoomVersion, get_room_version
@@ -332,6 +333,40 @@ class EventPipeline:
         for check in self.local_event_checks:
             check(sender, event_type, content, state_key, redacts)
         rv = ctx.rv
+        event, prevs, state_before, auth_map = self._skeleton(
+            ctx, batch, sender, event_type, content, state_key, redacts, self.identity.server_name
+        )
+        # Signed before the auth rules run: rule 4.2.1 (rooms v8+) needs our signature on a restricted
+        # join that one of our users authorises.
+        identity = self.identity
+        signed = hash_and_sign(event, ctx.rv, identity.server_name, identity.key_id, identity.signing_key)
+        if len(signed.encoded) > MAX_EVENT_BYTES:
+            # spec: client-server-api "Size limits"
+            raise MatrixError(413, "M_TOO_LARGE", f"event is larger than {MAX_EVENT_BYTES} bytes")
+        try:
+            check_auth(event, auth_map, rv, create_event_id=ctx.info.get("create_event_id"))
+        except AuthError as e:
+            raise forbidden(f"not allowed: {e.reason} (auth rule {e.rule})") from None
+        # An event with prev_events is new: it references the room's current extremities, which no
+        # other event built here has referenced (each one built becomes an extremity itself).
+        return self.write_event(
+            ctx, batch, event, signed.event_id, signed.encoded, prevs, state_before, flags=0, fresh=bool(prevs)
+        )
+
+    def _skeleton(
+        self,
+        ctx: RoomContext,
+        batch: Batch,
+        sender: str,
+        event_type: str,
+        content: dict[str, Any],
+        state_key: str | None,
+        redacts: str | None,
+        origin: str,
+    ) -> tuple[dict[str, Any], list[int], int, Mapping[tuple[str, str], Mapping[str, Any]]]:
+        """An event on top of the room's extremities, before hashes and signatures: the event, its
+        prev events, the state before it and its auth events by (type, state_key)."""
+        rv = ctx.rv
         prevs = self._choose_prev_events(ctx)
         state_before = ctx.state
         if len(prevs) != len(ctx.extremities):
@@ -354,10 +389,10 @@ class EventPipeline:
             else:
                 event["redacts"] = redacts
         if rv.event_format is EventFormat.V1:
-            event["event_id"] = new_v1_event_id(self.identity.server_name)
-            event["origin"] = self.identity.server_name
+            event["event_id"] = new_v1_event_id(origin)
+            event["origin"] = origin
         elif not rv.implicit_room_creator:
-            event["origin"] = self.identity.server_name
+            event["origin"] = origin
         auth_map, refs = self._local_auth_events(ctx, state_before, event)
         event["auth_events"] = list(refs)  # the cached list stays the cache's
         try:
@@ -369,22 +404,64 @@ class EventPipeline:
             state_key is not None and len(state_key.encode()) > MAX_KEY_BYTES
         ):
             raise MatrixError(413, "M_TOO_LARGE", f"type and state_key may not exceed {MAX_KEY_BYTES} bytes")
-        # Signed before the auth rules run: rule 4.2.1 (rooms v8+) needs our signature on a restricted
-        # join that one of our users authorises.
-        identity = self.identity
-        signed = hash_and_sign(event, ctx.rv, identity.server_name, identity.key_id, identity.signing_key)
-        if len(signed.encoded) > MAX_EVENT_BYTES:
-            # spec: client-server-api "Size limits"
-            raise MatrixError(413, "M_TOO_LARGE", f"event is larger than {MAX_EVENT_BYTES} bytes")
+        return event, prevs, state_before, auth_map
+
+    def membership_template(self, room_id: str, user_id: str, membership: str) -> tuple[dict[str, Any], RoomVersion]:
+        """What `make_join`, `make_leave` and `make_knock` answer: a membership event of a user of
+        another server on top of this room, not hashed or signed (its server does that), and
+        allowed by the room's current state. 403 `M_FORBIDDEN` when it would not be.
+        spec: server-server-api "Joining rooms", "Leaving rooms", "Knocking upon a room".
+        """
+        ctx = self.load_context(room_id)
+        origin = user_id.split(":", 1)[1] if ":" in user_id else ""
+        batch = self.db.store.batch()
+        with batch:  # a resolution computed here is not kept: the batch is never committed
+            event, _, _, auth_map = self._skeleton(
+                ctx, batch, user_id, "m.room.member", {"membership": membership}, user_id, None, origin
+            )
         try:
-            check_auth(event, auth_map, rv, create_event_id=ctx.info.get("create_event_id"))
+            check_auth(event, auth_map, ctx.rv, create_event_id=ctx.info.get("create_event_id"))
         except AuthError as e:
-            raise forbidden(f"not allowed: {e.reason} (auth rule {e.rule})") from None
-        # An event with prev_events is new: it references the room's current extremities, which no
-        # other event built here has referenced (each one built becomes an extremity itself).
-        return self.write_event(
-            ctx, batch, event, signed.event_id, signed.encoded, prevs, state_before, flags=0, fresh=bool(prevs)
-        )
+            if not _needs_a_signature(e):
+                raise forbidden(f"not allowed: {e.reason} (auth rule {e.rule})") from None
+        return event, ctx.rv
+
+    def sign_membership_template(
+        self, template: Any, rv: RoomVersion, room_id: str, user_id: str, membership: str
+    ) -> tuple[dict[str, Any], str]:
+        """Our membership event from the template a resident server made (`make_join` and friends):
+        checked to be what we asked for, given our origin and time, hashed and signed. The template
+        is another server's input: anything else in it must pass the room version's format checks.
+        Returns the event and its id; `EventRefused` when the template is not acceptable."""
+        if not isinstance(template, dict):
+            raise EventRefused("the membership template is not an object")
+        content = template.get("content")
+        if (
+            template.get("type") != "m.room.member"
+            or template.get("room_id") != room_id
+            or template.get("sender") != user_id
+            or template.get("state_key") != user_id
+            or not isinstance(content, dict)
+            or content.get("membership") != membership
+        ):
+            raise EventRefused(f"the template is not a {membership} of {user_id} in {room_id}")
+        event = {k: v for k, v in template.items() if k not in ("hashes", "signatures", "unsigned")}
+        event["origin_server_ts"] = int(self.clock() * 1000)
+        if rv.event_format is EventFormat.V1:
+            event["event_id"] = new_v1_event_id(self.identity.server_name)
+        if "origin" in event or not rv.implicit_room_creator:
+            event["origin"] = self.identity.server_name
+        try:
+            canonical_json.check(event)
+        except ProtocolError as e:
+            raise EventRefused(f"the template is not canonical JSON: {e}") from None
+        identity = self.identity
+        signed = hash_and_sign(event, rv, identity.server_name, identity.key_id, identity.signing_key)
+        try:
+            check_pdu_format(event, rv)
+        except EventFormatError as e:
+            raise EventRefused(f"the template does not make a valid event: {e}") from None
+        return event, signed.event_id
 
     def _local_auth_events(self, ctx: RoomContext, state_before: int, event: dict[str, Any]) -> AuthSelection:
         """The auth events of a local event: by (type, state_key) for the auth rules, and as
@@ -626,6 +703,12 @@ class EventPipeline:
         from homeserver.rooms.receiving import receive_join
 
         return await receive_join(self, room_id, room_version, join, state, auth_chain, keys)
+
+
+def _needs_a_signature(e: AuthError) -> bool:
+    """Whether the auth rules refused an unsigned template only for want of the signature of the
+    server that authorises a restricted join (rooms v8+): the joining server's event will carry it."""
+    return e.reason.startswith("not signed by the server of join_authorised_via_users_server")
 
 
 def _membership(event: Mapping[str, Any]) -> str | None:
