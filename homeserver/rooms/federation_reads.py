@@ -53,6 +53,9 @@ class FederationReads:
             raise NotInRoom(f"unknown room {room_id}")
         return room, get_room_version(info["version"])
 
+    def servers_in_room(self, room: int) -> list[str]:
+        return self.db.rooms.servers(room)
+
     def server_in_room(self, room: int, server: str) -> bool:
         return server in self.db.rooms.servers(room)
 

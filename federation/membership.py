@@ -1,0 +1,133 @@
+"""Our users' memberships in rooms that live on other servers: joins, leaves (also to reject an
+invite) and knocks, through a resident server.
+
+spec: server-server-api "Joining rooms" (`make_join`, `send_join` v2), "Leaving rooms (rejecting
+invites)" (`make_leave`, `send_leave` v2), "Knocking upon a room" (`make_knock`, `send_knock`). The
+resident server's template is checked and signed by the pipeline; a join is accepted with the state
+and auth chain the resident answers, every event of which passes the receipt checks. Candidate
+servers are tried in order; the first that completes wins. For restricted rooms (v8+) the resident
+counter-signs the join and answers it as `event`, which is the one we keep.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+from federation.client import FederationError, Unreachable, path_of
+from homeserver.errors import MatrixError
+from homeserver.protocol.errors import ProtocolError
+from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS, get_room_version
+from homeserver.rooms.pipeline import EventPipeline, EventRefused, KeyLookup, PersistedEvent
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SEND_JOIN_MAX_BYTES = 128 * 1024 * 1024  # the whole state of a very large room
+SEND_JOIN_TIMEOUT_S = 600.0
+
+
+class RemoteMembership:
+    def __init__(self, server_name: str, pipeline: EventPipeline, client: Any, keys: KeyLookup) -> None:
+        self.server_name = server_name
+        self.pipeline = pipeline
+        self.client = client
+        self.keys = keys
+
+    async def join(
+        self, room_id: str, user_id: str, servers: Iterable[str], content: dict[str, Any] | None = None
+    ) -> PersistedEvent:
+        """Join `user_id` to a room this server is not in, through the first of `servers` that lets it."""
+        return await self._through(servers, lambda server: self._join_via(server, room_id, user_id, content))
+
+    async def leave(self, room_id: str, user_id: str, servers: Iterable[str]) -> dict[str, Any]:
+        """Leave (or reject an invite to) a room this server is not in; returns the leave event."""
+        return await self._through(servers, lambda server: self._send_membership(server, room_id, user_id, "leave"))
+
+    async def knock(self, room_id: str, user_id: str, servers: Iterable[str]) -> tuple[dict[str, Any], Any]:
+        """Knock on a room; returns the knock event and the stripped state the resident answered."""
+        return await self._through(servers, lambda server: self._knock_via(server, room_id, user_id))
+
+    async def _through(self, servers: Iterable[str], attempt: Callable[[str], Awaitable[T]]) -> T:
+        candidates = [s for s in dict.fromkeys(servers) if s != self.server_name]
+        if not candidates:
+            raise MatrixError(404, "M_NOT_FOUND", "no server to reach the room through: give one with `via`")
+        refusal: MatrixError | None = None
+        last: str = ""
+        for server in candidates:
+            try:
+                return await attempt(server)
+            except FederationError as e:
+                last = f"{server}: {e.status} {e.errcode or ''} {e.message}".strip()
+                if e.status in (403, 404) and refusal is None:
+                    refusal = MatrixError(e.status, e.errcode or "M_FORBIDDEN", f"{server} refused: {e.message}")
+                if e.errcode == "M_INCOMPATIBLE_ROOM_VERSION":
+                    refusal = MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION", e.message)
+            except (Unreachable, EventRefused, ProtocolError) as e:
+                last = f"{server}: {e}"
+            log.info("membership through %s failed: %s", server, last)
+        if refusal is not None:
+            raise refusal
+        raise MatrixError(502, "M_UNKNOWN", f"no server could be reached for the room ({last})")
+
+    async def _make(self, server: str, kind: str, room_id: str, user_id: str) -> tuple[dict[str, Any], str]:
+        query = {"ver": list(KNOWN_ROOM_VERSIONS)} if kind in ("join", "knock") else None
+        answer = await self.client.request(
+            server, "GET", path_of("_matrix", "federation", "v1", f"make_{kind}", room_id, user_id, query=query)
+        )
+        if not isinstance(answer, dict) or not isinstance(answer.get("event"), dict):
+            raise EventRefused(f"{server} answered make_{kind} without an event")
+        version = answer.get("room_version", "1")
+        if version not in KNOWN_ROOM_VERSIONS:
+            raise EventRefused(f"{server} offered room version {version!r}, which this server does not know")
+        return answer["event"], version
+
+    async def _join_via(
+        self, server: str, room_id: str, user_id: str, content: dict[str, Any] | None
+    ) -> PersistedEvent:
+        template, version = await self._make(server, "join", room_id, user_id)
+        rv = get_room_version(version)
+        if content:  # displayname and avatar_url, as a local join would carry them
+            template = {**template, "content": {**content, **template["content"], "membership": "join"}}
+        event, event_id = self.pipeline.sign_membership_template(template, rv, room_id, user_id, "join")
+        answer = await self.client.request(
+            server,
+            "PUT",
+            path_of("_matrix", "federation", "v2", "send_join", room_id, event_id, query={"omit_members": "false"}),
+            content=event,
+            timeout=SEND_JOIN_TIMEOUT_S,
+            max_bytes=SEND_JOIN_MAX_BYTES,
+        )
+        if not isinstance(answer, dict):
+            raise EventRefused(f"{server} answered send_join without an object")
+        state, chain = answer.get("state"), answer.get("auth_chain")
+        if not isinstance(state, list) or not isinstance(chain, list):
+            raise EventRefused(f"{server} answered send_join without state or auth_chain")
+        if answer.get("members_omitted") is True:
+            raise EventRefused(f"{server} left the members out of the room state (partial joins are not supported)")
+        countersigned = answer.get("event")
+        joined = countersigned if isinstance(countersigned, dict) else event
+        return await self.pipeline.receive_join(room_id, version, joined, state, chain, self.keys)
+
+    async def _send_membership(self, server: str, room_id: str, user_id: str, kind: str) -> dict[str, Any]:
+        template, version = await self._make(server, kind, room_id, user_id)
+        rv = get_room_version(version)
+        event, event_id = self.pipeline.sign_membership_template(template, rv, room_id, user_id, kind)
+        await self.client.request(
+            server, "PUT", path_of("_matrix", "federation", "v2", f"send_{kind}", room_id, event_id), content=event
+        )
+        return event
+
+    async def _knock_via(self, server: str, room_id: str, user_id: str) -> tuple[dict[str, Any], Any]:
+        template, version = await self._make(server, "knock", room_id, user_id)
+        rv = get_room_version(version)
+        if not rv.knock_join_rule:
+            raise EventRefused(f"room version {version} has no knocking")
+        event, event_id = self.pipeline.sign_membership_template(template, rv, room_id, user_id, "knock")
+        answer = await self.client.request(
+            server, "PUT", path_of("_matrix", "federation", "v1", "send_knock", room_id, event_id), content=event
+        )
+        stripped = answer.get("knock_room_state") if isinstance(answer, dict) else None
+        return event, stripped if isinstance(stripped, list) else []
