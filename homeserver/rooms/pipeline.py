@@ -252,6 +252,14 @@ class EventPipeline:
                 raise KeyError(f"event {short} has no metadata")
         return meta
 
+    def stored_pdu(self, short: int) -> dict[str, Any] | None:
+        """A committed event as it goes over federation (what is stored is the signed PDU)."""
+        return self.db.events.get_json(short)
+
+    def room_of(self, short: int) -> int | None:
+        meta = self.db.events.get_meta(short)
+        return meta.room if meta is not None else None
+
     def state_short(self, snapshot: int, event_type: str, state_key: str) -> int | None:
         sk = self.db.ids.state_key(event_type, state_key)
         if sk is None or not snapshot:
