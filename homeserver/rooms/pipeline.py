@@ -28,7 +28,7 @@ from homeserver.protocol.event_format import check_pdu_format
 from homeserver.protocol.event_ids import new_v1_event_id
 from homeserver.protocol.hashes import reference_hash
 from homeserver.protocol.room_versions import EventFormat, RoomVersion, get_room_version
-from homeserver.rooms.signing import hash_and_sign
+from homeserver.rooms.signing import SignedEvent, hash_and_sign
 from homeserver.rooms.state_access import resolve_snapshots
 from homeserver.state.event_source import reference_ids
 from storage.cache import LruCache
@@ -338,6 +338,37 @@ class EventPipeline:
         redacts: str | None = None,
     ) -> PersistedEvent:
         """Build and authorise a local event on top of the room's extremities, and add it to `batch`."""
+        event, signed, prevs, state_before = self._authorised_local(
+            ctx, batch, sender, event_type, content, state_key, redacts
+        )
+        # An event with prev_events is new: it references the room's current extremities, which no
+        # other event built here has referenced (each one built becomes an extremity itself).
+        return self.write_event(
+            ctx, batch, event, signed.event_id, signed.encoded, prevs, state_before, flags=0, fresh=bool(prevs)
+        )
+
+    def prepare_local(
+        self, room_id: str, sender: str, event_type: str, content: dict[str, Any], state_key: str | None = None
+    ) -> tuple[dict[str, Any], str, RoomVersion]:
+        """A local event built, signed and authorised as `send` would, but not written: for an event
+        another server must sign first (an invite of its user), then accepted with `receive`.
+        Returns the event, its id and the room version."""
+        ctx = self.load_context(room_id)
+        batch = self.db.store.batch()
+        with batch:  # a state resolution made for it is not kept: the batch is never committed
+            event, signed, _, _ = self._authorised_local(ctx, batch, sender, event_type, content, state_key, None)
+        return event, signed.event_id, ctx.rv
+
+    def _authorised_local(
+        self,
+        ctx: RoomContext,
+        batch: Batch,
+        sender: str,
+        event_type: str,
+        content: dict[str, Any],
+        state_key: str | None,
+        redacts: str | None,
+    ) -> tuple[dict[str, Any], SignedEvent, list[int], int]:
         for check in self.local_event_checks:
             check(sender, event_type, content, state_key, redacts)
         rv = ctx.rv
@@ -347,7 +378,7 @@ class EventPipeline:
         # Signed before the auth rules run: rule 4.2.1 (rooms v8+) needs our signature on a restricted
         # join that one of our users authorises.
         identity = self.identity
-        signed = hash_and_sign(event, ctx.rv, identity.server_name, identity.key_id, identity.signing_key)
+        signed = hash_and_sign(event, rv, identity.server_name, identity.key_id, identity.signing_key)
         if len(signed.encoded) > MAX_EVENT_BYTES:
             # spec: client-server-api "Size limits"
             raise MatrixError(413, "M_TOO_LARGE", f"event is larger than {MAX_EVENT_BYTES} bytes")
@@ -355,11 +386,7 @@ class EventPipeline:
             check_auth(event, auth_map, rv, create_event_id=ctx.info.get("create_event_id"))
         except AuthError as e:
             raise forbidden(f"not allowed: {e.reason} (auth rule {e.rule})") from None
-        # An event with prev_events is new: it references the room's current extremities, which no
-        # other event built here has referenced (each one built becomes an extremity itself).
-        return self.write_event(
-            ctx, batch, event, signed.event_id, signed.encoded, prevs, state_before, flags=0, fresh=bool(prevs)
-        )
+        return event, signed, prevs, state_before
 
     def _skeleton(
         self,
@@ -643,6 +670,11 @@ class EventPipeline:
             old_short = self.db.snapshots.get(old_state, sk) if old_state else None
             if old_short is not None:
                 previous = _membership(self.event(ctx, old_short))
+            elif not old_state:
+                # the room's first state here (a join over federation): a membership known from
+                # outside the state (an invite received before we were in the room) is replaced
+                known = self.db.rooms.user_room(user_id, ctx.room_short)
+                previous = known.membership if known is not None else None
             server = user_id.split(":", 1)[1] if ":" in user_id else ""
             ev_short = changes.get(sk)
             membership = _membership(self.event(ctx, ev_short)) if ev_short is not None else None
@@ -655,6 +687,12 @@ class EventPipeline:
             self.db.rooms.set_membership(
                 ctx.room_short, user_id, membership, ev_short, stream, batch, previous=previous, server=server
             )
+
+    def notify_outside(self, persisted: PersistedEvent) -> None:
+        """Tell the listeners of an event written outside a room's timeline (an invite to a room
+        this server is not in)."""
+        if self.on_persisted is not None:
+            self.on_persisted(persisted)
 
     def notify(self, ctx: RoomContext) -> None:
         written = list(ctx.written)
@@ -696,6 +734,27 @@ class EventPipeline:
         from homeserver.rooms.receiving import receive_after_gap
 
         return await receive_after_gap(self, pdu, keys, states_after)
+
+    async def receive_invite(
+        self, room_version: str, event: Any, invite_state: Any, keys: KeyLookup
+    ) -> tuple[dict[str, Any], PersistedEvent]:
+        """An invite of one of our users from another server: checked, counter-signed and kept
+        (see `homeserver.rooms.receiving.receive_invite`)."""
+        from homeserver.rooms.receiving import receive_invite
+
+        return await receive_invite(self, room_version, event, invite_state, keys)
+
+    async def record_remote_leave(self, event: dict[str, Any], rv: RoomVersion, event_id: str) -> PersistedEvent:
+        """Our user left (or refused an invite to) a room this server is not in, through a resident."""
+        from homeserver.rooms.receiving import record_remote_leave
+
+        async with self.room_lock(event["room_id"]):
+            batch = self.db.store.batch()
+            with batch:
+                persisted = record_remote_leave(self, batch, rv, event, event_id)
+                await batch.commit()
+        self.notify_outside(persisted)
+        return persisted
 
     async def receive_join(
         self,

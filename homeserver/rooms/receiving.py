@@ -17,7 +17,7 @@ from homeserver.protocol.auth_rules import auth_events_map, check_auth, check_au
 from homeserver.protocol.errors import AuthError, EventFormatError, HashMismatch, ProtocolError, SignatureError
 from homeserver.protocol.event_format import check_pdu_format
 from homeserver.protocol.event_ids import event_id as compute_event_id
-from homeserver.protocol.event_signing import required_signers, verify_event_signature
+from homeserver.protocol.event_signing import add_hashes_and_signatures, required_signers, verify_event_signature
 from homeserver.protocol.hashes import check_content_hash
 from homeserver.protocol.redaction import redact
 from homeserver.protocol.room_versions import EventFormat, RoomVersion, get_room_version
@@ -29,9 +29,10 @@ from homeserver.rooms.pipeline import (
     PersistedEvent,
     RoomContext,
 )
+from homeserver.rooms.stripped_state import stripped_state
 from homeserver.state.event_source import reference_ids
 from storage.engine import Batch
-from storage.events import REDACTED, SOFT_FAILED
+from storage.events import OUTLIER, REDACTED, SOFT_FAILED, STATE, EventMeta
 
 if TYPE_CHECKING:
     from homeserver.rooms.pipeline import EventPipeline
@@ -223,6 +224,105 @@ async def receive_join(
             await batch.commit()
         pipe.notify(ctx)
         return persisted
+
+
+async def receive_invite(
+    pipe: EventPipeline,
+    room_version: str,
+    event: Any,
+    invite_state: Any,
+    keys: KeyLookup,
+) -> tuple[dict[str, Any], PersistedEvent]:
+    """An invite of one of our users to a room on another server (`PUT /v2/invite`): checked, signed
+    by us too (the answer the inviting server needs), and kept so that the user sees it: the event
+    as an outlier, the user's membership "invite" and the room's stripped state as the inviting
+    server gave it (spec: server-server-api "Inviting to a room"). Returns the event with our
+    signature and what was written. A room this server is in takes the invite through the same
+    path: the inviting server will send the event in a transaction too.
+    """
+    try:
+        rv = get_room_version(room_version)
+    except ProtocolError:
+        raise EventRefused(f"unknown room version {room_version!r}") from None
+    if not isinstance(event, dict):
+        raise EventRefused("the invite is not an event")
+    content = event.get("content")
+    state_key = event.get("state_key")
+    room_id = event.get("room_id")
+    if (
+        event.get("type") != "m.room.member"
+        or not isinstance(content, dict)
+        or content.get("membership") != "invite"
+        or not isinstance(state_key, str)
+        or not isinstance(room_id, str)
+    ):
+        raise EventRefused("the event is not an invite")
+    server = pipe.identity.server_name
+    if not state_key.endswith(":" + server):
+        raise EventRefused(f"{state_key} is not a user of this server")
+    event, eid, flags = await _checked(event, rv, keys, lambda _eid: None)
+    assert flags is not None
+    if flags & REDACTED:
+        raise EventRefused("the invite's content does not match its hash")
+    identity = pipe.identity
+    add_hashes_and_signatures(event, rv, identity.server_name, identity.key_id, identity.signing_key)
+    stripped = (
+        [stripped_state(e) for e in invite_state if isinstance(e, dict)] if isinstance(invite_state, list) else []
+    )
+    stripped = [e for e in stripped if isinstance(e.get("type"), str) and isinstance(e.get("state_key"), str)]
+    stripped.append(stripped_state(event))
+    async with pipe.room_lock(room_id):
+        batch = pipe.db.store.batch()
+        with batch:
+            persisted = _write_membership_outlier(pipe, batch, rv, room_id, eid, event, "invite", stripped)
+            await batch.commit()
+    pipe.notify_outside(persisted)
+    return event, persisted
+
+
+def record_remote_leave(
+    pipe: EventPipeline, batch: Batch, rv: RoomVersion, event: dict[str, Any], eid: str
+) -> PersistedEvent:
+    """Our user's leave (or rejection of an invite) of a room this server is not in, sent through a
+    resident server: kept as an outlier, and the user's membership becomes "leave"."""
+    return _write_membership_outlier(pipe, batch, rv, event["room_id"], eid, event, "leave", None)
+
+
+def _write_membership_outlier(
+    pipe: EventPipeline,
+    batch: Batch,
+    rv: RoomVersion,
+    room_id: str,
+    eid: str,
+    event: dict[str, Any],
+    membership: str,
+    stripped: list[dict[str, Any]] | None,
+) -> PersistedEvent:
+    db = pipe.db
+    room = db.ids.room_or_create(room_id, batch)
+    short = db.ids.event_or_create(eid, batch)
+    user_id = event["state_key"]
+    sk = db.ids.state_key_or_create("m.room.member", user_id, batch)
+    depth = event.get("depth")
+    meta = EventMeta(room, 0, depth if isinstance(depth, int) else 0, 0, 0, sk, OUTLIER | STATE)
+    encoded = canonical_json.encode_trusted(event) if rv.strict_canonical_json else canonical_json.encode_lenient(event)
+    if db.events.get_meta(short) is None:
+        db.events.put(short, encoded, meta, batch, parsed=event)
+    previous = db.rooms.user_room(user_id, room)
+    position = batch.next_count()  # the user's sync shows the change from here
+    db.rooms.set_membership(
+        room,
+        user_id,
+        membership,
+        short,
+        position,
+        batch,
+        previous=previous.membership if previous is not None else None,
+        server=user_id.split(":", 1)[1],
+    )
+    if stripped is not None:
+        db.rooms.set_invite_state(user_id, room, stripped, batch)
+    return PersistedEvent(eid, room_id, short, position, event)
 
 
 def _event_id_or_none(pdu: object, rv: RoomVersion) -> str | None:

@@ -146,6 +146,10 @@ class Local:
         assert short is not None
         return short
 
+    @staticmethod
+    def rv_of_version(version: str) -> RoomVersion:
+        return get_room_version(version)
+
     def rv(self, room_id: str) -> RoomVersion:
         info = self.db.rooms.info(self.room_short(room_id))
         assert info is not None
