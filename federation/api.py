@@ -21,11 +21,14 @@ from pydantic import BaseModel
 from federation.request_auth import AuthHeaderError, parse_authorization, verify_request
 from federation.service import Federation
 from federation.transactions import TransactionTooLarge
-from homeserver.api.http import BULK_JSON_BODY_LIMIT, JSON_BODY_LIMIT, Router, json_response, read_body
+from homeserver.api.http import BULK_JSON_BODY_LIMIT, JSON_BODY_LIMIT, Router, json_response, read_body, read_json
 from homeserver.errors import MatrixError, forbidden
-from homeserver.protocol.errors import InvalidIdentifier, SignatureError
+from homeserver.protocol.errors import InvalidIdentifier, ProtocolError, SignatureError
+from homeserver.protocol.event_ids import event_id as compute_event_id
 from homeserver.protocol.identifiers import parse_server_name
+from homeserver.protocol.room_versions import get_room_version
 from homeserver.rooms.federation_reads import NotInRoom
+from homeserver.rooms.pipeline import EventRefused
 from homeserver.validation import STRICT, validate
 
 FED = "/_matrix/federation"
@@ -181,6 +184,129 @@ def register(router: Router, fed: Federation, version: str) -> None:
     router.add("GET", f"{FED}/v1/backfill/{{roomId}}", authed(backfill))
     router.add("POST", f"{FED}/v1/get_missing_events/{{roomId}}", authed(missing_events))
 
+    # -- invites ---------------------------------------------------------------------------------
+
+    async def invite(request: web.Request, origin: str, content: Any) -> web.Response:
+        room_id, event_id = request.match_info["roomId"], request.match_info["eventId"]
+        acl(room_id, origin)
+        body = validate(InviteBody, content)
+        event = body.event
+        sender, invitee = event.get("sender"), event.get("state_key")
+        if not isinstance(sender, str) or sender.partition(":")[2] != origin:
+            raise forbidden(f"the inviter is not a user of {origin}")
+        if event.get("room_id") != room_id or not isinstance(invitee, str):
+            raise MatrixError(400, "M_BAD_JSON", "the event is not an invite to this room")
+        try:
+            rv = get_room_version(body.room_version)
+        except ProtocolError:
+            raise MatrixError(
+                400,
+                "M_INCOMPATIBLE_ROOM_VERSION",
+                f"room version {body.room_version!r} is not supported",
+                room_version=body.room_version,
+            ) from None
+        try:
+            if compute_event_id(event, rv) != event_id:
+                raise MatrixError(400, "M_BAD_JSON", "the event id does not match the event")
+        except ProtocolError as e:
+            raise MatrixError(400, "M_BAD_JSON", f"not a valid event: {e}") from None
+        fed.local.check_invite(sender, invitee, room_id)
+        try:
+            signed, _ = await fed.pipeline.receive_invite(
+                body.room_version, event, body.invite_room_state, fed.keyring.verify_keys
+            )
+        except EventRefused as e:
+            raise forbidden(f"the invite was refused: {e}") from None
+        return json_response({"event": signed})
+
+    router.add("PUT", f"{FED}/v2/invite/{{roomId}}/{{eventId}}", authed(invite))
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    async def query_profile(request: web.Request, origin: str, content: Any) -> web.Response:
+        user_id = request.query.get("user_id")
+        if not user_id:
+            raise MatrixError(400, "M_MISSING_PARAM", "user_id is required")
+        if user_id.partition(":")[2] != fed.server_name:
+            raise MatrixError(400, "M_INVALID_PARAM", f"{user_id} is not a user of this server")
+        field = request.query.get("field")
+        profile = fed.local.profile(user_id, field)
+        if profile is None:
+            raise MatrixError(404, "M_NOT_FOUND", "no such user")
+        return json_response(profile)
+
+    async def query_directory(request: web.Request, origin: str, content: Any) -> web.Response:
+        alias = request.query.get("room_alias")
+        if not alias:
+            raise MatrixError(400, "M_MISSING_PARAM", "room_alias is required")
+        found = fed.local.alias(alias)
+        if found is None:
+            raise MatrixError(404, "M_NOT_FOUND", f"room alias {alias} not found")
+        return json_response({"room_id": found[0], "servers": found[1]})
+
+    async def openid_userinfo(request: web.Request) -> web.Response:
+        # spec: authenticated by the OpenID token alone, not by X-Matrix
+        token = request.query.get("access_token")
+        if not token:
+            raise MatrixError(401, "M_MISSING_TOKEN", "access_token is required")
+        user_id = fed.local.openid_user(token)
+        if user_id is None:
+            raise MatrixError(401, "M_UNKNOWN_TOKEN", "unknown or expired OpenID token")
+        return json_response({"sub": user_id})
+
+    async def timestamp_to_event(request: web.Request, origin: str, content: Any) -> web.Response:
+        room_id = request.match_info["roomId"]
+        acl(room_id, origin)
+        direction = request.query.get("dir")
+        if direction not in ("f", "b"):
+            raise MatrixError(400, "M_INVALID_PARAM", "dir must be f or b")
+        try:
+            ts = int(request.query.get("ts", ""))
+        except ValueError:
+            raise MatrixError(400, "M_INVALID_PARAM", "ts must be an integer") from None
+        found = visible(lambda: fed.reads.event_at_time(origin, room_id, ts, forwards=direction == "f"))
+        if found is None:
+            raise MatrixError(404, "M_NOT_FOUND", f"no event {'after' if direction == 'f' else 'before'} {ts}")
+        return json_response({"event_id": found[0], "origin_server_ts": found[1]})
+
+    router.add("GET", f"{FED}/v1/query/profile", authed(query_profile))
+    router.add("GET", f"{FED}/v1/query/directory", authed(query_directory))
+    router.add("GET", f"{FED}/v1/openid/userinfo", openid_userinfo)
+    router.add("GET", f"{FED}/v1/timestamp_to_event/{{roomId}}", authed(timestamp_to_event))
+
+    # -- notary ----------------------------------------------------------------------------------
+
+    async def key_query_one(request: web.Request) -> web.Response:
+        return json_response({"server_keys": await notary(fed, [request.match_info["serverName"]])})
+
+    async def key_query(request: web.Request) -> web.Response:
+        body = validate(KeyQueryBody, await read_json(request))
+        return json_response({"server_keys": await notary(fed, list(body.server_keys)[:NOTARY_MAX_SERVERS])})
+
+    router.add("GET", "/_matrix/key/v2/query/{serverName}", key_query_one)
+    router.add("POST", "/_matrix/key/v2/query", key_query)
+
+
+async def notary(fed: Federation, servers: list[str]) -> list[dict[str, Any]]:
+    """spec: `/_matrix/key/v2/query`: each server's own key answer, counter-signed by us (our own
+    answer for us); servers whose keys we cannot get are left out."""
+    out: list[dict[str, Any]] = []
+    for server in dict.fromkeys(servers):
+        if server == fed.server_name:
+            out.append(fed.our_keys.response())
+            continue
+        try:
+            parse_server_name(server)
+        except InvalidIdentifier:
+            continue
+        stored = fed.keyring.stored_response(server)
+        if stored is None or stored.get("valid_until_ts", 0) < int(time.time() * 1000):
+            await fed.keyring.refresh(server)
+            stored = fed.keyring.stored_response(server)
+        if stored is not None:
+            out.append(fed.our_keys.sign(stored))
+    return out
+
 
 async def authenticate(fed: Federation, request: web.Request, limit: int) -> tuple[str, Any]:
     """The origin of a signed request and its JSON body (None without a body); 401 otherwise."""
@@ -211,6 +337,23 @@ async def authenticate(fed: Federation, request: web.Request, limit: int) -> tup
         raise unauthorized(f"the request signature does not verify: {e}") from None
     fed.sender.contacted(auth.origin)
     return auth.origin, content
+
+
+NOTARY_MAX_SERVERS = 50
+
+
+class InviteBody(BaseModel):
+    model_config = STRICT
+
+    room_version: str
+    event: dict[str, Any]
+    invite_room_state: list[Any] = []
+
+
+class KeyQueryBody(BaseModel):
+    model_config = STRICT
+
+    server_keys: dict[str, Any]
 
 
 class MissingEventsBody(BaseModel):

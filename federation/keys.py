@@ -175,6 +175,11 @@ class KeyRing:
             found = self._usable(server, key_ids, valid_at)
         return {key_id: decode_verify_key(k.key) for key_id, k in found.items()}
 
+    async def refresh(self, server: str) -> None:
+        """Fetch the server's keys again (at most once a minute), e.g. to answer a notary query."""
+        if server != self.ours.server_name and (server in self._fetching or self._may_fetch(server)):
+            await self._fetch(server)
+
     def _usable(self, server: str, key_ids: list[str], valid_at: int | None) -> dict[str, StoredKey]:
         out: dict[str, StoredKey] = {}
         for key_id in key_ids:

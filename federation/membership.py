@@ -16,9 +16,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from federation.client import FederationError, Unreachable, path_of
-from homeserver.errors import MatrixError
+from homeserver.errors import MatrixError, forbidden
 from homeserver.protocol.errors import ProtocolError
+from homeserver.protocol.event_ids import event_id as compute_event_id
+from homeserver.protocol.event_signing import verify_event_signature
 from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS, get_room_version
+from homeserver.protocol.signing import signature_key_ids
 from homeserver.rooms.pipeline import EventPipeline, EventRefused, KeyLookup, PersistedEvent
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,46 @@ class RemoteMembership:
     async def knock(self, room_id: str, user_id: str, servers: Iterable[str]) -> tuple[dict[str, Any], Any]:
         """Knock on a room; returns the knock event and the stripped state the resident answered."""
         return await self._through(servers, lambda server: self._knock_via(server, room_id, user_id))
+
+    async def invite(
+        self, room_id: str, inviter: str, invitee: str, content: dict[str, Any], invite_state: list[dict[str, Any]]
+    ) -> PersistedEvent:
+        """Invite a user of another server (spec: "Inviting to a room"): the invite is built and
+        authorised here, signed by the invitee's server (`PUT /v2/invite`), then written into the
+        room like any event and sent to the room's servers."""
+        event, event_id, rv = self.pipeline.prepare_local(
+            room_id, inviter, "m.room.member", {**content, "membership": "invite"}, invitee
+        )
+        server = invitee.split(":", 1)[1]
+        try:
+            answer = await self.client.request(
+                server,
+                "PUT",
+                path_of("_matrix", "federation", "v2", "invite", room_id, event_id),
+                content={"event": event, "room_version": rv.identifier, "invite_room_state": invite_state},
+            )
+        except FederationError as e:
+            raise MatrixError(
+                e.status if e.status in (400, 403, 404) else 502,
+                e.errcode or "M_UNKNOWN",
+                f"{server} refused the invite: {e.message}",
+            ) from None
+        except Unreachable as e:
+            raise MatrixError(502, "M_UNKNOWN", f"{server} could not be reached: {e}") from None
+        signed = answer.get("event") if isinstance(answer, dict) else None
+        if not isinstance(signed, dict):
+            raise MatrixError(502, "M_UNKNOWN", f"{server} answered the invite without the event")
+        try:
+            if compute_event_id(signed, rv) != event_id:
+                raise EventRefused("the invitee's server changed the event")
+            keys = await self.keys(server, signature_key_ids(signed, server), None)
+            verify_event_signature(signed, rv, server, keys)
+        except (ProtocolError, EventRefused) as e:
+            raise MatrixError(502, "M_UNKNOWN", f"{server} answered the invite with a bad event: {e}") from None
+        persisted = await self.pipeline.receive(signed, self.keys)
+        if persisted.rejected is not None:
+            raise forbidden(f"the invite is not allowed: {persisted.rejected}")
+        return persisted
 
     async def _through(self, servers: Iterable[str], attempt: Callable[[str], Awaitable[T]]) -> T:
         candidates = [s for s in dict.fromkeys(servers) if s != self.server_name]

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import nacl.signing
 
@@ -44,6 +44,26 @@ class FederationSettings:
     trusted_key_servers: tuple[Notary, ...] = ()
     well_known_server: str | None = None  # `m.server` of /.well-known/matrix/server, when set
     old_keys: Mapping[str, OldKey] = field(default_factory=dict)
+
+
+class LocalAnswers(Protocol):
+    """What other servers may ask about this server's users and aliases (the services answer)."""
+
+    def profile(self, user_id: str, field: str | None) -> dict[str, Any] | None:
+        """The public profile of a local user (one field, or all), None for an unknown user."""
+        ...
+
+    def alias(self, alias: str) -> tuple[str, list[str]] | None:
+        """The room id of a local alias and servers to join it through, None if it is not ours."""
+        ...
+
+    def openid_user(self, token: str) -> str | None:
+        """The user an OpenID token was issued to, None if unknown or expired."""
+        ...
+
+    def check_invite(self, inviter: str, invitee: str, room_id: str) -> None:
+        """Raise a MatrixError when `invitee` (local) may not be invited (unknown, blocking invites)."""
+        ...
 
 
 class _KeyFetcher:
@@ -91,6 +111,7 @@ class Federation:
         *,
         servers_in_room: Callable[[str], list[str]],
         acl_allows: AclCheck,
+        local: LocalAnswers,
         edu_handlers: Mapping[str, EduHandler],
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -101,6 +122,7 @@ class Federation:
         self.clock = clock
         self.servers_in_room = servers_in_room
         self.acl_allows = acl_allows
+        self.local = local
         tls = ssl_context(settings.ca_files, verify=settings.verify_certificates)
         self.client = FederationClient(
             server_name,

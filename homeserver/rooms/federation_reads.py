@@ -224,6 +224,18 @@ class FederationReads:
                 out.append(ps)
         return out
 
+    def event_at_time(self, server: str, room_id: str, ts: int, *, forwards: bool) -> tuple[str, int] | None:
+        """`/timestamp_to_event`: the event closest to `ts` in the direction asked that the server may
+        see whole (at most 10,000 candidates looked at); None when there is none."""
+        room, _ = self.check_server_in_room(room_id, server)
+        for i, (event_ts, short) in enumerate(self.db.room_extras.events_by_time(room, ts, forwards=forwards)):
+            if i >= 10_000:
+                break
+            meta = self.db.events.get_meta(short)
+            if meta is not None and not meta.outlier and not meta.rejected and self._server_may_see(meta, server):
+                return self.db.ids.event_id(short), event_ts
+        return None
+
     # -- visibility for servers --------------------------------------------------------------------
 
     def _visible_pdu(self, short: int, meta: EventMeta, server: str, rv: RoomVersion) -> dict[str, Any]:
