@@ -169,7 +169,8 @@ class FederationClient:
         timeout: float,
         max_bytes: int,
     ) -> Any:
-        url = f"https://{_url_host(address)}:{target.port}{path}"
+        # sent exactly as signed: yarl must not re-quote the path (the signature covers its bytes)
+        url = URL(f"https://{_url_host(address)}:{target.port}{path}", encoded=True)
         t = aiohttp.ClientTimeout(total=timeout, connect=CONNECT_TIMEOUT_S)
         async with self._http().request(
             method,

@@ -1,0 +1,177 @@
+"""The federation HTTP API in-process: authentication before any handler, ACLs, and the endpoints
+a joining server uses, with requests signed as another server signs them.
+
+spec: server-server-api "Request Authentication", "Server Access Control Lists", "Joining rooms".
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
+
+from federation import api
+from federation.request_auth import authorization_header
+from federation.service import Federation, FederationSettings
+from homeserver.api.http import Router
+from homeserver.errors import MatrixError
+from homeserver.protocol.signing import encode_verify_key
+from homeserver.rooms.federation_reads import FederationReads
+from storage.server_keys import ServerKeyStore, StoredKey
+from tests.rooms.remote import ALICE_R, BOB_L, LOCAL, RESIDENT, Pair
+
+DENIED: set[str] = set()
+
+
+class Answers:
+    def profile(self, user_id: str, field: str | None) -> dict[str, Any] | None:
+        if user_id != ALICE_R:
+            return None
+        profile = {"displayname": "Alice"}
+        return {field: profile[field]} if field in profile else profile if field is None else {}
+
+    def alias(self, alias: str) -> tuple[str, list[str]] | None:
+        return None
+
+    def openid_user(self, token: str) -> str | None:
+        return ALICE_R if token == "good" else None
+
+    def check_invite(self, inviter: str, invitee: str, room_id: str) -> None:
+        raise MatrixError(404, "M_NOT_FOUND", "no such user")
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[Pair]:
+    p = Pair(tmp_path)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+async def client(pair: Pair) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    res = pair.resident
+    reads = FederationReads(res.db, RESIDENT)
+    fed = Federation(
+        FederationSettings(),
+        RESIDENT,
+        res.identity.key_id,
+        res.identity.signing_key,
+        res.db.store,
+        res.db.caches,
+        res.pipe,
+        reads,
+        servers_in_room=lambda room_id: reads.servers_in_room(reads.room_version(room_id)[0]),
+        acl_allows=lambda room_id, server: server not in DENIED,
+        local=Answers(),
+        edu_handlers={},
+    )
+    # the key of our server (the requesting one) is known to the resident, as if fetched
+    ours = pair.local.identity
+    batch = res.db.store.batch()
+    with batch:
+        key = StoredKey(encode_verify_key(ours.signing_key), 2**62, None, 0)
+        ServerKeyStore(res.db.store).put(LOCAL, {ours.key_id: key}, batch)
+        await batch.commit()
+    router = Router()
+    api.register(router, fed, "test")
+    app = web.Application()
+    router.install(app)
+    c = TestClient(TestServer(app))
+    await c.start_server()
+    yield c
+    await c.close()
+    await fed.close()
+    DENIED.clear()
+
+
+def signed_headers(
+    pair: Pair, method: str, path: str, content: Any = None, *, destination: str = RESIDENT
+) -> dict[str, str]:
+    ours = pair.local.identity
+    path = URL(path).raw_path_qs  # what the test client sends (yarl's normal form of the path)
+    header = authorization_header(LOCAL, destination, ours.key_id, ours.signing_key, method, path, content)
+    return {"Authorization": header}
+
+
+async def call(client: Any, pair: Pair, method: str, path: str, content: Any = None) -> tuple[int, Any]:
+    data = orjson.dumps(content) if content is not None else None
+    resp = await client.request(method, path, data=data, headers=signed_headers(pair, method, path, content))
+    return resp.status, await resp.json()
+
+
+async def test_public_endpoints(client: Any, pair: Pair) -> None:
+    resp = await client.get("/_matrix/federation/v1/version")
+    assert resp.status == 200 and (await resp.json())["server"]["name"]
+    resp = await client.get("/_matrix/key/v2/server")
+    body = await resp.json()
+    assert body["server_name"] == RESIDENT and pair.resident.identity.key_id in body["verify_keys"]
+    resp = await client.post("/_matrix/key/v2/query", json={"server_keys": {RESIDENT: {}}})
+    assert (await resp.json())["server_keys"][0]["server_name"] == RESIDENT
+
+
+@pytest.mark.parametrize(
+    "problem", ["none", "not x-matrix", "other destination", "bad signature", "unknown key", "other path"]
+)
+async def test_requests_must_be_signed_for_us(client: Any, pair: Pair, problem: str) -> None:
+    path = "/_matrix/federation/v1/query/profile?user_id=" + ALICE_R.replace("@", "%40").replace(":", "%3A")
+    headers = signed_headers(pair, "GET", path)
+    if problem == "none":
+        headers = {}
+    elif problem == "not x-matrix":
+        headers = {"Authorization": "Bearer abc"}
+    elif problem == "other destination":
+        headers = signed_headers(pair, "GET", path, destination="elsewhere.test")
+    elif problem == "bad signature":
+        headers = {"Authorization": headers["Authorization"][:-8] + 'AAAAAAA"'}
+    elif problem == "unknown key":
+        headers = {"Authorization": headers["Authorization"].replace(pair.local.identity.key_id, "ed25519:nope")}
+    elif problem == "other path":
+        headers = signed_headers(pair, "GET", path + "&field=displayname")
+    resp = await client.get(path, headers=headers)
+    assert resp.status == 401, await resp.text()
+    assert (await resp.json())["errcode"] == "M_UNAUTHORIZED"
+    # and signed properly it works
+    status, body = await call(client, pair, "GET", path)
+    assert (status, body) == (200, {"displayname": "Alice"})
+
+
+async def test_a_join_over_http(client: Any, pair: Pair) -> None:
+    room_id = await pair.room("10")
+    user = BOB_L.replace("@", "%40").replace(":", "%3A")
+    room = room_id.replace("!", "%21").replace(":", "%3A")
+    status, made = await call(client, pair, "GET", f"/_matrix/federation/v1/make_join/{room}/{user}?ver=10&ver=11")
+    assert status == 200 and made["room_version"] == "10"
+    ours = pair.local
+    event, eid = ours.pipe.sign_membership_template(made["event"], ours.rv_of_version("10"), room_id, BOB_L, "join")
+    status, answer = await call(client, pair, "PUT", f"/_matrix/federation/v2/send_join/{room}/{eid}", event)
+    assert status == 200 and answer["members_omitted"] is False
+    joined = await ours.pipe.receive_join(
+        room_id, "10", answer["event"], answer["state"], answer["auth_chain"], ours.keys
+    )
+    assert ours.current_state(room_id) == pair.resident.current_state(room_id)
+    # now in the room: state_ids and get_missing_events answer; a body without a required key is refused
+    status, ids = await call(
+        client, pair, "GET", f"/_matrix/federation/v1/state_ids/{room}?event_id={joined.event_id.replace('$', '%24')}"
+    )
+    assert status == 200 and len(ids["pdu_ids"]) == len(answer["state"])
+    status, err = await call(
+        client, pair, "POST", f"/_matrix/federation/v1/get_missing_events/{room}", {"latest_events": []}
+    )
+    assert (status, err["errcode"]) == (400, "M_MISSING_PARAM")
+    # a denied server is refused on the protected endpoints
+    DENIED.add(LOCAL)
+    status, err = await call(client, pair, "GET", f"/_matrix/federation/v1/make_join/{room}/{user}?ver=10")
+    assert (status, err["errcode"]) == (403, "M_FORBIDDEN")
+
+
+async def test_openid_userinfo_needs_no_signature(client: Any) -> None:
+    resp = await client.get("/_matrix/federation/v1/openid/userinfo?access_token=good")
+    assert (resp.status, await resp.json()) == (200, {"sub": ALICE_R})
+    resp = await client.get("/_matrix/federation/v1/openid/userinfo?access_token=bad")
+    assert resp.status == 401 and (await resp.json())["errcode"] == "M_UNKNOWN_TOKEN"
