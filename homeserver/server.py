@@ -37,6 +37,7 @@ from homeserver.ratelimit import RateLimiter
 from homeserver.rooms.pipeline import EventPipeline, PersistedEvent, ServerIdentity
 from homeserver.rooms.queries import RoomQueries
 from homeserver.rooms.service import Rooms
+from homeserver.rooms.timeline import Timeline
 from homeserver.sync.services import SyncServices
 from homeserver.user_directory import UserDirectory
 from storage.database import Database
@@ -103,6 +104,7 @@ class HomeServer:
         self.caches = self.db.caches  # every cache, sized from config.cache_mb (storage/cache.py)
         db = self.db
         self.queries = RoomQueries(config.server_name, db.ids, db.rooms, db.events, db.snapshots)
+        self.timeline = Timeline(db.rooms, db.events, db.ids)
         self._persisted_listeners: list[Callable[[PersistedEvent], None]] = []
         self.pipeline = EventPipeline(self.db, self.identity, clock=clock, on_persisted=self._on_persisted)
         self.passwords = Passwords(config.password_hash_cost)
@@ -135,7 +137,7 @@ class HomeServer:
             config, self.accounts, self.passwords, self.tokens, self.registration_tokens, self.uia, clock
         )
         self.deactivation = Deactivation(self.db, self.accounts, self.pipeline)
-        self.e2ee = E2EE(self.db, config.server_name)
+        self.e2ee = E2EE(self.db, config.server_name, self.queries, self.timeline)
         self.accounts.devices_deleted_listeners.append(self.e2ee.keys.devices_deleted)
         # sync, notifier, push, receipts, typing, presence, account data, filters
         self.sync = SyncServices(self)

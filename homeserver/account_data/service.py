@@ -2,6 +2,8 @@
 
 Each write is one batch at a new position on the global stream, then wakes the user's syncs.
 Writes of one user are serialised so that read-modify-write updates (tags) never lose a change.
+The service owns the account data tables; everyone else (sync, push, receipts, invite blocking)
+reads account data through it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import orjson
 from homeserver.errors import MatrixError
 from homeserver.locks import KeyedLocks
 from homeserver.sync.notifier import Notifier
-from storage.database import Database
+from storage.account_data import AccountDataStore
+from storage.engine import Store
 
 IGNORED_USERS = "m.ignored_user_list"
 # Every entry is re-sent in each initial /sync, so one entry (all tags of a room together, for
@@ -30,16 +33,26 @@ SERVER_CONTROLLED = {
 
 
 class AccountData:
-    def __init__(self, db: Database, notifier: Notifier) -> None:
-        self.db = db
+    def __init__(self, data: AccountDataStore, store: Store, notifier: Notifier) -> None:
+        self._data = data
+        self._store = store  # for write batches and the stream counter
         self.notifier = notifier
         self._locks: KeyedLocks[str] = KeyedLocks()  # a user's lock lives only while in use
         self._ignored: dict[str, frozenset[str]] = {}
         self.ignore_listeners: list[Callable[[str], None]] = []  # called with whoever changed their list
 
     def get(self, user_id: str, data_type: str, room_id: str = "") -> dict[str, Any] | None:
-        found = self.db.account_data.get(user_id, room_id, data_type)
+        found = self._data.get(user_id, room_id, data_type)
         return found[1] if found is not None else None
+
+    def all_of(self, user_id: str, room_id: str = "") -> list[tuple[str, dict[str, Any]]]:
+        """(type, content) of every entry of the user's global account data, or of one room's."""
+        return [(data_type, content) for _, data_type, content in self._data.all_of(user_id, room_id)]
+
+    def changed(self, user_id: str, after: int, upto: int) -> list[tuple[str, str]]:
+        """(room id, type) of the user's entries written at a stream position in (after, upto]; the
+        room id is "" for global account data."""
+        return list(self._data.changed(user_id, after, upto))
 
     async def set(self, user_id: str, data_type: str, content: dict[str, Any], room_id: str = "") -> int:
         """Write one entry; returns its stream position."""
@@ -60,10 +73,10 @@ class AccountData:
             if len(orjson.dumps(new)) > MAX_ENTRY_BYTES:
                 what = "the room's tags" if data_type == "m.tag" and room_id else "account data"
                 raise MatrixError(413, "M_TOO_LARGE", f"{what} would be larger than {MAX_ENTRY_BYTES} bytes")
-            batch = self.db.store.batch()
+            batch = self._store.batch()
             with batch:
                 stream = batch.next_count()
-                self.db.account_data.put(user_id, room_id, data_type, new, stream, batch)
+                self._data.put(user_id, room_id, data_type, new, stream, batch)
                 await batch.commit()
             if data_type == IGNORED_USERS and not room_id:
                 self._ignored.pop(user_id, None)

@@ -18,8 +18,10 @@ window (since, upto]:
 
 "Share a room" means both are joined members (invites and knocks do not count); every room
 counts, encrypted or not, which over-reports only users U could see anyway. Membership at `since`
-is rebuilt by replaying the member events of the room's timeline after `since` backwards from the
-current membership, so a window that ends in the past (`/keys/changes?to=`) is answered the same way.
+is rebuilt by replaying the member events of the room's live timeline after `since` (the Timeline's
+`membership_changes`; backfilled history has no stream position and is never replayed) backwards
+from the current membership, so a window that ends in the past (`/keys/changes?to=`) is answered
+the same way.
 That is why "who shares a room with U" is worked out here, at `upto`, and not asked of
 `Keys.users_sharing_rooms`, which answers for the present only.
 """
@@ -30,8 +32,12 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from homeserver.e2ee.keys import one_time_key_counts
-from storage.database import Database
-from storage.rooms import LIVE_BASE, UserRoom
+from homeserver.rooms.queries import RoomQueries
+from homeserver.rooms.timeline import Timeline
+from storage.e2ee import E2EEStore
+from storage.rooms import UserRoom
+
+MEMBER = "m.room.member"
 
 
 class _MemberChange(NamedTuple):
@@ -52,19 +58,21 @@ class _Replayed(NamedTuple):
 
 
 class DeviceLists:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, keys: E2EEStore, queries: RoomQueries, timeline: Timeline) -> None:
+        self._keys = keys
+        self.queries = queries
+        self.timeline = timeline
 
     def for_sync(self, user_id: str, since: int, upto: int) -> dict[str, Any]:
-        device_changes = set(self.db.e2ee.device_list_changes(since, upto))
+        device_changes = set(self._keys.device_list_changes(since, upto))
         seen: set[str] = set()  # shared a room with the user at `since` or in the window (rule 2)
         newly: set[str] = set()  # began sharing a room with the user in the window (rule 1)
         replayed: list[_Replayed] = []
         unchanged: list[int] = []  # rooms the user is joined to, with no events after `since`
-        for ur in self.db.rooms.user_rooms(user_id):
+        for ur in self.queries.memberships(user_id):
             if ur.membership != "join" and ur.stream <= since:
                 continue  # out of the room since before `since`: nothing there was shared with the user
-            if self._has_events_after(ur.room, since):
+            if self.timeline.changed_since(ur.room, since):
                 replayed.append(self._replay(user_id, ur, since, upto, seen, newly))
             elif ur.membership == "join":
                 unchanged.append(ur.room)
@@ -80,12 +88,12 @@ class DeviceLists:
         """Everyone joined to a room the user is joined to at `upto` (the user included)."""
         shared: set[str] = set()
         for room in unchanged:
-            shared.update(u for u, _ in self.db.rooms.members(room, "join"))
+            shared.update(self.queries.joined_members(room))
         for r in replayed:
             if r.present:
                 shared |= r.joined
                 if not r.complete:
-                    shared.update(u for u, _ in self.db.rooms.members(r.room, "join") if u not in r.changed)
+                    shared.update(u for u in self.queries.joined_members(r.room) if u not in r.changed)
         return shared
 
     def _replay(self, user_id: str, ur: UserRoom, since: int, upto: int, seen: set[str], newly: set[str]) -> _Replayed:
@@ -100,7 +108,7 @@ class DeviceLists:
         complete = user_id in first
         if complete:
             # The user's own membership changed: everyone joined at `since` may matter (rule 2).
-            joined = {u for u, _ in self.db.rooms.members(ur.room, "join") if u not in first}
+            joined = {u for u in self.queries.joined_members(ur.room) if u not in first}
             present = first[user_id]
         else:
             # Members without changes are joined now as they were at `since`: they share the room
@@ -111,7 +119,7 @@ class DeviceLists:
                 # Changed with no member event of the user's after `since` (a state resolution moved
                 # it): where the user stood at `since` is unknown, so nothing counts as seen then.
                 if present:
-                    newly.update(u for u, _ in self.db.rooms.members(ur.room, "join"))
+                    newly.update(self.queries.joined_members(ur.room))
                 present = False
         joined.update(u for u, was in first.items() if was)
         if present:
@@ -136,40 +144,22 @@ class DeviceLists:
 
     def _member_changes(self, room: int, since: int) -> list[_MemberChange]:
         """The member events of a room's live timeline after `since`, in order."""
-        db = self.db
-        out: list[_MemberChange] = []
-        member_keys: dict[int, str | None] = {}  # short state key -> member's user id (None: not a member event)
-        for order, short in db.rooms.timeline(room, after=LIVE_BASE + since):
-            meta = db.events.get_meta(short)
-            if meta is None or not meta.state_key or meta.rejected or meta.soft_failed:
-                continue
-            if meta.state_key not in member_keys:
-                etype, state_key = db.ids.state_key_of(meta.state_key)
-                member_keys[meta.state_key] = state_key if etype == "m.room.member" else None
-            user = member_keys[meta.state_key]
-            if user is None:
-                continue
-            membership = (db.events.get_json(short) or {}).get("content", {}).get("membership")
-            if not isinstance(membership, str):
-                continue
+        queries = self.queries
 
-            def was_joined(before: int = meta.state_before, key: int = meta.state_key) -> bool:
-                prior = db.snapshots.get(before, key) if before else None
-                event = db.events.get_json(prior) if prior is not None else None
-                return event is not None and event.get("content", {}).get("membership") == "join"
+        def was_joined(before: int, user: str) -> Callable[[], bool]:
+            def answer() -> bool:
+                prior = queries.state_event_at(before, MEMBER, user)
+                return prior is not None and prior.membership == "join"
 
-            out.append(_MemberChange(user, membership, order - LIVE_BASE, was_joined))
-        return out
+            return answer
 
-    def _has_events_after(self, room: int, since: int) -> bool:
-        """False when the room's newest timeline event is at or before `since` (no member changes
-        since then to look for); the room's info records that position with every event."""
-        info = self.db.rooms.info(room)
-        stream = info.get("stream") if info else None
-        return not isinstance(stream, int) or stream > since
+        return [
+            _MemberChange(c.user_id, c.membership, c.stream, was_joined(c.state_before, c.user_id))
+            for c in self.timeline.membership_changes(room, since)
+        ]
 
     def one_time_key_counts(self, user_id: str, device_id: str) -> dict[str, int]:
-        return one_time_key_counts(self.db.e2ee, user_id, device_id)
+        return one_time_key_counts(self._keys, user_id, device_id)
 
     def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
-        return sorted(alg for alg, entry in self.db.e2ee.fallback_keys(user_id, device_id) if not entry.get("used"))
+        return sorted(alg for alg, entry in self._keys.fallback_keys(user_id, device_id) if not entry.get("used"))

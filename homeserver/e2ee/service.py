@@ -9,16 +9,18 @@ from homeserver.e2ee.backup import KeyBackup
 from homeserver.e2ee.device_lists import DeviceLists
 from homeserver.e2ee.keys import Keys
 from homeserver.e2ee.to_device import ToDevice
+from homeserver.rooms.queries import RoomQueries
+from homeserver.rooms.timeline import Timeline
 from storage.database import Database
 
 
 class E2EE:
-    def __init__(self, db: Database, server_name: str) -> None:
+    def __init__(self, db: Database, server_name: str, queries: RoomQueries, timeline: Timeline) -> None:
         self._listeners: list[Callable[[Iterable[str]], None]] = []
         self.keys = Keys(db, server_name, notify_users=self._notify)
         self.to_device = ToDevice(db, server_name, notify_users=self._notify)
         self.backup = KeyBackup(db)
-        self.device_lists = DeviceLists(db)
+        self.device_lists = DeviceLists(db.e2ee, queries, timeline)
 
     def add_listener(self, listener: Callable[[Iterable[str]], None]) -> None:
         """Called with the users whose `/sync` has something new (keys changed, a to-device message)."""

@@ -100,6 +100,10 @@ class Receipts:
         else:
             self.notifier.notify(users=(user_id,))
 
+    def changed_since(self, room: int, since: int) -> bool:
+        """Whether a receipt in the room moved after stream position `since`."""
+        return self.db.receipts.latest(room) > since
+
     def event_for_sync(self, room: int, user_id: str, after: int, upto: int) -> dict[str, Any] | None:
         """The room's `m.receipt` event with the receipts in (after, upto] that `user_id` may see."""
         content: dict[str, Any] = {}

@@ -128,7 +128,15 @@ class RoomReader:
             elif start is None or start > cap:
                 start = cap
         result = walk(
-            self.db, room, start, forwards=forwards, limit=limit, vis=vis, event_filter=event_filter, stop=stop
+            self.db.rooms,
+            self.db.events,
+            room,
+            start,
+            forwards=forwards,
+            limit=limit,
+            vis=vis,
+            event_filter=event_filter,
+            stop=stop,
         )
         shorts = [s for _, s in result.events]
         body: dict[str, Any] = {
@@ -161,8 +169,26 @@ class RoomReader:
         order = order_of(meta)
         limit = min(limit, MAX_LIMIT)
         n_before = limit // 2
-        before = walk(self.db, room, order - 1, forwards=False, limit=n_before, vis=vis, event_filter=event_filter)
-        after = walk(self.db, room, order, forwards=True, limit=limit - n_before, vis=vis, event_filter=event_filter)
+        before = walk(
+            self.db.rooms,
+            self.db.events,
+            room,
+            order - 1,
+            forwards=False,
+            limit=n_before,
+            vis=vis,
+            event_filter=event_filter,
+        )
+        after = walk(
+            self.db.rooms,
+            self.db.events,
+            room,
+            order,
+            forwards=True,
+            limit=limit - n_before,
+            vis=vis,
+            event_filter=event_filter,
+        )
         event = self.serializer.serialize(short, viewer, vis=vis)
         before_events = self.serializer.serialize_many([s for _, s in before.events], viewer, vis=vis)
         after_events = self.serializer.serialize_many([s for _, s in after.events], viewer, vis=vis)
@@ -269,7 +295,7 @@ class RoomReader:
         snapshot = access.state_snapshot(self.db)
         vis = Visibility(self.db, viewer.user_id, room, access)
         start = access.position_limit(self.db)
-        latest = walk(self.db, room, start, forwards=False, limit=limit, vis=vis)
+        latest = walk(self.db.rooms, self.db.events, room, start, forwards=False, limit=limit, vis=vis)
         shorts = [s for _, s in reversed(latest.events)]
         end_order = latest.events[0][0] if latest.events else (start or 0)
         messages: dict[str, Any] = {

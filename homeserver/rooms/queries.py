@@ -11,7 +11,8 @@ Rooms are named by short ids (`int`, storage/shortids.py) inside the server; `ro
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from homeserver.protocol.events import Event
 from storage.events import EventStore
@@ -119,3 +120,20 @@ class RoomQueries:
     def event(self, short: int) -> Event | None:
         raw = self._events.get_json(short)
         return Event(raw, self._ids.event_id(short)) if raw is not None else None
+
+    # -- added for sync ------------------------------------------------------------------------------
+
+    def state_at_snapshot(self, snapshot: int) -> Mapping[int, int]:
+        """A whole state snapshot as {short state key: short event id} (0 is the empty state); read-only."""
+        return self._snapshots.load(snapshot) if snapshot else {}
+
+    def state_key(self, event_type: str, state_key: str = "") -> int | None:
+        """The short id of a (type, state_key) pair, None if no event ever used it."""
+        return self._ids.state_key(event_type, state_key)
+
+    def state_key_of(self, short_state_key: int) -> tuple[str, str]:
+        return self._ids.state_key_of(short_state_key)
+
+    def invite_state(self, user_id: str, room: int) -> list[dict[str, Any]] | None:
+        """The stripped state stored with the user's invite or knock (rooms/stripped_state.py)."""
+        return self._rooms.invite_state(user_id, room)

@@ -219,8 +219,8 @@ class Search:
 
     def _context(self, viewer: Viewer, hit: _Hit, vis: Visibility, options: dict[str, Any]) -> dict[str, Any]:
         n_before, n_after = options["before_limit"], options["after_limit"]
-        before = walk(self.db, hit.room, hit.order - 1, forwards=False, limit=n_before, vis=vis)
-        after = walk(self.db, hit.room, hit.order, forwards=True, limit=n_after, vis=vis)
+        before = walk(self.db.rooms, self.db.events, hit.room, hit.order - 1, forwards=False, limit=n_before, vis=vis)
+        after = walk(self.db.rooms, self.db.events, hit.room, hit.order, forwards=True, limit=n_after, vis=vis)
         ctx: dict[str, Any] = {
             "events_before": self.serializer.serialize_many([s for _, s in before.events], viewer, vis=vis),
             "events_after": self.serializer.serialize_many([s for _, s in after.events], viewer, vis=vis),

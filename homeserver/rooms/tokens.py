@@ -34,7 +34,18 @@ def order_of(meta: EventMeta) -> int:
     """The timeline order of a stored timeline event (`TIMELINE` table key)."""
     if meta.flags & BACKFILLED:
         return meta.stream
-    return LIVE_BASE + meta.stream
+    return live_order(meta.stream)
+
+
+def live_order(stream: int) -> int:
+    """The timeline order of stream position `stream`: where a live event sent at that position
+    sits. Every backfilled event sorts below every live one."""
+    return LIVE_BASE + stream
+
+
+def stream_of(order: int) -> int | None:
+    """The stream position of a live timeline order; None for a backfilled order, which has none."""
+    return order - LIVE_BASE if order >= LIVE_BASE else None
 
 
 def position_token(order: int) -> str:
@@ -58,7 +69,7 @@ def parse_position(token: str, name: str = "from") -> int:
     if m is None:
         raise MatrixError(400, "M_INVALID_PARAM", f"{name} is not a pagination token this server issued")
     kind, value = m.group(1), int(m.group(2))
-    order = LIVE_BASE + value
+    order = live_order(value)
     if (kind == "s" and value < 0) or not 0 <= order <= _MAX_ORDER:
         raise MatrixError(400, "M_INVALID_PARAM", f"{name} is out of range")
     return order

@@ -15,11 +15,11 @@ from homeserver.account_data.service import AccountData
 from homeserver.ephemeral.presence import Presence
 from homeserver.push.service import PushService
 from homeserver.rooms.membership import INVITE_PERMISSION_CONFIG, blocks_invites
+from homeserver.rooms.queries import RoomQueries
 from homeserver.rooms.tokens import parse_stream_token, stream_token
 from homeserver.sync.filters import SyncFilter
 from homeserver.sync.notifier import Notifier
 from homeserver.sync.rooms import RoomSync, SyncParams
-from storage.database import Database
 
 MAX_TIMEOUT_MS = 5 * 60 * 1000
 
@@ -71,7 +71,7 @@ class SyncRequest:
 class SyncHandler:
     def __init__(
         self,
-        db: Database,
+        queries: RoomQueries,
         notifier: Notifier,
         rooms: RoomSync,
         account_data: AccountData,
@@ -79,7 +79,7 @@ class SyncHandler:
         presence: Presence,
         extensions: Extensions | None = None,
     ) -> None:
-        self.db = db
+        self.queries = queries
         self.notifier = notifier
         self.rooms = rooms
         self.account_data = account_data
@@ -97,8 +97,7 @@ class SyncHandler:
         if since is None or req.full_state or timeout <= 0:
             return await self._compute(req, since, self.notifier.token)
         deadline = time.monotonic() + timeout
-        joined = [ur.room for ur in self.db.rooms.user_rooms(req.user_id) if ur.membership == "join"]
-        with self.notifier.listen(req.user_id, joined) as waiter:
+        with self.notifier.listen(req.user_id, self.queries.joined_rooms(req.user_id)) as waiter:
             while True:
                 waiter.reset()  # registered before reading: a write after this read wakes us
                 upto = self.notifier.token
@@ -115,7 +114,7 @@ class SyncHandler:
         f = req.filter
         changed_data: list[tuple[str, str]] = []
         if since is not None:
-            changed_data = list(self.db.account_data.changed(req.user_id, since, upto))
+            changed_data = self.account_data.changed(req.user_id, since, upto)
         p = SyncParams(
             req.user_id,
             req.device_id,
@@ -160,7 +159,7 @@ class SyncHandler:
         knock: dict[str, Any] = {}
         f = p.filter
         since = p.since
-        for ur in self.db.rooms.user_rooms(p.user_id):
+        for ur in self.queries.memberships(p.user_id):
             membership: str | None = ur.membership
             if ur.stream > p.upto:
                 # the membership changed after `upto`: this response shows the room as it was then
@@ -168,7 +167,7 @@ class SyncHandler:
                 membership = self.rooms.membership_at(ur.room, p.user_id, p.upto)
                 if membership != "join":
                     continue
-            room_id = self.db.ids.room_id(ur.room)
+            room_id = self.queries.room_id(ur.room)
             if not f.allows_room(room_id):
                 continue
             changed = since is None or ur.stream > since
@@ -200,14 +199,14 @@ class SyncHandler:
 
     def _from_ignored(self, event: int, p: SyncParams) -> bool:
         """spec: ignore_users — "Servers must not send room invites from ignored users"."""
-        sender = (self.db.events.get_json(event) or {}).get("sender")
-        return sender in p.ignored
+        invite = self.queries.event(event)
+        return invite is not None and invite.sender in p.ignored
 
     def _global_account_data(self, p: SyncParams, changed: list[tuple[str, str]]) -> list[dict[str, Any]]:
         f = p.filter.account_data
         out: list[dict[str, Any]] = []
         if p.since is None:
-            for _, data_type, content in self.db.account_data.all_of(p.user_id, ""):
+            for data_type, content in self.account_data.all_of(p.user_id):
                 out.append({"type": data_type, "content": content})
         else:
             for room_id, data_type in changed:
@@ -226,18 +225,14 @@ class SyncHandler:
         f = p.filter.presence
         if not f.allows_type("m.presence"):
             return []
-        my_rooms = {ur.room for ur in self.db.rooms.user_rooms(p.user_id) if ur.membership == "join"}
         if p.since is None:
-            users = {p.user_id}
-            for room in my_rooms:
-                users.update(u for u, _ in self.db.rooms.members(room, "join"))
+            users = self.queries.users_sharing_a_room(p.user_id) | {p.user_id}
             candidates = [u for u in sorted(users) if self.presence.known(u)]
         else:
+            my_rooms = set(self.queries.joined_rooms(p.user_id))
             candidates = []
             for user_id in dict.fromkeys(self.presence.changed(p.since, p.upto)):
-                if user_id == p.user_id or any(
-                    ur.membership == "join" and ur.room in my_rooms for ur in self.db.rooms.user_rooms(user_id)
-                ):
+                if user_id == p.user_id or not my_rooms.isdisjoint(self.queries.joined_rooms(user_id)):
                     candidates.append(user_id)
         events = [self.presence.event(u) for u in candidates]
         out = [e for e in events if f.allows(e)]

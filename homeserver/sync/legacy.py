@@ -9,20 +9,29 @@ from typing import Any
 
 from homeserver.errors import MatrixError
 from homeserver.rooms.client_format import EventSerializer, Viewer
-from homeserver.rooms.timeline import walk
-from homeserver.rooms.tokens import parse_stream_token, stream_token
-from homeserver.rooms.visibility import Visibility, room_access
+from homeserver.rooms.queries import RoomQueries
+from homeserver.rooms.timeline import Timeline
+from homeserver.rooms.tokens import live_order, parse_stream_token, stream_of, stream_token
+from homeserver.rooms.visibility import Visibility
 from homeserver.sync.notifier import Notifier
-from storage.database import Database
-from storage.rooms import LIVE_BASE
+from homeserver.sync.rooms import VisibilityFor
 
 EVENTS_LIMIT = 100
 MAX_TIMEOUT_MS = 5 * 60 * 1000
 
 
 class LegacySync:
-    def __init__(self, db: Database, notifier: Notifier, serializer: EventSerializer) -> None:
-        self.db = db
+    def __init__(
+        self,
+        queries: RoomQueries,
+        timeline: Timeline,
+        visibility: VisibilityFor,
+        notifier: Notifier,
+        serializer: EventSerializer,
+    ) -> None:
+        self.queries = queries
+        self.timeline = timeline
+        self.visibility = visibility
         self.notifier = notifier
         self.serializer = serializer
 
@@ -32,12 +41,12 @@ class LegacySync:
         """Events after `from` in the user's joined rooms, or in one room they may read (peeking)."""
         rooms: list[int]
         if room_id is not None:
-            room = self.db.ids.room(room_id)
-            if room is None or not room_access(self.db, viewer.user_id, room).can_read:
+            room = self.queries.room(room_id)
+            if room is None or not self.visibility(viewer.user_id, room).access.can_read:
                 raise MatrixError(403, "M_FORBIDDEN", "You may not peek into this room")
             rooms = [room]
         else:
-            rooms = [ur.room for ur in self.db.rooms.user_rooms(viewer.user_id) if ur.membership == "join"]
+            rooms = self.queries.joined_rooms(viewer.user_id)
         since = parse_stream_token(from_token, "from") if from_token else self.notifier.token
         since = min(since, self.notifier.token)
         deadline = time.monotonic() + min(max(timeout_ms, 0), MAX_TIMEOUT_MS) / 1000
@@ -57,16 +66,18 @@ class LegacySync:
         """Up to `EVENTS_LIMIT` events in (since, upto], and the position the next request starts at."""
         found: list[tuple[int, int, Visibility]] = []
         for room in rooms:
-            vis = Visibility(self.db, viewer.user_id, room)
-            result = walk(
-                self.db, room, LIVE_BASE + since, forwards=True, limit=EVENTS_LIMIT, vis=vis, stop=LIVE_BASE + upto
+            vis = self.visibility(viewer.user_id, room)
+            result = self.timeline.walk(
+                room, live_order(since), forwards=True, limit=EVENTS_LIMIT, vis=vis, stop=live_order(upto)
             )
             found.extend((order, short, vis) for order, short in result.events)
         found.sort(key=lambda item: item[0])
         end = upto
         if len(found) > EVENTS_LIMIT:
             found = found[:EVENTS_LIMIT]
-            end = found[-1][0] - LIVE_BASE
+            last = stream_of(found[-1][0])
+            assert last is not None  # the walk stayed on the live part of the timeline: (since, upto]
+            end = last
         out = []
         for _, short, vis in found:
             event = self.serializer.serialize(short, viewer, vis=vis)

@@ -6,33 +6,41 @@ end of it, `state_after`, with MSC4222), ephemeral events, room account data, un
 summary; invites and knocks their stripped state; left rooms their timeline up to the leave.
 
 States are read from the snapshots stored with events: the state at a stream position is the state
-after the last timeline event at or before it; the state at the start of a timeline is the state
-before its first event.
+after the last live timeline event at or before it (rooms/timeline.py); the state at the start of a
+timeline is the state before its first event.
+
+Room questions go to RoomQueries, positions to the Timeline; sync holds no storage of its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from homeserver.account_data.service import AccountData
 from homeserver.ephemeral.receipts import Receipts
 from homeserver.ephemeral.typing import Typing
+from homeserver.protocol.events import content_of
 from homeserver.push.service import PushService
 from homeserver.rooms.client_format import EventSerializer, Viewer
+from homeserver.rooms.queries import RoomQueries
 from homeserver.rooms.stripped_state import inviter_member, room_stripped_state, stripped_state
-from homeserver.rooms.timeline import walk
-from homeserver.rooms.tokens import before_token, order_of, stream_token
-from homeserver.rooms.visibility import Visibility, room_access
+from homeserver.rooms.timeline import Timeline
+from homeserver.rooms.tokens import before_token, live_order, stream_token
+from homeserver.rooms.visibility import Visibility
 from homeserver.sync.filters import SyncFilter
 from storage.cache import CacheRegistry, LruCache, cache_stats
-from storage.database import Database
-from storage.rooms import LIVE_BASE, UserRoom
+from storage.rooms import UserRoom
 
 MEMBER = "m.room.member"
 HEROES = 5
 LAZY_ENTRY_BYTES = 200  # one remembered (room, user) -> member event entry (tracemalloc)
 LAZY_ENTRIES_MIN = 256
+
+# The history visibility rule of a user in a room (rooms/visibility.py), made by whoever wires sync.
+VisibilityFor = Callable[[str, int], Visibility]
+# A serialized event with the short id it came from.
+Served = tuple[int, dict[str, Any]]
 
 
 class SyncParams:
@@ -121,26 +129,31 @@ class LazyMembers:
 class RoomSync:
     def __init__(
         self,
-        db: Database,
+        queries: RoomQueries,
+        timeline: Timeline,
+        visibility: VisibilityFor,
         serializer: EventSerializer,
         push: PushService,
         receipts: Receipts,
         typing: Typing,
         account_data: AccountData,
+        caches: CacheRegistry,
     ) -> None:
-        self.db = db
+        self.queries = queries
+        self.timeline = timeline
+        self.visibility = visibility
         self.serializer = serializer
         self.push = push
         self.receipts = receipts
         self.typing = typing
         self.account_data = account_data
-        self.lazy = LazyMembers(db.caches)
+        self.lazy = LazyMembers(caches)
 
     # -- helpers ---------------------------------------------------------------------------------
 
     def _serialize(
         self, shorts: Iterable[int], p: SyncParams, vis: Visibility | None, *, bundle: bool = True
-    ) -> list[dict[str, Any]]:
+    ) -> list[Served]:
         out = []
         federation = p.filter.event_format == "federation"
         for short in shorts:
@@ -154,7 +167,7 @@ class RoomSync:
                 if event is None:
                     continue
                 event.pop("room_id", None)  # spec: sync uses ClientEventWithoutRoomID
-            out.append(p.filter.project(event))
+            out.append((short, p.filter.project(event)))
         return out
 
     def _not_ignored(self, shorts: list[int], p: SyncParams) -> list[int]:
@@ -163,38 +176,17 @@ class RoomSync:
             return shorts
         out = []
         for short in shorts:
-            event = self.db.events.get_json(short) or {}
-            if event.get("sender") not in p.ignored or isinstance(event.get("state_key"), str):
+            event = self.queries.event(short)
+            if event is None or event.sender not in p.ignored or event.is_state:
                 out.append(short)
         return out
-
-    def _state_at(self, room: int, position: int) -> int:
-        """The state snapshot after the last timeline event at or before stream `position`."""
-        last = next(self.db.rooms.timeline(room, before=LIVE_BASE + position + 1, reverse=True), None)
-        if last is None:
-            return 0
-        meta = self.db.events.get_meta(last[1])
-        return meta.state_after if meta is not None else 0
-
-    def _current_state(self, room: int, upto: int) -> int:
-        info = self.db.rooms.info(room) or {}
-        if int(info.get("stream", 0)) <= upto and info.get("state"):
-            return int(info["state"])  # the resolved current state, when nothing newer landed
-        return self._state_at(room, upto)
-
-    def _state_event(self, room: int, snapshot: int, event_type: str, state_key: str = "") -> dict[str, Any] | None:
-        sk = self.db.ids.state_key(event_type, state_key)
-        short = self.db.snapshots.get(snapshot, sk) if sk is not None and snapshot else None
-        return self.db.events.get_json(short) if short is not None else None
 
     # -- joined rooms ----------------------------------------------------------------------------
 
     def membership_at(self, room: int, user_id: str, position: int) -> str | None:
         """The user's membership in the room's state at a stream position."""
-        snapshot = self._state_at(room, position)
-        event = self._state_event(room, snapshot, MEMBER, user_id)
-        membership = (event or {}).get("content", {}).get("membership")
-        return membership if isinstance(membership, str) else None
+        event = self.queries.state_event_at(self.timeline.state_at(room, position), MEMBER, user_id)
+        return event.membership if event is not None else None
 
     def joined(self, ur: UserRoom, room_id: str, p: SyncParams, *, newly_joined: bool = False) -> dict[str, Any] | None:
         """The entry of a joined room, or None when nothing changed in it."""
@@ -204,30 +196,27 @@ class RoomSync:
         f = p.filter
         if not full:
             assert since is not None
-            info = self.db.rooms.info(room) or {}
             maybe = (
-                int(info.get("stream", 0)) > since
-                or self.db.receipts.latest(room) > since
+                self.timeline.changed_since(room, since)
+                or self.receipts.changed_since(room, since)
                 or self.typing.changed_since(room, since)
                 or room_id in p.account_data_rooms
             )
             if not maybe:
                 return None
-        access = room_access(self.db, p.user_id, room)
-        vis = Visibility(self.db, p.user_id, room, access)
+        vis = self.visibility(p.user_id, room)
         # timeline: the newest events up to `upto`, back to `since` for an incremental sync (also with
         # full_state, spec: "the timeline will still be limited by the since parameter"); a room
         # joined since then is new to the client and gets its recent history
-        stop = None if since is None or newly_joined else LIVE_BASE + since
+        stop = None if since is None or newly_joined else live_order(since)
         timeline_filter = f.timeline
         events: list[int] = []
         limited = False
         start_order: int | None = None
         if timeline_filter.allows_room(room_id):
-            result = walk(
-                self.db,
+            result = self.timeline.walk(
                 room,
-                LIVE_BASE + p.upto,
+                live_order(p.upto),
                 forwards=False,
                 limit=f.timeline_limit,
                 vis=vis,
@@ -241,12 +230,13 @@ class RoomSync:
         timeline = self._serialize(events, p, vis)
         prev_batch = before_token(start_order) if start_order is not None else stream_token(p.upto)
         # state
-        first_meta = self.db.events.get_meta(events[0]) if events else None
-        start_state = first_meta.state_before if first_meta is not None else self._current_state(room, p.upto)
-        end_state = self._current_state(room, p.upto)
-        state_events = self._state(room, p, vis, full, start_state, end_state, timeline)
+        end_state = self.timeline.current_state(room, p.upto)
+        first = self.timeline.place(events[0]) if events else None
+        start_state = first.state_before if first is not None else end_state
+        state_events = self._state(room, room_id, p, vis, full, start_state, end_state, timeline)
+        timeline_events = [e for _, e in timeline]
         entry: dict[str, Any] = {
-            "timeline": {"events": timeline, "limited": limited, "prev_batch": prev_batch},
+            "timeline": {"events": timeline_events, "limited": limited, "prev_batch": prev_batch},
         }
         entry["state_after" if p.use_state_after else "state"] = {"events": state_events}
         ephemeral = self._ephemeral(room, room_id, p, full)
@@ -256,7 +246,7 @@ class RoomSync:
             return None
         entry["ephemeral"] = {"events": ephemeral}
         entry["account_data"] = {"events": account}
-        summary = self._summary(room, p, end_state, full, timeline, state_events)
+        summary = self._summary(room, p, end_state, full, timeline_events, state_events)
         if summary is not None:
             entry["summary"] = summary
         self._unread(room, p, entry)
@@ -265,36 +255,38 @@ class RoomSync:
     def _state(
         self,
         room: int,
+        room_id: str,
         p: SyncParams,
         vis: Visibility,
         full: bool,
         start_state: int,
         end_state: int,
-        timeline: list[dict[str, Any]],
+        timeline: list[Served],
     ) -> list[dict[str, Any]]:
         """`state` (the state at `since` to the start of the timeline) or, with `use_state_after`,
         `state_after` (to its end); everything for a full state."""
         target = end_state if p.use_state_after else start_state
-        target_map = self.db.snapshots.load(target) if target else {}
+        target_map = self.queries.state_at_snapshot(target)
         if full:
             delta = dict(target_map)
         else:
             assert p.since is not None
-            since_state = self._state_at(room, p.since)
+            since_state = self.timeline.state_at(room, p.since)
             if since_state == target:
                 delta = {}
             else:
-                base = self.db.snapshots.load(since_state) if since_state else {}
+                base = self.queries.state_at_snapshot(since_state)
                 delta = {sk: ev for sk, ev in target_map.items() if base.get(sk) != ev}
-        return self._lazy_only(room, p, vis, target_map, timeline, delta, full)
+        return self._lazy_only(room, room_id, p, vis, target_map, timeline, delta, full)
 
     def _lazy_only(
         self,
         room: int,
+        room_id: str,
         p: SyncParams,
         vis: Visibility,
-        target_map: Any,
-        timeline: list[dict[str, Any]],
+        target_map: Mapping[int, int],
+        timeline: list[Served],
         delta: dict[int, int],
         full: bool,
     ) -> list[dict[str, Any]]:
@@ -302,7 +294,7 @@ class RoomSync:
         `target_map`, the state the delta leads to)."""
         f = p.filter
         state_filter = f.state
-        if not state_filter.allows_room(self.db.ids.room_id(room)):
+        if not state_filter.allows_room(room_id):
             return []
         chosen = dict(delta)
         lazy = f.lazy_load_members
@@ -310,7 +302,7 @@ class RoomSync:
         if lazy:
             member_keys: dict[int, str] = {}
             for sk in list(chosen):
-                etype, state_key = self.db.ids.state_key_of(sk)
+                etype, state_key = self.queries.state_key_of(sk)
                 if etype == MEMBER:
                     member_keys[sk] = state_key
             if full:
@@ -319,9 +311,9 @@ class RoomSync:
                     if user != p.user_id:
                         del chosen[sk]
             # else: member changes in the gap are always sent (spec: GET /sync lazy-loading)
-            senders = {e.get("sender") for e in timeline if isinstance(e.get("sender"), str)}
+            senders = {e.get("sender") for _, e in timeline if isinstance(e.get("sender"), str)}
             for sender in senders:
-                sender_sk = self.db.ids.state_key(MEMBER, str(sender))
+                sender_sk = self.queries.state_key(MEMBER, str(sender))
                 if sender_sk is None or sender_sk in chosen:
                     continue
                 member = target_map.get(sender_sk)
@@ -330,19 +322,15 @@ class RoomSync:
                 if not f.include_redundant_members and sent.get((room, str(sender))) == member:
                     continue
                 chosen[sender_sk] = member
-            for e in timeline:  # members whose event is in the timeline are known to the client now
+            for short, e in timeline:  # members whose event is in the timeline are known to the client now
                 if e.get("type") == MEMBER and isinstance(e.get("state_key"), str):
-                    short = self.db.ids.event(str(e.get("event_id")))
-                    if short is not None:
-                        sent[(room, e["state_key"])] = short
+                    sent[(room, e["state_key"])] = short
         out = []
-        for event in self._serialize(chosen.values(), p, vis, bundle=False):
+        for short, event in self._serialize(chosen.values(), p, vis, bundle=False):
             if not state_filter.allows(event):
                 continue
             if lazy and event.get("type") == MEMBER and isinstance(event.get("state_key"), str):
-                short = self.db.ids.event(str(event.get("event_id")))
-                if short is not None:
-                    sent[(room, event["state_key"])] = short
+                sent[(room, event["state_key"])] = short
             out.append(event)
         return out
 
@@ -369,7 +357,7 @@ class RoomSync:
         if not full and room_id not in p.account_data_rooms:
             return []
         out = []
-        for _, data_type, content in self.db.account_data.all_of(p.user_id, room_id):
+        for data_type, content in self.account_data.all_of(p.user_id, room_id):
             if f.allows_type(data_type):
                 out.append({"type": data_type, "content": content})
         return out
@@ -387,25 +375,26 @@ class RoomSync:
         if not full and not any(e.get("type") == MEMBER for e in (*timeline, *state)):
             return None
         summary: dict[str, Any] = {
-            "m.joined_member_count": self.db.rooms.member_count(room, "join"),
-            "m.invited_member_count": self.db.rooms.member_count(room, "invite"),
+            "m.joined_member_count": self.queries.member_count(room, "join"),
+            "m.invited_member_count": self.queries.member_count(room, "invite"),
         }
-        name = (self._state_event(room, end_state, "m.room.name") or {}).get("content", {}).get("name")
-        alias = (self._state_event(room, end_state, "m.room.canonical_alias") or {}).get("content", {}).get("alias")
+        name = content_of(self.queries.state_event_at(end_state, "m.room.name")).get("name")
+        alias = content_of(self.queries.state_event_at(end_state, "m.room.canonical_alias")).get("alias")
         if not name and not alias:
             summary["m.heroes"] = self._heroes(room, p.user_id)
         return summary
 
     def _heroes(self, room: int, user_id: str) -> list[str]:
-        """spec: m.heroes — the first 5 joined or invited members by stream order, not the user;
+        """spec: m.heroes — the first 5 joined or invited members by timeline order, not the user;
         else the ones who left or were banned."""
         for memberships in (("join", "invite"), ("leave", "ban")):
             members = []
             for membership in memberships:
-                for member, short in self.db.rooms.members(room, membership):
+                for member, short in self.queries.members(room, membership):
                     if member != user_id:
-                        meta = self.db.events.get_meta(short)
-                        members.append((meta.stream if meta is not None else 0, member))
+                        place = self.timeline.place(short)
+                        order = place.order if place is not None else None
+                        members.append((order or 0, member))  # outliers (remote invites) first
             if members:
                 return [m for _, m in sorted(members)[:HEROES]]
         return []
@@ -426,13 +415,13 @@ class RoomSync:
     def stripped(self, ur: UserRoom, p: SyncParams) -> list[dict[str, Any]]:
         """Stripped state for an invite or knock (homeserver/rooms/stripped_state.py): the copy stored
         with it, else the room's current state."""
-        stored = self.db.rooms.invite_state(p.user_id, ur.room)
-        own = self.db.events.get_json(ur.event)
-        info = self.db.rooms.info(ur.room)
-        snapshot = int(info["state"]) if info and info.get("state") else 0
+        stored = self.queries.invite_state(p.user_id, ur.room)
+        own_event = self.queries.event(ur.event)
+        own = dict(own_event.raw) if own_event is not None else None
 
         def state(event_type: str, state_key: str) -> dict[str, Any] | None:
-            return self._state_event(ur.room, snapshot, event_type, state_key) if snapshot else None
+            found = self.queries.current_state_event(ur.room, event_type, state_key)
+            return dict(found.raw) if found is not None else None
 
         if not stored:
             return room_stripped_state(state, own) if own is not None else []
@@ -452,26 +441,24 @@ class RoomSync:
 
     def left(self, ur: UserRoom, room_id: str, p: SyncParams) -> dict[str, Any] | None:
         room = ur.room
-        if self.db.room_extras.is_forgotten(p.user_id, room):
+        vis = self.visibility(p.user_id, room)
+        if vis.access.forgotten:
             return None
-        meta = self.db.events.get_meta(ur.event)
-        if meta is None:
+        leave = self.timeline.place(ur.event)
+        if leave is None:
             return None
         full = p.since is None or p.full_state
-        access = room_access(self.db, p.user_id, room)
-        vis = Visibility(self.db, p.user_id, room, access)
         f = p.filter
         events: list[int] = []
         limited = False
         start_order: int | None = None
-        if meta.outlier or not meta.stream:
+        if leave.order is None:
             events = [ur.event]  # e.g. a rejected remote invite: the leave is all the user may see
         elif f.timeline.allows_room(room_id):
-            stop = LIVE_BASE + p.since if p.since is not None else None
-            result = walk(
-                self.db,
+            stop = live_order(p.since) if p.since is not None else None
+            result = self.timeline.walk(
                 room,
-                order_of(meta),
+                leave.order,
                 forwards=False,
                 limit=f.timeline_limit,
                 vis=vis,
@@ -483,15 +470,15 @@ class RoomSync:
             if result.events:
                 start_order = result.events[-1][0]
         timeline = self._serialize(events, p, vis)
-        entry: dict[str, Any] = {"timeline": {"events": timeline, "limited": limited}}
+        entry: dict[str, Any] = {"timeline": {"events": [e for _, e in timeline], "limited": limited}}
         if start_order is not None:
             entry["timeline"]["prev_batch"] = before_token(start_order)
-        if meta.outlier or not meta.stream:
+        if leave.order is None:
             state: list[dict[str, Any]] = []
         else:
-            first = self.db.events.get_meta(events[0]) if events else None
-            start_state = first.state_before if first is not None else meta.state_after
-            state = self._state(room, p, vis, full, start_state, meta.state_after, timeline)
+            first = self.timeline.place(events[0]) if events else None
+            start_state = first.state_before if first is not None else leave.state_after
+            state = self._state(room, room_id, p, vis, full, start_state, leave.state_after, timeline)
         entry["state_after" if p.use_state_after else "state"] = {"events": state}
         entry["account_data"] = {"events": self._room_account_data(room_id, p, True)}
         return entry

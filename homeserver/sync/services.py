@@ -3,6 +3,7 @@ the sync handler) and connects them to the event pipeline and the E2EE service."
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from homeserver.account_data.service import AccountData
@@ -14,6 +15,7 @@ from homeserver.rooms.client_format import EventSerializer
 from homeserver.rooms.pipeline import PersistedEvent
 from homeserver.rooms.redactions import Redactions
 from homeserver.rooms.relations import Relations
+from homeserver.rooms.visibility import Visibility
 from homeserver.sync.filters import Filters
 from homeserver.sync.handler import SyncHandler
 from homeserver.sync.legacy import LegacySync
@@ -29,7 +31,7 @@ class SyncServices:
         db = hs.db
         self.db = db
         self.notifier = Notifier(db.store)
-        self.account_data = AccountData(db, self.notifier)
+        self.account_data = AccountData(db.account_data, db.store, self.notifier)
         self.filters = Filters(db)
         self.push = PushService(db, self.notifier, hs.server_name, hs.clock)
         self.push.ignored = self.account_data.ignored
@@ -41,14 +43,25 @@ class SyncServices:
         serializer = getattr(rooms_service, "serializer", None)
         if not isinstance(serializer, EventSerializer):
             serializer = EventSerializer(db, Relations(db), Redactions(db), hs.clock)
-        self.rooms = RoomSync(db, serializer, self.push, self.receipts, self.typing, self.account_data)
+        visibility = functools.partial(Visibility, db)
+        self.rooms = RoomSync(
+            hs.queries,
+            hs.timeline,
+            visibility,
+            serializer,
+            self.push,
+            self.receipts,
+            self.typing,
+            self.account_data,
+            hs.caches,
+        )
         e2ee = getattr(hs, "e2ee", None)
         extensions = e2ee.sync_extensions if e2ee is not None else None
         if e2ee is not None:
             e2ee.add_listener(self.notifier.notify_users)
-        self.legacy = LegacySync(db, self.notifier, serializer)
+        self.legacy = LegacySync(hs.queries, hs.timeline, visibility, self.notifier, serializer)
         self.handler = SyncHandler(
-            db, self.notifier, self.rooms, self.account_data, self.push, self.presence, extensions
+            hs.queries, self.notifier, self.rooms, self.account_data, self.push, self.presence, extensions
         )
         # notifications are written in the event's own batch; wake-ups once it has landed
         hs.pipeline.write_hooks.append(self.push.write_hook)
