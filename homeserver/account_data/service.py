@@ -13,7 +13,7 @@ import orjson
 
 from homeserver.errors import MatrixError
 from homeserver.locks import KeyedLocks
-from homeserver.sync.notifier import Notifier
+from homeserver.notifier import Notifier
 from storage.database import Database
 
 IGNORED_USERS = "m.ignored_user_list"

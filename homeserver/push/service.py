@@ -17,12 +17,12 @@ from typing import Any
 
 from homeserver.errors import MatrixError
 from homeserver.locks import KeyedLocks
+from homeserver.notifier import Notifier
 from homeserver.protocol.power_levels import get_notification_level, get_user_power_level
 from homeserver.push import rules as push_rules
 from homeserver.push.evaluator import CompiledRuleset, EventContext, glob_regex, is_highlight, key_path
 from homeserver.rooms.pipeline import PersistedEvent, RoomContext
 from homeserver.rooms.tokens import parse_counter
-from homeserver.sync.notifier import Notifier
 from storage.cache import LruCache, function_cache_stats
 from storage.database import Database
 from storage.engine import Batch

@@ -8,11 +8,11 @@ import time
 from typing import Any
 
 from homeserver.errors import MatrixError
+from homeserver.notifier import Notifier
 from homeserver.rooms.client_format import EventSerializer, Viewer
 from homeserver.rooms.timeline import walk
 from homeserver.rooms.tokens import parse_stream_token, stream_token
 from homeserver.rooms.visibility import Visibility, room_access
-from homeserver.sync.notifier import Notifier
 from storage.database import Database
 from storage.rooms import LIVE_BASE
 

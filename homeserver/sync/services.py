@@ -9,6 +9,7 @@ from homeserver.account_data.service import AccountData
 from homeserver.ephemeral.presence import Presence
 from homeserver.ephemeral.receipts import Receipts
 from homeserver.ephemeral.typing import Typing
+from homeserver.notifier import Notifier
 from homeserver.push.service import PushService
 from homeserver.rooms.client_format import EventSerializer
 from homeserver.rooms.pipeline import PersistedEvent
@@ -17,7 +18,6 @@ from homeserver.rooms.relations import Relations
 from homeserver.sync.filters import Filters
 from homeserver.sync.handler import SyncHandler
 from homeserver.sync.legacy import LegacySync
-from homeserver.sync.notifier import Notifier
 from homeserver.sync.rooms import RoomSync
 
 if TYPE_CHECKING:
