@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from homeserver.account_data.service import AccountData
 from homeserver.api.connections import GuardedRunner
 from homeserver.api.http import Router
 from homeserver.auth.accounts import Accounts
@@ -31,13 +32,21 @@ from homeserver.auth.tokens import Tokens
 from homeserver.auth.uia import UserInteractiveAuth
 from homeserver.config import Config
 from homeserver.e2ee.service import E2EE
+from homeserver.ephemeral.presence import Presence
+from homeserver.ephemeral.receipts import Receipts
+from homeserver.ephemeral.typing import Typing
 from homeserver.keys import KeyFileError, load_or_create_signing_key
+from homeserver.notifier import Notifier
 from homeserver.profile import Profiles
+from homeserver.push.service import PushService
 from homeserver.ratelimit import RateLimiter
 from homeserver.rooms.pipeline import EventPipeline, PersistedEvent, ServerIdentity
 from homeserver.rooms.queries import RoomQueries
 from homeserver.rooms.service import Rooms
-from homeserver.sync.services import SyncServices
+from homeserver.sync.filters import Filters
+from homeserver.sync.handler import SyncHandler
+from homeserver.sync.legacy import LegacySync
+from homeserver.sync.rooms import RoomSync
 from homeserver.user_directory import UserDirectory
 from storage.database import Database
 
@@ -137,9 +146,25 @@ class HomeServer:
         self.deactivation = Deactivation(self.db, self.accounts, self.pipeline)
         self.e2ee = E2EE(self.db, config.server_name)
         self.accounts.devices_deleted_listeners.append(self.e2ee.keys.devices_deleted)
-        # sync, notifier, push, receipts, typing, presence, account data, filters
-        self.sync = SyncServices(self)
-        self.notifier = self.sync.notifier
+        # what a /sync reports, and the notifier that wakes it when any of it changes
+        self.notifier = Notifier(db.store)
+        self.e2ee.add_listener(self.notifier.notify_users)
+        self.account_data = AccountData(db, self.notifier)
+        self.filters = Filters(db)
+        self.push = PushService(db, self.notifier, config.server_name, clock)
+        self.push.ignored = self.account_data.ignored
+        self.account_data.ignore_listeners.append(self.push.ignores_changed)
+        # notifications are written in the event's own batch; wake-ups once it has landed
+        self.pipeline.write_hooks.append(self.push.write_hook)
+        self.receipts = Receipts(db, self.notifier, self.push, self.account_data, clock)
+        self.typing = Typing(db.store, self.notifier)
+        self.presence = Presence(db, self.notifier, enabled=config.presence, clock=clock)
+        self.room_sync = RoomSync(db, self.rooms.serializer, self.push, self.receipts, self.typing, self.account_data)
+        self.legacy_sync = LegacySync(db, self.notifier, self.rooms.serializer)
+        self.sync = SyncHandler(
+            db, self.notifier, self.room_sync, self.account_data, self.push, self.presence, self.e2ee.sync_extensions
+        )
+        self.add_persisted_listener(self._wake_syncs)
 
     @functools.cached_property
     def media(self) -> MediaRepository:
@@ -166,6 +191,18 @@ class HomeServer:
         for listener in self._persisted_listeners:
             listener(event)
 
+    def _wake_syncs(self, persisted: PersistedEvent) -> None:
+        """Wake the syncs an event concerns: its room's, and the subject of a membership change; a
+        local sender is active (presence)."""
+        event = persisted.event
+        room = self.queries.room(persisted.room_id)
+        state_key = event.get("state_key")
+        users = (state_key,) if event.get("type") == "m.room.member" and isinstance(state_key, str) else ()
+        self.notifier.notify(users=users, rooms=(room,) if room is not None else ())
+        sender = event.get("sender")
+        if persisted.stream and isinstance(sender, str) and self.queries.is_local(sender):
+            self.presence.active(sender)
+
     def build_app(self) -> web.Application:
         import importlib
 
@@ -179,7 +216,9 @@ class HomeServer:
         return app
 
     async def _cleanup(self, app: web.Application) -> None:
-        await self.sync.close()
+        self.typing.close()
+        self.notifier.close()
+        await self.presence.close()
         self.close()
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 def register(router: Router, hs: HomeServer) -> None:
-    data = hs.sync.account_data
+    data = hs.account_data
 
     def own_user(request: web.Request) -> str:
         requester = hs.tokens.requester(request)

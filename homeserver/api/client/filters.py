@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 def register(router: Router, hs: HomeServer) -> None:
-    filters = hs.sync.filters
+    filters = hs.filters
 
     def own_user(request: web.Request) -> str:
         requester = hs.tokens.requester(request)

@@ -17,8 +17,8 @@ MAX_LIMIT = 100
 
 
 def register(router: Router, hs: HomeServer) -> None:
-    push = hs.sync.push
-    serializer = hs.sync.rooms.serializer
+    push = hs.push
+    serializer = hs.rooms.serializer
 
     async def notifications(request: web.Request) -> web.Response:
         requester = hs.tokens.requester(request)

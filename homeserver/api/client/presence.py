@@ -18,7 +18,7 @@ MAX_STATUS_MSG_BYTES = 1024
 
 
 def register(router: Router, hs: HomeServer) -> None:
-    presence = hs.sync.presence
+    presence = hs.presence
 
     def shares_room(a: str, b: str) -> bool:
         mine = {ur.room for ur in hs.db.rooms.user_rooms(a) if ur.membership == "join"}

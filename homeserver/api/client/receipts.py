@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def register(router: Router, hs: HomeServer) -> None:
-    receipts = hs.sync.receipts
+    receipts = hs.receipts
 
     async def receipt(request: web.Request) -> web.Response:
         requester = hs.tokens.requester(request)

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def register(router: Router, hs: HomeServer) -> None:
-    typing = hs.sync.typing
+    typing = hs.typing
 
     async def set_typing(request: web.Request) -> web.Response:
         requester = hs.tokens.requester(request)
