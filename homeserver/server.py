@@ -25,6 +25,7 @@ from homeserver.auth.deactivation import Deactivation
 from homeserver.auth.login import Login
 from homeserver.auth.login_tokens import LoginTokens
 from homeserver.auth.moderation import Moderation
+from homeserver.auth.openid import OpenIdTokens
 from homeserver.auth.passwords import Passwords
 from homeserver.auth.registration import Registration
 from homeserver.auth.registration_tokens import RegistrationTokens
@@ -138,6 +139,7 @@ class HomeServer:
         self.registration_tokens = RegistrationTokens(self.db, clock)
         self.login_tokens = LoginTokens(clock)
         self.login = Login(self.accounts, self.ratelimiter, self.uia, self.login_tokens)
+        self.openid = OpenIdTokens(db.openid, config.server_name, clock)
         self.moderation = Moderation(self.db, self.tokens, config.server_name, clock)
         self.pipeline.local_event_checks.append(self.moderation.check_local_event)
         self.registration = Registration(
