@@ -119,18 +119,17 @@ class HomeServer:
         self.tokens = Tokens(self.db, clock)
         self.accounts = Accounts(self.db, config.server_name, self.passwords, self.tokens, clock)
         self.ratelimiter = RateLimiter(config.rate_limits)
-        self.profiles = Profiles(self.db, config.server_name, self.accounts.exists)
-        self.profiles.pipeline = self.pipeline
+        self.profiles = Profiles(self.db, config.server_name, self.accounts.exists, self.pipeline)
         # rooms: createRoom, membership, sending, reading, relations, redactions, directory, search
         self.rooms = Rooms(
             self.db,
             self.pipeline,
             server_name=config.server_name,
             default_room_version=config.default_room_version,
+            profile_lookup=self.profiles.member_fields,
             clock=clock,
             strict_indexes=config.strict_indexes,
         )
-        self.rooms.membership.profile_lookup = self.profiles.member_fields
         self.add_persisted_listener(self.rooms.on_persisted)
         self.accounts.account_created_listeners.append(self.profiles.on_account_created)
         self.user_directory = UserDirectory(self.db, self.profiles)
@@ -153,8 +152,7 @@ class HomeServer:
         self.e2ee.add_listener(self.notifier.notify_users)
         self.account_data = AccountData(db, self.notifier)
         self.filters = Filters(db)
-        self.push = PushService(db, self.notifier, config.server_name, clock)
-        self.push.ignored = self.account_data.ignored
+        self.push = PushService(db, self.notifier, config.server_name, clock, ignored=self.account_data.ignored)
         self.account_data.ignore_listeners.append(self.push.ignores_changed)
         # notifications are written in the event's own batch; wake-ups once it has landed
         self.pipeline.write_hooks.append(self.push.write_hook)

@@ -204,7 +204,13 @@ def _merge(found: list[tuple[list[Any], list[str]]]) -> list[tuple[list[Any], li
 
 class PushService:
     def __init__(
-        self, db: Database, notifier: Notifier, server_name: str, clock: Callable[[], float] = time.time
+        self,
+        db: Database,
+        notifier: Notifier,
+        server_name: str,
+        clock: Callable[[], float] = time.time,
+        *,
+        ignored: Callable[[str], frozenset[str]],
     ) -> None:
         self.db = db
         self.notifier = notifier
@@ -227,7 +233,7 @@ class PushService:
         caches.add_reporter(function_cache_stats("push.glob_patterns", glob_regex, PATTERN_BYTES))
         caches.add_reporter(function_cache_stats("push.key_paths", key_path, 300))
         # who a user ignores (spec: ignore_users): their events notify nobody who ignores them
-        self.ignored: Callable[[str], frozenset[str]] = lambda user_id: frozenset()
+        self.ignored = ignored
 
     def is_local(self, user_id: str) -> bool:
         return user_id.endswith(self._local_suffix)
