@@ -131,7 +131,7 @@ class HomeServer:
             strict_indexes=config.strict_indexes,
         )
         self.add_persisted_listener(self.rooms.on_persisted)
-        self.accounts.account_created_listeners.append(self.profiles.on_account_created)
+        self.accounts.add_account_created_listener(self.profiles.on_account_created)
         self.user_directory = UserDirectory(self.db, self.profiles)
         self.add_persisted_listener(self.user_directory.on_persisted)
         self.uia = UserInteractiveAuth(clock)
@@ -140,22 +140,22 @@ class HomeServer:
         self.login = Login(self.accounts, self.ratelimiter, self.uia, self.login_tokens)
         self.openid = OpenIdTokens(db.openid, config.server_name, clock)
         self.moderation = Moderation(self.db, self.tokens, config.server_name, clock)
-        self.pipeline.local_event_checks.append(self.moderation.check_local_event)
+        self.pipeline.add_local_event_check(self.moderation.check_local_event)
         self.registration = Registration(
             config, self.accounts, self.passwords, self.tokens, self.registration_tokens, self.uia, clock
         )
         self.deactivation = Deactivation(self.db, self.accounts, self.pipeline)
         self.e2ee = E2EE(self.db, config.server_name)
-        self.accounts.devices_deleted_listeners.append(self.e2ee.keys.devices_deleted)
+        self.accounts.add_devices_deleted_listener(self.e2ee.keys.devices_deleted)
         # what a /sync reports, and the notifier that wakes it when any of it changes
         self.notifier = Notifier(db.store)
         self.e2ee.add_listener(self.notifier.notify_users)
         self.account_data = AccountData(db, self.notifier)
         self.filters = Filters(db)
         self.push = PushService(db, self.notifier, config.server_name, clock, ignored=self.account_data.ignored)
-        self.account_data.ignore_listeners.append(self.push.ignores_changed)
+        self.account_data.add_ignore_listener(self.push.ignores_changed)
         # notifications are written in the event's own batch; wake-ups once it has landed
-        self.pipeline.write_hooks.append(self.push.write_hook)
+        self.pipeline.add_write_hook(self.push.write_hook)
         self.receipts = Receipts(db, self.notifier, self.push, self.account_data, clock)
         self.typing = Typing(db.store, self.notifier)
         self.presence = Presence(db, self.notifier, enabled=config.presence, clock=clock)

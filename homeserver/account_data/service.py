@@ -37,6 +37,10 @@ class AccountData:
         self._ignored: dict[str, frozenset[str]] = {}
         self.ignore_listeners: list[Callable[[str], None]] = []  # called with whoever changed their list
 
+    def add_ignore_listener(self, listener: Callable[[str], None]) -> None:
+        """At wiring time: `listener` is called with a user whose ignored-users list changed."""
+        self.ignore_listeners.append(listener)
+
     def get(self, user_id: str, data_type: str, room_id: str = "") -> dict[str, Any] | None:
         found = self.db.account_data.get(user_id, room_id, data_type)
         return found[1] if found is not None else None
