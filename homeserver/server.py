@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from homeserver.account_data.service import AccountData
+from homeserver.api.auth import RequestAuth
 from homeserver.api.connections import GuardedRunner
 from homeserver.api.http import Router
 from homeserver.auth.accounts import Accounts
@@ -135,6 +136,7 @@ class HomeServer:
         self.user_directory = UserDirectory(self.db, self.profiles)
         self.add_persisted_listener(self.user_directory.on_persisted)
         self.uia = UserInteractiveAuth(clock)
+        self.auth = RequestAuth(self.tokens, self.uia)  # who is calling, read from the request
         self.registration_tokens = RegistrationTokens(self.db, clock)
         self.login_tokens = LoginTokens(clock)
         self.login = Login(self.accounts, self.ratelimiter, self.uia, self.login_tokens)
