@@ -18,7 +18,7 @@ def register(router: Router, hs: HomeServer) -> None:
     data = hs.account_data
 
     def own_user(request: web.Request) -> str:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         if request.match_info["userId"] != requester.user_id:
             raise MatrixError(403, "M_FORBIDDEN", "Cannot access account data of other users")
         return requester.user_id

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 def register(router: Router, hs: HomeServer) -> None:
     async def request_token(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         if request.match_info["userId"] != requester.user_id:
             raise MatrixError(403, "M_FORBIDDEN", "you can only request OpenID tokens for yourself")
         await json_object(request, allow_empty=True)

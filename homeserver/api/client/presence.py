@@ -21,7 +21,7 @@ def register(router: Router, hs: HomeServer) -> None:
     presence = hs.presence
 
     async def get_status(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         user_id = request.match_info["userId"]
         if user_id != requester.user_id:
             ours = hs.queries.is_local(user_id) and hs.accounts.exists(user_id)
@@ -32,7 +32,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response(presence.content(user_id))
 
     async def set_status(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         if request.match_info["userId"] != requester.user_id:
             raise MatrixError(403, "M_FORBIDDEN", "You cannot set the presence of another user")
         body = await json_object(request)

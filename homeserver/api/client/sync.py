@@ -20,7 +20,7 @@ PRESENCE_STATES = ("online", "offline", "unavailable")
 
 def register(router: Router, hs: HomeServer) -> None:
     async def sync(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         set_presence = request.query.get("set_presence")
         if set_presence is not None and set_presence not in PRESENCE_STATES:
             raise MatrixError(400, "M_INVALID_PARAM", "set_presence must be online, offline or unavailable")
@@ -40,7 +40,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response(await hs.sync.sync(req))
 
     async def events(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         viewer = Viewer(requester.user_id, requester.device_id)
         timeout = query_int(request, "timeout", 0) or 0
         body = await hs.legacy_sync.events(viewer, request.query.get("from"), timeout, request.query.get("room_id"))

@@ -17,7 +17,7 @@ def register(router: Router, hs: HomeServer) -> None:
     typing = hs.typing
 
     async def set_typing(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         if request.match_info["userId"] != requester.user_id:
             raise MatrixError(403, "M_FORBIDDEN", "Cannot set the typing state of another user")
         body = await json_object(request)
