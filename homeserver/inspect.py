@@ -196,179 +196,224 @@ def _human_size(n: int) -> str:
     return f"{n} B"
 
 
-def run(args: argparse.Namespace) -> int:
-    db_path = Path(args.data_dir) / "db"
-    out = Output(args.json, sys.stdout)
-    with Database.open_read_only(db_path) as db:
-        dec = Decoder(db)
-        cmd = args.inspect_command
-        if cmd == "tables":
-            rows = _table_stats(db)
-            for r in rows:
-                r["size"] = _human_size(r["bytes"])
-            out.emit(rows, lambda: _table_text(rows, ["table", "keys", "size", "description"]))
-        elif cmd == "scan":
-            table = TABLES_BY_NAME.get(args.table)
-            if table is None:
-                raise SystemExit(f"no table {args.table!r}; tables: {', '.join(TABLES_BY_NAME)}")
-            rows = []
-            for k, v in db.store.iterate(table):
-                rows.append({"key": dec.key(table, k), "value": dec.value(table, v)})
-                if len(rows) >= args.limit:
-                    break
-            out.emit(rows, lambda: "\n".join(f"{json.dumps(r['key'])} = {json.dumps(r['value'])}" for r in rows))
-        elif cmd == "key":
-            try:
-                raw = (
-                    bytes.fromhex(args.key)
-                    if args.hex
-                    else args.key.encode().decode("unicode_escape").encode("latin-1")
-                )
-            except ValueError as e:  # bad hex, a bad escape, or a character beyond \xff
-                raise SystemExit(f"error: cannot read the key {args.key!r}: {e}") from None
-            table_name, _, rest = raw.partition(SEP)
-            table = TABLES_BY_NAME.get(table_name.decode("utf-8", "replace"))
-            if table is None:
-                raise SystemExit(f"the key does not start with a table name: {raw!r}")
-            found = db.store.get(table, rest)
-            data = {
-                "table": table.name,
-                "key": dec.key(table, rest),
-                "value": dec.value(table, found) if found is not None else None,
-            }
-            out.emit(data, lambda: json.dumps(data, indent=2, ensure_ascii=False))
-        elif cmd == "event":
-            short = db.ids.event(args.event_id)
-            meta = db.events.get_meta(short) if short is not None else None
-            if short is None or meta is None:
-                raise SystemExit(f"no event {args.event_id} in this store")
-            data = {
-                "event_id": args.event_id,
-                "short": short,
-                "meta": dec.meta(meta),
-                "rejection": db.events.rejection_reason(short),
-                "event": db.events.get_json(short),
-            }
-            out.emit(data, lambda: json.dumps(data, indent=2, ensure_ascii=False))
-        elif cmd == "rooms":
-            rows = []
-            for room in db.rooms.rooms():
-                info = db.rooms.info(room) or {}
-                rows.append(
-                    {
-                        "room_id": db.ids.room_id(room),
-                        "version": info.get("version"),
-                        "joined": db.rooms.member_count(room, "join"),
-                        "state_events": len(db.snapshots.load(info["state"])) if info.get("state") else 0,
-                        "extremities": len(db.rooms.extremities(room)),
-                    }
-                )
-            out.emit(rows, lambda: _table_text(rows, ["room_id", "version", "joined", "state_events", "extremities"]))
-        elif cmd == "state":
-            room = _room_short(db, args.room_id)
-            if args.at:
-                short = db.ids.event(args.at)
-                meta = db.events.get_meta(short) if short is not None else None
-                if meta is None:
-                    raise SystemExit(f"no event {args.at} in this store")
-                snapshot = meta.state_after if args.after else meta.state_before
-            else:
-                snapshot = int((db.rooms.info(room) or {}).get("state", 0))
-            rows = _state(db, snapshot)
-            for r in rows:
-                r["content_text"] = json.dumps(r["content"], ensure_ascii=False)[:60]
-            out.emit(
-                [{k: v for k, v in r.items() if k != "content_text"} for r in rows],
-                lambda: _table_text(rows, ["type", "state_key", "event_id", "content_text"]),
-            )
-        elif cmd == "members":
-            room = _room_short(db, args.room_id)
-            memberships = [args.membership] if args.membership else list(MEMBERSHIPS)
-            rows = [
-                {"user_id": user, "membership": m, "event_id": db.ids.event_id(ev)}
-                for m in memberships
-                for user, ev in db.rooms.members(room, m)
-            ]
-            out.emit(rows, lambda: _table_text(rows, ["user_id", "membership", "event_id"]))
-        elif cmd == "user":
-            rows = [
-                {
-                    "room_id": db.ids.room_id(ur.room),
-                    "membership": ur.membership,
-                    "stream": ur.stream,
-                    "event_id": db.ids.event_id(ur.event),
-                }
-                for ur in db.rooms.user_rooms(args.user_id)
-            ]
-            account = db.accounts.account(args.user_id)
-            if account is None and not rows:
-                raise SystemExit(f"no user {args.user_id} in this store")
-            account_view = {k: v for k, v in (account or {}).items() if k != "password_hash"}
-            if account and account.get("password_hash"):
-                account_view["password"] = "set (argon2id hash hidden)"
-            devices = []
-            for device_id, device in db.accounts.devices(args.user_id):
-                tokens = []
-                for h in db.accounts.device_token_hashes(args.user_id, device_id):
-                    kind = "access" if db.accounts.access_token(h) is not None else "refresh"
-                    info = db.accounts.access_token(h) or db.accounts.refresh_token(h) or {}
-                    tokens.append({"kind": kind, "token": _mask(h), "expires_at": info.get("expires_at")})
-                devices.append({"device_id": device_id, **device, "tokens": tokens})
-            data = {"user_id": args.user_id, "account": account_view, "devices": devices, "rooms": rows}
+# One function a sub-command: (the store, its decoder, where to write, the parsed arguments) -> exit status
+Command = Callable[[Database, Decoder, Output, argparse.Namespace], int]
 
-            def user_text() -> str:
-                lines = [args.user_id, ""]
-                lines += [f"  {k}: {v}" for k, v in account_view.items()]
-                device_rows = [
-                    {
-                        "device_id": d["device_id"],
-                        "display_name": d.get("display_name") or "",
-                        "last_seen_ip": d.get("last_seen_ip") or "",
-                        "tokens": ", ".join(f"{t['kind']} {t['token']}" for t in d["tokens"]),
-                    }
-                    for d in devices
-                ]
-                lines += [
-                    "",
-                    "devices:",
-                    _table_text(device_rows, ["device_id", "display_name", "last_seen_ip", "tokens"]),
-                ]
-                lines += ["", "rooms:", _table_text(rows, ["room_id", "membership", "stream"])]
-                return "\n".join(lines)
 
-            out.emit(data, user_text)
-        elif cmd == "export":
-            target = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
-            try:
-                if args.room:
-                    for row in _event_rows(db, _room_short(db, args.room)):
-                        target.write(orjson.dumps(row).decode() + "\n")
-                else:
-                    for table in ALL_TABLES:
-                        for k, v in db.store.iterate(table):
-                            row = {"table": table.name, "key": dec.key(table, k), "value": dec.value(table, v)}
-                            target.write(json.dumps(row, ensure_ascii=False) + "\n")
-            finally:
-                if target is not sys.stdout:
-                    target.close()
-        elif cmd == "verify":
-            n = db.store.verify()
-            out.emit({"keys": n, "ok": True}, lambda: f"ok: {n} keys, every block checksum verified")
-        elif cmd == "check":
-            problems = check_consistency(db, full=args.full)
-            summary = {t: db.store.count(TABLES_BY_NAME[t]) for t in ("event_meta", "room_info", "state_snapshot")}
-            out.emit(
-                {"ok": not problems, "problems": problems, "counts": summary},
-                lambda: (
-                    "\n".join(problems)
-                    if problems
-                    else (
-                        f"ok: {summary['event_meta']} events in {summary['room_info']} rooms, "
-                        f"{summary['state_snapshot']} state snapshots; every index agrees with the events"
-                    )
-                ),
-            )
-            return 1 if problems else 0
-        else:
-            raise SystemExit(f"unknown inspect command {cmd!r}")
+def _tables(db: Database, dec: Decoder, out: Output, args: argparse.Namespace) -> int:
+    rows = _table_stats(db)
+    for r in rows:
+        r["size"] = _human_size(r["bytes"])
+    out.emit(rows, lambda: _table_text(rows, ["table", "keys", "size", "description"]))
     return 0
+
+
+def _scan(db: Database, dec: Decoder, out: Output, args: argparse.Namespace) -> int:
+    table = TABLES_BY_NAME.get(args.table)
+    if table is None:
+        raise SystemExit(f"no table {args.table!r}; tables: {', '.join(TABLES_BY_NAME)}")
+    rows = []
+    for k, v in db.store.iterate(table):
+        rows.append({"key": dec.key(table, k), "value": dec.value(table, v)})
+        if len(rows) >= args.limit:
+            break
+    out.emit(rows, lambda: "\n".join(f"{json.dumps(r['key'])} = {json.dumps(r['value'])}" for r in rows))
+    return 0
+
+
+def _key(db: Database, dec: Decoder, out: Output, args: argparse.Namespace) -> int:
+    try:
+        raw = bytes.fromhex(args.key) if args.hex else args.key.encode().decode("unicode_escape").encode("latin-1")
+    except ValueError as e:  # bad hex, a bad escape, or a character beyond \xff
+        raise SystemExit(f"error: cannot read the key {args.key!r}: {e}") from None
+    table_name, _, rest = raw.partition(SEP)
+    table = TABLES_BY_NAME.get(table_name.decode("utf-8", "replace"))
+    if table is None:
+        raise SystemExit(f"the key does not start with a table name: {raw!r}")
+    found = db.store.get(table, rest)
+    data = {
+        "table": table.name,
+        "key": dec.key(table, rest),
+        "value": dec.value(table, found) if found is not None else None,
+    }
+    out.emit(data, lambda: json.dumps(data, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _event(db: Database, dec: Decoder, out: Output, args: argparse.Namespace) -> int:
+    short = db.ids.event(args.event_id)
+    meta = db.events.get_meta(short) if short is not None else None
+    if short is None or meta is None:
+        raise SystemExit(f"no event {args.event_id} in this store")
+    data = {
+        "event_id": args.event_id,
+        "short": short,
+        "meta": dec.meta(meta),
+        "rejection": db.events.rejection_reason(short),
+        "event": db.events.get_json(short),
+    }
+    out.emit(data, lambda: json.dumps(data, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _rooms(db: Database, dec: Decoder, out: Output, args: argparse.Namespace) -> int:
+    rows = []
+    for room in db.rooms.rooms():
+        info = db.rooms.info(room) or {}
+        rows.append(
+            {
+                "room_id": db.ids.room_id(room),
+                "version": info.get("version"),
+                "joined": db.rooms.member_count(room, "join"),
+                "state_events": len(db.snapshots.load(info["state"])) if info.get("state") else 0,
+                "extremities": len(db.rooms.extremities(room)),
+            }
+        )
+    out.emit(rows, lambda: _table_text(rows, ["room_id", "version", "joined", "state_events", "extremities"]))
+    return 0
+
+
+def _room_state(db: Database, dec: Decoder, out: Output, args: argparse.Namespace) -> int:
+    room = _room_short(db, args.room_id)
+    if args.at:
+        short = db.ids.event(args.at)
+        meta = db.events.get_meta(short) if short is not None else None
+        if meta is None:
+            raise SystemExit(f"no event {args.at} in this store")
+        snapshot = meta.state_after if args.after else meta.state_before
+    else:
+        snapshot = int((db.rooms.info(room) or {}).get("state", 0))
+    rows = _state(db, snapshot)
+    for r in rows:
+        r["content_text"] = json.dumps(r["content"], ensure_ascii=False)[:60]
+    out.emit(
+        [{k: v for k, v in r.items() if k != "content_text"} for r in rows],
+        lambda: _table_text(rows, ["type", "state_key", "event_id", "content_text"]),
+    )
+    return 0
+
+
+def _members(db: Database, dec: Decoder, out: Output, args: argparse.Namespace) -> int:
+    room = _room_short(db, args.room_id)
+    memberships = [args.membership] if args.membership else list(MEMBERSHIPS)
+    rows = [
+        {"user_id": user, "membership": m, "event_id": db.ids.event_id(ev)}
+        for m in memberships
+        for user, ev in db.rooms.members(room, m)
+    ]
+    out.emit(rows, lambda: _table_text(rows, ["user_id", "membership", "event_id"]))
+    return 0
+
+
+def _user_devices(db: Database, user_id: str) -> list[dict[str, Any]]:
+    devices = []
+    for device_id, device in db.accounts.devices(user_id):
+        tokens = []
+        for h in db.accounts.device_token_hashes(user_id, device_id):
+            kind = "access" if db.accounts.access_token(h) is not None else "refresh"
+            info = db.accounts.access_token(h) or db.accounts.refresh_token(h) or {}
+            tokens.append({"kind": kind, "token": _mask(h), "expires_at": info.get("expires_at")})
+        devices.append({"device_id": device_id, **device, "tokens": tokens})
+    return devices
+
+
+def _user(db: Database, dec: Decoder, out: Output, args: argparse.Namespace) -> int:
+    rows = [
+        {
+            "room_id": db.ids.room_id(ur.room),
+            "membership": ur.membership,
+            "stream": ur.stream,
+            "event_id": db.ids.event_id(ur.event),
+        }
+        for ur in db.rooms.user_rooms(args.user_id)
+    ]
+    account = db.accounts.account(args.user_id)
+    if account is None and not rows:
+        raise SystemExit(f"no user {args.user_id} in this store")
+    account_view = {k: v for k, v in (account or {}).items() if k != "password_hash"}
+    if account and account.get("password_hash"):
+        account_view["password"] = "set (argon2id hash hidden)"
+    devices = _user_devices(db, args.user_id)
+    data = {"user_id": args.user_id, "account": account_view, "devices": devices, "rooms": rows}
+
+    def user_text() -> str:
+        lines = [args.user_id, ""]
+        lines += [f"  {k}: {v}" for k, v in account_view.items()]
+        device_rows = [
+            {
+                "device_id": d["device_id"],
+                "display_name": d.get("display_name") or "",
+                "last_seen_ip": d.get("last_seen_ip") or "",
+                "tokens": ", ".join(f"{t['kind']} {t['token']}" for t in d["tokens"]),
+            }
+            for d in devices
+        ]
+        lines += ["", "devices:", _table_text(device_rows, ["device_id", "display_name", "last_seen_ip", "tokens"])]
+        lines += ["", "rooms:", _table_text(rows, ["room_id", "membership", "stream"])]
+        return "\n".join(lines)
+
+    out.emit(data, user_text)
+    return 0
+
+
+def _export(db: Database, dec: Decoder, out: Output, args: argparse.Namespace) -> int:
+    target = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    try:
+        if args.room:
+            for row in _event_rows(db, _room_short(db, args.room)):
+                target.write(orjson.dumps(row).decode() + "\n")
+        else:
+            for table in ALL_TABLES:
+                for k, v in db.store.iterate(table):
+                    row = {"table": table.name, "key": dec.key(table, k), "value": dec.value(table, v)}
+                    target.write(json.dumps(row, ensure_ascii=False) + "\n")
+    finally:
+        if target is not sys.stdout:
+            target.close()
+    return 0
+
+
+def _verify(db: Database, dec: Decoder, out: Output, args: argparse.Namespace) -> int:
+    n = db.store.verify()
+    out.emit({"keys": n, "ok": True}, lambda: f"ok: {n} keys, every block checksum verified")
+    return 0
+
+
+def _check(db: Database, dec: Decoder, out: Output, args: argparse.Namespace) -> int:
+    problems = check_consistency(db, full=args.full)
+    summary = {t: db.store.count(TABLES_BY_NAME[t]) for t in ("event_meta", "room_info", "state_snapshot")}
+    out.emit(
+        {"ok": not problems, "problems": problems, "counts": summary},
+        lambda: (
+            "\n".join(problems)
+            if problems
+            else (
+                f"ok: {summary['event_meta']} events in {summary['room_info']} rooms, "
+                f"{summary['state_snapshot']} state snapshots; every index agrees with the events"
+            )
+        ),
+    )
+    return 1 if problems else 0
+
+
+COMMANDS: dict[str, Command] = {
+    "tables": _tables,
+    "scan": _scan,
+    "key": _key,
+    "event": _event,
+    "rooms": _rooms,
+    "state": _room_state,
+    "members": _members,
+    "user": _user,
+    "export": _export,
+    "verify": _verify,
+    "check": _check,
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    command = COMMANDS.get(args.inspect_command)
+    if command is None:
+        raise SystemExit(f"unknown inspect command {args.inspect_command!r}")
+    with Database.open_read_only(Path(args.data_dir) / "db") as db:
+        return command(db, Decoder(db), Output(args.json, sys.stdout), args)

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from homeserver.account_data.service import AccountData
+from homeserver.api.auth import RequestAuth
 from homeserver.api.connections import GuardedRunner
 from homeserver.api.http import Router
 from homeserver.auth.accounts import Accounts
@@ -24,6 +26,7 @@ from homeserver.auth.deactivation import Deactivation
 from homeserver.auth.login import Login
 from homeserver.auth.login_tokens import LoginTokens
 from homeserver.auth.moderation import Moderation
+from homeserver.auth.openid import OpenIdTokens
 from homeserver.auth.passwords import Passwords
 from homeserver.auth.registration import Registration
 from homeserver.auth.registration_tokens import RegistrationTokens
@@ -31,14 +34,23 @@ from homeserver.auth.tokens import Tokens
 from homeserver.auth.uia import UserInteractiveAuth
 from homeserver.config import Config
 from homeserver.e2ee.service import E2EE
+from homeserver.ephemeral.presence import Presence
+from homeserver.ephemeral.receipts import Receipts
+from homeserver.ephemeral.typing import Typing
 from homeserver.keys import KeyFileError, load_or_create_signing_key
+from homeserver.notifier import Notifier
 from homeserver.profile import Profiles
+from homeserver.push.service import PushService
 from homeserver.ratelimit import RateLimiter
 from homeserver.rooms.pipeline import EventPipeline, PersistedEvent, ServerIdentity
 from homeserver.rooms.queries import RoomQueries
 from homeserver.rooms.service import Rooms
 from homeserver.rooms.timeline import Timeline
-from homeserver.sync.services import SyncServices
+from homeserver.rooms.visibility import Visibility
+from homeserver.sync.filters import Filters
+from homeserver.sync.handler import SyncHandler
+from homeserver.sync.legacy import LegacySync
+from homeserver.sync.rooms import RoomSync
 from homeserver.user_directory import UserDirectory
 from storage.database import Database
 
@@ -111,37 +123,70 @@ class HomeServer:
         self.tokens = Tokens(self.db, clock)
         self.accounts = Accounts(self.db, config.server_name, self.passwords, self.tokens, clock)
         self.ratelimiter = RateLimiter(config.rate_limits)
-        self.profiles = Profiles(self.db, config.server_name, self.accounts.exists)
-        self.profiles.pipeline = self.pipeline
+        self.profiles = Profiles(self.db, config.server_name, self.accounts.exists, self.pipeline)
         # rooms: createRoom, membership, sending, reading, relations, redactions, directory, search
         self.rooms = Rooms(
             self.db,
             self.pipeline,
             server_name=config.server_name,
             default_room_version=config.default_room_version,
+            profile_lookup=self.profiles.member_fields,
             clock=clock,
             strict_indexes=config.strict_indexes,
         )
-        self.rooms.membership.profile_lookup = self.profiles.member_fields
         self.add_persisted_listener(self.rooms.on_persisted)
-        self.accounts.account_created_listeners.append(self.profiles.on_account_created)
+        self.accounts.add_account_created_listener(self.profiles.on_account_created)
         self.user_directory = UserDirectory(self.db, self.profiles)
         self.add_persisted_listener(self.user_directory.on_persisted)
         self.uia = UserInteractiveAuth(clock)
+        self.auth = RequestAuth(self.tokens, self.uia)  # who is calling, read from the request
         self.registration_tokens = RegistrationTokens(self.db, clock)
         self.login_tokens = LoginTokens(clock)
         self.login = Login(self.accounts, self.ratelimiter, self.uia, self.login_tokens)
+        self.openid = OpenIdTokens(db.openid, config.server_name, clock)
         self.moderation = Moderation(self.db, self.tokens, config.server_name, clock)
-        self.pipeline.local_event_checks.append(self.moderation.check_local_event)
+        self.pipeline.add_local_event_check(self.moderation.check_local_event)
         self.registration = Registration(
             config, self.accounts, self.passwords, self.tokens, self.registration_tokens, self.uia, clock
         )
         self.deactivation = Deactivation(self.db, self.accounts, self.pipeline)
         self.e2ee = E2EE(self.db, config.server_name, self.queries, self.timeline)
-        self.accounts.devices_deleted_listeners.append(self.e2ee.keys.devices_deleted)
-        # sync, notifier, push, receipts, typing, presence, account data, filters
-        self.sync = SyncServices(self)
-        self.notifier = self.sync.notifier
+        self.accounts.add_devices_deleted_listener(self.e2ee.keys.devices_deleted)
+        # what a /sync reports, and the notifier that wakes it when any of it changes
+        self.notifier = Notifier(db.store)
+        self.e2ee.add_listener(self.notifier.notify_users)
+        self.account_data = AccountData(db.account_data, db.store, self.notifier)
+        self.filters = Filters(db)
+        self.push = PushService(db, self.notifier, config.server_name, clock, ignored=self.account_data.ignored)
+        self.account_data.add_ignore_listener(self.push.ignores_changed)
+        # notifications are written in the event's own batch; wake-ups once it has landed
+        self.pipeline.add_write_hook(self.push.write_hook)
+        self.receipts = Receipts(db, self.notifier, self.push, self.account_data, clock)
+        self.typing = Typing(db.store, self.notifier)
+        self.presence = Presence(db, self.notifier, enabled=config.presence, clock=clock)
+        visibility = functools.partial(Visibility, db)
+        self.room_sync = RoomSync(
+            self.queries,
+            self.timeline,
+            visibility,
+            self.rooms.serializer,
+            self.push,
+            self.receipts,
+            self.typing,
+            self.account_data,
+            self.caches,
+        )
+        self.legacy_sync = LegacySync(self.queries, self.timeline, visibility, self.notifier, self.rooms.serializer)
+        self.sync = SyncHandler(
+            self.queries,
+            self.notifier,
+            self.room_sync,
+            self.account_data,
+            self.push,
+            self.presence,
+            self.e2ee.sync_extensions,
+        )
+        self.add_persisted_listener(self._wake_syncs)
 
     @functools.cached_property
     def media(self) -> MediaRepository:
@@ -168,6 +213,18 @@ class HomeServer:
         for listener in self._persisted_listeners:
             listener(event)
 
+    def _wake_syncs(self, persisted: PersistedEvent) -> None:
+        """Wake the syncs an event concerns: its room's, and the subject of a membership change; a
+        local sender is active (presence)."""
+        event = persisted.event
+        room = self.queries.room(persisted.room_id)
+        state_key = event.get("state_key")
+        users = (state_key,) if event.get("type") == "m.room.member" and isinstance(state_key, str) else ()
+        self.notifier.notify(users=users, rooms=(room,) if room is not None else ())
+        sender = event.get("sender")
+        if persisted.stream and isinstance(sender, str) and self.queries.is_local(sender):
+            self.presence.active(sender)
+
     def build_app(self) -> web.Application:
         import importlib
 
@@ -181,7 +238,9 @@ class HomeServer:
         return app
 
     async def _cleanup(self, app: web.Application) -> None:
-        await self.sync.close()
+        self.typing.close()
+        self.notifier.close()
+        await self.presence.close()
         self.close()
 
     def close(self) -> None:

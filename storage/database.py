@@ -12,6 +12,7 @@ from storage import (
     e2ee,
     event_relations,
     events,
+    federation_queue,
     media,
     openid,
     profiles,
@@ -21,6 +22,7 @@ from storage import (
     room_extras,
     rooms,
     search_index,
+    server_keys,
     shortids,
     state_snapshots,
 )
@@ -66,6 +68,8 @@ ALL_TABLES: tuple[Table, ...] = (
     *room_extras.TABLES,
     *e2ee.TABLES,
     *openid.TABLES,
+    *server_keys.TABLES,
+    *federation_queue.TABLES,
 )
 
 

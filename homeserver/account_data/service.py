@@ -15,7 +15,7 @@ import orjson
 
 from homeserver.errors import MatrixError
 from homeserver.locks import KeyedLocks
-from homeserver.sync.notifier import Notifier
+from homeserver.notifier import Notifier
 from storage.account_data import AccountDataStore
 from storage.engine import Store
 
@@ -40,6 +40,10 @@ class AccountData:
         self._locks: KeyedLocks[str] = KeyedLocks()  # a user's lock lives only while in use
         self._ignored: dict[str, frozenset[str]] = {}
         self.ignore_listeners: list[Callable[[str], None]] = []  # called with whoever changed their list
+
+    def add_ignore_listener(self, listener: Callable[[str], None]) -> None:
+        """At wiring time: `listener` is called with a user whose ignored-users list changed."""
+        self.ignore_listeners.append(listener)
 
     def get(self, user_id: str, data_type: str, room_id: str = "") -> dict[str, Any] | None:
         found = self._data.get(user_id, room_id, data_type)

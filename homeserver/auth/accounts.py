@@ -62,6 +62,14 @@ class Accounts:
         self._creating: set[str] = set()
         self._dummy_hash: str | None = None
 
+    def add_account_created_listener(self, listener: AccountCreatedListener) -> None:
+        """At wiring time: `listener` is called after every account creation commits."""
+        self.account_created_listeners.append(listener)
+
+    def add_devices_deleted_listener(self, listener: DevicesDeletedListener) -> None:
+        """At wiring time: `listener` is called after devices were deleted."""
+        self.devices_deleted_listeners.append(listener)
+
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
 

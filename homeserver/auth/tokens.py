@@ -12,9 +12,6 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
-from aiohttp import web
-
-from homeserver.api.http import access_token, guest_admitted
 from homeserver.errors import MatrixError
 from storage.accounts import token_hash
 from storage.cache import LruCache
@@ -218,25 +215,16 @@ class Tokens:
                 if found is not None and found[0].user_id == user_id:
                     self._cache.discard(h)
 
-    def requester(self, request: web.Request) -> Requester:
-        token = access_token(request)
-        if token is None:
-            raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
-        return self._admitted(self.lookup(token), request)
-
-    def optional_requester(self, request: web.Request) -> Requester | None:
-        token = access_token(request)
-        return self._admitted(self.lookup(token), request) if token is not None else None
-
-    @staticmethod
-    def _admitted(requester: Requester, request: web.Request) -> Requester:
-        """The requester, if its account may call this route at all."""
+    def authenticate(self, token: str, *, guests_admitted: bool, locked_admitted: bool) -> Requester:
+        """The requester a token belongs to, if its account may call the route: `guests_admitted`,
+        whether the route lets guest accounts call it; `locked_admitted`, whether a locked account
+        still may (logging out)."""
+        requester = self.lookup(token)
         # spec: "Account locking" — a locked account gets 401 M_USER_LOCKED with soft_logout, except
         # on /logout and /logout/all, which it may still call
-        if requester.is_locked and not request.path.endswith(("/logout", "/logout/all")):
+        if requester.is_locked and not locked_admitted:
             raise MatrixError(401, "M_USER_LOCKED", "This account has been locked", soft_logout=True)
-        # spec: modules/guest_access.md — guests may call only the endpoints it lists, marked on
-        # their routes at registration (`Router.add(..., guests=...)`); this is the one check
-        if requester.is_guest and not guest_admitted(request):
+        # spec: modules/guest_access.md — guests may call only the endpoints it lists
+        if requester.is_guest and not guests_admitted:
             raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest accounts cannot use this endpoint")
         return requester

@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 from homeserver.errors import MatrixError
 
 if TYPE_CHECKING:
-    from aiohttp import web
-
     from homeserver.auth.tokens import Requester
 
 DUMMY = "m.login.dummy"
@@ -206,16 +204,13 @@ class UserInteractiveAuth:
             return session
         raise AuthRequired(self._body(flows, session, params))
 
-    async def require(self, request: web.Request, requester: Requester, body: dict[str, Any], action: str) -> None:
-        """Make the requester confirm `action` with their password before an endpoint goes on (e.g.
-        replacing cross-signing keys). Returns once authenticated; otherwise raises the 401."""
+    async def confirm(
+        self, requester: Requester, body: dict[str, Any], action: str, *, kind: str, ip: str | None
+    ) -> None:
+        """Make the requester confirm `action` with their password before an operation goes on (e.g.
+        replacing cross-signing keys). `kind` names the operation (its session serves no other);
+        `ip` is the client's address. Returns once authenticated; otherwise raises the 401."""
         if requester.is_guest:
             raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", f"guest accounts cannot {action}")
-        session = await self.authenticate(
-            body.get("auth"),
-            [[PASSWORD]],
-            kind=f"{request.method} {request.path}",
-            user_id=requester.user_id,
-            ip=request.remote,
-        )
+        session = await self.authenticate(body.get("auth"), [[PASSWORD]], kind=kind, user_id=requester.user_id, ip=ip)
         self.forget(session)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from homeserver.sync.notifier import Notifier
+from homeserver.notifier import Notifier
 from storage.database import Database
 
 log = logging.getLogger(__name__)

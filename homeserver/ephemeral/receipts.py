@@ -13,8 +13,8 @@ from typing import Any
 
 from homeserver.account_data.service import AccountData
 from homeserver.errors import MatrixError
+from homeserver.notifier import Notifier
 from homeserver.push.service import PushService
-from homeserver.sync.notifier import Notifier
 from storage.database import Database
 from storage.receipts import Receipt
 

@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from homeserver.sync.notifier import Notifier, advance_stream
+from homeserver.notifier import Notifier, advance_stream
 from storage.engine import Store
 
 DEFAULT_TIMEOUT_MS = 30_000

@@ -73,11 +73,11 @@ def check_value(key: str, value: Any) -> Any:
 
 
 class Profiles:
-    def __init__(self, db: Database, server_name: str, exists: Callable[[str], bool]) -> None:
+    def __init__(self, db: Database, server_name: str, exists: Callable[[str], bool], pipeline: EventPipeline) -> None:
         self.db = db
         self.server_name = server_name
         self.exists = exists
-        self.pipeline: EventPipeline | None = None  # set by the server: sends the member events
+        self.pipeline = pipeline  # sends the member events of a profile change
         self.query_remote: RemoteProfileQuery | None = None  # set by federation
         self.listeners: list[ProfileListener] = []  # told (user id, new profile) after every change
         self._locks: KeyedLocks[str] = KeyedLocks()  # a user's lock lives only while in use
@@ -180,8 +180,6 @@ class Profiles:
     async def _update_member_events(self, user_id: str) -> None:
         """spec: "Events on Change of Profile Information" — a join event with the new values in
         every room the user is joined to. A room that refuses it is logged and skipped."""
-        if self.pipeline is None:
-            return
         fields = self.member_fields(user_id)
         joined = [r for r in self.db.rooms.user_rooms(user_id) if r.membership == "join"]
         for room in joined:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from homeserver.sync.filters import split_path
+from homeserver.protocol.property_paths import split_path
 
 _MISSING = object()
 _WORD = "A-Za-z0-9_"

@@ -17,12 +17,12 @@ from typing import Any
 
 from homeserver.errors import MatrixError
 from homeserver.locks import KeyedLocks
+from homeserver.notifier import Notifier
 from homeserver.protocol.power_levels import get_notification_level, get_user_power_level
 from homeserver.push import rules as push_rules
 from homeserver.push.evaluator import CompiledRuleset, EventContext, glob_regex, is_highlight, key_path
 from homeserver.rooms.pipeline import PersistedEvent, RoomContext
 from homeserver.rooms.tokens import parse_counter
-from homeserver.sync.notifier import Notifier
 from storage.cache import LruCache, function_cache_stats
 from storage.database import Database
 from storage.engine import Batch
@@ -204,7 +204,13 @@ def _merge(found: list[tuple[list[Any], list[str]]]) -> list[tuple[list[Any], li
 
 class PushService:
     def __init__(
-        self, db: Database, notifier: Notifier, server_name: str, clock: Callable[[], float] = time.time
+        self,
+        db: Database,
+        notifier: Notifier,
+        server_name: str,
+        clock: Callable[[], float] = time.time,
+        *,
+        ignored: Callable[[str], frozenset[str]],
     ) -> None:
         self.db = db
         self.notifier = notifier
@@ -227,7 +233,7 @@ class PushService:
         caches.add_reporter(function_cache_stats("push.glob_patterns", glob_regex, PATTERN_BYTES))
         caches.add_reporter(function_cache_stats("push.key_paths", key_path, 300))
         # who a user ignores (spec: ignore_users): their events notify nobody who ignores them
-        self.ignored: Callable[[str], frozenset[str]] = lambda user_id: frozenset()
+        self.ignored = ignored
 
     def is_local(self, user_id: str) -> bool:
         return user_id.endswith(self._local_suffix)

@@ -42,19 +42,21 @@ def _content(event: dict[str, Any] | None) -> dict[str, Any]:
 
 
 class Membership:
-    def __init__(self, db: Database, pipeline: EventPipeline, server_name: str, directory: RoomDirectory) -> None:
+    def __init__(
+        self,
+        db: Database,
+        pipeline: EventPipeline,
+        server_name: str,
+        directory: RoomDirectory,
+        profile_lookup: ProfileLookup,
+    ) -> None:
         self.db = db
         self.pipeline = pipeline
         self.server_name = server_name
         self.directory = directory
-        # The profile service may replace this; by default the profile store, when there is one.
-        self.profile_lookup: ProfileLookup = self._stored_profile
+        self.profile_lookup = profile_lookup  # the profile service's fields for member events
 
     # -- helpers ---------------------------------------------------------------------------------
-
-    def _stored_profile(self, user_id: str) -> dict[str, Any] | None:
-        store = getattr(self.db, "profiles", None)
-        return store.get(user_id) if store is not None else None
 
     def invites_blocked(self, user_id: str) -> bool:
         """spec: invite permission — whether a local user refuses invites."""

@@ -217,6 +217,14 @@ class EventPipeline:
         # accounts) raise a MatrixError here. Arguments: sender, type, content, state_key, redacts.
         self.local_event_checks: list[Callable[[str, str, dict[str, Any], str | None, str | None], None]] = []
 
+    def add_write_hook(self, hook: Callable[[Batch, RoomContext, PersistedEvent], None]) -> None:
+        """At wiring time: `hook` adds its writes to every event's own batch (see `write_hooks`)."""
+        self.write_hooks.append(hook)
+
+    def add_local_event_check(self, check: Callable[[str, str, dict[str, Any], str | None, str | None], None]) -> None:
+        """At wiring time: `check` may refuse a local event before it is built (see `local_event_checks`)."""
+        self.local_event_checks.append(check)
+
     # -- reading helpers -------------------------------------------------------------------------
 
     def room_lock(self, room_id: str) -> KeyedLock[str]:

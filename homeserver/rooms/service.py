@@ -23,7 +23,7 @@ from homeserver.rooms.client_format import EventSerializer
 from homeserver.rooms.creation import RoomCreation, create_room
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.indexing import BatchEvents, Written
-from homeserver.rooms.membership import Membership
+from homeserver.rooms.membership import Membership, ProfileLookup
 from homeserver.rooms.messages import RoomReader
 from homeserver.rooms.pipeline import EventPipeline, PersistedEvent, RoomContext
 from homeserver.rooms.redactions import Redactions
@@ -51,6 +51,7 @@ class Rooms:
         *,
         server_name: str,
         default_room_version: str,
+        profile_lookup: ProfileLookup,
         clock: Callable[[], float] = time.time,
         strict_indexes: bool = False,
     ) -> None:
@@ -67,7 +68,7 @@ class Rooms:
         self.reader = RoomReader(db, self.serializer)
         self.search = Search(db, self.serializer, self.reader)
         self.directory = RoomDirectory(db, server_name, self.serializer)
-        self.membership = Membership(db, pipeline, server_name, self.directory)
+        self.membership = Membership(db, pipeline, server_name, self.directory, profile_lookup)
         self.sender = EventSender(db, pipeline, server_name, self.relations, self.membership, self.directory)
         self.relations_reader = RelationsReader(db, self.relations, self.serializer, self.reader)
         self.spaces = Spaces(db, self.directory)

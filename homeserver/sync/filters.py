@@ -13,6 +13,7 @@ from typing import Any, Literal
 import orjson
 
 from homeserver.errors import MatrixError
+from homeserver.protocol.property_paths import split_path
 from homeserver.rooms.event_filter import RoomEventFilter, type_pattern
 from homeserver.rooms.tokens import parse_counter
 from homeserver.schema import Schema, SchemaError, field
@@ -277,27 +278,6 @@ class SyncFilter:
                     dst = dst.setdefault(part, {})
                 dst[path[-1]] = src
         return out
-
-
-def split_path(path: str) -> list[str]:
-    """spec: appendices "Dot-separated property paths" — `\\.` is a literal dot, `\\\\` a backslash."""
-    parts: list[str] = []
-    current: list[str] = []
-    i = 0
-    while i < len(path):
-        c = path[i]
-        if c == "\\" and i + 1 < len(path) and path[i + 1] in ".\\":
-            current.append(path[i + 1])
-            i += 2
-            continue
-        if c == ".":
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(c)
-        i += 1
-    parts.append("".join(current))
-    return parts
 
 
 DEFAULT_FILTER = SyncFilter()

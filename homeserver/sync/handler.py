@@ -13,12 +13,12 @@ from typing import Any
 
 from homeserver.account_data.service import AccountData
 from homeserver.ephemeral.presence import Presence
+from homeserver.notifier import Notifier
 from homeserver.push.service import PushService
 from homeserver.rooms.membership import INVITE_PERMISSION_CONFIG, blocks_invites
 from homeserver.rooms.queries import RoomQueries
 from homeserver.rooms.tokens import parse_stream_token, stream_token
 from homeserver.sync.filters import SyncFilter
-from homeserver.sync.notifier import Notifier
 from homeserver.sync.rooms import RoomSync, SyncParams
 
 MAX_TIMEOUT_MS = 5 * 60 * 1000

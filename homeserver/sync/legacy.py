@@ -8,12 +8,12 @@ import time
 from typing import Any
 
 from homeserver.errors import MatrixError
+from homeserver.notifier import Notifier
 from homeserver.rooms.client_format import EventSerializer, Viewer
 from homeserver.rooms.queries import RoomQueries
 from homeserver.rooms.timeline import Timeline
 from homeserver.rooms.tokens import live_order, parse_stream_token, stream_of, stream_token
 from homeserver.rooms.visibility import Visibility
-from homeserver.sync.notifier import Notifier
 from homeserver.sync.rooms import VisibilityFor
 
 EVENTS_LIMIT = 100

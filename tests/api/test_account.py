@@ -209,7 +209,7 @@ async def test_threepid_endpoints(harness: Harness) -> None:
 
 
 async def test_uia_require_for_other_endpoints(harness: Harness) -> None:
-    """`hs.uia.require` lets any endpoint ask for the password again (e.g. replacing cross-signing keys)."""
+    """`hs.auth.require` lets any endpoint ask for the password again (e.g. replacing cross-signing keys)."""
     from aiohttp.test_utils import make_mocked_request
 
     from homeserver.auth.uia import AuthRequired
@@ -219,11 +219,11 @@ async def test_uia_require_for_other_endpoints(harness: Harness) -> None:
     requester = harness.hs.tokens.lookup(alice.access_token)
     request = make_mocked_request("POST", "/_matrix/client/v3/keys/device_signing/upload")
     with pytest.raises(AuthRequired) as needed:
-        await harness.hs.uia.require(request, requester, {}, "replace your cross-signing keys")
+        await harness.hs.auth.require(request, requester, {}, "replace your cross-signing keys")
     session = needed.value.to_json()["session"]
     with pytest.raises(MatrixError) as failed:
-        await harness.hs.uia.require(
+        await harness.hs.auth.require(
             request, requester, {"auth": password_auth(alice.user_id, "wrong", session)}, "replace keys"
         )
     assert failed.value.status == 401 and failed.value.errcode == "M_FORBIDDEN"
-    await harness.hs.uia.require(request, requester, {"auth": password_auth(alice.user_id, PASSWORD, session)}, "x")
+    await harness.hs.auth.require(request, requester, {"auth": password_auth(alice.user_id, PASSWORD, session)}, "x")

@@ -414,7 +414,7 @@ async def test_unexpected_exception_is_a_logged_500(
     def boom(request: web.Request) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(harness.hs.tokens, "requester", boom)
+    monkeypatch.setattr(harness.hs.auth, "requester", boom)
     with caplog.at_level(logging.ERROR, logger="homeserver.api.http"):
         resp = await harness.client.get("/_matrix/client/v3/account/whoami")
     assert resp.status == 500

@@ -77,7 +77,7 @@ async def test_long_poll_wakes_on_message(harness: Harness) -> None:
     room = await create_room(harness, alice, invite=[bob.user_id])
     await join(harness, bob, room)
     since = (await sync(harness, bob))["next_batch"]
-    notifier = harness.hs.sync.notifier
+    notifier = harness.hs.notifier
     started = time.monotonic()
     poll = asyncio.create_task(harness.request("GET", f"sync?since={since}&timeout=20000", bob))
     await wait_until(lambda: notifier.waiting(bob.user_id) > 0)
@@ -110,7 +110,7 @@ async def test_long_poll_ignores_other_rooms(harness: Harness) -> None:
     other = await create_room(harness, carol)
     since = (await sync(harness, alice))["next_batch"]
     poll = asyncio.create_task(sync(harness, alice, f"since={since}&timeout=300"))
-    await wait_until(lambda: harness.hs.sync.notifier.waiting(alice.user_id) > 0)
+    await wait_until(lambda: harness.hs.notifier.waiting(alice.user_id) > 0)
     await send(harness, carol, other, "not for alice")
     body = await poll
     assert body["rooms"]["join"] == {}
@@ -206,7 +206,7 @@ async def test_invite_wakes_long_poll(harness: Harness) -> None:
     room = await create_room(harness, alice)
     since = (await sync(harness, bob))["next_batch"]
     poll = asyncio.create_task(sync(harness, bob, f"since={since}&timeout=20000"))
-    await wait_until(lambda: harness.hs.sync.notifier.waiting(bob.user_id) > 0)
+    await wait_until(lambda: harness.hs.notifier.waiting(bob.user_id) > 0)
     await invite(harness, alice, room, bob)
     body = await asyncio.wait_for(poll, 10)
     assert room in body["rooms"]["invite"]
@@ -398,7 +398,7 @@ async def test_element_like_first_syncs(harness: Harness) -> None:
     poll = asyncio.create_task(
         sync(harness, alice, f"filter={uploaded['filter_id']}&timeout=30000&since={first['next_batch']}")
     )
-    await wait_until(lambda: harness.hs.sync.notifier.waiting(alice.user_id) > 0)
+    await wait_until(lambda: harness.hs.notifier.waiting(alice.user_id) > 0)
     msg = await send(harness, bob, room, "are you there?")
     body = await asyncio.wait_for(poll, 10)
     assert timeline_ids(body, room) == [msg]
@@ -413,7 +413,7 @@ async def test_long_poll_with_fsync_group_commit(harness: Harness) -> None:
     await join(harness, bob, room)
     since = (await sync(harness, bob))["next_batch"]
     poll = asyncio.create_task(sync(harness, bob, f"since={since}&timeout=20000"))
-    await wait_until(lambda: harness.hs.sync.notifier.waiting(bob.user_id) > 0)
+    await wait_until(lambda: harness.hs.notifier.waiting(bob.user_id) > 0)
     sent = await asyncio.gather(*(send(harness, alice, room, f"m{i}") for i in range(5)))
     body = await asyncio.wait_for(poll, 10)
     got = timeline_ids(body, room)

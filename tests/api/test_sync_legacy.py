@@ -19,7 +19,7 @@ async def test_events_stream_and_peek(harness: Harness) -> None:
     status, first = await harness.request("GET", "events?timeout=0", alice)
     assert status == 200 and first["chunk"] == []
     poll = asyncio.create_task(harness.request("GET", f"events?from={first['end']}&timeout=20000", alice))
-    await wait_until(lambda: harness.hs.sync.notifier.waiting(alice.user_id) > 0)
+    await wait_until(lambda: harness.hs.notifier.waiting(alice.user_id) > 0)
     msg = await send(harness, alice, room, "streamed")
     status, body = await asyncio.wait_for(poll, 10)
     assert status == 200 and [e["event_id"] for e in body["chunk"]] == [msg]

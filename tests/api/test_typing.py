@@ -27,7 +27,7 @@ async def test_typing_appears_wakes_and_expires(harness: Harness) -> None:
     await join(harness, bob, room)
     since = (await sync(harness, alice))["next_batch"]
     poll = asyncio.create_task(sync(harness, alice, f"since={since}&timeout=20000"))
-    await wait_until(lambda: harness.hs.sync.notifier.waiting(alice.user_id) > 0)
+    await wait_until(lambda: harness.hs.notifier.waiting(alice.user_id) > 0)
     status, resp = await harness.request(
         "PUT", f"rooms/{q(room)}/typing/{q(bob.user_id)}", bob, json={"typing": True, "timeout": 300}
     )

@@ -41,11 +41,11 @@ class Room:
         self.everyone: list[str] = []  # whose notifications `written` looks at (default: the members)
 
     def state(self, event_type: str, state_key: str = "") -> dict[str, Any] | None:
-        return self.hs.sync.push._state_event(self.short, event_type, state_key)
+        return self.hs.push._state_event(self.short, event_type, state_key)
 
     def expected(self, event: dict[str, Any], invitee: str | None = None) -> dict[str, tuple[list[Any], bool]]:
         """Each local member's (and an invitee's) actions for `event`, their own ruleset evaluated alone."""
-        push, db = self.hs.sync.push, self.hs.db
+        push, db = self.hs.push, self.hs.db
         sender = event["sender"]
         version = str(db.rooms.info(self.short)["version"])
         levels = self.state("m.room.power_levels")
@@ -61,7 +61,7 @@ class Room:
             users.append(invitee)
         out = {}
         for user in users:
-            if user == sender or sender in self.hs.sync.account_data.ignored(user):
+            if user == sender or sender in self.hs.account_data.ignored(user):
                 continue
             actions = evaluate(push.ruleset(user), ctx, user)
             if actions and "notify" in actions:
@@ -70,7 +70,7 @@ class Room:
 
     def written(self, short: int) -> dict[str, tuple[list[Any], bool]]:
         """The notifications stored for the event, by user."""
-        push, db = self.hs.sync.push, self.hs.db
+        push, db = self.hs.push, self.hs.db
         position = push.event_position(short)
         out = {}
         members = [u for u, _ in [*db.rooms.members(self.short, "join"), *db.rooms.members(self.short, "invite")]]
@@ -95,7 +95,7 @@ class Room:
 
 
 async def test_notifications_equal_each_members_rules_alone(hs: HomeServer) -> None:
-    push, accounts = hs.sync.push, hs.accounts
+    push, accounts = hs.push, hs.accounts
     alice, bob, carol, dave, erin = [await accounts.create(n, "pw") for n in ("alice", "bob", "carol", "dave", "erin")]
     room_id = await hs.rooms.create_room(RoomCreation(alice, "11", preset="public_chat"))
     for user in (bob, carol, dave):
@@ -135,7 +135,7 @@ async def test_notifications_equal_each_members_rules_alone(hs: HomeServer) -> N
     await room.send(bob, {"anything": True}, "org.example.custom")
 
     # someone ignoring the sender: a change of ignore list takes effect at once
-    await hs.sync.account_data.set(dave, "m.ignored_user_list", {"ignored_users": {alice: {}}})
+    await hs.account_data.set(dave, "m.ignored_user_list", {"ignored_users": {alice: {}}})
     await room.send(alice, {"msgtype": "m.text", "body": "dave ignores me"})
     await room.send(bob, {"msgtype": "m.text", "body": "dave hears me"})
     # a change of rules too

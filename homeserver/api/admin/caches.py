@@ -48,7 +48,7 @@ def allocation_sites(limit: int) -> list[dict[str, Any]] | None:
 
 def register(router: Router, hs: HomeServer) -> None:
     async def caches(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         if not requester.is_admin:
             raise MatrixError(403, "M_FORBIDDEN", "You are not a server admin")
         report = hs.caches.report()

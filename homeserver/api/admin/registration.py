@@ -47,7 +47,7 @@ class UpdateTokenBody(Body):
 
 def register(router: Router, hs: HomeServer) -> None:
     def admin(request: web.Request) -> Requester:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         if not requester.is_admin:
             raise MatrixError(403, "M_FORBIDDEN", "You are not a server admin")
         return requester

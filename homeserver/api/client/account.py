@@ -69,14 +69,14 @@ class Remove3PidBody(Body):
 
 def register(router: Router, hs: HomeServer) -> None:
     async def whoami(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         return json_response(
             {"user_id": requester.user_id, "device_id": requester.device_id, "is_guest": requester.is_guest}
         )
 
     async def change_password(request: web.Request) -> web.Response:
         # spec: an access token is optional; without one the password stage names the user
-        requester = hs.tokens.optional_requester(request)
+        requester = hs.auth.optional_requester(request)
         body = await read(request, PasswordBody)
         check_password_value(body.new_password, name="new_password")
         session = await hs.uia.authenticate(
@@ -97,7 +97,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({})
 
     async def deactivate(request: web.Request) -> web.Response:
-        requester = hs.tokens.optional_requester(request)
+        requester = hs.auth.optional_requester(request)
         body = await read(request, DeactivateBody)
         session = await hs.uia.authenticate(
             body.auth,
@@ -115,27 +115,27 @@ def register(router: Router, hs: HomeServer) -> None:
     # -- third-party identifiers -----------------------------------------------------------------
 
     async def get_3pids(request: web.Request) -> web.Response:
-        hs.tokens.requester(request)
+        hs.auth.requester(request)
         return json_response({"threepids": []})
 
     async def post_3pid(request: web.Request) -> web.Response:
-        hs.tokens.requester(request)
+        hs.auth.requester(request)
         parse(Post3PidBody, await json_object(request))
         raise MatrixError(403, "M_THREEPID_AUTH_FAILED", "this server cannot verify third-party identifiers")
 
     async def add_3pid(request: web.Request) -> web.Response:
-        hs.tokens.requester(request)
+        hs.auth.requester(request)
         parse(Add3PidBody, await json_object(request))
         # no validation session was ever handed out, so none can be valid: say so before asking for a password
         raise MatrixError(400, "M_THREEPID_AUTH_FAILED", "unknown third-party validation session")
 
     async def bind_3pid(request: web.Request) -> web.Response:
-        hs.tokens.requester(request)
+        hs.auth.requester(request)
         parse(Bind3PidBody, await json_object(request))
         raise MatrixError(400, "M_SERVER_NOT_TRUSTED", "this server does not use identity servers")
 
     async def remove_3pid(request: web.Request) -> web.Response:
-        hs.tokens.requester(request)
+        hs.auth.requester(request)
         parse(Remove3PidBody, await json_object(request))
         # spec: with no record of the identity server, the result is "no-support"; nothing is stored
         return json_response({"id_server_unbind_result": "no-support"})

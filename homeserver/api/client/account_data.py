@@ -15,10 +15,10 @@ if TYPE_CHECKING:
 
 
 def register(router: Router, hs: HomeServer) -> None:
-    data = hs.sync.account_data
+    data = hs.account_data
 
     def own_user(request: web.Request) -> str:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         if request.match_info["userId"] != requester.user_id:
             raise MatrixError(403, "M_FORBIDDEN", "Cannot access account data of other users")
         return requester.user_id

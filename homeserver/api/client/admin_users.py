@@ -20,12 +20,12 @@ if TYPE_CHECKING:
 def register(router: Router, hs: HomeServer) -> None:
     def flag_routes(flag: str, field: str) -> None:
         async def get(request: web.Request) -> web.Response:
-            requester = hs.tokens.requester(request)
+            requester = hs.auth.requester(request)
             value = hs.moderation.get_flag(requester, request.match_info["userId"], flag)
             return json_response({field: value})
 
         async def put(request: web.Request) -> web.Response:
-            requester = hs.tokens.requester(request)
+            requester = hs.auth.requester(request)
             body = await json_object(request)
             value = body.get(field)
             if not isinstance(value, bool):
@@ -40,7 +40,7 @@ def register(router: Router, hs: HomeServer) -> None:
     flag_routes("suspended", "suspended")
 
     async def whois(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         return json_response(hs.moderation.whois(requester, request.match_info["userId"]))
 
     router.client("GET", "/admin/whois/{userId}", whois)

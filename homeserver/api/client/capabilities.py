@@ -36,7 +36,7 @@ def capabilities(default_room_version: str, *, is_admin: bool = False) -> dict[s
 
 def register(router: Router, hs: HomeServer) -> None:
     async def get_capabilities(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         caps = capabilities(hs.config.default_room_version, is_admin=requester.is_admin)
         return json_response({"capabilities": caps})
 

@@ -45,12 +45,12 @@ def device_json(device_id: str, device: dict[str, Any]) -> dict[str, Any]:
 
 def register(router: Router, hs: HomeServer) -> None:
     async def list_devices(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         devices = [device_json(d, info) for d, info in hs.accounts.devices(requester.user_id)]
         return json_response({"devices": devices})
 
     async def get_device(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         device_id = request.match_info["device_id"]
         device = hs.accounts.device(requester.user_id, device_id)
         if device is None:
@@ -58,7 +58,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response(device_json(device_id, device))
 
     async def put_device(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         body = await read(request, UpdateDeviceBody, allow_empty=True)
         # spec: only application services may create devices here; users update their own
         if not await hs.accounts.update_device(requester.user_id, request.match_info["device_id"], body.display_name):
@@ -66,7 +66,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({})
 
     async def delete_device(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         body = await read(request, DeleteDeviceBody, allow_empty=True)
         session = await hs.uia.authenticate(
             body.auth, PASSWORD_FLOWS, kind="delete_devices", user_id=requester.user_id, ip=client_ip(request)
@@ -77,7 +77,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({})
 
     async def delete_devices(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         body = await read(request, DeleteDevicesBody)
         session = await hs.uia.authenticate(
             body.auth, PASSWORD_FLOWS, kind="delete_devices", user_id=requester.user_id, ip=client_ip(request)

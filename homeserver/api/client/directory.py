@@ -27,7 +27,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response(directory.resolve(alias))
 
     async def put_alias(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         alias = request.match_info["roomAlias"]
         directory.parse_alias(alias)
         body = await json_object(request)
@@ -38,21 +38,21 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({})
 
     async def delete_alias(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         alias = request.match_info["roomAlias"]
         directory.parse_alias(alias)
         await hs.rooms.delete_alias(requester.user_id, alias, is_admin=requester.is_admin)
         return json_response({})
 
     async def room_aliases(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         return json_response({"aliases": directory.local_aliases(requester.user_id, request.match_info["roomId"])})
 
     async def get_visibility(request: web.Request) -> web.Response:
         return json_response({"visibility": directory.visibility(request.match_info["roomId"])})
 
     async def put_visibility(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         body = await json_object(request, allow_empty=True)
         visibility = body.get("visibility", "public")
         if visibility not in ("public", "private"):
@@ -71,7 +71,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response(body)
 
     async def post_public_rooms(request: web.Request) -> web.Response:
-        hs.tokens.requester(request)
+        hs.auth.requester(request)
         body = await json_object(request, allow_empty=True)
         limit = body.get("limit")
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):

@@ -36,44 +36,44 @@ def register(router: Router, hs: HomeServer) -> None:
     e2ee = hs.e2ee
 
     async def upload(request: web.Request) -> web.Response:
-        req = hs.tokens.requester(request)
+        req = hs.auth.requester(request)
         body = await json_object(request, limit=BULK_JSON_BODY_LIMIT)
         counts = await e2ee.keys.upload(req.user_id, req.device_id, body)
         return json_response({"one_time_key_counts": counts})
 
     async def query(request: web.Request) -> web.Response:
-        req = hs.tokens.requester(request)
+        req = hs.auth.requester(request)
         body = await json_object(request, limit=BULK_JSON_BODY_LIMIT)
         return json_response(e2ee.keys.query(req.user_id, _object(body, "device_keys")))
 
     async def claim(request: web.Request) -> web.Response:
-        hs.tokens.requester(request)
+        hs.auth.requester(request)
         body = await json_object(request, limit=BULK_JSON_BODY_LIMIT)
         return json_response(await e2ee.keys.claim(_object(body, "one_time_keys")))
 
     async def changes(request: web.Request) -> web.Response:
-        req = hs.tokens.requester(request)
+        req = hs.auth.requester(request)
         after = _stream_token(request.query.get("from"), "from")
         upto = _stream_token(request.query.get("to"), "to")
         # spec: GET /keys/changes — the same answer as /sync's device_lists between those tokens
         return json_response(e2ee.device_lists.for_sync(req.user_id, after, upto))
 
     async def device_signing(request: web.Request) -> web.Response:
-        req = hs.tokens.requester(request)
+        req = hs.auth.requester(request)
         body = await json_object(request)
         if e2ee.keys.cross_signing_needs_auth(req.user_id, body):
             # spec: replacing cross-signing keys needs user-interactive auth with the password
-            await hs.uia.require(request, req, body, "replace your cross-signing keys")
+            await hs.auth.require(request, req, body, "replace your cross-signing keys")
         await e2ee.keys.upload_cross_signing(req.user_id, {k: v for k, v in body.items() if k != "auth"})
         return json_response({})
 
     async def signatures(request: web.Request) -> web.Response:
-        req = hs.tokens.requester(request)
+        req = hs.auth.requester(request)
         body = await json_object(request, limit=BULK_JSON_BODY_LIMIT)
         return json_response(await e2ee.keys.upload_signatures(req.user_id, body))
 
     async def send_to_device(request: web.Request) -> web.Response:
-        req = hs.tokens.requester(request)
+        req = hs.auth.requester(request)
         body = await json_object(request, limit=BULK_JSON_BODY_LIMIT)
         messages = _object(body, "messages")
         await e2ee.to_device.send(
@@ -83,29 +83,29 @@ def register(router: Router, hs: HomeServer) -> None:
 
     # key backup
     async def version_current(request: web.Request) -> web.Response:
-        req = hs.tokens.requester(request)
+        req = hs.auth.requester(request)
         return json_response(e2ee.backup.describe(req.user_id, None))
 
     async def version_get(request: web.Request) -> web.Response:
-        req = hs.tokens.requester(request)
+        req = hs.auth.requester(request)
         return json_response(e2ee.backup.describe(req.user_id, request.match_info["version"]))
 
     async def version_create(request: web.Request) -> web.Response:
-        req = hs.tokens.requester(request)
+        req = hs.auth.requester(request)
         return json_response({"version": await e2ee.backup.create(req.user_id, await json_object(request))})
 
     async def version_update(request: web.Request) -> web.Response:
-        req = hs.tokens.requester(request)
+        req = hs.auth.requester(request)
         await e2ee.backup.update(req.user_id, request.match_info["version"], await json_object(request))
         return json_response({})
 
     async def version_delete(request: web.Request) -> web.Response:
-        req = hs.tokens.requester(request)
+        req = hs.auth.requester(request)
         await e2ee.backup.delete(req.user_id, request.match_info["version"])
         return json_response({})
 
     async def keys_put(request: web.Request) -> web.Response:
-        req = hs.tokens.requester(request)
+        req = hs.auth.requester(request)
         body = await json_object(request, limit=BULK_JSON_BODY_LIMIT)
         room_id = request.match_info.get("roomId")
         session_id = request.match_info.get("sessionId")
@@ -119,7 +119,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response(await e2ee.backup.put_keys(req.user_id, request.query.get("version"), rooms))
 
     async def keys_get(request: web.Request) -> web.Response:
-        req = hs.tokens.requester(request)
+        req = hs.auth.requester(request)
         return json_response(
             e2ee.backup.get_keys(
                 req.user_id,
@@ -130,7 +130,7 @@ def register(router: Router, hs: HomeServer) -> None:
         )
 
     async def keys_delete(request: web.Request) -> web.Response:
-        req = hs.tokens.requester(request)
+        req = hs.auth.requester(request)
         return json_response(
             await e2ee.backup.delete_keys(
                 req.user_id,

@@ -60,9 +60,9 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def get_token(request: web.Request) -> web.Response:
         # spec: POST /login/get_token — user-interactive auth, then a single-use token for m.login.token
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         body = await json_object(request, allow_empty=True)
-        await hs.uia.require(request, requester, body, "create a login token")
+        await hs.auth.require(request, requester, body, "create a login token")
         hs.ratelimiter.check("login", f"user:{requester.user_id}")
         token, lifetime = hs.login_tokens.issue(requester.user_id)
         return json_response({"login_token": token, "expires_in_ms": lifetime})
@@ -76,12 +76,12 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response(out)
 
     async def logout(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         await hs.accounts.delete_devices(requester.user_id, [requester.device_id])
         return json_response({})
 
     async def logout_all(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         await hs.accounts.delete_all_devices(requester.user_id)
         return json_response({})
 

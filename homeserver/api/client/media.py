@@ -34,7 +34,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return clean_content_type(request.headers.get("Content-Type")), request.query.get("filename")
 
     async def upload(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         hs.ratelimiter.check("media", requester.user_id)
         content_type, filename = upload_args(request)
         uri = await hs.media.upload(
@@ -47,13 +47,13 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({"content_uri": uri})
 
     async def create(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         hs.ratelimiter.check("media", requester.user_id)
         uri, expires_at = await hs.media.create(requester.user_id)
         return json_response({"content_uri": uri, "unused_expires_at": expires_at})
 
     async def upload_to(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         hs.ratelimiter.check("media", requester.user_id)
         content_type, filename = upload_args(request)
         await hs.media.upload_to(
@@ -79,7 +79,7 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def download(request: web.Request, *, authenticated: bool) -> web.StreamResponse:
         if authenticated:
-            hs.tokens.requester(request)
+            hs.auth.requester(request)
         media = await hs.media.get(
             request.match_info["serverName"],
             request.match_info["mediaId"],
@@ -91,7 +91,7 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def thumbnail(request: web.Request, *, authenticated: bool) -> web.StreamResponse:
         if authenticated:
-            hs.tokens.requester(request)
+            hs.auth.requester(request)
         width = query_int(request, "width", minimum=1)
         height = query_int(request, "height", minimum=1)
         if width is None or height is None:
@@ -143,11 +143,11 @@ def register(router: Router, hs: HomeServer) -> None:
     # -- config and URL previews -----------------------------------------------------------------
 
     async def config(request: web.Request) -> web.Response:
-        hs.tokens.requester(request)
+        hs.auth.requester(request)
         return json_response({"m.upload.size": hs.config.max_upload_size})
 
     async def preview_url(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         url = request.query.get("url")
         if not url:
             raise MatrixError(400, "M_MISSING_PARAM", "url is required")

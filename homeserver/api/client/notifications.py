@@ -17,11 +17,11 @@ MAX_LIMIT = 100
 
 
 def register(router: Router, hs: HomeServer) -> None:
-    push = hs.sync.push
-    serializer = hs.sync.rooms.serializer
+    push = hs.push
+    serializer = hs.rooms.serializer
 
     async def notifications(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         limit = min(query_int(request, "limit", DEFAULT_LIMIT, minimum=1) or DEFAULT_LIMIT, MAX_LIMIT)
         only = request.query.get("only")
         found, next_token = push.notifications(

@@ -6,7 +6,6 @@ spec: client-server-api "OpenID" (POST /user/{userId}/openid/request_token) and 
 
 from __future__ import annotations
 
-import secrets
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -17,27 +16,20 @@ from homeserver.errors import MatrixError
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
-OPENID_TOKEN_LIFETIME_S = 3600
-
 
 def register(router: Router, hs: HomeServer) -> None:
     async def request_token(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         if request.match_info["userId"] != requester.user_id:
             raise MatrixError(403, "M_FORBIDDEN", "you can only request OpenID tokens for yourself")
         await json_object(request, allow_empty=True)
-        token = secrets.token_urlsafe(32)
-        expires_at = int(hs.clock() * 1000) + OPENID_TOKEN_LIFETIME_S * 1000
-        batch = hs.db.store.batch()
-        with batch:
-            hs.db.openid.put(token, requester.user_id, expires_at, batch)
-            await batch.commit()
+        token = await hs.openid.issue(requester.user_id)
         return json_response(
             {
-                "access_token": token,
+                "access_token": token.access_token,
                 "token_type": "Bearer",
-                "matrix_server_name": hs.server_name,
-                "expires_in": OPENID_TOKEN_LIFETIME_S,
+                "matrix_server_name": token.matrix_server_name,
+                "expires_in": token.expires_in,
             }
         )
 

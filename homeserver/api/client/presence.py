@@ -18,25 +18,21 @@ MAX_STATUS_MSG_BYTES = 1024
 
 
 def register(router: Router, hs: HomeServer) -> None:
-    presence = hs.sync.presence
-
-    def shares_room(a: str, b: str) -> bool:
-        mine = {ur.room for ur in hs.db.rooms.user_rooms(a) if ur.membership == "join"}
-        return any(ur.membership == "join" and ur.room in mine for ur in hs.db.rooms.user_rooms(b))
+    presence = hs.presence
 
     async def get_status(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         user_id = request.match_info["userId"]
-        local = user_id.endswith(":" + hs.server_name)
         if user_id != requester.user_id:
-            if not (local and hs.db.accounts.account(user_id) is not None) and not presence.known(user_id):
+            ours = hs.queries.is_local(user_id) and hs.accounts.exists(user_id)
+            if not ours and not presence.known(user_id):
                 raise MatrixError(404, "M_NOT_FOUND", "No presence for this user")
-            if not shares_room(requester.user_id, user_id):
+            if not hs.queries.share_a_room(requester.user_id, user_id):
                 raise MatrixError(403, "M_FORBIDDEN", "You are not allowed to see their presence")
         return json_response(presence.content(user_id))
 
     async def set_status(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         if request.match_info["userId"] != requester.user_id:
             raise MatrixError(403, "M_FORBIDDEN", "You cannot set the presence of another user")
         body = await json_object(request)

@@ -36,7 +36,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({key: value})
 
     async def put_field(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         hs.moderation.check_requester(requester)  # spec: suspended accounts may not change their profile
         key = request.match_info["keyName"]
         check_key(key)
@@ -47,7 +47,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({})
 
     async def delete_field(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         hs.moderation.check_requester(requester)
         await profiles.delete_field(requester, request.match_info["userId"], request.match_info["keyName"])
         return json_response({})

@@ -16,26 +16,26 @@ if TYPE_CHECKING:
 
 
 def register(router: Router, hs: HomeServer) -> None:
-    push = hs.sync.push
+    push = hs.push
 
     def path(request: web.Request) -> tuple[str, str]:
         return request.match_info["kind"], request.match_info["ruleId"]
 
     async def get_all(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         return json_response({"global": push.ruleset(requester.user_id)})
 
     async def get_global(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         return json_response(push.ruleset(requester.user_id))
 
     async def get_rule(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         kind, rule_id = path(request)
         return json_response(push_rules.find(push.ruleset(requester.user_id), kind, rule_id))
 
     async def put_rule(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         kind, rule_id = path(request)
         body = await json_object(request)
         before, after = request.query.get("before"), request.query.get("after")
@@ -45,20 +45,20 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({})
 
     async def delete_rule(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         kind, rule_id = path(request)
         await push.change_rules(requester.user_id, lambda record: push_rules.delete_rule(record, kind, rule_id))
         return json_response({})
 
     def attribute(name: str) -> tuple[Any, Any]:
         async def get_attr(request: web.Request) -> web.Response:
-            requester = hs.tokens.requester(request)
+            requester = hs.auth.requester(request)
             kind, rule_id = path(request)
             rule = push_rules.find(push.ruleset(requester.user_id), kind, rule_id)
             return json_response({name: rule.get(name, [] if name == "actions" else True)})
 
         async def put_attr(request: web.Request) -> web.Response:
-            requester = hs.tokens.requester(request)
+            requester = hs.auth.requester(request)
             kind, rule_id = path(request)
             body = await json_object(request)
             if name not in body:

@@ -14,14 +14,14 @@ if TYPE_CHECKING:
 
 
 def register(router: Router, hs: HomeServer) -> None:
-    push = hs.sync.push
+    push = hs.push
 
     async def get_pushers(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         return json_response({"pushers": push.pushers(requester.user_id)})
 
     async def set_pusher(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         await push.set_pusher(requester.user_id, requester.device_id, await json_object(request))
         return json_response({})
 

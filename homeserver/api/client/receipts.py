@@ -14,10 +14,10 @@ if TYPE_CHECKING:
 
 
 def register(router: Router, hs: HomeServer) -> None:
-    receipts = hs.sync.receipts
+    receipts = hs.receipts
 
     async def receipt(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         body = await json_object(request, allow_empty=True)
         thread_id = body.get("thread_id")
         if "thread_id" in body and (not isinstance(thread_id, str) or not thread_id):
@@ -33,7 +33,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({})
 
     async def read_markers(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         body = await json_object(request)
         await receipts.read_markers(requester.user_id, request.match_info["roomId"], body)
         return json_response({})

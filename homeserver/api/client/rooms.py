@@ -54,7 +54,7 @@ def register(router: Router, hs: HomeServer) -> None:
     sender = rooms.sender
 
     async def create_room(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         body = await parse_body(request, CreateRoomBody, allow_empty=True)
         if body.invite_3pid:
             raise MatrixError(400, "M_UNKNOWN", "invite_3pid is not supported: this server has no identity server")
@@ -79,7 +79,7 @@ def register(router: Router, hs: HomeServer) -> None:
     # -- membership ------------------------------------------------------------------------------
 
     async def join_by_id(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         body = await json_object(request, allow_empty=True)
         room_id = await membership.join(
             requester.user_id,
@@ -90,7 +90,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({"room_id": room_id})
 
     async def join(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         body = await json_object(request, allow_empty=True)
         # `via` / `server_name` name servers to join through: only local rooms are joined for now
         room_id = await membership.join(
@@ -102,7 +102,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({"room_id": room_id})
 
     async def knock(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         body = await json_object(request, allow_empty=True)
         room_id = await membership.knock(
             requester.user_id, request.match_info["roomIdOrAlias"], reason=optional_string(body, "reason")
@@ -110,19 +110,19 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({"room_id": room_id})
 
     async def leave(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         body = await json_object(request, allow_empty=True)
         await membership.leave(requester.user_id, request.match_info["roomId"], reason=optional_string(body, "reason"))
         return json_response({})
 
     async def forget(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         await membership.forget(requester.user_id, request.match_info["roomId"])
         return json_response({})
 
     def target_action(action: str) -> Any:
         async def handler(request: web.Request) -> web.Response:
-            requester = hs.tokens.requester(request)
+            requester = hs.auth.requester(request)
             body = await json_object(request)
             if "user_id" not in body:
                 raise MatrixError(400, "M_MISSING_PARAM", "user_id is required")
@@ -139,7 +139,7 @@ def register(router: Router, hs: HomeServer) -> None:
     # -- sending ---------------------------------------------------------------------------------
 
     async def send(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         hs.ratelimiter.check("send", requester.user_id)
         content = await json_object(request)
         event_id = await sender.send_message(
@@ -153,7 +153,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({"event_id": event_id})
 
     async def put_state(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         hs.ratelimiter.check("send", requester.user_id)
         content = await json_object(request)
         event_id = await sender.send_state(
@@ -167,7 +167,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({"event_id": event_id})
 
     async def redact(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         hs.ratelimiter.check("send", requester.user_id)
         body = await json_object(request, allow_empty=True)
         event_id = await sender.redact(
@@ -182,7 +182,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({"event_id": event_id})
 
     async def upgrade(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         body = await json_object(request)
         new_room = await rooms.upgrades.upgrade(
             requester.user_id,
@@ -195,7 +195,7 @@ def register(router: Router, hs: HomeServer) -> None:
     # -- reports ---------------------------------------------------------------------------------
 
     async def report_event(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         body = await json_object(request, allow_empty=True)
         reason = optional_string(body, "reason")
         score = body.get("score")
@@ -207,7 +207,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({})
 
     async def report_room(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         body = await json_object(request)
         reason = body.get("reason")
         if not isinstance(reason, str):
@@ -216,7 +216,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({})
 
     async def report_user(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         body = await json_object(request)
         reason = body.get("reason")
         if not isinstance(reason, str):

@@ -45,7 +45,7 @@ def register(router: Router, hs: HomeServer) -> None:
     reader = hs.rooms.reader
 
     def viewer(request: web.Request) -> Viewer:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         return Viewer(requester.user_id, requester.device_id)
 
     async def get_state(request: web.Request) -> web.Response:
@@ -101,15 +101,15 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({"chunk": chunk})
 
     async def joined_members(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         return json_response({"joined": reader.joined_members(requester.user_id, request.match_info["roomId"])})
 
     async def joined_rooms(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         return json_response({"joined_rooms": reader.joined_rooms(requester.user_id)})
 
     async def timestamp_to_event(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         if "ts" not in request.query:
             raise MatrixError(400, "M_MISSING_PARAM", "ts is required")
         ts = query_int(request, "ts", 0) or 0
@@ -124,7 +124,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response(reader.initial_sync(who, room_id, published=published))
 
     async def mutual_rooms(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         other = request.query.get("user_id")
         if not other:
             raise MatrixError(400, "M_MISSING_PARAM", "user_id is required")

@@ -26,7 +26,7 @@ def register(router: Router, hs: HomeServer) -> None:
     reading = hs.rooms.relations_reader
 
     async def relations(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         body = reading.relations_page(
             Viewer(requester.user_id, requester.device_id),
             request.match_info["roomId"],
@@ -42,7 +42,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response(body)
 
     async def threads(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         include = request.query.get("include", "all")
         if include not in ("all", "participated"):
             raise MatrixError(400, "M_INVALID_PARAM", "include must be all or participated")

@@ -18,12 +18,12 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def room_summary(request: web.Request) -> web.Response:
         # spec: servers MAY answer without a token for public, knockable or world-readable rooms
-        requester = hs.tokens.optional_requester(request)
+        requester = hs.auth.optional_requester(request)
         user_id = requester.user_id if requester is not None else None
         return json_response(spaces.room_summary(user_id, request.match_info["roomIdOrAlias"]))
 
     async def hierarchy(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         body = spaces.hierarchy(
             requester.user_id,
             request.match_info["roomId"],

@@ -18,7 +18,7 @@ def register(router: Router, hs: HomeServer) -> None:
     search = hs.rooms.search
 
     async def post_search(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         body = await json_object(request)
         categories = body.get("search_categories")
         if not isinstance(categories, dict):

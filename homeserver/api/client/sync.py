@@ -19,10 +19,8 @@ PRESENCE_STATES = ("online", "offline", "unavailable")
 
 
 def register(router: Router, hs: HomeServer) -> None:
-    services = hs.sync
-
     async def sync(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         set_presence = request.query.get("set_presence")
         if set_presence is not None and set_presence not in PRESENCE_STATES:
             raise MatrixError(400, "M_INVALID_PARAM", "set_presence must be online, offline or unavailable")
@@ -33,19 +31,19 @@ def register(router: Router, hs: HomeServer) -> None:
             user_id=requester.user_id,
             device_id=requester.device_id,
             since=request.query.get("since") or None,
-            filter=services.filters.for_sync(requester.user_id, request.query.get("filter")),
+            filter=hs.filters.for_sync(requester.user_id, request.query.get("filter")),
             timeout_ms=query_int(request, "timeout", 0) or 0,
             full_state=query_bool(request, "full_state"),
             use_state_after=use_state_after,
             set_presence=set_presence,
         )
-        return json_response(await services.handler.sync(req))
+        return json_response(await hs.sync.sync(req))
 
     async def events(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         viewer = Viewer(requester.user_id, requester.device_id)
         timeout = query_int(request, "timeout", 0) or 0
-        body = await services.legacy.events(viewer, request.query.get("from"), timeout, request.query.get("room_id"))
+        body = await hs.legacy_sync.events(viewer, request.query.get("from"), timeout, request.query.get("room_id"))
         return json_response(body)
 
     # spec: guest access — guests may sync, and use /events for room previews

@@ -20,20 +20,20 @@ if TYPE_CHECKING:
 
 def register(router: Router, hs: HomeServer) -> None:
     async def protocols(request: web.Request) -> web.Response:
-        hs.tokens.requester(request)
+        hs.auth.requester(request)
         return json_response({})
 
     async def protocol(request: web.Request) -> web.Response:
-        hs.tokens.requester(request)
+        hs.auth.requester(request)
         raise not_found(f"Unknown protocol {request.match_info['protocol']!r}")
 
     async def by_protocol(request: web.Request) -> web.Response:
-        hs.tokens.requester(request)
+        hs.auth.requester(request)
         raise not_found(f"Unknown protocol {request.match_info['protocol']!r}")
 
     def reverse(param: str, what: str) -> Handler:
         async def handler(request: web.Request) -> web.Response:
-            hs.tokens.requester(request)
+            hs.auth.requester(request)
             if not request.query.get(param):
                 raise MatrixError(400, "M_MISSING_PARAM", f"{param} is required")
             raise not_found(f"No third-party {what} found")

@@ -14,10 +14,10 @@ if TYPE_CHECKING:
 
 
 def register(router: Router, hs: HomeServer) -> None:
-    typing = hs.sync.typing
+    typing = hs.typing
 
     async def set_typing(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         if request.match_info["userId"] != requester.user_id:
             raise MatrixError(403, "M_FORBIDDEN", "Cannot set the typing state of another user")
         body = await json_object(request)
@@ -28,9 +28,8 @@ def register(router: Router, hs: HomeServer) -> None:
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int)):
             raise MatrixError(400, "M_BAD_JSON", "timeout must be an integer (milliseconds)")
         room_id = request.match_info["roomId"]
-        room = hs.db.ids.room(room_id)
-        joined = hs.db.rooms.user_room(requester.user_id, room) if room is not None else None
-        if room is None or joined is None or joined.membership != "join":
+        room = hs.queries.room(room_id)
+        if room is None or not hs.queries.is_joined(requester.user_id, room):
             raise MatrixError(403, "M_FORBIDDEN", "You are not joined to this room")
         await typing.set_typing(room, requester.user_id, is_typing, timeout)
         return json_response({})

@@ -22,7 +22,7 @@ class SearchRequest(Schema, extra="allow"):
 
 def register(router: Router, hs: HomeServer) -> None:
     async def search(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         body = await parse_body(request, SearchRequest)
         results, limited = hs.user_directory.search(requester.user_id, body.search_term, body.limit)
         return json_response({"results": results, "limited": limited})

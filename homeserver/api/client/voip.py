@@ -34,7 +34,7 @@ def turn_credentials(uris: list[str], secret: str, user_id: str, lifetime_s: int
 
 def register(router: Router, hs: HomeServer) -> None:
     async def turn_server(request: web.Request) -> web.Response:
-        requester = hs.tokens.requester(request)
+        requester = hs.auth.requester(request)
         config = hs.config
         if not config.turn_uris or not config.turn_shared_secret:
             return json_response({})  # no TURN server: see the module docstring

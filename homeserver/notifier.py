@@ -1,5 +1,9 @@
 """Wakes waiting `/sync` requests (DESIGN.md "Sync": long polling).
 
+Infrastructure, not part of sync: every service whose writes a sync reports (account data, push,
+receipts, typing, presence, E2EE, the event pipeline's listener) is handed the one `Notifier`
+built in `homeserver/server.py`.
+
 A sync registers its interest (its user and the rooms it is joined to) BEFORE it reads, then reads
 up to the store's visible position. Every write that a sync could report (an event, a receipt,
 typing, account data, presence, to-device, a device-list change) calls `notify` after its batch

@@ -1,0 +1,54 @@
+"""Who is calling, read from the HTTP request. The services below take plain values; this is the one
+place that reads a request for them.
+
+- The access token: `Authorization: Bearer`, or the deprecated `access_token` query parameter
+  (spec: client-server-api "Using access tokens"), checked by the tokens service against the rules
+  of the route that was called: whether it admits guests (marked at registration,
+  `Router.add(..., guests=...)`) and whether a locked account may still call it.
+- User-interactive re-authentication before a sensitive operation: the UIA session is bound to the
+  request's method and path, and stages see the client's address.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from homeserver.api.http import access_token, guest_admitted
+from homeserver.auth.tokens import Requester, Tokens
+from homeserver.auth.uia import UserInteractiveAuth
+from homeserver.errors import MatrixError
+
+# spec: "Account locking" — a locked account may still call /logout and /logout/all
+LOCKED_MAY_CALL = ("/logout", "/logout/all")
+
+
+class RequestAuth:
+    def __init__(self, tokens: Tokens, uia: UserInteractiveAuth) -> None:
+        self.tokens = tokens
+        self.uia = uia
+
+    def requester(self, request: web.Request) -> Requester:
+        """The caller; 401 `M_MISSING_TOKEN` without a token."""
+        token = access_token(request)
+        if token is None:
+            raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
+        return self._admit(token, request)
+
+    def optional_requester(self, request: web.Request) -> Requester | None:
+        """The caller, or None for a request without a token (an invalid token is still a 401)."""
+        token = access_token(request)
+        return self._admit(token, request) if token is not None else None
+
+    def _admit(self, token: str, request: web.Request) -> Requester:
+        return self.tokens.authenticate(
+            token,
+            guests_admitted=guest_admitted(request),
+            locked_admitted=request.path.endswith(LOCKED_MAY_CALL),
+        )
+
+    async def require(self, request: web.Request, requester: Requester, body: dict[str, Any], action: str) -> None:
+        """Make the requester confirm `action` with their password before the route goes on (e.g.
+        replacing cross-signing keys). Returns once authenticated; otherwise raises the 401."""
+        await self.uia.confirm(requester, body, action, kind=f"{request.method} {request.path}", ip=request.remote)
