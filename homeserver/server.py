@@ -30,6 +30,7 @@ from homeserver.auth.registration_tokens import RegistrationTokens
 from homeserver.auth.tokens import Tokens
 from homeserver.auth.uia import UserInteractiveAuth
 from homeserver.config import Config
+from homeserver.e2ee.device_lists import DeviceLists
 from homeserver.e2ee.service import E2EE
 from homeserver.keys import KeyFileError, load_or_create_signing_key
 from homeserver.profile import Profiles
@@ -135,8 +136,19 @@ class HomeServer:
             config, self.accounts, self.passwords, self.tokens, self.registration_tokens, self.uia, clock
         )
         self.deactivation = Deactivation(self.db, self.accounts, self.pipeline)
-        self.e2ee = E2EE(self.db, config.server_name)
-        self.accounts.devices_deleted_listeners.append(self.e2ee.keys.devices_deleted)
+        self.e2ee = E2EE(
+            db.store,
+            db.device_keys,
+            db.one_time_keys,
+            db.cross_signing,
+            db.device_lists,
+            db.to_device,
+            db.key_backup,
+            self.queries,
+            self.accounts,
+            DeviceLists(db),
+        )
+        self.accounts.devices_deleted_listeners.append(self.e2ee.devices_deleted)
         # sync, notifier, push, receipts, typing, presence, account data, filters
         self.sync = SyncServices(self)
         self.notifier = self.sync.notifier

@@ -29,7 +29,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from homeserver.e2ee.keys import one_time_key_counts
 from storage.database import Database
 from storage.rooms import LIVE_BASE, UserRoom
 
@@ -56,7 +55,7 @@ class DeviceLists:
         self.db = db
 
     def for_sync(self, user_id: str, since: int, upto: int) -> dict[str, Any]:
-        device_changes = set(self.db.e2ee.device_list_changes(since, upto))
+        device_changes = set(self.db.device_lists.changes(since, upto))
         seen: set[str] = set()  # shared a room with the user at `since` or in the window (rule 2)
         newly: set[str] = set()  # began sharing a room with the user in the window (rule 1)
         replayed: list[_Replayed] = []
@@ -167,9 +166,3 @@ class DeviceLists:
         info = self.db.rooms.info(room)
         stream = info.get("stream") if info else None
         return not isinstance(stream, int) or stream > since
-
-    def one_time_key_counts(self, user_id: str, device_id: str) -> dict[str, int]:
-        return one_time_key_counts(self.db.e2ee, user_id, device_id)
-
-    def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
-        return sorted(alg for alg, entry in self.db.e2ee.fallback_keys(user_id, device_id) if not entry.get("used"))
