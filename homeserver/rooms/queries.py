@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from homeserver.protocol.events import Event
-from storage.events import EventStore
+from storage.events import EventMeta, EventStore
 from storage.rooms import RoomStore, UserRoom
 from storage.shortids import ShortIds
 from storage.state_snapshots import StateSnapshots
@@ -119,3 +119,11 @@ class RoomQueries:
     def event(self, short: int) -> Event | None:
         raw = self._events.get_json(short)
         return Event(raw, self._ids.event_id(short)) if raw is not None else None
+
+    def event_short(self, event_id: str) -> int | None:
+        """The short id of an event this server holds, else None."""
+        return self._ids.event(event_id)
+
+    def event_meta(self, short: int) -> EventMeta | None:
+        """An event's room, stream position, state snapshots and flags (outlier, rejected, ...)."""
+        return self._events.get_meta(short)

@@ -31,10 +31,11 @@ class SyncServices:
         self.notifier = Notifier(db.store)
         self.account_data = AccountData(db, self.notifier)
         self.filters = Filters(db)
-        self.push = PushService(db, self.notifier, hs.server_name, hs.clock)
+        self.receipts = Receipts(db.store, db.receipts, hs.queries, self.notifier, self.account_data, hs.clock)
+        self.push = PushService(db.store, db.push, db.caches, hs.queries, self.receipts, self.notifier, hs.clock)
         self.push.ignored = self.account_data.ignored
         self.account_data.ignore_listeners.append(self.push.ignores_changed)
-        self.receipts = Receipts(db, self.notifier, self.push, self.account_data, hs.clock)
+        self.receipts.listeners.append(self.push.notifications.forget_counts)
         self.typing = Typing(db.store, self.notifier)
         self.presence = Presence(db, self.notifier, enabled=hs.config.presence, clock=hs.clock)
         rooms_service = getattr(hs, "rooms", None)

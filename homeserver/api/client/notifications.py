@@ -17,7 +17,7 @@ MAX_LIMIT = 100
 
 
 def register(router: Router, hs: HomeServer) -> None:
-    push = hs.sync.push
+    push = hs.sync.push.notifications
     serializer = hs.sync.rooms.serializer
 
     async def notifications(request: web.Request) -> web.Response:

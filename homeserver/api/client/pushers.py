@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def register(router: Router, hs: HomeServer) -> None:
-    push = hs.sync.push
+    push = hs.sync.push.pushers
 
     async def get_pushers(request: web.Request) -> web.Response:
         requester = hs.tokens.requester(request)
