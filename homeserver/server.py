@@ -110,7 +110,7 @@ class HomeServer:
         self.tokens = Tokens(self.db, clock)
         self.accounts = Accounts(self.db, config.server_name, self.passwords, self.tokens, clock)
         self.ratelimiter = RateLimiter(config.rate_limits)
-        self.profiles = Profiles(self.db, config.server_name, self.accounts.exists)
+        self.profiles = Profiles(db.store, db.profiles, self.queries, self.accounts.exists)
         self.profiles.pipeline = self.pipeline
         # rooms: createRoom, membership, sending, reading, relations, redactions, directory, search
         self.rooms = Rooms(
@@ -124,7 +124,7 @@ class HomeServer:
         self.rooms.membership.profile_lookup = self.profiles.member_fields
         self.add_persisted_listener(self.rooms.on_persisted)
         self.accounts.account_created_listeners.append(self.profiles.on_account_created)
-        self.user_directory = UserDirectory(self.db, self.profiles)
+        self.user_directory = UserDirectory(self.queries, self.profiles)
         self.add_persisted_listener(self.user_directory.on_persisted)
         self.uia = UserInteractiveAuth(clock)
         self.registration_tokens = RegistrationTokens(self.db, clock)
@@ -135,7 +135,7 @@ class HomeServer:
         self.registration = Registration(
             config, self.accounts, self.passwords, self.tokens, self.registration_tokens, self.uia, clock
         )
-        self.deactivation = Deactivation(self.db, self.accounts, self.pipeline)
+        self.deactivation = Deactivation(self.queries, self.accounts, self.pipeline)
         self.e2ee = E2EE(
             db.store,
             db.device_keys,

@@ -127,3 +127,7 @@ class RoomQueries:
     def event_meta(self, short: int) -> EventMeta | None:
         """An event's room, stream position, state snapshots and flags (outlier, rejected, ...)."""
         return self._events.get_meta(short)
+
+    def rooms(self) -> Iterator[int]:
+        """Every room this server knows (short ids)."""
+        return self._rooms.rooms()

@@ -37,7 +37,9 @@ class SyncServices:
         self.account_data.ignore_listeners.append(self.push.ignores_changed)
         self.receipts.listeners.append(self.push.notifications.forget_counts)
         self.typing = Typing(db.store, self.notifier)
-        self.presence = Presence(db, self.notifier, enabled=hs.config.presence, clock=hs.clock)
+        self.presence = Presence(
+            db.store, db.presence, hs.queries, self.notifier, enabled=hs.config.presence, clock=hs.clock
+        )
         rooms_service = getattr(hs, "rooms", None)
         serializer = getattr(rooms_service, "serializer", None)
         if not isinstance(serializer, EventSerializer):
