@@ -281,6 +281,11 @@ async def test_deleting_a_device_forgets_its_keys(harness: Harness) -> None:
     alice, bob = await harness.user("alice"), await harness.user("bob")
     dev = Device(alice)
     await upload(harness, dev, device_keys=dev.device_keys(), one_time_keys=dev.otk(1))
+    messages = {"messages": {alice.user_id: {alice.device_id: {"x": 1}}}}
+    status, _ = await harness.request("PUT", "sendToDevice/m.test/t1", bob, json=messages)
+    assert status == 200
+    inbox = harness.hs.db.to_device
+    assert len(inbox.pending(alice.user_id, alice.device_id, 2**62, 10)) == 1
     since = harness.hs.db.store.counter.visible
     status, err = await harness.request("DELETE", f"devices/{alice.device_id}", alice, json={})
     assert status == 401
@@ -295,6 +300,7 @@ async def test_deleting_a_device_forgets_its_keys(harness: Harness) -> None:
     status, q = await harness.request("POST", "keys/query", bob, json={"device_keys": {alice.user_id: []}})
     assert q["device_keys"][alice.user_id] == {}
     assert harness.hs.db.one_time_keys.counts(alice.user_id, alice.device_id) == {}
+    assert inbox.pending(alice.user_id, alice.device_id, 2**62, 10) == []  # its to-device messages went too
     assert alice.user_id in harness.hs.db.device_lists.changes(since, harness.hs.db.store.counter.visible)
 
 
