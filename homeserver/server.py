@@ -33,6 +33,7 @@ from homeserver.auth.registration_tokens import RegistrationTokens
 from homeserver.auth.tokens import Tokens
 from homeserver.auth.uia import UserInteractiveAuth
 from homeserver.config import Config
+from homeserver.e2ee.device_lists import DeviceLists
 from homeserver.e2ee.service import E2EE
 from homeserver.ephemeral.presence import Presence
 from homeserver.ephemeral.receipts import Receipts
@@ -123,7 +124,7 @@ class HomeServer:
         self.tokens = Tokens(self.db, clock)
         self.accounts = Accounts(self.db, config.server_name, self.passwords, self.tokens, clock)
         self.ratelimiter = RateLimiter(config.rate_limits)
-        self.profiles = Profiles(self.db, config.server_name, self.accounts.exists, self.pipeline)
+        self.profiles = Profiles(db.store, db.profiles, self.queries, self.accounts.exists, self.pipeline)
         # rooms: createRoom, membership, sending, reading, relations, redactions, directory, search
         self.rooms = Rooms(
             self.db,
@@ -136,7 +137,7 @@ class HomeServer:
         )
         self.add_persisted_listener(self.rooms.on_persisted)
         self.accounts.add_account_created_listener(self.profiles.on_account_created)
-        self.user_directory = UserDirectory(self.db, self.profiles)
+        self.user_directory = UserDirectory(self.queries, self.profiles)
         self.add_persisted_listener(self.user_directory.on_persisted)
         self.uia = UserInteractiveAuth(clock)
         self.auth = RequestAuth(self.tokens, self.uia)  # who is calling, read from the request
@@ -149,21 +150,44 @@ class HomeServer:
         self.registration = Registration(
             config, self.accounts, self.passwords, self.tokens, self.registration_tokens, self.uia, clock
         )
-        self.deactivation = Deactivation(self.db, self.accounts, self.pipeline)
-        self.e2ee = E2EE(self.db, config.server_name, self.queries, self.timeline)
-        self.accounts.add_devices_deleted_listener(self.e2ee.keys.devices_deleted)
+        self.deactivation = Deactivation(self.queries, self.accounts, self.pipeline)
+        self.e2ee = E2EE(
+            db.store,
+            db.device_keys,
+            db.one_time_keys,
+            db.cross_signing,
+            db.device_lists,
+            db.to_device,
+            db.key_backup,
+            self.queries,
+            self.accounts,
+            DeviceLists(db.device_lists, self.queries, self.timeline),
+        )
+        self.accounts.add_devices_deleted_listener(self.e2ee.devices_deleted)
         # what a /sync reports, and the notifier that wakes it when any of it changes
         self.notifier = Notifier(db.store)
         self.e2ee.add_listener(self.notifier.notify_users)
         self.account_data = AccountData(db.account_data, db.store, self.notifier)
         self.filters = Filters(db)
-        self.push = PushService(db, self.notifier, config.server_name, clock, ignored=self.account_data.ignored)
+        self.receipts = Receipts(db.store, db.receipts, self.queries, self.notifier, self.account_data, clock)
+        self.push = PushService(
+            db.store,
+            db.push,
+            db.caches,
+            self.queries,
+            self.receipts,
+            self.notifier,
+            clock,
+            ignored=self.account_data.ignored,
+        )
         self.account_data.add_ignore_listener(self.push.ignores_changed)
+        self.receipts.add_read_listener(self.push.notifications.forget_counts)
         # notifications are written in the event's own batch; wake-ups once it has landed
         self.pipeline.add_write_hook(self.push.write_hook)
-        self.receipts = Receipts(db, self.notifier, self.push, self.account_data, clock)
         self.typing = Typing(db.store, self.notifier)
-        self.presence = Presence(db, self.notifier, enabled=config.presence, clock=clock)
+        self.presence = Presence(
+            db.store, db.presence, self.queries, self.notifier, enabled=config.presence, clock=clock
+        )
         visibility = functools.partial(Visibility, db)
         self.room_sync = RoomSync(
             self.queries,

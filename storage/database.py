@@ -9,11 +9,15 @@ from pathlib import Path
 
 from storage import (
     accounts,
-    e2ee,
+    cross_signing,
+    device_keys,
+    device_lists,
     event_relations,
     events,
     federation_queue,
+    key_backup,
     media,
+    one_time_keys,
     openid,
     profiles,
     redactions,
@@ -25,16 +29,21 @@ from storage import (
     server_keys,
     shortids,
     state_snapshots,
+    to_device,
 )
 from storage.account_data import AccountDataStore
 from storage.accounts import AccountStore
 from storage.cache import DEFAULT_BUDGET_MB, CacheRegistry, leveldb_stats
-from storage.e2ee import E2EEStore
+from storage.cross_signing import CrossSigningStore
+from storage.device_keys import DeviceKeyStore
+from storage.device_lists import DeviceListStore
 from storage.engine import META, Store, Table
 from storage.event_relations import RelationStore
 from storage.events import EventStore
 from storage.filters import FilterStore
+from storage.key_backup import KeyBackupStore
 from storage.media import MediaStore
+from storage.one_time_keys import OneTimeKeyStore
 from storage.openid import OpenIdStore
 from storage.presence import PresenceStore
 from storage.profiles import ProfileStore
@@ -49,6 +58,7 @@ from storage.search_index import SearchIndexStore
 from storage.shortids import ShortIds
 from storage.state_snapshots import StateSnapshots
 from storage.sync_tables import TABLES as SYNC_TABLES
+from storage.to_device import ToDeviceStore
 
 ALL_TABLES: tuple[Table, ...] = (
     META,
@@ -66,7 +76,13 @@ ALL_TABLES: tuple[Table, ...] = (
     *search_index.TABLES,
     *room_directory.TABLES,
     *room_extras.TABLES,
-    *e2ee.TABLES,
+    # end-to-end encryption
+    *device_keys.TABLES,
+    *one_time_keys.TABLES,
+    *cross_signing.TABLES,
+    *device_lists.TABLES,
+    *to_device.TABLES,
+    *key_backup.TABLES,
     *openid.TABLES,
     *server_keys.TABLES,
     *federation_queue.TABLES,
@@ -92,7 +108,13 @@ class Database:
         self.rooms = RoomStore(self.store, self.caches)
         self.snapshots = StateSnapshots(self.store, self.caches)
         self.accounts = AccountStore(self.store)
-        self.e2ee = E2EEStore(self.store)
+        # end-to-end encryption
+        self.device_keys = DeviceKeyStore(self.store)
+        self.one_time_keys = OneTimeKeyStore(self.store)
+        self.cross_signing = CrossSigningStore(self.store)
+        self.device_lists = DeviceListStore(self.store)
+        self.to_device = ToDeviceStore(self.store)
+        self.key_backup = KeyBackupStore(self.store)
         self.openid = OpenIdStore(self.store)
         self.registration_tokens = RegistrationTokenStore(self.store)
         self.media = MediaStore(self.store)

@@ -29,18 +29,14 @@ import orjson
 from homeserver.protocol.canonical_json import MAX_DEPTH, nested_deeper_than
 from storage.account_data import ACCOUNT_DATA, ACCOUNT_DATA_STREAM
 from storage.codec import SEP, u64
-from storage.e2ee import (
-    BACKUP_KEYS,
-    BACKUP_VERSIONS,
-    CROSS_SIGNING_KEYS,
-    DEVICE_KEYS,
-    FALLBACK_KEYS,
-    ONE_TIME_KEYS,
-    TO_DEVICE,
-)
+from storage.cross_signing import CROSS_SIGNING_KEYS
+from storage.device_keys import DEVICE_KEYS
 from storage.engine import Batch, Store, Table
 from storage.filters import FILTERS
+from storage.key_backup import BACKUP_KEYS, BACKUP_VERSIONS
+from storage.one_time_keys import FALLBACK_KEYS, ONE_TIME_KEYS
 from storage.push import PUSH_RULES, PUSHERS, PUSHERS_BY_KEY
+from storage.to_device import TO_DEVICE
 
 log = logging.getLogger(__name__)
 

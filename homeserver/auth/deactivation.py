@@ -11,7 +11,7 @@ import logging
 
 from homeserver.auth.accounts import Accounts
 from homeserver.rooms.pipeline import EventPipeline
-from storage.database import Database
+from homeserver.rooms.queries import RoomQueries
 
 log = logging.getLogger(__name__)
 
@@ -19,16 +19,16 @@ _LEAVE_FROM = ("join", "invite", "knock")
 
 
 class Deactivation:
-    def __init__(self, db: Database, accounts: Accounts, pipeline: EventPipeline) -> None:
-        self.db = db
+    def __init__(self, queries: RoomQueries, accounts: Accounts, pipeline: EventPipeline) -> None:
+        self.queries = queries
         self.accounts = accounts
         self.pipeline = pipeline
 
     async def deactivate(self, user_id: str, *, erase: bool = False) -> None:
         await self.accounts.deactivate(user_id, erase=erase)
-        rooms = [r.room for r in self.db.rooms.user_rooms(user_id) if r.membership in _LEAVE_FROM]
+        rooms = [r.room for r in self.queries.memberships(user_id) if r.membership in _LEAVE_FROM]
         for room in rooms:
-            room_id = self.db.ids.room_id(room)
+            room_id = self.queries.room_id(room)
             try:
                 await self.pipeline.send(room_id, user_id, "m.room.member", {"membership": "leave"}, user_id)
             except Exception:  # a room we cannot leave locally (e.g. a remote invite) must not stop the rest

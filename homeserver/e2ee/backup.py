@@ -9,7 +9,8 @@ from typing import Any
 
 from homeserver.errors import MatrixError
 from homeserver.rooms.tokens import parse_counter
-from storage.database import Database
+from storage.engine import Store
+from storage.key_backup import KeyBackupStore
 
 
 def _better(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
@@ -35,11 +36,12 @@ def _check_session(data: Any) -> dict[str, Any]:
 
 
 class KeyBackup:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, store: Store, backups: KeyBackupStore) -> None:
+        self.store = store
+        self.backups = backups
 
     def _current(self, user_id: str) -> tuple[int, dict[str, Any]] | None:
-        for version, info in self.db.e2ee.backup_versions(user_id):
+        for version, info in self.backups.versions(user_id):
             if not info.get("deleted"):
                 return version, info
         return None
@@ -51,7 +53,7 @@ class KeyBackup:
                 raise MatrixError(404, "M_NOT_FOUND", "no current backup version")
             return found
         number = parse_counter(version)
-        info = self.db.e2ee.backup_version(user_id, number) if number is not None else None
+        info = self.backups.version(user_id, number) if number is not None else None
         if number is None or info is None or info.get("deleted"):
             raise MatrixError(404, "M_NOT_FOUND", f"unknown backup version {version}")
         return number, info
@@ -63,18 +65,18 @@ class KeyBackup:
             "auth_data": info["auth_data"],
             "version": str(v),
             "etag": str(info.get("etag", 0)),
-            "count": self.db.e2ee.count_backup_keys(user_id, v),
+            "count": self.backups.count_keys(user_id, v),
         }
 
     async def create(self, user_id: str, body: Mapping[str, Any]) -> str:
         algorithm, auth_data = body.get("algorithm"), body.get("auth_data")
         if not isinstance(algorithm, str) or not isinstance(auth_data, dict):
             raise MatrixError(400, "M_BAD_JSON", "algorithm (string) and auth_data (object) are required")
-        latest = next(self.db.e2ee.backup_versions(user_id), None)
+        latest = next(self.backups.versions(user_id), None)
         version = (latest[0] if latest else 0) + 1
-        batch = self.db.store.batch()
+        batch = self.store.batch()
         with batch:
-            self.db.e2ee.put_backup_version(
+            self.backups.put_version(
                 user_id, version, {"algorithm": algorithm, "auth_data": auth_data, "etag": 0}, batch
             )
             await batch.commit()
@@ -88,23 +90,23 @@ class KeyBackup:
             raise MatrixError(400, "M_INVALID_PARAM", "the algorithm of a backup cannot change")
         if not isinstance(body.get("auth_data"), dict):
             raise MatrixError(400, "M_BAD_JSON", "auth_data must be an object")
-        batch = self.db.store.batch()
+        batch = self.store.batch()
         with batch:
-            self.db.e2ee.put_backup_version(user_id, v, {**info, "auth_data": body["auth_data"]}, batch)
+            self.backups.put_version(user_id, v, {**info, "auth_data": body["auth_data"]}, batch)
             await batch.commit()
 
     async def delete(self, user_id: str, version: str) -> None:
         number = parse_counter(version)
-        info = self.db.e2ee.backup_version(user_id, number) if number is not None else None
+        info = self.backups.version(user_id, number) if number is not None else None
         if number is None or info is None:
             raise MatrixError(404, "M_NOT_FOUND", f"unknown backup version {version}")
         if info.get("deleted"):
             return  # spec: DELETE /room_keys/version/{version} succeeds for a backup deleted before
         v = number
-        batch = self.db.store.batch()
+        batch = self.store.batch()
         with batch:
-            self.db.e2ee.delete_backup_keys(user_id, v, batch)
-            self.db.e2ee.put_backup_version(user_id, v, {**info, "deleted": True}, batch)
+            self.backups.delete_keys(user_id, v, batch)
+            self.backups.put_version(user_id, v, {**info, "deleted": True}, batch)
             await batch.commit()
 
     async def put_keys(
@@ -125,7 +127,7 @@ class KeyBackup:
             )
         v, info = current
         changed = False
-        batch = self.db.store.batch()
+        batch = self.store.batch()
         with batch:
             for rid, room in rooms.items():
                 sessions = room.get("sessions") if isinstance(room, dict) else None
@@ -133,15 +135,15 @@ class KeyBackup:
                     raise MatrixError(400, "M_BAD_JSON", f"rooms.{rid}.sessions must be an object")
                 for session_id, data in sessions.items():
                     data = _check_session(data)
-                    existing = next(iter(self.db.e2ee.backup_keys(user_id, v, rid, session_id)), None)
+                    existing = next(iter(self.backups.keys(user_id, v, rid, session_id)), None)
                     if existing is None or _better(data, existing[2]):
-                        self.db.e2ee.put_backup_key(user_id, v, rid, session_id, data, batch)
+                        self.backups.put_key(user_id, v, rid, session_id, data, batch)
                         changed = True
             if changed:
                 info = {**info, "etag": int(info.get("etag", 0)) + 1}
-                self.db.e2ee.put_backup_version(user_id, v, info, batch)
+                self.backups.put_version(user_id, v, info, batch)
             await batch.commit()
-        return {"etag": str(info.get("etag", 0)), "count": self.db.e2ee.count_backup_keys(user_id, v)}
+        return {"etag": str(info.get("etag", 0)), "count": self.backups.count_keys(user_id, v)}
 
     def get_keys(
         self, user_id: str, version: str | None, room_id: str | None = None, session_id: str | None = None
@@ -150,7 +152,7 @@ class KeyBackup:
             raise MatrixError(400, "M_MISSING_PARAM", "the version query parameter is required")
         v, _ = self._version(user_id, version)
         rooms: dict[str, Any] = {}
-        for rid, sid, data in self.db.e2ee.backup_keys(user_id, v, room_id, session_id):
+        for rid, sid, data in self.backups.keys(user_id, v, room_id, session_id):
             rooms.setdefault(rid, {"sessions": {}})["sessions"][sid] = data
         if session_id is not None:
             if not rooms:
@@ -166,11 +168,11 @@ class KeyBackup:
         if version is None:
             raise MatrixError(400, "M_MISSING_PARAM", "the version query parameter is required")
         v, info = self._version(user_id, version)
-        batch = self.db.store.batch()
+        batch = self.store.batch()
         with batch:
-            removed = self.db.e2ee.delete_backup_keys(user_id, v, batch, room_id, session_id)
+            removed = self.backups.delete_keys(user_id, v, batch, room_id, session_id)
             if removed:
                 info = {**info, "etag": int(info.get("etag", 0)) + 1}
-                self.db.e2ee.put_backup_version(user_id, v, info, batch)
+                self.backups.put_version(user_id, v, info, batch)
             await batch.commit()
-        return {"etag": str(info.get("etag", 0)), "count": self.db.e2ee.count_backup_keys(user_id, v)}
+        return {"etag": str(info.get("etag", 0)), "count": self.backups.count_keys(user_id, v)}

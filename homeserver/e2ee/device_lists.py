@@ -31,10 +31,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from homeserver.e2ee.keys import one_time_key_counts
 from homeserver.rooms.queries import RoomQueries
 from homeserver.rooms.timeline import Timeline
-from storage.e2ee import E2EEStore
+from storage.device_lists import DeviceListStore
 from storage.rooms import UserRoom
 
 MEMBER = "m.room.member"
@@ -58,13 +57,13 @@ class _Replayed(NamedTuple):
 
 
 class DeviceLists:
-    def __init__(self, keys: E2EEStore, queries: RoomQueries, timeline: Timeline) -> None:
-        self._keys = keys
+    def __init__(self, stream: DeviceListStore, queries: RoomQueries, timeline: Timeline) -> None:
+        self._stream = stream
         self.queries = queries
         self.timeline = timeline
 
     def for_sync(self, user_id: str, since: int, upto: int) -> dict[str, Any]:
-        device_changes = set(self._keys.device_list_changes(since, upto))
+        device_changes = set(self._stream.changes(since, upto))
         seen: set[str] = set()  # shared a room with the user at `since` or in the window (rule 2)
         newly: set[str] = set()  # began sharing a room with the user in the window (rule 1)
         replayed: list[_Replayed] = []
@@ -157,9 +156,3 @@ class DeviceLists:
             _MemberChange(c.user_id, c.membership, c.stream, was_joined(c.state_before, c.user_id))
             for c in self.timeline.membership_changes(room, since)
         ]
-
-    def one_time_key_counts(self, user_id: str, device_id: str) -> dict[str, int]:
-        return one_time_key_counts(self._keys, user_id, device_id)
-
-    def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
-        return sorted(alg for alg, entry in self._keys.fallback_keys(user_id, device_id) if not entry.get("used"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nacl.signing
 
@@ -17,21 +17,18 @@ from homeserver.errors import MatrixError
 from homeserver.protocol import unpadded_base64
 from homeserver.protocol.errors import Base64Error, SignatureError
 from homeserver.protocol.signing import verify_json
-from storage.database import Database
-from storage.e2ee import E2EEStore
-from storage.engine import Batch
+from homeserver.rooms.queries import RoomQueries
+from storage.cross_signing import CrossSigningStore
+from storage.device_keys import DeviceKeyStore
+from storage.device_lists import DeviceListStore
+from storage.engine import Batch, Store
+from storage.one_time_keys import OneTimeKeyStore
+
+if TYPE_CHECKING:
+    from homeserver.auth.accounts import Accounts
 
 MAX_KEYS_PER_UPLOAD = 1000
 CROSS_SIGNING_USAGES = ("master", "self_signing", "user_signing")
-
-
-def one_time_key_counts(store: E2EEStore, user_id: str, device_id: str) -> dict[str, int]:
-    """Unclaimed one-time keys per algorithm, with `signed_curve25519` always present. The spec lets an
-    absent algorithm mean zero, but matrix-sdk-crypto reads an absent count as "unchanged" unless the
-    client special-cases sync v2 (js-sdk 43 does): such a client would never replenish its keys."""
-    counts = store.one_time_key_counts(user_id, device_id)
-    counts.setdefault("signed_curve25519", 0)
-    return counts
 
 
 def _bad(message: str) -> MatrixError:
@@ -71,14 +68,23 @@ def _only_key(obj: Mapping[str, Any], what: str) -> tuple[str, str]:
 class Keys:
     def __init__(
         self,
-        db: Database,
-        server_name: str,
+        store: Store,
+        device_keys: DeviceKeyStore,
+        one_time_keys: OneTimeKeyStore,
+        cross_signing: CrossSigningStore,
+        device_lists: DeviceListStore,
+        queries: RoomQueries,
+        accounts: Accounts,
         *,
         notify_users: Callable[[Iterable[str]], None] | None = None,
     ) -> None:
-        self.db = db
-        self.store: E2EEStore = db.e2ee
-        self.server_name = server_name
+        self.store = store
+        self.device_keys = device_keys
+        self.one_time_keys = one_time_keys
+        self.cross_signing = cross_signing
+        self.device_lists = device_lists
+        self.queries = queries
+        self.accounts = accounts
         self.notify_users = notify_users or (lambda users: None)
         self._claim_lock = asyncio.Lock()
 
@@ -92,7 +98,7 @@ class Keys:
             raise _bad("one_time_keys and fallback_keys must be objects")
         if len(one_time) + len(fallback) > MAX_KEYS_PER_UPLOAD:
             raise MatrixError(400, "M_TOO_LARGE", f"at most {MAX_KEYS_PER_UPLOAD} keys per upload")
-        stored = self.store.device_keys(user_id, device_id)
+        stored = self.device_keys.get(user_id, device_id)
         changed = False
         if device_keys is not None:
             self._check_device_keys(user_id, device_id, device_keys)
@@ -107,35 +113,35 @@ class Keys:
         signing_key = None
         if stored is not None:
             signing_key = stored.get("keys", {}).get(f"ed25519:{device_id}")
-        batch = self.db.store.batch()
+        batch = self.store.batch()
         with batch:
             if device_keys is not None and stored is not None:
-                self.store.put_device_keys(user_id, device_id, stored, batch)
+                self.device_keys.put(user_id, device_id, stored, batch)
             seq = batch.next_count() if one_time else 0
             for full_id, key in one_time.items():
                 algorithm, key_id = self._split_key_id(full_id)
                 self._check_key(user_id, device_id, full_id, key, signing_key)
-                existing = self.store.has_one_time_key(user_id, device_id, algorithm, key_id)
+                existing = self.one_time_keys.find(user_id, device_id, algorithm, key_id)
                 if existing is not None:
                     if existing != key:
                         raise _bad(f"one-time key {full_id} already exists with a different value")
                     continue
-                self.store.put_one_time_key(user_id, device_id, algorithm, seq, key_id, key, batch)
+                self.one_time_keys.put(user_id, device_id, algorithm, seq, key_id, key, batch)
             for full_id, key in fallback.items():
                 algorithm, key_id = self._split_key_id(full_id)
                 self._check_key(user_id, device_id, full_id, key, signing_key)
-                current = self.store.fallback_key(user_id, device_id, algorithm)
+                current = self.one_time_keys.fallback_key(user_id, device_id, algorithm)
                 if current is not None and current.get("key_id") == key_id and current.get("key") == key:
                     continue  # the same key again: keep its used flag
-                self.store.put_fallback_key(
+                self.one_time_keys.put_fallback_key(
                     user_id, device_id, algorithm, {"key_id": key_id, "key": key, "used": False}, batch
                 )
             if changed:
-                self.store.mark_device_list_changed(user_id, batch)
+                self.device_lists.mark_changed(user_id, batch)
             await batch.commit()
         if changed:
-            self.notify_users(self.users_sharing_rooms(user_id) | {user_id})
-        return one_time_key_counts(self.store, user_id, device_id)
+            self.notify_users(self.queries.users_sharing_a_room(user_id) | {user_id})
+        return self.one_time_key_counts(user_id, device_id)
 
     @staticmethod
     def _split_key_id(full_id: object) -> tuple[str, str]:
@@ -188,14 +194,14 @@ class Keys:
                 raise _bad(f"device_keys.{user_id} must be a list of device ids")
             if not isinstance(user_id, str) or ":" not in user_id:
                 raise MatrixError(400, "M_INVALID_PARAM", f"{user_id!r} is not a user id")
-            server = user_id.split(":", 1)[1]
-            if server != self.server_name:
+            if not self.queries.is_local(user_id):
+                server = user_id.split(":", 1)[1]
                 # Remote users' keys come over federation (its own work); say so instead of guessing.
                 result["failures"][server] = {"status": 503, "message": "federation is not available"}
                 continue
             devices: dict[str, Any] = {}
-            names = {d: info.get("display_name") for d, info in self.db.accounts.devices(user_id)}
-            for device_id, keys in self.store.all_device_keys(user_id):
+            names = {d: info.get("display_name") for d, info in self.accounts.devices(user_id)}
+            for device_id, keys in self.device_keys.of_user(user_id):
                 if (wanted and device_id not in wanted) or device_id not in names:
                     continue
                 keys = self._with_signatures(keys, user_id, f"ed25519:{device_id}", requester)
@@ -203,12 +209,12 @@ class Keys:
                 devices[device_id] = {**keys, "unsigned": unsigned}
             result["device_keys"][user_id] = devices
             for usage, field in (("master", "master_keys"), ("self_signing", "self_signing_keys")):
-                key = self.store.cross_signing_key(user_id, usage)
+                key = self.cross_signing.get(user_id, usage)
                 if key is not None:
                     key_id, _ = _only_key(key, usage)
                     result[field][user_id] = self._with_signatures(key, user_id, key_id, requester)
             if user_id == requester:
-                key = self.store.cross_signing_key(user_id, "user_signing")
+                key = self.cross_signing.get(user_id, "user_signing")
                 if key is not None:
                     result["user_signing_keys"][user_id] = key
         return result
@@ -217,7 +223,7 @@ class Keys:
         """Merge uploaded signatures a requester may see: the owner's own, and the requester's."""
         extra = [
             (signer, sk, sig)
-            for signer, sk, sig in self.store.signatures_on(owner, key_id)
+            for signer, sk, sig in self.cross_signing.signatures_on(owner, key_id)
             if signer in (owner, requester)
         ]
         if not extra:
@@ -233,13 +239,13 @@ class Keys:
         """Hand out one-time keys (oldest first), then fallback keys; each one-time key at most once."""
         result: dict[str, Any] = {"one_time_keys": {}, "failures": {}}
         async with self._claim_lock:  # no other claim reads between our read and our delete
-            batch = self.db.store.batch()
+            batch = self.store.batch()
             taken: set[bytes] = set()
             with batch:
                 for user_id, devices in wanted.items():
                     if not isinstance(devices, dict):
                         raise _bad(f"one_time_keys.{user_id} must map device ids to algorithms")
-                    if not isinstance(user_id, str) or user_id.split(":", 1)[-1] != self.server_name:
+                    if not isinstance(user_id, str) or not self.queries.is_local(user_id):
                         server = user_id.split(":", 1)[-1] if isinstance(user_id, str) else "?"
                         result["failures"][server] = {"status": 503, "message": "federation is not available"}
                         continue
@@ -255,17 +261,17 @@ class Keys:
     def _claim_one(
         self, user_id: str, device_id: str, algorithm: str, batch: Batch, taken: set[bytes]
     ) -> dict[str, Any] | None:
-        for table_key, key_id, key in self.store.one_time_keys(user_id, device_id, algorithm):
+        for table_key, key_id, key in self.one_time_keys.oldest_first(user_id, device_id, algorithm):
             if table_key in taken:
                 continue  # claimed earlier in this same request
             taken.add(table_key)
-            self.store.delete_one_time_key(table_key, batch)
+            self.one_time_keys.delete(table_key, batch)
             return {f"{algorithm}:{key_id}": key}
-        fallback = self.store.fallback_key(user_id, device_id, algorithm)
+        fallback = self.one_time_keys.fallback_key(user_id, device_id, algorithm)
         if fallback is None:
             return None
         if not fallback.get("used"):
-            self.store.put_fallback_key(user_id, device_id, algorithm, {**fallback, "used": True}, batch)
+            self.one_time_keys.put_fallback_key(user_id, device_id, algorithm, {**fallback, "used": True}, batch)
         return {f"{algorithm}:{fallback['key_id']}": fallback["key"]}
 
     # -- cross-signing -----------------------------------------------------------------------------
@@ -273,11 +279,11 @@ class Keys:
     def cross_signing_needs_auth(self, user_id: str, body: Mapping[str, Any]) -> bool:
         """spec: POST /keys/device_signing/upload — no UIA for the first upload, or for re-sending the
         keys already stored; UIA for anything that replaces a key."""
-        if self.store.cross_signing_key(user_id, "master") is None:
+        if self.cross_signing.get(user_id, "master") is None:
             return False
         for usage in CROSS_SIGNING_USAGES:
             given = body.get(f"{usage}_key")
-            if given is not None and given != self.store.cross_signing_key(user_id, usage):
+            if given is not None and given != self.cross_signing.get(user_id, usage):
                 return True
         return False
 
@@ -298,26 +304,26 @@ class Keys:
             new[usage] = key
         if not new:
             raise MatrixError(400, "M_MISSING_PARAM", "no cross-signing keys given")
-        master = new.get("master") or self.store.cross_signing_key(user_id, "master")
+        master = new.get("master") or self.cross_signing.get(user_id, "master")
         for usage in ("self_signing", "user_signing"):
             if usage in new:
                 if master is None:
                     raise _bad(f"{usage}_key needs a master key")
                 master_id, master_pub = _only_key(master, "master_key")
                 _check_signed_by(new[usage], user_id, master_id, master_pub, f"{usage}_key")
-        device_ids = {d for d, _ in self.db.accounts.devices(user_id)}
+        device_ids = {d for d, _ in self.accounts.devices(user_id)}
         for usage, key in new.items():
             _, pub = _only_key(key, usage)
             if pub in device_ids:
                 # spec: "Cross-signing" — device ids must not collide with cross-signing public keys
                 raise MatrixError(400, "M_INVALID_PARAM", f"{usage}_key collides with a device id")
-        batch = self.db.store.batch()
+        batch = self.store.batch()
         with batch:
             for usage, key in new.items():
-                self.store.put_cross_signing_key(user_id, usage, key, batch)
-            self.store.mark_device_list_changed(user_id, batch)
+                self.cross_signing.put(user_id, usage, key, batch)
+            self.device_lists.mark_changed(user_id, batch)
             await batch.commit()
-        self.notify_users(self.users_sharing_rooms(user_id) | {user_id})
+        self.notify_users(self.queries.users_sharing_a_room(user_id) | {user_id})
 
     async def upload_signatures(self, requester: str, body: Mapping[str, Any]) -> dict[str, Any]:
         failures: dict[str, dict[str, Any]] = {}
@@ -326,7 +332,7 @@ class Keys:
         def fail(user: str, key_id: str, errcode: str, message: str) -> None:
             failures.setdefault(user, {})[key_id] = {"errcode": errcode, "error": message}
 
-        batch = self.db.store.batch()
+        batch = self.store.batch()
         with batch:
             for target_user, objects in body.items():
                 if not isinstance(objects, dict):
@@ -351,7 +357,9 @@ class Keys:
                                 signer_pub,
                                 "signature",
                             )
-                            self.store.put_signature(target_user, stored_key_id, requester, signer_key_id, sig, batch)
+                            self.cross_signing.put_signature(
+                                target_user, stored_key_id, requester, signer_key_id, sig, batch
+                            )
                             changed.add(target_user)
                             break
                         else:
@@ -359,22 +367,22 @@ class Keys:
                     except MatrixError as e:
                         fail(target_user, key_id, e.errcode, e.message)
             for user in changed:
-                self.store.mark_device_list_changed(user, batch)
+                self.device_lists.mark_changed(user, batch)
             await batch.commit()
         if changed:
             users: set[str] = {requester}
             for user in changed:
-                users |= self.users_sharing_rooms(user) | {user}
+                users |= self.queries.users_sharing_a_room(user) | {user}
             self.notify_users(users)
         return {"failures": failures}
 
     def _signature_target(self, requester: str, target_user: str, key_id: str) -> tuple[str, dict[str, Any]]:
         """The stored key a signature is for: a device (by device id) or a master key (by public key)."""
         if target_user == requester:
-            device = self.store.device_keys(target_user, key_id)
+            device = self.device_keys.get(target_user, key_id)
             if device is not None:
                 return f"ed25519:{key_id}", device
-        master = self.store.cross_signing_key(target_user, "master")
+        master = self.cross_signing.get(target_user, "master")
         if master is not None:
             master_id, master_pub = _only_key(master, "master_key")
             if key_id in (master_pub, master_id):
@@ -385,36 +393,42 @@ class Keys:
         """(key id, public key) of the requester's keys that may sign this target."""
         out: list[tuple[str, str]] = []
         if target_user == requester:
-            if self.store.device_keys(target_user, key_id) is not None:
-                ssk = self.store.cross_signing_key(requester, "self_signing")
+            if self.device_keys.get(target_user, key_id) is not None:
+                ssk = self.cross_signing.get(requester, "self_signing")
                 if ssk is not None:
                     out.append(_only_key(ssk, "self_signing_key"))
             else:  # the own master key, signed by one of the own devices
-                for device_id, keys in self.store.all_device_keys(requester):
+                for device_id, keys in self.device_keys.of_user(requester):
                     pub = keys.get("keys", {}).get(f"ed25519:{device_id}")
                     if isinstance(pub, str):
                         out.append((f"ed25519:{device_id}", pub))
         else:
-            usk = self.store.cross_signing_key(requester, "user_signing")
+            usk = self.cross_signing.get(requester, "user_signing")
             if usk is not None:
                 out.append(_only_key(usk, "user_signing_key"))
         return out
 
+    # -- counts for /sync ------------------------------------------------------------------------
+
+    def one_time_key_counts(self, user_id: str, device_id: str) -> dict[str, int]:
+        """Unclaimed one-time keys per algorithm, with `signed_curve25519` always present. The spec lets an
+        absent algorithm mean zero, but matrix-sdk-crypto reads an absent count as "unchanged" unless the
+        client special-cases sync v2 (js-sdk 43 does): such a client would never replenish its keys."""
+        counts = self.one_time_keys.counts(user_id, device_id)
+        counts.setdefault("signed_curve25519", 0)
+        return counts
+
+    def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
+        fallback = self.one_time_keys.fallback_keys(user_id, device_id)
+        return sorted(algorithm for algorithm, entry in fallback if not entry.get("used"))
+
     # -- deleted devices ---------------------------------------------------------------------------
 
     def devices_deleted(self, user_id: str, device_ids: list[str], batch: Batch) -> None:
-        """In the batch that deletes devices: forget their keys and messages, and tell those who track
-        the user's devices once the batch is written."""
+        """In the batch that deletes devices: forget their keys, and tell those who track the user's
+        devices once the batch is written."""
         for device_id in device_ids:
-            self.store.delete_device(user_id, device_id, batch)
-        self.store.mark_device_list_changed(user_id, batch)
-        batch.on_commit.append(lambda: self.notify_users(self.users_sharing_rooms(user_id) | {user_id}))
-
-    # -- sharing rooms -----------------------------------------------------------------------------
-
-    def users_sharing_rooms(self, user_id: str) -> set[str]:
-        users: set[str] = set()
-        for ur in self.db.rooms.user_rooms(user_id):
-            if ur.membership == "join":
-                users.update(u for u, _ in self.db.rooms.members(ur.room, "join"))
-        return users
+            self.device_keys.delete(user_id, device_id, batch)
+            self.one_time_keys.delete_device(user_id, device_id, batch)
+        self.device_lists.mark_changed(user_id, batch)
+        batch.on_commit.append(lambda: self.notify_users(self.queries.users_sharing_a_room(user_id) | {user_id}))

@@ -7,12 +7,17 @@ A message waits under its target device at a position on the global stream; `/sy
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from homeserver.errors import MatrixError
-from storage.database import Database
+from homeserver.rooms.queries import RoomQueries
+from storage.engine import Batch, Store
+from storage.to_device import ToDeviceStore
+
+if TYPE_CHECKING:
+    from homeserver.auth.accounts import Accounts
 
 MAX_PER_SYNC = 100
 # Each message is re-sent in the recipient's /sync and, for a remote user, in a federation EDU; its
@@ -22,27 +27,35 @@ MAX_CONTENT_BYTES = 65536
 
 class ToDevice:
     def __init__(
-        self, db: Database, server_name: str, *, notify_users: Callable[[Iterable[str]], None] | None = None
+        self,
+        store: Store,
+        inboxes: ToDeviceStore,
+        queries: RoomQueries,
+        accounts: Accounts,
+        *,
+        notify_users: Callable[[Iterable[str]], None] | None = None,
     ) -> None:
-        self.db = db
-        self.server_name = server_name
+        self.store = store
+        self.inboxes = inboxes
+        self.queries = queries
+        self.accounts = accounts
         self.notify_users = notify_users or (lambda users: None)
 
     async def send(
         self, sender: str, sender_device: str, event_type: str, txn_id: str, messages: Mapping[str, Any]
     ) -> None:
-        store = self.db.e2ee
-        if store.to_device_txn_seen(sender, sender_device, txn_id):
+        inboxes = self.inboxes
+        if inboxes.txn_seen(sender, sender_device, txn_id):
             return  # spec: the same transaction id is idempotent
         targets: set[str] = set()
-        batch = self.db.store.batch()
+        batch = self.store.batch()
         with batch:
             for user_id, by_device in messages.items():
                 if not isinstance(by_device, dict):
                     raise MatrixError(400, "M_BAD_JSON", f"messages.{user_id} must map device ids to contents")
-                if not isinstance(user_id, str) or user_id.split(":", 1)[-1] != self.server_name:
+                if not isinstance(user_id, str) or not self.queries.is_local(user_id):
                     continue  # remote users are reached over federation (its own work)
-                known = [d for d, _ in self.db.accounts.devices(user_id)]
+                known = [d for d, _ in self.accounts.devices(user_id)]
                 for device_id, content in by_device.items():
                     if not isinstance(content, dict):
                         raise MatrixError(400, "M_BAD_JSON", "each message content must be an object")
@@ -52,11 +65,11 @@ class ToDevice:
                         )
                     devices = known if device_id == "*" else [device_id] if device_id in known else []
                     for d in devices:
-                        store.put_to_device(
+                        inboxes.put(
                             user_id, d, {"sender": sender, "type": event_type, "content": content}, batch
                         )
                         targets.add(user_id)
-            store.mark_to_device_txn(sender, sender_device, txn_id, batch)
+            inboxes.mark_txn(sender, sender_device, txn_id, batch)
             await batch.commit()
         if targets:
             self.notify_users(targets)
@@ -67,20 +80,25 @@ class ToDevice:
         Deleted are only messages at or below both `since` and the last position handed out, so a
         lost response (the client retries with an older `since`) loses nothing.
         """
-        store = self.db.e2ee
-        delivered = store.last_delivered(user_id, device_id)
-        pending = store.to_device(user_id, device_id, upto, MAX_PER_SYNC + 1)
+        inboxes = self.inboxes
+        delivered = inboxes.last_delivered(user_id, device_id)
+        pending = inboxes.pending(user_id, device_id, upto, MAX_PER_SYNC + 1)
         ack = min(since, delivered) if since is not None else 0
         if ack and pending and pending[0][0] <= ack:
-            batch = self.db.store.batch()
+            batch = self.store.batch()
             with batch:
-                store.delete_to_device_upto(user_id, device_id, ack, batch)
+                inboxes.delete_upto(user_id, device_id, ack, batch)
                 await batch.commit()
-            pending = store.to_device(user_id, device_id, upto, MAX_PER_SYNC)
+            pending = inboxes.pending(user_id, device_id, upto, MAX_PER_SYNC)
         pending = pending[:MAX_PER_SYNC]
         if pending and pending[-1][0] > delivered:
-            batch = self.db.store.batch()
+            batch = self.store.batch()
             with batch:
-                store.set_last_delivered(user_id, device_id, pending[-1][0], batch)
+                inboxes.set_last_delivered(user_id, device_id, pending[-1][0], batch)
                 await batch.commit()
         return [message for _, message in pending]
+
+    def devices_deleted(self, user_id: str, device_ids: list[str], batch: Batch) -> None:
+        """In the batch that deletes devices: drop the messages waiting for them."""
+        for device_id in device_ids:
+            self.inboxes.delete_device(user_id, device_id, batch)

@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from homeserver.notifier import Notifier
-from storage.database import Database
+from homeserver.rooms.queries import RoomQueries
+from storage.engine import Store
+from storage.presence import PresenceStore
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +64,18 @@ class UserPresence:
 
 class Presence:
     def __init__(
-        self, db: Database, notifier: Notifier, *, enabled: bool = True, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        presence: PresenceStore,
+        queries: RoomQueries,
+        notifier: Notifier,
+        *,
+        enabled: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.db = db
+        self.store = store
+        self.presence = presence
+        self.queries = queries
         self.notifier = notifier
         self.enabled = enabled
         self.clock = clock
@@ -78,7 +89,7 @@ class Presence:
     def get(self, user_id: str) -> UserPresence:
         found = self._users.get(user_id)
         if found is None:
-            record = self.db.presence.get(user_id)
+            record = self.presence.get(user_id)
             found = UserPresence()
             if record is not None:
                 found.presence = record["presence"]
@@ -89,7 +100,7 @@ class Presence:
         return found
 
     def known(self, user_id: str) -> bool:
-        return user_id in self._users or self.db.presence.get(user_id) is not None
+        return user_id in self._users or self.presence.get(user_id) is not None
 
     # -- changes ---------------------------------------------------------------------------------
 
@@ -109,17 +120,14 @@ class Presence:
         self._ensure_checker()
 
     async def _store(self, user_id: str, current: UserPresence, presence: str, status_msg: str | None) -> None:
-        batch = self.db.store.batch()
+        batch = self.store.batch()
         with batch:
             old_stream = current.stream
             updated = UserPresence(presence, status_msg, current.last_active_ts, batch.next_count())
-            self.db.presence.put(user_id, updated.record(), old_stream, batch)
+            self.presence.put(user_id, updated.record(), old_stream, batch)
             await batch.commit()
         current.presence, current.status_msg, current.stream = presence, status_msg, updated.stream
-        self.notifier.notify(users=(user_id,), rooms=self._rooms_of(user_id))
-
-    def _rooms_of(self, user_id: str) -> list[int]:
-        return [ur.room for ur in self.db.rooms.user_rooms(user_id) if ur.membership == "join"]
+        self.notifier.notify(users=(user_id,), rooms=self.queries.joined_rooms(user_id))
 
     async def syncing(self, user_id: str, set_presence: str | None) -> None:
         """A sync started (spec: GET /sync `set_presence`; omitted means online)."""
@@ -192,7 +200,7 @@ class Presence:
         return {"type": "m.presence", "sender": user_id, "content": self.content(user_id)}
 
     def changed(self, after: int, upto: int) -> Iterable[str]:
-        return self.db.presence.changed(after, upto)
+        return self.presence.changed(after, upto)
 
     async def close(self) -> None:
         tasks = [t for t in (self._checker, *self._tasks) if t is not None]

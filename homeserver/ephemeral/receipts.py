@@ -2,7 +2,7 @@
 
 A receipt is one batch at a new position on the global stream. `m.read` receipts wake everyone in
 the room; `m.read.private` ones only their owner (spec: MUST NOT be sent to anyone else). A read
-receipt moves the owner's read point, so their unread counts are recomputed.
+receipt moves the owner's read point: listeners (the push service's unread counts) are told.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from typing import Any
 from homeserver.account_data.service import AccountData
 from homeserver.errors import MatrixError
 from homeserver.notifier import Notifier
-from homeserver.push.service import PushService
-from storage.database import Database
-from storage.receipts import Receipt
+from homeserver.rooms.queries import RoomQueries
+from storage.engine import Store
+from storage.events import BACKFILLED
+from storage.receipts import Receipt, ReceiptStore
 
 RECEIPT_TYPES = ("m.read", "m.read.private")
 FULLY_READ = "m.fully_read"
@@ -25,31 +26,39 @@ FULLY_READ = "m.fully_read"
 class Receipts:
     def __init__(
         self,
-        db: Database,
+        store: Store,
+        receipts: ReceiptStore,
+        queries: RoomQueries,
         notifier: Notifier,
-        push: PushService,
         account_data: AccountData,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.db = db
+        self.store = store
+        self.receipts = receipts
+        self.queries = queries
         self.notifier = notifier
-        self.push = push
         self.account_data = account_data
         self.clock = clock
+        self.listeners: list[Callable[[str, int], None]] = []  # told (user, room) after a read receipt moved
 
+
+
+    def add_read_listener(self, listener: Callable[[str, int], None]) -> None:
+        """At wiring time: `listener` is told (user, room) after the user's read receipt moved."""
+        self.listeners.append(listener)
     def _room(self, user_id: str, room_id: str) -> int:
-        room = self.db.ids.room(room_id)
-        joined = self.db.rooms.user_room(user_id, room) if room is not None else None
-        if room is None or joined is None or joined.membership != "join":
+        room = self.queries.room(room_id)
+        if room is None or not self.queries.is_joined(user_id, room):
             raise MatrixError(403, "M_FORBIDDEN", "You are not joined to this room")
         return room
 
-    def _event(self, room: int, event_id: str) -> int:
-        short = self.db.ids.event(event_id)
-        meta = self.db.events.get_meta(short) if short is not None else None
+    def _event(self, room: int, event_id: str) -> tuple[int, int]:
+        """(short id, position on the live timeline: 0 for a backfilled event) of an event of the room."""
+        short = self.queries.event_short(event_id)
+        meta = self.queries.event_meta(short) if short is not None else None
         if short is None or meta is None or meta.room != room or meta.outlier or meta.rejected:
             raise MatrixError(404, "M_NOT_FOUND", "Event not found in this room")
-        return short
+        return short, 0 if meta.flags & BACKFILLED else meta.stream
 
     async def send(
         self, user_id: str, room_id: str, receipt_type: str, event_id: str, thread_id: str | None = None
@@ -60,41 +69,43 @@ class Receipts:
         if thread_id is not None and (receipt_type == FULLY_READ):
             raise MatrixError(400, "M_INVALID_PARAM", "thread_id cannot be used with m.fully_read")
         room = self._room(user_id, room_id)
-        short = self._event(room, event_id)
+        _, position = self._event(room, event_id)
         if receipt_type == FULLY_READ:
             await self.account_data.set(user_id, FULLY_READ, {"event_id": event_id}, room_id)
             return
-        await self._write(user_id, room, receipt_type, event_id, short, thread_id or "")
+        await self._write(user_id, room, receipt_type, event_id, position, thread_id or "")
 
     async def read_markers(self, user_id: str, room_id: str, body: dict[str, Any]) -> None:
         """POST /rooms/{roomId}/read_markers: the fully read marker and/or read receipts."""
         room = self._room(user_id, room_id)
-        wanted: dict[str, tuple[str, int]] = {}
+        wanted: dict[str, tuple[str, int]] = {}  # receipt type -> event id, its position
         for key in (FULLY_READ, *RECEIPT_TYPES):
             value = body.get(key)
             if value is None:
                 continue
             if not isinstance(value, str):
                 raise MatrixError(400, "M_INVALID_PARAM", f"{key} must be an event id")
-            wanted[key] = (value, self._event(room, value))
-        for key, (event_id, short) in wanted.items():
+            wanted[key] = (value, self._event(room, value)[1])
+        for key, (event_id, position) in wanted.items():
             if key == FULLY_READ:
                 await self.account_data.set(user_id, FULLY_READ, {"event_id": event_id}, room_id)
             else:
-                await self._write(user_id, room, key, event_id, short, "")
+                await self._write(user_id, room, key, event_id, position, "")
 
-    async def _write(self, user_id: str, room: int, receipt_type: str, event_id: str, short: int, thread: str) -> None:
-        position = self.push.event_position(short)
-        old = self.db.receipts.get(room, user_id, receipt_type, thread)
+    async def _write(
+        self, user_id: str, room: int, receipt_type: str, event_id: str, position: int, thread: str
+    ) -> None:
+        old = self.receipts.get(room, user_id, receipt_type, thread)
         if old is not None and (old.event_id == event_id or old.event_position > position):
             return  # receipts only move forward (a read point is never rewound)
-        batch = self.db.store.batch()
+        batch = self.store.batch()
         with batch:
             stream = batch.next_count()
             receipt = Receipt(user_id, receipt_type, thread, event_id, position, int(self.clock() * 1000), stream)
-            self.db.receipts.put(room, receipt, batch)
+            self.receipts.put(room, receipt, batch)
             await batch.commit()
-        self.push.forget_counts(user_id, room)
+        for listener in self.listeners:
+            listener(user_id, room)
         if receipt_type == "m.read":
             self.notifier.notify(rooms=(room,), users=(user_id,))
         else:
@@ -102,12 +113,12 @@ class Receipts:
 
     def changed_since(self, room: int, since: int) -> bool:
         """Whether a receipt in the room moved after stream position `since`."""
-        return self.db.receipts.latest(room) > since
+        return self.receipts.latest(room) > since
 
     def event_for_sync(self, room: int, user_id: str, after: int, upto: int) -> dict[str, Any] | None:
         """The room's `m.receipt` event with the receipts in (after, upto] that `user_id` may see."""
         content: dict[str, Any] = {}
-        for r in self.db.receipts.in_room(room, after, upto):
+        for r in self.receipts.in_room(room, after, upto):
             if r.receipt_type == "m.read.private" and r.user_id != user_id:
                 continue
             entry: dict[str, Any] = {"ts": r.ts}
@@ -117,3 +128,18 @@ class Receipts:
         if not content:
             return None
         return {"type": "m.receipt", "content": content}
+
+    def read_positions(self, user_id: str, room: int) -> tuple[int, dict[str, int]]:
+        """Where the user's read receipts (public and private) stand on the live timeline:
+        (unthreaded, thread ("" = main timeline) -> threaded), the most advanced of each."""
+        unthreaded = 0
+        threads: dict[str, int] = {}
+        for receipt in self.receipts.of_user(room, user_id):
+            if receipt.receipt_type not in RECEIPT_TYPES:
+                continue
+            if not receipt.thread_id:
+                unthreaded = max(unthreaded, receipt.event_position)
+            else:
+                key = "" if receipt.thread_id == "main" else receipt.thread_id
+                threads[key] = max(threads.get(key, 0), receipt.event_position)
+        return unthreaded, threads

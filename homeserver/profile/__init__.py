@@ -22,8 +22,9 @@ from homeserver.media.mxc import parse_mxc
 from homeserver.protocol import canonical_json
 from homeserver.protocol.errors import ProtocolError
 from homeserver.protocol.identifiers import is_valid_user_id
-from storage.database import Database
-from storage.engine import Batch
+from homeserver.rooms.queries import RoomQueries
+from storage.engine import Batch, Store
+from storage.profiles import ProfileStore
 
 if TYPE_CHECKING:
     from homeserver.auth.tokens import Requester
@@ -73,9 +74,17 @@ def check_value(key: str, value: Any) -> Any:
 
 
 class Profiles:
-    def __init__(self, db: Database, server_name: str, exists: Callable[[str], bool], pipeline: EventPipeline) -> None:
-        self.db = db
-        self.server_name = server_name
+    def __init__(
+        self,
+        store: Store,
+        profiles: ProfileStore,
+        queries: RoomQueries,
+        exists: Callable[[str], bool],
+        pipeline: EventPipeline,
+    ) -> None:
+        self.store = store
+        self.profiles = profiles
+        self.queries = queries
         self.exists = exists
         self.pipeline = pipeline  # sends the member events of a profile change
         self.query_remote: RemoteProfileQuery | None = None  # set by federation
@@ -83,13 +92,13 @@ class Profiles:
         self._locks: KeyedLocks[str] = KeyedLocks()  # a user's lock lives only while in use
 
     def is_local(self, user_id: str) -> bool:
-        return user_id.rpartition(":")[2] == self.server_name and user_id.startswith("@")
+        return user_id.startswith("@") and self.queries.is_local(user_id)
 
     # -- reading ---------------------------------------------------------------------------------
 
     def get_profile(self, user_id: str) -> dict[str, Any]:
         """The stored profile of a local user ({} when none or unknown). Does no I/O beyond the store."""
-        return dict(self.db.profiles.get(user_id) or {})
+        return dict(self.profiles.get(user_id) or {})
 
     def member_fields(self, user_id: str) -> dict[str, Any]:
         """displayname and avatar_url, as they go into this user's `m.room.member` content."""
@@ -150,7 +159,7 @@ class Profiles:
             profile["avatar_url"] = avatar
         if not profile:
             return
-        self.db.profiles.put(user_id, profile, batch)
+        self.profiles.put(user_id, profile, batch)
         batch.on_commit.append(lambda: self._tell(user_id, profile))
 
     def _tell(self, user_id: str, profile: dict[str, Any]) -> None:
@@ -169,9 +178,9 @@ class Profiles:
                 return
             if len(canonical_json.encode(new)) > MAX_PROFILE_BYTES:
                 raise MatrixError(400, "M_PROFILE_TOO_LARGE", f"profiles are limited to {MAX_PROFILE_BYTES} bytes")
-            batch = self.db.store.batch()
+            batch = self.store.batch()
             with batch:
-                self.db.profiles.put(user_id, new, batch)
+                self.profiles.put(user_id, new, batch)
                 await batch.commit()
             self._tell(user_id, new)
             if key in MEMBER_FIELDS:
@@ -181,11 +190,11 @@ class Profiles:
         """spec: "Events on Change of Profile Information" — a join event with the new values in
         every room the user is joined to. A room that refuses it is logged and skipped."""
         fields = self.member_fields(user_id)
-        joined = [r for r in self.db.rooms.user_rooms(user_id) if r.membership == "join"]
+        joined = [r for r in self.queries.memberships(user_id) if r.membership == "join"]
         for room in joined:
-            old_event = self.db.events.get_json(room.event) or {}
-            old_content = old_event.get("content")
-            content: dict[str, Any] = dict(old_content) if isinstance(old_content, dict) else {}
+            old_event = self.queries.event(room.event)
+            old_content = old_event.content if old_event is not None else {}
+            content: dict[str, Any] = dict(old_content)
             # only meaningful on the join itself; a join -> join change must not carry it
             content.pop("join_authorised_via_users_server", None)
             content["membership"] = "join"
@@ -195,7 +204,7 @@ class Profiles:
             if content == old_content:
                 continue
             try:
-                room_id = self.db.ids.room_id(room.room)
+                room_id = self.queries.room_id(room.room)
                 await self.pipeline.send(room_id, user_id, "m.room.member", content, user_id)
             except (MatrixError, KeyError) as e:
                 log.warning("profile change of %s not sent to room %s: %s", user_id, room.room, e)

@@ -1,11 +1,10 @@
-"""Push rules per user, their evaluation when an event is persisted, and the unread notification
-counts they produce (spec: modules/push.md "Receiving notifications", "Marking notifications as read").
+"""Push at send time: every new timeline event is evaluated, while the pipeline writes it, for each
+local member of its room (but its sender) and the invitee of an invite (spec: modules/push.md
+"Receiving notifications"); the notifications are written in the event's own batch, keyed by its
+stream position, so `/sync` reports the new counts with the event.
 
-Every new timeline event is evaluated, while the pipeline writes it, for each local member of its
-room (but its sender) and the invitee of an invite; the notifications are written in the event's
-own batch, keyed by its stream position, so `/sync` reports the new counts with the event. Counts are the
-notifications after the user's read point: the most advanced of their `m.read` and
-`m.read.private` receipts and their own last event, per thread ("main" for the main timeline).
+The push service is made of this evaluation and its parts, one module each: the users' rules
+(`user_rules.py`), unread counts and the notification list (`notifications.py`), pushers (`pushers.py`).
 """
 
 from __future__ import annotations
@@ -13,80 +12,27 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from homeserver.errors import MatrixError
-from homeserver.locks import KeyedLocks
 from homeserver.notifier import Notifier
+from homeserver.protocol.events import Event
 from homeserver.protocol.power_levels import get_notification_level, get_user_power_level
-from homeserver.push import rules as push_rules
 from homeserver.push.evaluator import CompiledRuleset, EventContext, glob_regex, is_highlight, key_path
+from homeserver.push.notifications import Notifications
+from homeserver.push.pushers import Pushers
+from homeserver.push.user_rules import PushRules
 from homeserver.rooms.pipeline import PersistedEvent, RoomContext
-from homeserver.rooms.tokens import parse_counter
-from storage.cache import LruCache, function_cache_stats
-from storage.database import Database
-from storage.engine import Batch
-from storage.events import BACKFILLED
-from storage.push import NotificationGroup
+from homeserver.rooms.queries import RoomQueries
+from storage.cache import CacheRegistry, LruCache, function_cache_stats
+from storage.engine import Batch, Store
+from storage.push import NotificationGroup, PushStore
+
+if TYPE_CHECKING:
+    from homeserver.ephemeral.receipts import Receipts
 
 log = logging.getLogger(__name__)
 
-READ_RECEIPTS = ("m.read", "m.read.private")
 MAX_THREAD_HOPS = 3  # spec: push "Marking notifications as read" — at most 3 hops to find a thread
-
-
-class Counts:
-    __slots__ = ("highlight_count", "notification_count")
-
-    notification_count: int
-    highlight_count: int
-
-    def __init__(self, notification_count: int = 0, highlight_count: int = 0) -> None:
-        self.notification_count = notification_count
-        self.highlight_count = highlight_count
-
-    def json(self) -> dict[str, int]:
-        return {"notification_count": self.notification_count, "highlight_count": self.highlight_count}
-
-
-class RoomCounts:
-    """Unread counts of a room: all together, the main timeline alone, and per thread root."""
-
-    __slots__ = ("main", "threads", "total")
-
-    total: Counts
-    main: Counts
-    threads: dict[str, Counts]
-
-    def __init__(
-        self, total: Counts | None = None, main: Counts | None = None, threads: dict[str, Counts] | None = None
-    ) -> None:
-        self.total = Counts() if total is None else total
-        self.main = Counts() if main is None else main
-        self.threads = {} if threads is None else threads
-
-
-class _CachedCounts:
-    """A user's counts in a room, with what they were counted from: notifications up to position
-    `scanned`, against the read points `unthreaded`/`threads`. New notifications after `scanned` only
-    mark them `stale`, and the next read adds just those (a change of read points drops the entry)."""
-
-    __slots__ = ("counts", "scanned", "stale", "threads", "unthreaded")
-
-    counts: RoomCounts
-    scanned: int
-    unthreaded: int
-    threads: dict[str, int]
-    stale: bool
-
-    def __init__(
-        self, counts: RoomCounts, scanned: int, unthreaded: int, threads: dict[str, int], stale: bool = False
-    ) -> None:
-        self.counts = counts
-        self.scanned = scanned
-        self.unthreaded = unthreaded
-        self.threads = threads
-        self.stale = stale
 
 
 _NOBODY: frozenset[str] = frozenset()
@@ -168,25 +114,30 @@ class _RoomEventContext(EventContext):
     def _version(self) -> str:
         return str(self._info.get("version", "10"))
 
-    def _power_levels(self) -> dict[str, Any] | None:
+    def _state(self, event_type: str, state_key: str = "") -> Event | None:
+        return self._service.queries.current_state_event(self._room, event_type, state_key)
+
+    def _power_levels(self) -> Mapping[str, Any] | None:
         if self._levels is _UNSET:
-            self._levels = self._service._state_event(self._room, "m.room.power_levels")
-        levels: dict[str, Any] | None = self._levels
-        return levels
+            levels = self._state("m.room.power_levels")
+            self._levels = levels.raw if levels is not None else None
+        found: Mapping[str, Any] | None = self._levels
+        return found
 
     def count_members(self) -> int:
         return self._service._member_count(self._room)
 
     def sender_power_level(self) -> int | float:
-        create = self._service._state_event(self._room, "m.room.create")
-        return get_user_power_level(str(self.event.get("sender")), self._power_levels(), create, self._version())
+        create = self._state("m.room.create")
+        raw = create.raw if create is not None else None
+        return get_user_power_level(str(self.event.get("sender")), self._power_levels(), raw, self._version())
 
     def notification_level(self, key: str) -> int:
         return get_notification_level(self._power_levels(), key, self._version())
 
     def display_name(self, user_id: str) -> str | None:
-        member = self._service._state_event(self._room, "m.room.member", user_id)
-        name = (member or {}).get("content", {}).get("displayname")
+        member = self._state("m.room.member", user_id)
+        name = member.content.get("displayname") if member is not None else None
         return name if isinstance(name, str) else None
 
 
@@ -205,82 +156,34 @@ def _merge(found: list[tuple[list[Any], list[str]]]) -> list[tuple[list[Any], li
 class PushService:
     def __init__(
         self,
-        db: Database,
+        store: Store,
+        push: PushStore,
+        caches: CacheRegistry,
+        queries: RoomQueries,
+        receipts: Receipts,
         notifier: Notifier,
-        server_name: str,
         clock: Callable[[], float] = time.time,
         *,
         ignored: Callable[[str], frozenset[str]],
     ) -> None:
-        self.db = db
-        self.notifier = notifier
-        self.server_name = server_name
-        self._local_suffix = ":" + server_name
+        self.push = push
+        self.queries = queries
         self.clock = clock
+        self.rules = PushRules(store, push, notifier, caches)
+        self.rules.change_listeners.append(lambda user_id: self._room_rules.clear())
         # the budget's "push" share, split by how many entries each kind needs (storage/cache.py)
-        caches = db.caches
-        self._rulesets: LruCache[str, dict[str, list[dict[str, Any]]]] = caches.lru("push.rulesets", "push", part=0.1)
-        self._compiled: LruCache[str, CompiledRuleset] = caches.lru("push.compiled_rules", "push", part=0.15)
-        self._default = CompiledRuleset(push_rules.ruleset(None, None), push_rules.USER_ID)
-        self._locks: KeyedLocks[str] = KeyedLocks()
         self._local_members: LruCache[int, list[str]] = caches.lru("push.local_members", "push", part=0.15)
         # joined members (local and remote), as committed
         self._member_counts: LruCache[int, int] = caches.lru("push.member_counts", "push", part=0.1)
-        self._counts: LruCache[tuple[str, int], _CachedCounts] = caches.lru("push.unread_counts", "push", part=0.4)
+        self.notifications = Notifications(push, receipts, caches)
         # local members of a room grouped by their rules
         self._room_rules: LruCache[int, _RoomRules] = caches.lru("push.room_rules", "push", part=0.1)
         # pure functions with small fixed caches (module level, shared by every server in a process)
         caches.add_reporter(function_cache_stats("push.glob_patterns", glob_regex, PATTERN_BYTES))
         caches.add_reporter(function_cache_stats("push.key_paths", key_path, 300))
+        self.pushers = Pushers(store, push)
         # who a user ignores (spec: ignore_users): their events notify nobody who ignores them
         self.ignored = ignored
-
-    def is_local(self, user_id: str) -> bool:
-        return user_id.endswith(self._local_suffix)
-
-    # -- rules -----------------------------------------------------------------------------------
-
-    def record(self, user_id: str) -> dict[str, Any]:
-        return self.db.push.rules(user_id) or {**push_rules.empty_record(), "stream": 0}
-
-    def ruleset(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
-        found = self._rulesets.get(user_id)
-        if found is None:
-            found = push_rules.ruleset(self.db.push.rules(user_id), user_id)
-            self._rulesets.put(user_id, found)
-        return found
-
-    def compiled(self, user_id: str) -> CompiledRuleset:
-        """The user's rules ready for evaluation (one shared object for everyone on the defaults)."""
-        found = self._compiled.get(user_id)
-        if found is None:
-            record = self.db.push.rules(user_id)
-            found = self._default
-            if record is not None:
-                found = CompiledRuleset(push_rules.ruleset(record, None), push_rules.USER_ID)
-            self._compiled.put(user_id, found)
-        return found
-
-    def rules_stream(self, user_id: str) -> int:
-        record = self.db.push.rules(user_id)
-        return int(record.get("stream", 0)) if record else 0
-
-    def push_rules_event(self, user_id: str) -> dict[str, Any]:
-        """spec: m.push_rules — the account data event carrying the user's whole ruleset."""
-        return {"type": "m.push_rules", "content": {"global": self.ruleset(user_id)}}
-
-    async def change_rules(self, user_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-        async with self._locks(user_id):
-            record = change(self.record(user_id))
-            batch = self.db.store.batch()
-            with batch:
-                record["stream"] = batch.next_count()
-                self.db.push.put_rules(user_id, record, batch)
-                await batch.commit()
-            self._rulesets.discard(user_id)
-            self._compiled.discard(user_id)
-            self._room_rules.clear()
-        self.notifier.notify(users=(user_id,))
 
     # -- evaluation at send time -----------------------------------------------------------------
 
@@ -303,13 +206,13 @@ class PushService:
             invitee = event.get("state_key")
             if (
                 isinstance(invitee, str)
-                and self.is_local(invitee)
+                and self.queries.is_local(invitee)
                 and invitee != sender
                 and invitee not in self._members(room)
                 and sender not in self.ignored(invitee)
             ):
-                work = [*work, (self.compiled(invitee), [invitee], "*" not in invitee and "?" not in invitee)]
-        own = isinstance(sender, str) and self.is_local(sender)
+                work = [*work, (self.rules.compiled(invitee), [invitee], "*" not in invitee and "?" not in invitee)]
+        own = isinstance(sender, str) and self.queries.is_local(sender)
         if not work and not own:
             return
         thread = self.thread_of(event)
@@ -327,7 +230,7 @@ class PushService:
         if len(notify) > 1:
             notify = _merge(notify)  # users whose rules give the same actions share one notification record
         if notify:
-            self.db.push.add_notifications(
+            self.push.add_notifications(
                 persisted.room_id,
                 room,
                 persisted.stream,
@@ -338,30 +241,11 @@ class PushService:
                 batch,
             )
         if own:
-            self.db.push.set_last_sent(str(sender), room, thread, persisted.stream, batch)
+            self.push.set_last_sent(str(sender), room, thread, persisted.stream, batch)
         if notify or own:
-            position = persisted.stream
-            own_id = str(sender) if own else None
-
-            def landed() -> None:
-                counts = self._counts
-                if not counts:
-                    return
-                for _, users in notify:
-                    for user_id in users:
-                        cached = counts.peek((user_id, room))
-                        if cached is not None:
-                            if position > cached.scanned:
-                                cached.stale = True  # the next read counts the new notifications only
-                            else:
-                                counts.discard((user_id, room))
-                if own_id is not None:
-                    counts.discard((own_id, room))  # their read point moved
-
-            batch.on_commit.append(landed)
-
-    def _remember_counts(self, key: tuple[str, int], cached: _CachedCounts) -> None:
-        self._counts.put(key, cached)
+            position, own_id = persisted.stream, str(sender) if own else None
+            notified = [users for _, users in notify]
+            batch.on_commit.append(lambda: self.notifications.landed(room, position, notified, own_id))
 
     def forget_members(self, room: int) -> None:
         self._local_members.discard(room)
@@ -378,7 +262,7 @@ class PushService:
             by_rules: dict[int, tuple[CompiledRuleset, list[str]]] = {}
             ignorers: dict[str, frozenset[str]] = {}
             for user_id in self._members(room):
-                rules = self.compiled(user_id)
+                rules = self.rules.compiled(user_id)
                 entry = by_rules.get(id(rules))
                 if entry is None:
                     by_rules[id(rules)] = (rules, [user_id])
@@ -394,21 +278,16 @@ class PushService:
     def _member_count(self, room: int) -> int:
         found = self._member_counts.get(room)
         if found is None:
-            found = self.db.rooms.member_count(room, "join")
+            found = self.queries.member_count(room)
             self._member_counts.put(room, found)
         return found
 
     def _members(self, room: int) -> list[str]:
         found = self._local_members.get(room)
         if found is None:
-            found = [u for u, _ in self.db.rooms.members(room, "join") if self.is_local(u)]
+            found = self.queries.local_joined_members(room)
             self._local_members.put(room, found)
         return found
-
-    def _state_event(self, room: int, event_type: str, state_key: str = "") -> dict[str, Any] | None:
-        sk = self.db.ids.state_key(event_type, state_key)
-        short = self.db.rooms.state_event(room, sk) if sk is not None else None
-        return self.db.events.get_json(short) if short is not None else None
 
     def thread_of(self, event: Mapping[str, Any]) -> str:
         """The thread root id of an event, or "" for the main timeline (spec: threading; 3 hops)."""
@@ -429,155 +308,9 @@ class PushService:
                 parent = reply.get("event_id") if isinstance(reply, Mapping) else None
             if not isinstance(parent, str):
                 return ""
-            short = self.db.ids.event(parent)
-            current = self.db.events.get_json(short) if short is not None else None
+            short = self.queries.event_short(parent)
+            found = self.queries.event(short) if short is not None else None
+            current = found.raw if found is not None else None
             if current is None:
                 return ""
         return ""
-
-    # -- unread counts ---------------------------------------------------------------------------
-
-    def event_position(self, short: int) -> int:
-        """Where an event sits on the live timeline, for comparing with notifications (0: before all)."""
-        meta = self.db.events.get_meta(short)
-        if meta is None or meta.flags & BACKFILLED:
-            return 0
-        return meta.stream
-
-    def read_points(self, user_id: str, room: int) -> tuple[int, dict[str, int]]:
-        """(unthreaded read point, thread ("" = main) -> threaded read point)."""
-        unthreaded = 0
-        threads: dict[str, int] = {}
-        for receipt in self.db.receipts.of_user(room, user_id):
-            if receipt.receipt_type not in READ_RECEIPTS:
-                continue
-            if not receipt.thread_id:
-                unthreaded = max(unthreaded, receipt.event_position)
-            else:
-                key = "" if receipt.thread_id == "main" else receipt.thread_id
-                threads[key] = max(threads.get(key, 0), receipt.event_position)
-        for thread, position in self.db.push.last_sent(user_id, room).items():
-            threads[thread] = max(threads.get(thread, 0), position)
-        return unthreaded, threads
-
-    def counts(self, user_id: str, room: int) -> RoomCounts:
-        key = (user_id, room)
-        cached = self._counts.get(key)
-        if cached is not None and not cached.stale:
-            return cached.counts
-        if cached is not None:
-            # only notifications after the last count, against the same read points
-            unthreaded, threads, after = cached.unthreaded, cached.threads, cached.scanned
-            before = cached.counts
-            out = RoomCounts(
-                Counts(before.total.notification_count, before.total.highlight_count),
-                Counts(before.main.notification_count, before.main.highlight_count),
-                {t: Counts(c.notification_count, c.highlight_count) for t, c in before.threads.items()},
-            )
-        else:
-            unthreaded, threads = self.read_points(user_id, room)
-            after = min([unthreaded, *threads.values()]) if threads else unthreaded
-            out = RoomCounts()
-        scanned = after
-        for unread in self.db.push.unread(user_id, room, after):
-            scanned = max(scanned, unread.position)
-            if unread.position <= max(unthreaded, threads.get(unread.thread_id, 0)):
-                continue
-            bucket = out.main if not unread.thread_id else out.threads.setdefault(unread.thread_id, Counts())
-            for counts in (bucket, out.total):
-                counts.notification_count += 1
-                counts.highlight_count += unread.highlight
-        self._remember_counts(key, _CachedCounts(out, scanned, unthreaded, threads))
-        return out
-
-    def forget_counts(self, user_id: str, room: int) -> None:
-        """Receipts changed: recount next time."""
-        self._counts.discard((user_id, room))
-
-    # -- GET /notifications ----------------------------------------------------------------------
-
-    def notifications(
-        self, user_id: str, from_token: str | None, limit: int, only_highlight: bool
-    ) -> tuple[list[tuple[int, dict[str, Any]]], str | None]:
-        before = None
-        if from_token:
-            before = parse_counter(from_token)
-            if before is None:
-                raise MatrixError(400, "M_INVALID_PARAM", "from must be a token from an earlier response")
-        out: list[tuple[int, dict[str, Any]]] = []
-        next_token = None
-        for stream, record in self.db.push.notifications(user_id, before=before):
-            if only_highlight and not record.get("highlight"):
-                continue
-            if len(out) == limit:
-                next_token = str(out[-1][0])
-                break
-            out.append((stream, record))
-        return out, next_token
-
-    def is_read(self, user_id: str, room: int, position: int, thread: str) -> bool:
-        unthreaded, threads = self.read_points(user_id, room)
-        return position <= max(unthreaded, threads.get(thread, 0))
-
-    # -- pushers (spec: POST /pushers/set) -------------------------------------------------------
-
-    def pushers(self, user_id: str) -> list[dict[str, Any]]:
-        return [{k: v for k, v in p.items() if not k.startswith("_")} for p in self.db.push.pushers(user_id)]
-
-    async def set_pusher(self, user_id: str, device_id: str, body: Mapping[str, Any]) -> None:
-        for name, limit in (("app_id", 64), ("pushkey", 512)):
-            value = body.get(name)
-            if not isinstance(value, str) or not value:
-                raise MatrixError(400, "M_MISSING_PARAM", f"Missing parameters: {name}")
-            if len(value.encode()) > limit:
-                raise MatrixError(400, "M_INVALID_PARAM", f"{name} is longer than {limit} bytes")
-        app_id, pushkey = str(body["app_id"]), str(body["pushkey"])
-        if "kind" not in body:
-            raise MatrixError(400, "M_MISSING_PARAM", "Missing parameters: kind")
-        kind = body["kind"]
-        batch = self.db.store.batch()
-        with batch:
-            if kind is None:
-                self.db.push.delete_pusher(user_id, app_id, pushkey, batch)
-                await batch.commit()
-                return
-            if not isinstance(kind, str):
-                raise MatrixError(400, "M_INVALID_PARAM", "kind must be a string or null")
-            missing = [
-                n for n in ("app_display_name", "device_display_name", "lang", "data") if body.get(n) is None
-            ]
-            if missing:
-                raise MatrixError(400, "M_MISSING_PARAM", f"Missing parameters: {', '.join(missing)}")
-            data = body["data"]
-            if not isinstance(data, dict):
-                raise MatrixError(400, "M_INVALID_PARAM", "data must be an object")
-            for name in ("app_display_name", "device_display_name", "lang"):
-                if not isinstance(body[name], str):
-                    raise MatrixError(400, "M_INVALID_PARAM", f"{name} must be a string")
-            if kind == "http":
-                url = data.get("url")
-                if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-                    raise MatrixError(400, "M_INVALID_PARAM", "'url' must be an http(s) URL for an http pusher")
-                if not url.split("?", 1)[0].endswith("/_matrix/push/v1/notify"):
-                    raise MatrixError(400, "M_INVALID_PARAM", "'url' must have the path /_matrix/push/v1/notify")
-            elif kind != "email":
-                raise MatrixError(400, "M_INVALID_PARAM", f"unknown pusher kind {kind!r}")
-            pusher: dict[str, Any] = {
-                "app_id": app_id,
-                "pushkey": pushkey,
-                "kind": kind,
-                "app_display_name": body["app_display_name"],
-                "device_display_name": body["device_display_name"],
-                "lang": body["lang"],
-                "data": data,
-                "_device_id": device_id,
-            }
-            if isinstance(body.get("profile_tag"), str):
-                pusher["profile_tag"] = body["profile_tag"]
-            if not body.get("append", False):
-                # spec: without `append`, other users' pushers with this app id and pushkey go
-                for other in self.db.push.pusher_users(app_id, pushkey):
-                    if other != user_id:
-                        self.db.push.delete_pusher(other, app_id, pushkey, batch)
-            self.db.push.put_pusher(user_id, pusher, batch)
-            await batch.commit()

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from homeserver.protocol.events import Event
-from storage.events import EventStore
+from storage.events import EventMeta, EventStore
 from storage.rooms import RoomStore, UserRoom
 from storage.shortids import ShortIds
 from storage.state_snapshots import StateSnapshots
@@ -137,3 +137,15 @@ class RoomQueries:
     def invite_state(self, user_id: str, room: int) -> list[dict[str, Any]] | None:
         """The stripped state stored with the user's invite or knock (rooms/stripped_state.py)."""
         return self._rooms.invite_state(user_id, room)
+
+    def event_short(self, event_id: str) -> int | None:
+        """The short id of an event this server holds, else None."""
+        return self._ids.event(event_id)
+
+    def event_meta(self, short: int) -> EventMeta | None:
+        """An event's room, stream position, state snapshots and flags (outlier, rejected, ...)."""
+        return self._events.get_meta(short)
+
+    def rooms(self) -> Iterator[int]:
+        """Every room this server knows (short ids)."""
+        return self._rooms.rooms()

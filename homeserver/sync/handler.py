@@ -215,8 +215,8 @@ class SyncHandler:
                 current = self.account_data.get(p.user_id, data_type)
                 if current is not None:
                     out.append({"type": data_type, "content": current})
-        if p.since is None or self.push.rules_stream(p.user_id) > p.since:
-            out.append(self.push.push_rules_event(p.user_id))
+        if p.since is None or self.push.rules.rules_stream(p.user_id) > p.since:
+            out.append(self.push.rules.push_rules_event(p.user_id))
         return [e for e in out if f.allows(e)]
 
     def _presence(self, p: SyncParams, joined: dict[str, Any]) -> list[dict[str, Any]]:

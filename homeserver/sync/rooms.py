@@ -400,7 +400,7 @@ class RoomSync:
         return []
 
     def _unread(self, room: int, p: SyncParams, entry: dict[str, Any]) -> None:
-        counts = self.push.counts(p.user_id, room)
+        counts = self.push.notifications.counts(p.user_id, room)
         if p.filter.unread_thread_notifications:
             # spec: with unread_thread_notifications the room counts are those of the main timeline
             entry["unread_notifications"] = counts.main.json()

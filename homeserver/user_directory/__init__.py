@@ -10,19 +10,20 @@ shown with their global profile; remote users with the name and avatar of their 
 
 The index: the set of public rooms and, for each user, the public rooms they are joined to. It is
 built from the store on first use and kept current by a persisted-event listener (membership,
-join rule and history visibility changes). Shared rooms are read from the membership tables at
-search time, so they are always exact.
+join rule and history visibility changes). Shared rooms are asked of the room queries at search
+time, so they are always exact.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from homeserver.profile import Profiles
+from homeserver.protocol.events import content_of
 from homeserver.rooms.pipeline import PersistedEvent
+from homeserver.rooms.queries import RoomQueries
 from homeserver.user_directory.search import rank
-from storage.database import Database
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
@@ -30,8 +31,8 @@ _PUBLICITY_TYPES = ("m.room.join_rules", "m.room.history_visibility")
 
 
 class UserDirectory:
-    def __init__(self, db: Database, profiles: Profiles) -> None:
-        self.db = db
+    def __init__(self, queries: RoomQueries, profiles: Profiles) -> None:
+        self.queries = queries
         self.profiles = profiles
         self._built = False
         self._public_rooms: set[int] = set()
@@ -40,18 +41,10 @@ class UserDirectory:
 
     # -- the index -------------------------------------------------------------------------------
 
-    def _state_content(self, room: int, event_type: str, state_key: str) -> dict[str, Any]:
-        sk = self.db.ids.state_key(event_type, state_key)
-        ev = self.db.rooms.state_event(room, sk) if sk is not None else None
-        event = self.db.events.get_json(ev) if ev is not None else None
-        content = event.get("content") if event else None
-        return content if isinstance(content, dict) else {}
-
     def is_public(self, room: int) -> bool:
-        return (
-            self._state_content(room, "m.room.join_rules", "").get("join_rule") == "public"
-            or self._state_content(room, "m.room.history_visibility", "").get("history_visibility") == "world_readable"
-        )
+        join_rules = content_of(self.queries.current_state_event(room, "m.room.join_rules"))
+        visibility = content_of(self.queries.current_state_event(room, "m.room.history_visibility"))
+        return join_rules.get("join_rule") == "public" or visibility.get("history_visibility") == "world_readable"
 
     def _add(self, user_id: str, room: int) -> None:
         self._public_users.setdefault(user_id, set()).add(room)
@@ -70,10 +63,10 @@ class UserDirectory:
     def _ensure_built(self) -> None:
         if self._built:
             return
-        for room in self.db.rooms.rooms():
+        for room in self.queries.rooms():
             if self.is_public(room):
                 self._public_rooms.add(room)
-                for user_id, _ in self.db.rooms.members(room, "join"):
+                for user_id in self.queries.joined_members(room):
                     self._add(user_id, room)
         self._built = True
 
@@ -82,7 +75,7 @@ class UserDirectory:
         nothing to keep: the index is then built from the store as it is."""
         if not self._built or not event.state_changed:
             return
-        room = self.db.ids.room(event.room_id)
+        room = self.queries.room(event.room_id)
         if room is None:
             return
         if any(t in _PUBLICITY_TYPES for t, _ in event.state_changed):
@@ -93,8 +86,7 @@ class UserDirectory:
         for (etype, state_key), _ in event.state_changed.items():
             if etype != "m.room.member":
                 continue
-            membership = self.db.rooms.user_room(state_key, room)
-            if membership is not None and membership.membership == "join":
+            if self.queries.is_joined(state_key, room):
                 self._add(state_key, room)
             else:
                 self._remove(state_key, room)
@@ -106,7 +98,7 @@ class UserDirectory:
         self._public_rooms.discard(room)
         if self.is_public(room):
             self._public_rooms.add(room)
-            for user_id, _ in self.db.rooms.members(room, "join"):
+            for user_id in self.queries.joined_members(room):
                 self._add(user_id, room)
 
     # -- searching -------------------------------------------------------------------------------
@@ -115,27 +107,24 @@ class UserDirectory:
         """Every user the searcher may find, with a member event of theirs when one is at hand."""
         self._ensure_built()
         found: dict[str, int | None] = {}
-        for r in self.db.rooms.user_rooms(searcher):
-            if r.membership == "join":
-                for user_id, event in self.db.rooms.members(r.room, "join"):
-                    found[user_id] = event
+        for room in self.queries.joined_rooms(searcher):
+            for user_id, event in self.queries.members(room):
+                found[user_id] = event
         for user_id in self._public_users:
             found.setdefault(user_id, None)
         return found
 
-    def _remote_profile(self, user_id: str, event: int | None) -> dict[str, Any]:
+    def _remote_profile(self, user_id: str, event: int | None) -> Mapping[str, Any]:
         if event is None:
             rooms = self._public_users.get(user_id)
             room = next(iter(rooms)) if rooms else None
-            membership = self.db.rooms.user_room(user_id, room) if room is not None else None
+            membership = self.queries.membership(user_id, room) if room is not None else None
             event = membership.event if membership is not None else None
-        member = self.db.events.get_json(event) if event is not None else None
-        content = member.get("content") if member else None
-        return content if isinstance(content, dict) else {}
+        return content_of(self.queries.event(event) if event is not None else None)
 
     def _profile(self, user_id: str, event: int | None) -> tuple[str | None, str | None]:
         if self.profiles.is_local(user_id):
-            profile: dict[str, Any] = self.profiles.get_profile(user_id)
+            profile: Mapping[str, Any] = self.profiles.get_profile(user_id)
         else:
             profile = self._remote_profile(user_id, event)
         name = profile.get("displayname")

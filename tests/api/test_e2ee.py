@@ -75,7 +75,7 @@ async def test_upload_query_and_bad_signatures(harness: Harness) -> None:
     # nothing of the refused uploads was stored
     status, body = await harness.request("POST", "keys/query", bob, json={"device_keys": {alice.user_id: []}})
     assert body["device_keys"][alice.user_id][alice.device_id]["algorithms"] != ["evil"]
-    assert harness.hs.db.e2ee.one_time_key_counts(alice.user_id, alice.device_id) == {"signed_curve25519": 2}
+    assert harness.hs.db.one_time_keys.counts(alice.user_id, alice.device_id) == {"signed_curve25519": 2}
 
 
 @pytest.mark.parametrize("harness", [{}, {"fsync": True}], indirect=True, ids=["no-fsync", "fsync"])
@@ -152,7 +152,7 @@ async def test_cross_signing_and_signatures(harness: Harness) -> None:
     auth["password"] = "correct horse"
     status, _ = await harness.request("POST", "keys/device_signing/upload", alice, json={**replace, "auth": auth})
     assert status == 200
-    assert harness.hs.db.e2ee.cross_signing_key(alice.user_id, "self_signing") == replace["self_signing_key"]
+    assert harness.hs.db.cross_signing.get(alice.user_id, "self_signing") == replace["self_signing_key"]
     ssk = new_ssk
 
     # the self-signing key signs the device
@@ -281,6 +281,11 @@ async def test_deleting_a_device_forgets_its_keys(harness: Harness) -> None:
     alice, bob = await harness.user("alice"), await harness.user("bob")
     dev = Device(alice)
     await upload(harness, dev, device_keys=dev.device_keys(), one_time_keys=dev.otk(1))
+    messages = {"messages": {alice.user_id: {alice.device_id: {"x": 1}}}}
+    status, _ = await harness.request("PUT", "sendToDevice/m.test/t1", bob, json=messages)
+    assert status == 200
+    inbox = harness.hs.db.to_device
+    assert len(inbox.pending(alice.user_id, alice.device_id, 2**62, 10)) == 1
     since = harness.hs.db.store.counter.visible
     status, err = await harness.request("DELETE", f"devices/{alice.device_id}", alice, json={})
     assert status == 401
@@ -294,8 +299,9 @@ async def test_deleting_a_device_forgets_its_keys(harness: Harness) -> None:
     assert status == 200
     status, q = await harness.request("POST", "keys/query", bob, json={"device_keys": {alice.user_id: []}})
     assert q["device_keys"][alice.user_id] == {}
-    assert harness.hs.db.e2ee.one_time_key_counts(alice.user_id, alice.device_id) == {}
-    assert alice.user_id in harness.hs.db.e2ee.device_list_changes(since, harness.hs.db.store.counter.visible)
+    assert harness.hs.db.one_time_keys.counts(alice.user_id, alice.device_id) == {}
+    assert inbox.pending(alice.user_id, alice.device_id, 2**62, 10) == []  # its to-device messages went too
+    assert alice.user_id in harness.hs.db.device_lists.changes(since, harness.hs.db.store.counter.visible)
 
 
 def q(value: str) -> str:

@@ -18,10 +18,11 @@ from homeserver.push import rules as push_rules
 from storage import engine
 from storage.account_data import AccountDataStore
 from storage.codec import u64
-from storage.e2ee import E2EEStore
+from storage.device_keys import DeviceKeyStore
 from storage.engine import Store
 from storage.filters import FilterStore
 from storage.push import PushStore
+from storage.to_device import ToDeviceStore
 
 from .conftest import Harness, User, make_config, running
 from .rooms_helpers import create_room, join, q
@@ -46,9 +47,10 @@ async def sync_status(h: Harness, user: User, query: str = "timeout=0") -> tuple
 
 async def write_bad_values(db_path: Path, alice: User, bob: User, room_id: str, filter_id: int) -> None:
     with Store(db_path) as store:
-        account_data, e2ee, push, filters = (
+        account_data, device_keys, to_device, push, filters = (
             AccountDataStore(store),
-            E2EEStore(store),
+            DeviceKeyStore(store),
+            ToDeviceStore(store),
             PushStore(store),
             FilterStore(store),
         )
@@ -64,12 +66,12 @@ async def write_bad_values(db_path: Path, alice: User, bob: User, room_id: str, 
             tags = {"tags": {**tags["tags"], "u.bad": deep(DEEP - 2)}}
             account_data.put(alice.user_id, room_id, "m.tag", tags, batch.next_count(), batch)
             message = {"sender": alice.user_id, "type": "m.bad", "content": deep()}
-            e2ee.put_to_device(bob.user_id, bob.device_id, message, batch)
+            to_device.put(bob.user_id, bob.device_id, message, batch)
             push.put_rules(alice.user_id, {**record, "stream": batch.next_count()}, batch)
             pusher = {"app_id": "bad.app", "pushkey": "k", "kind": "http", "data": deep(), "lang": "en"}
             push.put_pusher(alice.user_id, pusher, batch)
             filters.put(alice.user_id, filter_id, {"room": {"timeline": {"limit": 3}}, "x": deep()}, batch)
-            e2ee.put_device_keys(bob.user_id, bob.device_id, {"user_id": bob.user_id, "unsigned": deep()}, batch)
+            device_keys.put(bob.user_id, bob.device_id, {"user_id": bob.user_id, "unsigned": deep()}, batch)
             await batch.commit()
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from homeserver.config import Config
 from homeserver.rooms.creation import RoomCreation, create_room
+from homeserver.server import HomeServer
 
 from .conftest import Harness, User
 
@@ -165,3 +168,17 @@ async def test_profile_changes_update_member_events(harness: Harness) -> None:
     assert member_content(harness, alice, room_a) == {"membership": "join", "displayname": "Alice L."}
     assert harness.hs.profiles.get_profile(alice.user_id) == {"displayname": "Alice L.", "m.tz": "UTC"}
     assert harness.hs.profiles.member_fields(alice.user_id) == {"displayname": "Alice L."}
+
+
+async def test_a_server_name_with_a_port_owns_its_users_profiles(tmp_path: Path) -> None:
+    # spec: appendices "Server name": the name may carry a port; "is this user ours" asks RoomQueries
+    settings = {"server_name": "hs.test:8448", "data_dir": tmp_path / "data", "password_hash_cost": "low"}
+    hs = HomeServer(Config.validate(settings))
+    try:
+        user = await hs.accounts.create("alice", "pw", displayname="Alice")
+        assert user == "@alice:hs.test:8448"
+        assert hs.profiles.is_local(user)
+        assert (await hs.profiles.lookup(user)).get("displayname") == "Alice"
+        assert not hs.profiles.is_local("@alice:8448")
+    finally:
+        hs.close()

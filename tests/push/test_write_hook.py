@@ -41,7 +41,8 @@ class Room:
         self.everyone: list[str] = []  # whose notifications `written` looks at (default: the members)
 
     def state(self, event_type: str, state_key: str = "") -> dict[str, Any] | None:
-        return self.hs.push._state_event(self.short, event_type, state_key)
+        event = self.hs.queries.current_state_event(self.short, event_type, state_key)
+        return dict(event.raw) if event is not None else None
 
     def expected(self, event: dict[str, Any], invitee: str | None = None) -> dict[str, tuple[list[Any], bool]]:
         """Each local member's (and an invitee's) actions for `event`, their own ruleset evaluated alone."""
@@ -63,15 +64,17 @@ class Room:
         for user in users:
             if user == sender or sender in self.hs.account_data.ignored(user):
                 continue
-            actions = evaluate(push.ruleset(user), ctx, user)
+            actions = evaluate(push.rules.ruleset(user), ctx, user)
             if actions and "notify" in actions:
                 out[user] = (actions, is_highlight(actions))
         return out
 
     def written(self, short: int) -> dict[str, tuple[list[Any], bool]]:
         """The notifications stored for the event, by user."""
-        push, db = self.hs.push, self.hs.db
-        position = push.event_position(short)
+        db = self.hs.db
+        meta = db.events.get_meta(short)
+        assert meta is not None
+        position = meta.stream
         out = {}
         members = [u for u, _ in [*db.rooms.members(self.short, "join"), *db.rooms.members(self.short, "invite")]]
         for user in self.everyone or members:
@@ -118,7 +121,7 @@ async def test_notifications_equal_each_members_rules_alone(hs: HomeServer) -> N
         )
         return push_rules.set_attribute(record, "underride", ".m.rule.message", "enabled", False)
 
-    await push.change_rules(carol, carol_rules)
+    await push.rules.change_rules(carol, carol_rules)
     messages: list[tuple[str, dict[str, Any]]] = [
         (alice, {"msgtype": "m.text", "body": "plain"}),
         (bob, {"msgtype": "m.text", "body": "plain from bob"}),
@@ -139,7 +142,8 @@ async def test_notifications_equal_each_members_rules_alone(hs: HomeServer) -> N
     await room.send(alice, {"msgtype": "m.text", "body": "dave ignores me"})
     await room.send(bob, {"msgtype": "m.text", "body": "dave hears me"})
     # a change of rules too
-    await push.change_rules(bob, lambda r: push_rules.set_attribute(r, "override", ".m.rule.master", "enabled", True))
+    mute = lambda r: push_rules.set_attribute(r, "override", ".m.rule.master", "enabled", True)  # noqa: E731
+    await push.rules.change_rules(bob, mute)
     await room.send(alice, {"msgtype": "m.text", "body": "bob muted everything"})
     # and of membership: a new member is notified by the next event, one who left is not
     await hs.rooms.membership.join(erin, room_id)

@@ -17,7 +17,7 @@ MAX_LIMIT = 100
 
 
 def register(router: Router, hs: HomeServer) -> None:
-    push = hs.push
+    push = hs.push.notifications
     serializer = hs.rooms.serializer
 
     async def notifications(request: web.Request) -> web.Response:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def register(router: Router, hs: HomeServer) -> None:
-    push = hs.push
+    push = hs.push.rules
 
     def path(request: web.Request) -> tuple[str, str]:
         return request.match_info["kind"], request.match_info["ruleId"]

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def register(router: Router, hs: HomeServer) -> None:
-    push = hs.push
+    push = hs.push.pushers
 
     async def get_pushers(request: web.Request) -> web.Response:
         requester = hs.auth.requester(request)
