@@ -24,6 +24,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from tests.interop.server import (  # noqa: E402  (the repository root is put on the path above)
     SHARED_SECRET,
+    SYNAPSE_RATE_LIMITS,
     RunningServer,
     ServerStartError,
     free_port,
@@ -31,29 +32,6 @@ from tests.interop.server import (  # noqa: E402  (the repository root is put on
 )
 
 BENCH_PYTHON = REPO_ROOT / "bench" / ".venv" / "bin" / "python"
-
-# Generous enough that no benchmark or test ever meets one.
-_OPEN = {"per_second": 100_000, "burst_count": 1_000_000}
-RATE_LIMITS: dict[str, Any] = {
-    "rc_message": _OPEN,
-    "rc_registration": _OPEN,
-    "rc_registration_token_validity": _OPEN,
-    "rc_login": {"address": _OPEN, "account": _OPEN, "failed_attempts": _OPEN},
-    "rc_admin_redaction": _OPEN,
-    "rc_joins": {"local": _OPEN, "remote": _OPEN},
-    "rc_joins_per_room": _OPEN,
-    "rc_key_requests": _OPEN,
-    "rc_3pid_validation": _OPEN,
-    "rc_invites": {"per_room": _OPEN, "per_user": _OPEN, "per_issuer": _OPEN},
-    "rc_third_party_invite": _OPEN,
-    "rc_media_create": _OPEN,
-    "rc_presence": {"per_user": _OPEN},
-    "rc_delayed_event_mgmt": _OPEN,
-    "rc_room_creation": _OPEN,
-    "rc_reports": _OPEN,
-    "rc_user_directory": _OPEN,
-    "rc_profile": _OPEN,
-}
 
 
 def synapse_available(python: Path = BENCH_PYTHON) -> bool:
@@ -125,7 +103,7 @@ def write_config(
         "room_list_publication_rules": [{"action": "allow"}],
         "alias_creation_rules": [{"action": "allow"}],
         "user_directory": {"enabled": True, "search_all_users": True},
-        **RATE_LIMITS,
+        **SYNAPSE_RATE_LIMITS,
     }
     if room_version is not None:
         config["default_room_version"] = room_version
@@ -148,16 +126,20 @@ def start_synapse(
     chosen = port or free_port()
     config = write_config(data_dir, chosen, bcrypt_rounds=bcrypt_rounds, room_version=room_version)
     log_path = data_dir / "synapse.log"
+    command = [str(python), "-m", "synapse.app.homeserver", "--config-path", str(config)]
     with log_path.open("wb") as log:
         spawned_at = time.monotonic()
-        proc = subprocess.Popen(
-            [str(python), "-m", "synapse.app.homeserver", "--config-path", str(config)],
-            cwd=data_dir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen(command, cwd=data_dir, stdout=log, stderr=subprocess.STDOUT)
     server = RunningServer(
-        "synapse", f"http://127.0.0.1:{chosen}", "localhost", SHARED_SECRET, proc, log_path, data_dir
+        "synapse",
+        f"http://127.0.0.1:{chosen}",
+        "localhost",
+        SHARED_SECRET,
+        proc,
+        log_path,
+        data_dir,
+        command=command,
+        cwd=data_dir,
     )
     server.start_seconds = wait_for_versions(server, spawned_at, deadline_s, poll_s)
     return server

@@ -1,8 +1,10 @@
-"""A real server in a subprocess: our `python -m homeserver`, or Synapse (see `bench/synapse_server.py`).
+"""A real server in a subprocess: our `python -m homeserver`, or Synapse (see `bench/synapse_server.py`
+and, as a federation peer, `tests/interop/federation.py`).
 
 Used by the interop tests (real clients against a real server over loopback) and by the client-API
 benchmark. Each server gets a temporary data directory and a free port on 127.0.0.1; `start_*`
-returns once `/versions` answers 200, or raises with the tail of the server's log.
+returns once `/versions` answers 200, or raises with the tail of the server's log. A server can be
+stopped and started again on the same data and ports (`RunningServer.restart`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -24,6 +27,39 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_SECRET = "interop-shared-secret"
 START_DEADLINE_S = 60.0
+
+# Synapse's `rc_*` rate limits, all opened: generous enough that no benchmark or test ever meets one
+# (its defaults allow a room creation per minute and a registration every six seconds). Used by
+# `bench/synapse_server.py` and `tests/interop/federation.py`.
+_OPEN = {"per_second": 100_000, "burst_count": 1_000_000}
+SYNAPSE_RATE_LIMITS: dict[str, Any] = {
+    "rc_message": _OPEN,
+    "rc_registration": _OPEN,
+    "rc_registration_token_validity": _OPEN,
+    "rc_login": {"address": _OPEN, "account": _OPEN, "failed_attempts": _OPEN},
+    "rc_admin_redaction": _OPEN,
+    "rc_joins": {"local": _OPEN, "remote": _OPEN},
+    "rc_joins_per_room": _OPEN,
+    "rc_key_requests": _OPEN,
+    "rc_3pid_validation": _OPEN,
+    "rc_invites": {"per_room": _OPEN, "per_user": _OPEN, "per_issuer": _OPEN},
+    "rc_third_party_invite": _OPEN,
+    "rc_media_create": _OPEN,
+    "rc_presence": {"per_user": _OPEN},
+    "rc_delayed_event_mgmt": _OPEN,
+    "rc_room_creation": _OPEN,
+    "rc_reports": _OPEN,
+    "rc_user_directory": _OPEN,
+    "rc_profile": _OPEN,
+    # Inbound federation per origin: no sleeping, no rejections, no cap on concurrent requests.
+    "rc_federation": {
+        "window_size": 1000,
+        "sleep_limit": 1_000_000,
+        "sleep_delay": 1,
+        "reject_limit": 1_000_000,
+        "concurrent": 1_000,
+    },
+}
 
 
 class ServerStartError(RuntimeError):
@@ -41,6 +77,14 @@ class RunningServer:
     data_dir: Path
     start_seconds: float = 0.0  # from spawn to the first 200 from /versions
     extra: dict[str, Any] = field(default_factory=dict)
+    # How the process was spawned, for `restart` (same data directory, same ports, same config).
+    command: list[str] = field(default_factory=list)
+    cwd: Path | None = None
+    env: dict[str, str] | None = None
+    # Servers that federate: the HTTPS base URL of their federation listener and the CA (PEM) that
+    # issued its certificate.
+    federation_url: str | None = None
+    ca_path: Path | None = None
 
     @property
     def pid(self) -> int:
@@ -66,6 +110,24 @@ class RunningServer:
                 self.process.kill()
                 self.process.wait(5)
         return self.process.returncode
+
+    def restart(self, *, deadline_s: float = START_DEADLINE_S, poll_s: float = 0.02) -> float:
+        """Stop the server if it runs, spawn it again the way it was first spawned (its data and
+        ports kept; the log appended to), and wait for `/versions`; returns the seconds that took."""
+        if not self.command:
+            raise ServerStartError(f"{self.kind}: started without a recorded command, cannot restart")
+        self.stop()
+        with self.log_path.open("ab") as log:
+            log.write(f"\n==== restart at {time.strftime('%H:%M:%S')} ====\n".encode())
+            log.flush()
+            spawned_at = time.monotonic()
+            self.process = subprocess.Popen(
+                self.command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.start_seconds = wait_for_versions(self, spawned_at, deadline_s, poll_s)
+        if self.federation_url is not None:
+            wait_for_federation(self, spawned_at + deadline_s)
+        return self.start_seconds
 
 
 def free_port() -> int:
@@ -110,6 +172,30 @@ def wait_for_versions(
             raise ServerStartError(
                 f"{server.kind} did not serve /versions within {deadline_s:.0f} s; log:\n{server.log_tail()}"
             )
+        time.sleep(poll_s)
+
+
+def wait_for_federation(server: RunningServer, deadline: float, poll_s: float = 0.05) -> None:
+    """Poll `<federation_url>/_matrix/federation/v1/version` over TLS (trusting `ca_path`) until it
+    answers 200 or the monotonic clock passes `deadline`. Raises if the process dies."""
+    assert server.federation_url is not None
+    ctx = ssl.create_default_context(cafile=str(server.ca_path) if server.ca_path else None)
+    url = server.federation_url + "/_matrix/federation/v1/version"
+    while True:
+        if server.process.poll() is not None:
+            raise ServerStartError(
+                f"{server.kind} exited with status {server.process.returncode} before serving federation; "
+                f"log:\n{server.log_tail()}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise ServerStartError(f"{server.kind}'s federation listener did not answer; log:\n{server.log_tail()}")
         time.sleep(poll_s)
 
 
@@ -159,11 +245,10 @@ def start_homeserver(
         chosen = port or free_port()
         log_path = data_dir / f"server-{chosen}.log"
         env = homeserver_env(data_dir / "data", chosen, **settings)
+        command = [python, "-m", "homeserver"]
         with log_path.open("wb") as log:
             spawned_at = time.monotonic()
-            proc = subprocess.Popen(
-                [python, "-m", "homeserver"], cwd=source, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
+            proc = subprocess.Popen(command, cwd=source, env=env, stdout=log, stderr=subprocess.STDOUT)
         server = RunningServer(
             "homeserver",
             f"http://127.0.0.1:{chosen}",
@@ -172,6 +257,9 @@ def start_homeserver(
             proc,
             log_path,
             data_dir,
+            command=command,
+            cwd=source,
+            env=env,
         )
         try:
             server.start_seconds = wait_for_versions(server, spawned_at, deadline_s, poll_s)
@@ -190,6 +278,20 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def register(server: RunningServer, localpart: str, password: str = "interop-password") -> tuple[str, str]:
+    """A new account on `server` by open registration (`m.login.dummy`): (user id, access token)."""
+    url = server.base_url + "/_matrix/client/v3/register"
+    body: dict[str, Any] = {"username": localpart, "password": password, "inhibit_login": False}
+    try:
+        answer = http_json("POST", url, body)
+    except urllib.error.HTTPError as e:
+        session = json.loads(e.read() or b"{}").get("session")
+        if e.code != 401 or session is None:
+            raise
+        answer = http_json("POST", url, {**body, "auth": {"type": "m.login.dummy", "session": session}})
+    return str(answer["user_id"]), str(answer["access_token"])
 
 
 @contextlib.contextmanager
