@@ -18,6 +18,7 @@ from homeserver.protocol import canonical_json, unpadded_base64
 from homeserver.protocol.errors import Base64Error, CanonicalJSONError, SignatureError
 
 ED25519 = "ed25519"
+_KEY_VERSION_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
 def _signable_bytes(obj: Mapping[str, Any], strict: bool) -> bytes:
@@ -29,7 +30,8 @@ def _signable_bytes(obj: Mapping[str, Any], strict: bool) -> bytes:
 def generate_signing_key(version: str | None = None) -> tuple[str, nacl.signing.SigningKey]:
     """A fresh ed25519 key and its key id (`ed25519:<version>`), version random if not given."""
     if version is None:
-        version = "a_" + unpadded_base64.encode_urlsafe(os.urandom(3))
+        # spec: server-server "verify_keys" — a key version is made of [a-zA-Z0-9_]
+        version = "a_" + "".join(_KEY_VERSION_CHARS[b % len(_KEY_VERSION_CHARS)] for b in os.urandom(6))
     return f"{ED25519}:{version}", nacl.signing.SigningKey.generate()
 
 

@@ -152,11 +152,9 @@ def set_displayname(server: RunningServer, user_id: str, token: str, name: str) 
 
 
 def profile_path(user_id: str) -> str:
-    """The profile query with `@` and `:` left unescaped in the query: the form aiohttp (yarl) puts on
-    the wire, so the URI we sign is the URI Synapse receives (see the xfail test below for the form
-    `path_of` writes)."""
-    return "/_matrix/federation/v1/query/profile?" + urllib.parse.urlencode(
-        {"user_id": user_id, "field": "displayname"}, safe="@:"
+    """The profile query as `path_of` writes it (ids percent-encoded), sent exactly as signed."""
+    return path_of(
+        "_matrix", "federation", "v1", "query", "profile", query={"user_id": user_id, "field": "displayname"}
     )
 
 
@@ -234,13 +232,6 @@ async def test_restart_keeps_the_data(synapse: RunningServer, ip_origin: Origin)
         await ours.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="federation/client.py FederationClient._send signs `path` as given (path_of percent-encodes "
-    "'@', ':', '!', '$' in segments and query) but hands aiohttp a str URL, which yarl re-quotes: those "
-    "characters go on the wire unescaped, so the signed `uri` differs from the request target and Synapse "
-    "answers 401 'Signature was forged or corrupt' (fix: URL(..., encoded=True) in _send)",
-)
 async def test_a_path_of_request_with_escaped_ids_passes_synapse_signature_check(
     synapse: RunningServer, ip_origin: Origin
 ) -> None:
@@ -260,11 +251,6 @@ async def test_a_path_of_request_with_escaped_ids_passes_synapse_signature_check
 KEY_VERSION = re.compile(r"[a-zA-Z0-9_]+")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="homeserver/protocol/signing.py generate_signing_key draws the key version from URL-safe "
-    "base64, which has '-'; the spec (server-server.json, verify_keys) allows only [a-zA-Z0-9_]",
-)
 def test_generated_key_versions_use_only_the_characters_the_spec_allows() -> None:
     versions = [generate_signing_key()[0].split(":", 1)[1] for _ in range(400)]  # 1,600 random characters
     assert [v for v in versions if not KEY_VERSION.fullmatch(v)] == []
