@@ -17,9 +17,10 @@ from typing import Any
 
 from homeserver.errors import MatrixError
 from homeserver.locks import KeyedLocks
+from homeserver.protocol.glob import compile_glob
 from homeserver.protocol.power_levels import get_notification_level, get_user_power_level
 from homeserver.push import rules as push_rules
-from homeserver.push.evaluator import CompiledRuleset, EventContext, glob_regex, is_highlight, key_path
+from homeserver.push.evaluator import CompiledRuleset, EventContext, is_highlight, key_path
 from homeserver.rooms.pipeline import PersistedEvent, RoomContext
 from homeserver.rooms.tokens import parse_counter
 from homeserver.sync.notifier import Notifier
@@ -224,7 +225,7 @@ class PushService:
         # local members of a room grouped by their rules
         self._room_rules: LruCache[int, _RoomRules] = caches.lru("push.room_rules", "push", part=0.1)
         # pure functions with small fixed caches (module level, shared by every server in a process)
-        caches.add_reporter(function_cache_stats("push.glob_patterns", glob_regex, PATTERN_BYTES))
+        caches.add_reporter(function_cache_stats("glob_patterns", compile_glob, PATTERN_BYTES))
         caches.add_reporter(function_cache_stats("push.key_paths", key_path, 300))
         # who a user ignores (spec: ignore_users): their events notify nobody who ignores them
         self.ignored: Callable[[str], frozenset[str]] = lambda user_id: frozenset()

@@ -231,7 +231,7 @@ class RoomSync:
                 forwards=False,
                 limit=f.timeline_limit,
                 vis=vis,
-                event_filter=f.timeline_walk,
+                event_filter=f.timeline,
                 stop=stop,
             )
             events = self._not_ignored([s for _, s in reversed(result.events)], p)
@@ -475,7 +475,7 @@ class RoomSync:
                 forwards=False,
                 limit=f.timeline_limit,
                 vis=vis,
-                event_filter=f.timeline_walk,
+                event_filter=f.timeline,
                 stop=stop,
             )
             events = self._not_ignored([s for _, s in reversed(result.events)], p)

@@ -30,7 +30,7 @@ class SyncServices:
         self.db = db
         self.notifier = Notifier(db.store)
         self.account_data = AccountData(db, self.notifier)
-        self.filters = Filters(db)
+        self.filters = Filters(db.filters, db.caches)
         self.push = PushService(db, self.notifier, hs.server_name, hs.clock)
         self.push.ignored = self.account_data.ignored
         self.account_data.ignore_listeners.append(self.push.ignores_changed)
