@@ -54,6 +54,12 @@ def test_query_filter() -> None:
     assert info.value.errcode == "M_INVALID_PARAM"
     f = RoomEventFilter.from_query('{"contains_url": true, "lazy_load_members": true, "limit": 3}')
     assert f.contains_url is True and f.lazy_load_members and f.limit == 3 and not f.is_empty
+    # compiled once per text (a client pages with the same filter); a bad one is refused every time
+    assert RoomEventFilter.from_query('{"contains_url": true, "lazy_load_members": true, "limit": 3}') is f
+    for _ in range(2):
+        with pytest.raises(MatrixError) as info:
+            RoomEventFilter.from_query('{"types": "m.room.message"}')
+        assert info.value.errcode == "M_BAD_JSON"
 
 
 EVENTS = [
