@@ -121,7 +121,8 @@ def condition_holds(cond: Mapping[str, Any], ctx: EventContext, user_id: str) ->
         value = lookup(event, key)
         if not isinstance(value, str):
             return False  # spec: absent or not a string: no match, even for `*`
-        # spec: `content.body` matches a word-bounded substring, any other key the whole value
+        # spec: push globs have `?` and fold case (a filter's `types` do not: protocol/glob.py);
+        # `content.body` matches a word-bounded substring, any other key the whole value
         return compile_glob(pattern, PUSH_BODY if key == "content.body" else PUSH).search(value) is not None
     if kind == "event_property_is":
         key = cond.get("key")
