@@ -168,7 +168,7 @@ class HomeServer:
         self.notifier = Notifier(db.store)
         self.e2ee.add_listener(self.notifier.notify_users)
         self.account_data = AccountData(db.account_data, db.store, self.notifier)
-        self.filters = Filters(db)
+        self.filters = Filters(db.filters, db.caches)
         self.receipts = Receipts(db.store, db.receipts, self.queries, self.notifier, self.account_data, clock)
         self.push = PushService(
             db.store,

@@ -1,11 +1,13 @@
-"""Dot-separated property paths (spec: appendices "Dot-separated property paths"), used by filters'
-`event_fields` and push rules' `event_match` keys."""
+"""Dot-separated property paths (spec: appendices "Dot-separated property paths"), as push rule keys
+(`content.body`) and filters' `event_fields` name a property of an event."""
 
 from __future__ import annotations
 
 
 def split_path(path: str) -> list[str]:
-    """spec: appendices "Dot-separated property paths" — `\\.` is a literal dot, `\\\\` a backslash."""
+    """The property names of a path: `.` separates them, `\\.` is a literal dot and `\\\\` a backslash;
+    any other escape is left as it is ("a `\\x` would be treated as a literal backslash followed by
+    'x'")."""
     parts: list[str] = []
     current: list[str] = []
     i = 0

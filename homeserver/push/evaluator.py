@@ -13,21 +13,11 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from homeserver.protocol.glob import PUSH, PUSH_BODY, WORD_CHARS, compile_glob, is_literal
 from homeserver.protocol.property_paths import split_path
 
 _MISSING = object()
-_WORD = "A-Za-z0-9_"
 _MEMBER_COUNT = re.compile(r"^(==|<=|>=|<|>)?\s*([0-9]+)$")
-
-
-@functools.lru_cache(maxsize=4096)
-def glob_regex(pattern: str, words: bool) -> re.Pattern[str]:
-    """spec: appendices "Glob-style matching" (`*`, `?`), case-insensitive. With `words` the pattern
-    matches any substring starting and ending at a word boundary (`content.body`), else the whole value."""
-    body = "".join(".*?" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    if words:
-        return re.compile(f"(?<![{_WORD}])(?:{body})(?![{_WORD}])", re.IGNORECASE | re.DOTALL)
-    return re.compile(f"(?:{body})\\Z", re.IGNORECASE | re.DOTALL)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -131,9 +121,9 @@ def condition_holds(cond: Mapping[str, Any], ctx: EventContext, user_id: str) ->
         value = lookup(event, key)
         if not isinstance(value, str):
             return False  # spec: absent or not a string: no match, even for `*`
-        if key == "content.body":
-            return glob_regex(pattern, True).search(value) is not None
-        return glob_regex(pattern, False).match(value) is not None
+        # spec: push globs have `?` and fold case (a filter's `types` do not: protocol/glob.py);
+        # `content.body` matches a word-bounded substring, any other key the whole value
+        return compile_glob(pattern, PUSH_BODY if key == "content.body" else PUSH).search(value) is not None
     if kind == "event_property_is":
         key = cond.get("key")
         if not isinstance(key, str) or "value" not in cond:
@@ -151,7 +141,7 @@ def condition_holds(cond: Mapping[str, Any], ctx: EventContext, user_id: str) ->
         if not isinstance(body, str) or not name:
             return False
         escaped = re.escape(name)
-        return re.search(f"(?<![{_WORD}]){escaped}(?![{_WORD}])", body, re.IGNORECASE) is not None
+        return re.search(f"(?<![{WORD_CHARS}]){escaped}(?![{WORD_CHARS}])", body, re.IGNORECASE) is not None
     if kind == "room_member_count":
         spec = cond.get("is")
         m = _MEMBER_COUNT.match(spec.strip()) if isinstance(spec, str) else None
@@ -181,7 +171,11 @@ def rule_matches(kind: str, rule: Mapping[str, Any], ctx: EventContext, user_id:
         return bool(ctx.event.get("sender") == rule["rule_id"])
     if kind == "content":
         pattern, body = rule.get("pattern"), ctx.body
-        return isinstance(pattern, str) and isinstance(body, str) and glob_regex(pattern, True).search(body) is not None
+        return (
+            isinstance(pattern, str)
+            and isinstance(body, str)
+            and compile_glob(pattern, PUSH_BODY).search(body) is not None
+        )
     conditions = rule.get("conditions") or ()
     return all(condition_holds(c, ctx, user_id) for c in conditions if isinstance(c, Mapping))
 
@@ -276,9 +270,8 @@ def _compile_test(cond: Mapping[str, Any]) -> Callable[[EventContext, str], bool
             return lambda ctx, user_id: False
         get = _getter(key_path(key))
         words = key == "content.body"
-        regex = glob_regex(pattern, words)
-        find = regex.search if words else regex.match
-        if not words and pattern.isascii() and "*" not in pattern and "?" not in pattern:
+        find = compile_glob(pattern, PUSH_BODY if words else PUSH).search
+        if not words and pattern.isascii() and is_literal(pattern, PUSH):
             # a whole-value match of a plain ASCII pattern: for an ASCII value, the case-insensitive
             # glob is a comparison of lower-cased strings (non-ASCII values may still match: `K`, `ſ`)
             literal = pattern.lower()
@@ -324,7 +317,7 @@ def _literal_type(cond: Mapping[str, Any]) -> str | None:
     pattern = cond.get("pattern")
     if cond.get("kind") != "event_match" or cond.get("key") != "type" or not isinstance(pattern, str):
         return None
-    if "*" in pattern or "?" in pattern or not pattern.isascii():
+    if not is_literal(pattern, PUSH) or not pattern.isascii():
         return None
     return pattern.lower()
 
@@ -439,7 +432,7 @@ class CompiledRuleset:
                 or (
                     plain == r.event_type
                     if plain is not None
-                    else glob_regex(r.event_type, False).match(etype) is not None
+                    else compile_glob(r.event_type, PUSH).search(etype) is not None
                 )
             )
             if len(self._by_type) >= 256:  # types are chosen by senders: keep the cache bounded

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from homeserver.notifier import Notifier
 from homeserver.protocol.events import Event
+from homeserver.protocol.glob import compile_glob
 from homeserver.protocol.power_levels import get_notification_level, get_user_power_level
-from homeserver.push.evaluator import CompiledRuleset, EventContext, glob_regex, is_highlight, key_path
+from homeserver.push.evaluator import CompiledRuleset, EventContext, is_highlight, key_path
 from homeserver.push.notifications import Notifications
 from homeserver.push.pushers import Pushers
 from homeserver.push.user_rules import PushRules
@@ -179,7 +180,7 @@ class PushService:
         # local members of a room grouped by their rules
         self._room_rules: LruCache[int, _RoomRules] = caches.lru("push.room_rules", "push", part=0.1)
         # pure functions with small fixed caches (module level, shared by every server in a process)
-        caches.add_reporter(function_cache_stats("push.glob_patterns", glob_regex, PATTERN_BYTES))
+        caches.add_reporter(function_cache_stats("glob_patterns", compile_glob, PATTERN_BYTES))
         caches.add_reporter(function_cache_stats("push.key_paths", key_path, 300))
         self.pushers = Pushers(store, push)
         # who a user ignores (spec: ignore_users): their events notify nobody who ignores them

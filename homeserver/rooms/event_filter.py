@@ -1,168 +1,162 @@
-"""RoomEventFilter: which events an endpoint returns (spec: client-server-api "Filtering",
-POST /user/{userId}/filter — RoomEventFilter and EventFilter).
+"""EventFilter and RoomEventFilter (spec: client-server-api "Filtering", POST /user/{userId}/filter):
+which events /sync, /messages, /context and /search return.
 
-Parsed once at the door from JSON (a query parameter or part of a body); matching is plain Python.
+The spec's rules, as applied here:
+- `types` / `not_types`: event types, where `*` matches any sequence of characters (the filter glob
+  dialect, `homeserver.protocol.glob.FILTER`). `senders` / `not_senders`, `rooms` / `not_rooms`:
+  exact ids. An absent list includes everything; an empty one includes nothing. A `not_` list wins
+  over its inclusive twin ("A matching type will be excluded even if it is listed in the `types`
+  filter").
+- `contains_url`: true keeps only events with a `url` in their content, false drops them.
+- `limit` "must be an integer greater than 0"; the endpoint applies its default and maximum.
+- RoomEventFilter's `lazy_load_members`, `include_redundant_members` and
+  `unread_thread_notifications` are options read by the endpoints, not event tests.
+
+A definition is validated once at the door (pydantic, `homeserver.validation`: a wrong type is
+M_BAD_JSON) and compiled once into the matchers below; a JSON `null` counts as an absent key.
 """
 
 from __future__ import annotations
 
-import re
+import functools
 from collections.abc import Mapping
-from functools import lru_cache
-from typing import Any, Final
+from typing import Any
 
 import orjson
+from pydantic import BaseModel, Field
 
 from homeserver.errors import MatrixError
+from homeserver.protocol.glob import FILTER, GlobSet
+from homeserver.validation import STRICT, validate
 
 
-def _strings(raw: Mapping[str, Any], key: str, where: str) -> tuple[str, ...] | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise MatrixError(400, "M_BAD_JSON", f"{where}.{key} must be a list of strings")
-    return tuple(value)
+class EventFilterModel(BaseModel):
+    """spec: EventFilter (unknown keys are allowed and ignored)."""
+
+    model_config = STRICT
+    limit: int | None = Field(default=None, gt=0)
+    types: list[str] | None = None
+    not_types: list[str] | None = None
+    senders: list[str] | None = None
+    not_senders: list[str] | None = None
 
 
-@lru_cache(maxsize=1024)
-def type_pattern(pattern: str) -> re.Pattern[str]:
-    # spec: EventFilter types — '*' matches any sequence of characters (nothing else is special)
-    return re.compile(".*".join(re.escape(p) for p in pattern.split("*")) + r"\Z", re.DOTALL)
+class RoomEventFilterModel(EventFilterModel):
+    """spec: RoomEventFilter (an EventFilter and these)."""
+
+    rooms: list[str] | None = None
+    not_rooms: list[str] | None = None
+    contains_url: bool | None = None
+    lazy_load_members: bool | None = None
+    include_redundant_members: bool | None = None
+    unread_thread_notifications: bool | None = None
 
 
-def _type_matches(event_type: str, patterns: tuple[str, ...]) -> bool:
-    for p in patterns:
-        if "*" not in p:
-            if p == event_type:
-                return True
-        elif type_pattern(p).match(event_type):
+def _globs(patterns: list[str] | None) -> GlobSet | None:
+    return GlobSet(patterns, FILTER) if patterns is not None else None
+
+
+class EventFilter:
+    """An EventFilter compiled for matching (no model: every event passes)."""
+
+    # `contains_url` belongs to RoomEventFilter; here it is always None, so that one `allows` serves
+    # both (it runs for every event a filtered /sync or /messages looks at)
+    __slots__ = ("contains_url", "is_empty", "limit", "not_senders", "not_types", "senders", "types")
+
+    def __init__(self, model: EventFilterModel | None = None) -> None:
+        if model is None:
+            model = EventFilterModel()
+        self.limit = model.limit
+        self.types = _globs(model.types)
+        self.not_types = _globs(model.not_types or None)
+        self.senders = frozenset(model.senders) if model.senders is not None else None
+        self.not_senders = frozenset(model.not_senders or ())
+        self.contains_url: bool | None = None
+        # nothing to test: `allows` passes every event (callers skip loading events for it)
+        self.is_empty = self.types is None and self.not_types is None and self.senders is None and not self.not_senders
+
+    def allows_type(self, event_type: str) -> bool:
+        not_types = self.not_types
+        if not_types is not None and not_types.matches(event_type):
+            return False
+        types = self.types
+        return types is None or types.matches(event_type)
+
+    def allows(self, event: Mapping[str, Any]) -> bool:
+        """Does the event (client or federation format) pass? Rooms are `RoomEventFilter.allows_room`."""
+        event_type = event.get("type")
+        if not isinstance(event_type, str):
+            return False
+        if self.is_empty:
             return True
-    return False
+        not_types, types = self.not_types, self.types  # `allows_type`, inline on this hot path
+        if (not_types is not None and not_types.matches(event_type)) or (
+            types is not None and not types.matches(event_type)
+        ):
+            return False
+        sender = event.get("sender")
+        if sender in self.not_senders or (self.senders is not None and sender not in self.senders):
+            return False
+        contains_url = self.contains_url
+        if contains_url is not None:
+            content = event.get("content")
+            has_url = isinstance(content, Mapping) and isinstance(content.get("url"), str)
+            return has_url is contains_url
+        return True
 
 
-class RoomEventFilter:
+class RoomEventFilter(EventFilter):
+    """A RoomEventFilter compiled for matching (no model: every event passes)."""
+
     __slots__ = (
-        "contains_url",
         "include_redundant_members",
         "lazy_load_members",
-        "limit",
         "not_rooms",
-        "not_senders",
-        "not_types",
         "rooms",
-        "senders",
-        "types",
+        "unread_thread_notifications",
     )
 
-    types: Final[tuple[str, ...] | None]
-    not_types: Final[tuple[str, ...]]
-    senders: Final[tuple[str, ...] | None]
-    not_senders: Final[tuple[str, ...]]
-    rooms: Final[tuple[str, ...] | None]
-    not_rooms: Final[tuple[str, ...]]
-    contains_url: Final[bool | None]
-    lazy_load_members: Final[bool]
-    include_redundant_members: Final[bool]
-    limit: Final[int | None]
-
-    def __init__(
-        self,
-        types: tuple[str, ...] | None = None,
-        not_types: tuple[str, ...] = (),
-        senders: tuple[str, ...] | None = None,
-        not_senders: tuple[str, ...] = (),
-        rooms: tuple[str, ...] | None = None,
-        not_rooms: tuple[str, ...] = (),
-        contains_url: bool | None = None,
-        lazy_load_members: bool = False,
-        include_redundant_members: bool = False,
-        limit: int | None = None,
-    ) -> None:
-        self.types = types
-        self.not_types = not_types
-        self.senders = senders
-        self.not_senders = not_senders
-        self.rooms = rooms
-        self.not_rooms = not_rooms
-        self.contains_url = contains_url
-        self.lazy_load_members = lazy_load_members
-        self.include_redundant_members = include_redundant_members
-        self.limit = limit
+    def __init__(self, model: RoomEventFilterModel | None = None) -> None:
+        if model is None:
+            model = RoomEventFilterModel()
+        super().__init__(model)
+        self.rooms = frozenset(model.rooms) if model.rooms is not None else None
+        self.not_rooms = frozenset(model.not_rooms or ())
+        self.contains_url = model.contains_url
+        self.lazy_load_members = bool(model.lazy_load_members)
+        self.include_redundant_members = bool(model.include_redundant_members)
+        self.unread_thread_notifications = bool(model.unread_thread_notifications)
+        self.is_empty = self.is_empty and self.contains_url is None
 
     @classmethod
     def parse(cls, raw: Any, where: str = "filter") -> RoomEventFilter:
+        """A RoomEventFilter given as JSON inside a request (None: no filter)."""
         if raw is None:
             return cls()
-        if not isinstance(raw, Mapping):
-            raise MatrixError(400, "M_BAD_JSON", f"{where} must be a JSON object")
-        flags: dict[str, bool | None] = {}
-        for key in ("contains_url", "lazy_load_members", "include_redundant_members"):
-            value = raw.get(key)
-            if value is not None and not isinstance(value, bool):
-                raise MatrixError(400, "M_BAD_JSON", f"{where}.{key} must be a boolean")
-            flags[key] = value
-        limit = raw.get("limit")
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-            raise MatrixError(400, "M_BAD_JSON", f"{where}.limit must be a positive integer")
-        return cls(
-            types=_strings(raw, "types", where),
-            not_types=_strings(raw, "not_types", where) or (),
-            senders=_strings(raw, "senders", where),
-            not_senders=_strings(raw, "not_senders", where) or (),
-            rooms=_strings(raw, "rooms", where),
-            not_rooms=_strings(raw, "not_rooms", where) or (),
-            contains_url=flags["contains_url"],
-            lazy_load_members=bool(flags["lazy_load_members"]),
-            include_redundant_members=bool(flags["include_redundant_members"]),
-            limit=limit,
-        )
+        return cls(validate(RoomEventFilterModel, raw, what=where))
 
-    @classmethod
-    def from_query(cls, raw: str | None) -> RoomEventFilter:
-        """The `filter` query parameter: JSON (spec: GET /messages "A JSON RoomEventFilter")."""
+    @staticmethod
+    def from_query(raw: str | None) -> RoomEventFilter:
+        """The `filter` query parameter (spec: GET /messages "A JSON RoomEventFilter")."""
         if raw is None or raw == "":
-            return cls()
-        try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise MatrixError(400, "M_INVALID_PARAM", "filter must be a JSON RoomEventFilter") from None
-        return cls.parse(value)
+            return NO_FILTER
+        return query_filter(raw)
 
-    @property
-    def is_empty(self) -> bool:
-        return (
-            self.types is None
-            and not self.not_types
-            and self.senders is None
-            and not self.not_senders
-            and self.rooms is None
-            and not self.not_rooms
-            and self.contains_url is None
-        )
-
-    def room_allowed(self, room_id: str) -> bool:
+    def allows_room(self, room_id: str) -> bool:
         if room_id in self.not_rooms:
             return False
         return self.rooms is None or room_id in self.rooms
 
-    def matches(self, event: Mapping[str, Any]) -> bool:
-        """Whether an event (federation or client format) passes the filter (rooms aside)."""
-        sender = event.get("sender")
-        if sender in self.not_senders:
-            return False
-        if self.senders is not None and sender not in self.senders:
-            return False
-        event_type = event.get("type")
-        if not isinstance(event_type, str):
-            return False
-        if self.not_types and _type_matches(event_type, self.not_types):
-            return False
-        if self.types is not None and not _type_matches(event_type, self.types):
-            return False
-        if self.contains_url is not None:
-            content = event.get("content")
-            has_url = isinstance(content, Mapping) and isinstance(content.get("url"), str)
-            if has_url != self.contains_url:
-                return False
-        return True
+
+NO_FILTER = RoomEventFilter()
+
+
+@functools.lru_cache(maxsize=256)
+def query_filter(raw: str) -> RoomEventFilter:
+    """A `filter` query parameter compiled, once per distinct text: a client pages through /messages
+    with the same filter (a compiled filter is never changed, so it can be shared)."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise MatrixError(400, "M_INVALID_PARAM", "filter must be a JSON RoomEventFilter") from None
+    return RoomEventFilter.parse(value)

@@ -114,7 +114,7 @@ class RoomReader:
         event_filter: RoomEventFilter,
     ) -> dict[str, Any]:
         room, access = self.readable(viewer.user_id, room_id)
-        if not event_filter.room_allowed(room_id):
+        if not event_filter.allows_room(room_id):
             return {"chunk": [], "start": from_token or self._edge_token(room, forwards)}
         vis = Visibility(self.db, viewer.user_id, room, access)
         start = parse_position(from_token, "from") if from_token else None
@@ -199,7 +199,7 @@ class RoomReader:
             senders = [e["sender"] for e in (*before_events, event or {}, *after_events) if "sender" in e]
             state = self.member_state(snapshot, senders, viewer, vis)
         else:
-            state = [e for e in self.state_events(snapshot, viewer, vis) if event_filter.matches(e)]
+            state = [e for e in self.state_events(snapshot, viewer, vis) if event_filter.allows(e)]
         return {
             "event": event,
             "events_before": before_events,

@@ -149,7 +149,7 @@ class Search:
                 continue
             if not event_filter.is_empty:
                 event = self.db.events.get_json(hit.short)
-                if event is None or not event_filter.matches(event):
+                if event is None or not event_filter.allows(event):
                     continue
             visible.append(hit)
         if order_by == "recent":
@@ -188,7 +188,7 @@ class Search:
                 continue
             if ur.membership != "join" and self.db.room_extras.is_forgotten(user_id, ur.room):
                 continue
-            if event_filter.room_allowed(self.db.ids.room_id(ur.room)):
+            if event_filter.allows_room(self.db.ids.room_id(ur.room)):
                 rooms.add(ur.room)
         return rooms
 

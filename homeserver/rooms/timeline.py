@@ -183,7 +183,7 @@ def walk(
             continue
         if event_filter is not None and not event_filter.is_empty:
             event = events.get_json(short)
-            if event is None or not event_filter.matches(event):
+            if event is None or not event_filter.allows(event):
                 continue
         found.append((order, short))
     return Walk(found, _position(position, forwards, start), True)

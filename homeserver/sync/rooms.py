@@ -220,7 +220,7 @@ class RoomSync:
                 forwards=False,
                 limit=f.timeline_limit,
                 vis=vis,
-                event_filter=f.timeline_walk,
+                event_filter=f.timeline,
                 stop=stop,
             )
             events = self._not_ignored([s for _, s in reversed(result.events)], p)
@@ -462,7 +462,7 @@ class RoomSync:
                 forwards=False,
                 limit=f.timeline_limit,
                 vis=vis,
-                event_filter=f.timeline_walk,
+                event_filter=f.timeline,
                 stop=stop,
             )
             events = self._not_ignored([s for _, s in reversed(result.events)], p)

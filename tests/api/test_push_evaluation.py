@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from homeserver.protocol.glob import PUSH, PUSH_BODY, compile_glob
 from homeserver.push import rules as push_rules
-from homeserver.push.evaluator import EventContext, condition_holds, evaluate, glob_regex, is_highlight
+from homeserver.push.evaluator import EventContext, condition_holds, evaluate, is_highlight
 
 
 def ctx(event: dict[str, Any], members: int = 3, power: int = 0, names: dict[str, str] | None = None) -> EventContext:
@@ -40,9 +41,8 @@ MSG = {"type": "m.room.message", "sender": "@bob:hs", "room_id": "!r:hs", "conte
     ],
 )
 def test_glob(pattern: str, value: str, words: bool, matches: bool) -> None:
-    regex = glob_regex(pattern, words)
-    found = regex.search(value) if words else regex.match(value)
-    assert (found is not None) is matches
+    regex = compile_glob(pattern, PUSH_BODY if words else PUSH)
+    assert (regex.search(value) is not None) is matches
 
 
 def test_event_match_needs_a_string() -> None:

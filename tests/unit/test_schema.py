@@ -14,7 +14,6 @@ from homeserver.api import bodies, http
 from homeserver.config import Config, ConfigError, RateLimit, RateLimits, example_config, load_config
 from homeserver.errors import MatrixError
 from homeserver.schema import Problem, Schema, SchemaError, field, fields, prepare
-from homeserver.sync.filters import validate_filter
 
 
 class Scalars(Schema):
@@ -320,7 +319,7 @@ def test_every_model_of_the_server_compiles() -> None:
         if model.__module__.startswith("homeserver."):
             prepare(model)
             seen.append(model.__name__)
-    assert {"Config", "CreateRoomBody", "FilterModel", "SearchRequest", "SharedSecretBody"} <= set(seen)
+    assert {"Config", "CreateRoomBody", "SearchRequest", "SharedSecretBody"} <= set(seen)
 
 
 # -- the Matrix error mapping --------------------------------------------------------------------
@@ -354,19 +353,6 @@ def test_http_validate_errors() -> None:
         with pytest.raises(MatrixError) as info:
             http.validate(Login, data)
         assert (info.value.errcode, info.value.message) == ("M_BAD_JSON", message)
-
-
-def test_filter_errors() -> None:
-    with pytest.raises(MatrixError) as info:
-        validate_filter({"room": {"timeline": {"limit": 0}}}, "M_INVALID_PARAM")
-    assert info.value.errcode == "M_INVALID_PARAM"
-    assert info.value.message == "invalid filter: room.timeline.limit: must be greater than 0"
-    with pytest.raises(MatrixError) as info:
-        validate_filter({"room": {"timeline": {"limit": True}}})
-    assert info.value.message == "invalid filter: room.timeline.limit: expected an integer"
-    got = validate_filter({"room": {"timeline": {"limit": 5, "types": ["m.*"], "x-custom": 1}}})
-    assert got.room is not None and got.room.timeline is not None
-    assert got.room.timeline.dump(exclude_none=True)["x-custom"] == 1
 
 
 # -- the config ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from homeserver.api.http import Router, json_response, read_json
 from homeserver.errors import MatrixError
+from homeserver.sync.filters import parse_filter
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -25,7 +26,7 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def upload(request: web.Request) -> web.Response:
         user_id = own_user(request)
-        filter_id = await filters.upload(user_id, await read_json(request))
+        filter_id = await filters.upload(user_id, parse_filter(await read_json(request)))
         return json_response({"filter_id": filter_id})
 
     async def get(request: web.Request) -> web.Response:
