@@ -115,12 +115,12 @@ class HomeServer:
         self.rooms = Rooms(
             self.db,
             self.pipeline,
-            server_name=config.server_name,
+            self.queries,
             default_room_version=config.default_room_version,
+            profile_lookup=self.profiles.member_fields,
             clock=clock,
             strict_indexes=config.strict_indexes,
         )
-        self.rooms.membership.profile_lookup = self.profiles.member_fields
         self.add_persisted_listener(self.rooms.on_persisted)
         self.accounts.account_created_listeners.append(self.profiles.on_account_created)
         self.user_directory = UserDirectory(self.db, self.profiles)
