@@ -24,7 +24,9 @@ from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.messages import require_room_id
 from homeserver.rooms.pipeline import EventPipeline
 from homeserver.rooms.queries import RoomQueries
-from storage.database import Database
+from storage.account_data import AccountDataStore
+from storage.engine import Store
+from storage.room_extras import RoomExtrasStore
 
 ProfileLookup = Callable[[str], dict[str, Any] | None]
 # spec: modules/invite_permission.md (v1.18)
@@ -40,13 +42,17 @@ def blocks_invites(config: dict[str, Any] | None) -> bool:
 class Membership:
     def __init__(
         self,
-        db: Database,
+        store: Store,
+        room_extras: RoomExtrasStore,
+        account_data: AccountDataStore,
         pipeline: EventPipeline,
         queries: RoomQueries,
         directory: RoomDirectory,
         profile_lookup: ProfileLookup,
     ) -> None:
-        self.db = db
+        self.store = store
+        self.room_extras = room_extras
+        self.account_data = account_data  # read for invite blocking (m.invite_permission_config)
         self.pipeline = pipeline
         self.queries = queries
         self.directory = directory
@@ -58,7 +64,7 @@ class Membership:
         """spec: invite permission — whether a local user refuses invites."""
         if not self.queries.is_local(user_id):
             return False
-        found = self.db.account_data.get(user_id, "", INVITE_PERMISSION_CONFIG)  # (stream, content)
+        found = self.account_data.get(user_id, "", INVITE_PERMISSION_CONFIG)  # (stream, content)
         return blocks_invites(found[1] if found is not None else None)
 
     def require_invitable(self, user_id: str) -> None:
@@ -232,9 +238,9 @@ class Membership:
             raise MatrixError(400, "M_UNKNOWN", f"You must leave the room before forgetting it (you are {current})")
         if current is None:
             return
-        batch = self.db.store.batch()
+        batch = self.store.batch()
         with batch:
-            self.db.room_extras.set_forgotten(user_id, room, True, batch)
+            self.room_extras.set_forgotten(user_id, room, True, batch)
             await batch.commit()
 
     # -- PUT /state/m.room.member/{userId} -------------------------------------------------------

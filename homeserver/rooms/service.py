@@ -70,11 +70,15 @@ class Rooms:
         self.reader = RoomReader(db, queries, self.serializer)
         self.search = Search(db, queries, self.serializer, self.reader)
         self.directory = RoomDirectory(db, queries, self.serializer)
-        self.membership = Membership(db, pipeline, queries, self.directory, profile_lookup)
+        self.membership = Membership(
+            db.store, db.room_extras, db.account_data, pipeline, queries, self.directory, profile_lookup
+        )
         self.sender = EventSender(db, pipeline, queries, self.relations, self.membership, self.directory)
         self.relations_reader = RelationsReader(db, self.relations, self.serializer, self.reader)
-        self.spaces = Spaces(db, queries, self.directory)
-        self.upgrades = RoomUpgrades(db, pipeline, queries, self.directory, self.membership)
+        self.spaces = Spaces(db.ids, db.rooms, db.snapshots, queries, self.directory)
+        self.upgrades = RoomUpgrades(
+            db.store, db.ids, db.rooms, db.room_directory, pipeline, queries, self.directory, self.membership
+        )
         self.redactions.listeners += [self.relations.on_redacted, self.search.on_redacted]
         self._views: dict[int, BatchView] = {}
         self._tasks: set[asyncio.Task[None]] = set()

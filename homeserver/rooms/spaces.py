@@ -16,7 +16,9 @@ from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.queries import RoomQueries
 from homeserver.rooms.stripped_state import stripped_state
 from homeserver.rooms.tokens import parse_counter
-from storage.database import Database
+from storage.rooms import RoomStore
+from storage.shortids import ShortIds
+from storage.state_snapshots import StateSnapshots
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
@@ -30,8 +32,12 @@ def _valid_order(value: Any) -> bool:
 
 
 class Spaces:
-    def __init__(self, db: Database, queries: RoomQueries, directory: RoomDirectory) -> None:
-        self.db = db
+    def __init__(
+        self, ids: ShortIds, rooms: RoomStore, snapshots: StateSnapshots, queries: RoomQueries, directory: RoomDirectory
+    ) -> None:
+        self.ids = ids
+        self.rooms = rooms
+        self.snapshots = snapshots
         self.queries = queries
         self.directory = directory
 
@@ -146,7 +152,7 @@ class Spaces:
             for child, child_room in children:
                 if suggested_only and content_of(child).get("suggested") is not True:
                     continue
-                if child_room is None or child_room in seen or self.db.rooms.info(child_room) is None:
+                if child_room is None or child_room in seen or self.rooms.info(child_room) is None:
                     continue
                 if self.accessible(user_id, child_room):
                     next_rooms.append(child_room)
@@ -155,11 +161,11 @@ class Spaces:
 
     def _children(self, room: int) -> list[tuple[dict[str, Any], int | None]]:
         """A space's m.space.child events (with `via`), in the spec's order ("Ordering of children")."""
-        info = self.db.rooms.info(room) or {}
-        state = self.db.snapshots.load(int(info.get("state", 0))) if info.get("state") else {}
+        info = self.rooms.info(room) or {}
+        state = self.snapshots.load(int(info.get("state", 0))) if info.get("state") else {}
         found = []
         for sk, short in state.items():
-            etype, state_key = self.db.ids.state_key_of(sk)
+            etype, state_key = self.ids.state_key_of(sk)
             if etype != "m.space.child":
                 continue
             event = self.directory.serializer.stored_event(short)

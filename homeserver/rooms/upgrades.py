@@ -20,7 +20,10 @@ from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.membership import Membership
 from homeserver.rooms.pipeline import EventPipeline
 from homeserver.rooms.queries import RoomQueries
-from storage.database import Database
+from storage.engine import Store
+from storage.room_directory import RoomDirectoryStore
+from storage.rooms import RoomStore
+from storage.shortids import ShortIds
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +43,19 @@ TRANSFERRED_STATE = (
 class RoomUpgrades:
     def __init__(
         self,
-        db: Database,
+        store: Store,
+        ids: ShortIds,
+        rooms: RoomStore,
+        room_directory: RoomDirectoryStore,
         pipeline: EventPipeline,
         queries: RoomQueries,
         directory: RoomDirectory,
         membership: Membership,
     ) -> None:
-        self.db = db
+        self.store = store
+        self.ids = ids
+        self.rooms = rooms
+        self.room_directory = room_directory
         self.pipeline = pipeline
         self.queries = queries
         self.directory = directory
@@ -77,9 +86,9 @@ class RoomUpgrades:
             raise forbidden("You may not send m.room.tombstone in this room, so you may not upgrade it")
         # 2. the replacement room, with the predecessor and the room type
         creation_content: dict[str, Any] = {"predecessor": {"room_id": room_id}}
-        last = next(self.db.rooms.timeline(room, reverse=True), None)
+        last = next(self.rooms.timeline(room, reverse=True), None)
         if last is not None:
-            creation_content["predecessor"]["event_id"] = self.db.ids.event_id(last[1])
+            creation_content["predecessor"]["event_id"] = self.ids.event_id(last[1])
         room_type = content_of(create).get("type")
         if room_type is not None:
             creation_content["type"] = room_type
@@ -125,11 +134,11 @@ class RoomUpgrades:
         return new_room_id
 
     async def _move_aliases(self, user_id: str, room: int, room_id: str, new_room: int, new_room_id: str) -> None:
-        directory = self.db.room_directory
+        directory = self.room_directory
         aliases = directory.aliases_of(room)
         published = directory.is_published(room)
         if aliases or published:
-            batch = self.db.store.batch()
+            batch = self.store.batch()
             with batch:
                 for alias in aliases:
                     creator = (directory.alias(alias) or {}).get("creator", user_id)
