@@ -118,6 +118,7 @@ class HomeServer:
             self.queries,
             default_room_version=config.default_room_version,
             profile_lookup=self.profiles.member_fields,
+            account_lookup=self.accounts.account,
             clock=clock,
             strict_indexes=config.strict_indexes,
         )

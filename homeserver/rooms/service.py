@@ -43,6 +43,8 @@ from storage.engine import Batch
 
 log = logging.getLogger(__name__)
 
+AccountLookup = Callable[[str], dict[str, Any] | None]
+
 
 class Rooms:
     def __init__(
@@ -53,6 +55,7 @@ class Rooms:
         *,
         default_room_version: str,
         profile_lookup: ProfileLookup,
+        account_lookup: AccountLookup,
         clock: Callable[[], float] = time.time,
         strict_indexes: bool = False,
     ) -> None:
@@ -63,6 +66,7 @@ class Rooms:
         self.queries = queries
         self.server_name = queries.server_name
         self.default_room_version = default_room_version
+        self.account_lookup = account_lookup  # the account service's: a local account, None if there is none
         self.clock = clock
         self.relations = Relations(db)
         self.redactions = Redactions(db)
@@ -195,7 +199,7 @@ class Rooms:
         try:
             room = self.queries.room(room_id)
             for user_id in self.queries.local_joined_members(room) if room is not None else []:
-                account = self.db.accounts.account(user_id)
+                account = self.account_lookup(user_id)
                 if not account or not account.get("guest"):
                     continue
                 try:
@@ -288,7 +292,7 @@ class Rooms:
     async def report_user(self, user_id: str, target: str, reason: str) -> None:
         """spec: POST /users/{userId}/report — 404 for local users that do not exist."""
         local = self.queries.is_local(target)
-        if not target.startswith("@") or (local and self.db.accounts.account(target) is None):
+        if not target.startswith("@") or (local and self.account_lookup(target) is None):
             raise not_found(f"User {target} not found")
         await self._save_report({"user_id": user_id, "reported_user": target, "reason": reason})
 

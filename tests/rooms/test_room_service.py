@@ -17,7 +17,15 @@ BOB = f"@bob:{LOCAL}"
 def room_service(local: Local, profiles: dict[str, dict[str, Any]]) -> Rooms:
     db = local.db
     queries = RoomQueries(LOCAL, db.ids, db.rooms, db.events, db.snapshots)
-    return Rooms(db, local.pipe, queries, default_room_version="11", profile_lookup=profiles.get, strict_indexes=True)
+    return Rooms(
+        db,
+        local.pipe,
+        queries,
+        default_room_version="11",
+        profile_lookup=profiles.get,
+        account_lookup=db.accounts.account,
+        strict_indexes=True,
+    )
 
 
 async def test_member_events_carry_the_profiles_of_the_lookup_it_was_given(local: Local) -> None:
