@@ -4,6 +4,10 @@
 and keeps their indexes: it registers one write hook on the pipeline, so every accepted timeline
 event updates the indexes in the same batch that writes it (atomic with the event).
 
+Room questions (memberships, members, servers, current state, "is this id ours") go to the
+`RoomQueries` it is given (queries.py), which its parts share; what it needs of other services (the
+profile and account lookups) comes through its constructor too.
+
 Other services use: `serializer` (client format), `reader`, and `homeserver.rooms.visibility`.
 """
 
