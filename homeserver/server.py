@@ -129,9 +129,10 @@ class HomeServer:
         self.rooms = Rooms(
             self.db,
             self.pipeline,
-            server_name=config.server_name,
+            self.queries,
             default_room_version=config.default_room_version,
             profile_lookup=self.profiles.member_fields,
+            account_lookup=self.accounts.account,
             clock=clock,
             strict_indexes=config.strict_indexes,
         )

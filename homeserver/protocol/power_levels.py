@@ -7,10 +7,10 @@ rooms/v10 (integers only); rooms/v11 (the creator is the create event's sender);
 are the create sender plus `additional_creators`, with infinite power).
 
 Every function takes the `m.room.power_levels` event (or `None` when the room has none), the
-`m.room.create` event and the room version, so callers outside the auth rules — state resolution sorts
-by sender power level — read levels exactly as the auth rules do. Levels are ints, except that room
-creators in rooms with privileged creators (v12) have `CREATOR_POWER_LEVEL`, positive infinity, which
-compares above every integer.
+`m.room.create` event (canonical dicts or `Event` views) and the room version, so callers outside
+the auth rules — state resolution sorts by sender power level — read levels exactly as the auth
+rules do. Levels are ints, except that room creators in rooms with privileged creators (v12) have
+`CREATOR_POWER_LEVEL`, positive infinity, which compares above every integer.
 """
 
 from __future__ import annotations
@@ -18,10 +18,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any
 
+from homeserver.protocol.events import Event, content_of
 from homeserver.protocol.room_versions import RoomVersion, get_room_version
+
+# the power levels and create events: canonical dicts, or `Event` views over them
+AnEvent = Mapping[str, Any] | Event
 
 # spec: rooms/v12 — "The power level of room creators is infinitely high."
 CREATOR_POWER_LEVEL = math.inf
@@ -74,16 +77,7 @@ def parse_power_level(value: object, room_version: str | RoomVersion) -> int | N
     return None
 
 
-_NO_CONTENT: Mapping[str, Any] = MappingProxyType({})
-
-
-def _content(event: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    content = event.get("content") if event is not None else None
-    # `type(...) is dict` first: the ABC check behind isinstance(x, Mapping) is slow on hot paths.
-    return content if type(content) is dict or isinstance(content, Mapping) else _NO_CONTENT
-
-
-def room_creators(create_event: Mapping[str, Any] | None, room_version: str | RoomVersion) -> frozenset[str]:
+def room_creators(create_event: AnEvent | None, room_version: str | RoomVersion) -> frozenset[str]:
     """The users the room version treats as the room's creators.
 
     spec: rooms/v1–v10 — `content.creator` of the create event; rooms/v11 — the create event's `sender`;
@@ -93,14 +87,14 @@ def room_creators(create_event: Mapping[str, Any] | None, room_version: str | Ro
     if create_event is None:
         return frozenset()
     if not rv.implicit_room_creator:
-        creator = _content(create_event).get("creator")
+        creator = content_of(create_event).get("creator")
         return frozenset({creator}) if isinstance(creator, str) else frozenset()
     found: set[str] = set()
     sender = create_event.get("sender")
     if isinstance(sender, str):
         found.add(sender)
     if rv.privileged_creators:
-        extra = _content(create_event).get("additional_creators")
+        extra = content_of(create_event).get("additional_creators")
         if isinstance(extra, list):
             found.update(u for u in extra if isinstance(u, str))
     return frozenset(found)
@@ -108,8 +102,8 @@ def room_creators(create_event: Mapping[str, Any] | None, room_version: str | Ro
 
 def get_user_power_level(
     user_id: str,
-    power_levels_event: Mapping[str, Any] | None,
-    create_event: Mapping[str, Any] | None,
+    power_levels_event: AnEvent | None,
+    create_event: AnEvent | None,
     room_version: str | RoomVersion,
 ) -> int | float:
     """The power level of `user_id`: an int, or `CREATOR_POWER_LEVEL` (infinity) for a v12 creator.
@@ -124,7 +118,7 @@ def get_user_power_level(
 
 def user_power_level(
     user_id: str,
-    power_levels_event: Mapping[str, Any] | None,
+    power_levels_event: AnEvent | None,
     creators: frozenset[str],
     room_version: str | RoomVersion,
 ) -> int | float:
@@ -134,7 +128,7 @@ def user_power_level(
         return CREATOR_POWER_LEVEL
     if power_levels_event is None:
         return CREATOR_DEFAULT_LEVEL if user_id in creators else 0
-    content = _content(power_levels_event)
+    content = content_of(power_levels_event)
     users = content.get("users")
     if (type(users) is dict or isinstance(users, Mapping)) and user_id in users:
         level = parse_power_level(users[user_id], rv)
@@ -144,7 +138,7 @@ def user_power_level(
     return NAMED_LEVEL_DEFAULTS["users_default"] if level is None else level
 
 
-def get_named_level(power_levels_event: Mapping[str, Any] | None, name: str, room_version: str | RoomVersion) -> int:
+def get_named_level(power_levels_event: AnEvent | None, name: str, room_version: str | RoomVersion) -> int:
     """A top-level level of the power levels event (`ban`, `kick`, `redact`, `invite`,
     `events_default`, `state_default`, `users_default`), or its spec default when absent.
 
@@ -153,12 +147,12 @@ def get_named_level(power_levels_event: Mapping[str, Any] | None, name: str, roo
     """
     if name not in NAMED_LEVEL_DEFAULTS:
         raise ValueError(f"{name!r} is not a named power level")
-    level = parse_power_level(_content(power_levels_event).get(name), room_version)
+    level = parse_power_level(content_of(power_levels_event).get(name), room_version)
     return NAMED_LEVEL_DEFAULTS[name] if level is None else level
 
 
 def get_required_power_level(
-    power_levels_event: Mapping[str, Any] | None,
+    power_levels_event: AnEvent | None,
     event_type: str,
     is_state_event: bool,
     room_version: str | RoomVersion,
@@ -168,7 +162,7 @@ def get_required_power_level(
     spec: server-server-api "Definitions" — `events[event_type]` if listed, else `state_default` for
     state events and `events_default` for others.
     """
-    events = _content(power_levels_event).get("events")
+    events = content_of(power_levels_event).get("events")
     if (type(events) is dict or isinstance(events, Mapping)) and event_type in events:
         level = parse_power_level(events[event_type], room_version)
         if level is not None:
@@ -177,7 +171,7 @@ def get_required_power_level(
 
 
 def get_required_power_level_for_event(
-    power_levels_event: Mapping[str, Any] | None, event: Mapping[str, Any], room_version: str | RoomVersion
+    power_levels_event: AnEvent | None, event: Mapping[str, Any], room_version: str | RoomVersion
 ) -> int:
     """`get_required_power_level` for an event: its `type`, and state-ness from having a `state_key`."""
     event_type = event.get("type")
@@ -187,10 +181,10 @@ def get_required_power_level_for_event(
 
 
 def get_notification_level(
-    power_levels_event: Mapping[str, Any] | None, key: str, room_version: str | RoomVersion
+    power_levels_event: AnEvent | None, key: str, room_version: str | RoomVersion
 ) -> int:
     """The level needed to trigger notification `key` (e.g. `room` for @room; default 50)."""
-    notifications = _content(power_levels_event).get("notifications")
+    notifications = content_of(power_levels_event).get("notifications")
     if isinstance(notifications, Mapping) and key in notifications:
         level = parse_power_level(notifications[key], room_version)
         if level is not None:

@@ -9,15 +9,16 @@ which is not there yet: they answer 404 with a message that says so.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.protocol.errors import InvalidIdentifier
+from homeserver.protocol.events import Event, content_of
 from homeserver.protocol.identifiers import RoomAlias
 from homeserver.protocol.power_levels import get_required_power_level, get_user_power_level
-from homeserver.protocol.room_versions import get_room_version
 from homeserver.rooms.client_format import EventSerializer
+from homeserver.rooms.queries import RoomQueries
 from homeserver.rooms.tokens import parse_counter
 from homeserver.rooms.visibility import room_access
 from storage.database import Database
@@ -26,12 +27,7 @@ DEFAULT_PUBLIC_ROOMS_LIMIT = 100
 MAX_PUBLIC_ROOMS_LIMIT = 500
 
 
-def _content(event: dict[str, Any] | None) -> dict[str, Any]:
-    c = event.get("content") if event is not None else None
-    return c if isinstance(c, dict) else {}
-
-
-def plain_topic(content: dict[str, Any]) -> str | None:
+def plain_topic(content: Mapping[str, Any]) -> str | None:
     """The text/plain topic (spec: m.room.topic — `m.topic` representations, else `topic`)."""
     topics = content.get("m.topic")
     if isinstance(topics, list):
@@ -47,9 +43,10 @@ def plain_topic(content: dict[str, Any]) -> str | None:
 
 
 class RoomDirectory:
-    def __init__(self, db: Database, server_name: str, serializer: EventSerializer) -> None:
+    def __init__(self, db: Database, queries: RoomQueries, serializer: EventSerializer) -> None:
         self.db = db
-        self.server_name = server_name
+        self.queries = queries
+        self.server_name = queries.server_name
         self.serializer = serializer
         self._claimed: set[str] = set()  # aliases being written: not free for anyone else meanwhile
 
@@ -61,20 +58,22 @@ class RoomDirectory:
         except InvalidIdentifier as e:
             raise MatrixError(400, "M_INVALID_PARAM", str(e)) from None
 
-    def is_local(self, alias: str) -> bool:
-        return str(self.parse_alias(alias).server_name) == self.server_name
+    def local_alias(self, alias: str) -> bool:
+        """Whether a valid alias (400 M_INVALID_PARAM otherwise) names this server."""
+        self.parse_alias(alias)
+        return self.queries.is_local(alias)
 
     def resolve(self, alias: str) -> dict[str, Any]:
         """{room_id, servers} of an alias (spec: GET /directory/room/{roomAlias})."""
-        if not self.is_local(alias):
+        if not self.local_alias(alias):
             raise not_found(
                 f"Room alias {alias} is on another server; resolving it needs federation (not supported yet)"
             )
         entry = self.db.room_directory.alias(alias)
         if entry is None:
             raise not_found(f"Room alias {alias} not found")
-        room = self.db.ids.room(entry["room_id"])
-        servers = self.db.rooms.servers(room) if room is not None else []
+        room = self.queries.room(entry["room_id"])
+        servers = self.queries.servers_in_room(room) if room is not None else []
         return {
             "room_id": entry["room_id"],
             "servers": [self.server_name, *(s for s in servers if s != self.server_name)],
@@ -86,7 +85,7 @@ class RoomDirectory:
     @contextlib.contextmanager
     def claim(self, alias: str) -> Iterator[None]:
         """Hold `alias` while it is being created; M_ROOM_IN_USE if taken (createRoom)."""
-        if not self.is_local(alias):
+        if not self.local_alias(alias):
             raise MatrixError(400, "M_INVALID_PARAM", "room aliases can only be created on this server")
         if alias in self._claimed or self.db.room_directory.alias(alias) is not None:
             raise MatrixError(400, "M_ROOM_IN_USE", f"Room alias {alias} is already in use")
@@ -97,12 +96,12 @@ class RoomDirectory:
             self._claimed.discard(alias)
 
     async def create_alias(self, user_id: str, alias: str, room_id: str, *, is_admin: bool = False) -> None:
-        if not self.is_local(alias):
+        if not self.local_alias(alias):
             raise MatrixError(400, "M_INVALID_PARAM", f"Room aliases must be on this server ({self.server_name})")
-        room = self.db.ids.room(room_id) if isinstance(room_id, str) else None
-        if room is None or self.db.rooms.info(room) is None:
+        room = self.queries.known_room(room_id) if isinstance(room_id, str) else None
+        if room is None:
             raise not_found(f"Unknown room {room_id}")
-        if not is_admin and not room_access(self.db, user_id, room).joined:
+        if not is_admin and not self.queries.is_joined(user_id, room):
             raise forbidden("You must be joined to the room to give it an alias")
         if alias in self._claimed or self.db.room_directory.alias(alias) is not None:
             raise MatrixError(409, "M_UNKNOWN", f"Room alias {alias} already exists")
@@ -121,13 +120,13 @@ class RoomDirectory:
     async def delete_alias(self, user_id: str, alias: str, *, is_admin: bool = False) -> tuple[str, int]:
         """Delete a local alias; returns (room id, room). The creator, admins and users who may change
         the room's canonical alias may delete it."""
-        if not self.is_local(alias):
+        if not self.local_alias(alias):
             raise not_found(f"Room alias {alias} is not on this server")
         entry = self.db.room_directory.alias(alias)
         if entry is None:
             raise not_found(f"Room alias {alias} not found")
         room_id = entry["room_id"]
-        room = self.db.ids.room(room_id)
+        room = self.queries.room(room_id)
         if room is None:
             raise not_found(f"Room alias {alias} not found")
         if not (
@@ -141,8 +140,8 @@ class RoomDirectory:
         return room_id, room
 
     def local_aliases(self, user_id: str, room_id: str) -> list[str]:
-        room = self.db.ids.room(room_id)
-        if room is None or self.db.rooms.info(room) is None:
+        room = self.queries.known_room(room_id)
+        if room is None:
             raise not_found(f"Unknown room {room_id}")
         access = room_access(self.db, user_id, room)
         if not (access.joined or access.world_readable):
@@ -151,25 +150,26 @@ class RoomDirectory:
 
     def may_send_state(self, user_id: str, room: int, event_type: str) -> bool:
         """Whether a joined user's power level allows sending a state event of `event_type`."""
-        if not room_access(self.db, user_id, room).joined:
+        if not self.queries.is_joined(user_id, room):
             return False
-        info = self.db.rooms.info(room) or {}
-        rv = get_room_version(info.get("version", "1"))
-        pl = self._state_content_event(room, "m.room.power_levels")
-        create = self._state_content_event(room, "m.room.create")
+        rv = self.queries.room_version(room)
+        pl = self.served_state(room, "m.room.power_levels")
+        create = self.served_state(room, "m.room.create")
         level = get_user_power_level(user_id, pl, create, rv)
         return level >= get_required_power_level(pl, event_type, True, rv)
 
-    def _state_content_event(self, room: int, event_type: str, state_key: str = "") -> dict[str, Any] | None:
-        sk = self.db.ids.state_key(event_type, state_key)
-        short = self.db.rooms.state_event(room, sk) if sk is not None else None
-        return self.serializer.stored_event(short) if short is not None else None
+    def served_state(self, room: int, event_type: str, state_key: str = "") -> Event | None:
+        """The current state event as clients are served it: redacted when a redaction applies (a
+        redacted name or topic is gone from summaries and hierarchies, as it is from /state)."""
+        short = self.queries.current_state_short(room, event_type, state_key)
+        raw = self.serializer.stored_event(short) if short is not None else None
+        return Event(raw) if raw is not None else None
 
     # -- the published room directory ------------------------------------------------------------
 
     def room(self, room_id: str) -> int:
-        room = self.db.ids.room(room_id) if room_id.startswith("!") else None
-        if room is None or self.db.rooms.info(room) is None:
+        room = self.queries.known_room(room_id) if room_id.startswith("!") else None
+        if room is None:
             raise not_found(f"Unknown room {room_id}")
         return room
 
@@ -191,28 +191,28 @@ class RoomDirectory:
     def summary(self, room: int) -> dict[str, Any]:
         """A published room's entry (spec: GET /publicRooms "PublishedRoomsChunk")."""
         out: dict[str, Any] = {
-            "room_id": self.db.ids.room_id(room),
-            "num_joined_members": self.db.rooms.member_count(room, "join"),
+            "room_id": self.queries.room_id(room),
+            "num_joined_members": self.queries.member_count(room),
         }
-        name = _content(self._state_content_event(room, "m.room.name")).get("name")
+        name = content_of(self.served_state(room, "m.room.name")).get("name")
         if isinstance(name, str) and name:
             out["name"] = name
-        topic = plain_topic(_content(self._state_content_event(room, "m.room.topic")))
+        topic = plain_topic(content_of(self.served_state(room, "m.room.topic")))
         if topic:
             out["topic"] = topic
-        avatar = _content(self._state_content_event(room, "m.room.avatar")).get("url")
+        avatar = content_of(self.served_state(room, "m.room.avatar")).get("url")
         if isinstance(avatar, str) and avatar:
             out["avatar_url"] = avatar
-        alias = _content(self._state_content_event(room, "m.room.canonical_alias")).get("alias")
+        alias = content_of(self.served_state(room, "m.room.canonical_alias")).get("alias")
         if isinstance(alias, str) and alias:
             out["canonical_alias"] = alias
-        hv = _content(self._state_content_event(room, "m.room.history_visibility")).get("history_visibility")
+        hv = content_of(self.served_state(room, "m.room.history_visibility")).get("history_visibility")
         out["world_readable"] = hv == "world_readable"
-        guest = _content(self._state_content_event(room, "m.room.guest_access")).get("guest_access")
+        guest = content_of(self.served_state(room, "m.room.guest_access")).get("guest_access")
         out["guest_can_join"] = guest == "can_join"
-        join_rule = _content(self._state_content_event(room, "m.room.join_rules")).get("join_rule")
+        join_rule = content_of(self.served_state(room, "m.room.join_rules")).get("join_rule")
         out["join_rule"] = join_rule if isinstance(join_rule, str) else "invite"
-        room_type = _content(self._state_content_event(room, "m.room.create")).get("type")
+        room_type = content_of(self.served_state(room, "m.room.create")).get("type")
         if isinstance(room_type, str):
             out["room_type"] = room_type
         return out

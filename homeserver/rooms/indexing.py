@@ -7,8 +7,10 @@ The pipeline calls `write_hooks` inside `write_event`; the room service turns th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from homeserver.protocol.events import content_of
 from homeserver.protocol.room_versions import RoomVersion
 from storage.batch_view import BatchView
 from storage.database import Database
@@ -61,9 +63,8 @@ class Written:
         return t if isinstance(t, str) else ""
 
     @property
-    def content(self) -> dict[str, Any]:
-        c = self.event.get("content")
-        return c if isinstance(c, dict) else {}
+    def content(self) -> Mapping[str, Any]:
+        return content_of(self.event)
 
     @property
     def sender(self) -> str:

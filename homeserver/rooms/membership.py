@@ -17,13 +17,16 @@ from typing import Any
 
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.protocol.errors import InvalidIdentifier
+from homeserver.protocol.events import content_of
 from homeserver.protocol.identifiers import UserID
 from homeserver.protocol.power_levels import get_named_level, get_user_power_level
-from homeserver.protocol.room_versions import get_room_version
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.messages import require_room_id
 from homeserver.rooms.pipeline import EventPipeline
-from storage.database import Database
+from homeserver.rooms.queries import RoomQueries
+from storage.account_data import AccountDataStore
+from storage.engine import Store
+from storage.room_extras import RoomExtrasStore
 
 ProfileLookup = Callable[[str], dict[str, Any] | None]
 # spec: modules/invite_permission.md (v1.18)
@@ -36,33 +39,32 @@ def blocks_invites(config: dict[str, Any] | None) -> bool:
     return isinstance(config, dict) and config.get("default_action") == "block"
 
 
-def _content(event: dict[str, Any] | None) -> dict[str, Any]:
-    c = event.get("content") if event is not None else None
-    return c if isinstance(c, dict) else {}
-
-
 class Membership:
     def __init__(
         self,
-        db: Database,
+        store: Store,
+        room_extras: RoomExtrasStore,
+        account_data: AccountDataStore,
         pipeline: EventPipeline,
-        server_name: str,
+        queries: RoomQueries,
         directory: RoomDirectory,
         profile_lookup: ProfileLookup,
     ) -> None:
-        self.db = db
+        self.store = store
+        self.room_extras = room_extras
+        self.account_data = account_data  # read for invite blocking (m.invite_permission_config)
         self.pipeline = pipeline
-        self.server_name = server_name
+        self.queries = queries
         self.directory = directory
-        self.profile_lookup = profile_lookup  # the profile service's fields for member events
+        self.profile_lookup = profile_lookup  # the profile service's: displayname / avatar_url of a user
 
     # -- helpers ---------------------------------------------------------------------------------
 
     def invites_blocked(self, user_id: str) -> bool:
         """spec: invite permission — whether a local user refuses invites."""
-        if not self.is_local(user_id):
+        if not self.queries.is_local(user_id):
             return False
-        found = self.db.account_data.get(user_id, "", INVITE_PERMISSION_CONFIG)  # (stream, content)
+        found = self.account_data.get(user_id, "", INVITE_PERMISSION_CONFIG)  # (stream, content)
         return blocks_invites(found[1] if found is not None else None)
 
     def require_invitable(self, user_id: str) -> None:
@@ -72,13 +74,10 @@ class Membership:
 
     def profile(self, user_id: str) -> dict[str, str]:
         """displayname / avatar_url for the user's member events (spec: m.room.member content)."""
-        if not self.is_local(user_id):
+        if not self.queries.is_local(user_id):
             return {}
         found = self.profile_lookup(user_id) or {}
         return {k: v for k in ("displayname", "avatar_url") if isinstance(v := found.get(k), str) and v}
-
-    def is_local(self, user_id: str) -> bool:
-        return user_id.split(":", 1)[-1] == self.server_name
 
     def check_user_id(self, user_id: Any, what: str = "user_id") -> str:
         if not isinstance(user_id, str):
@@ -90,13 +89,13 @@ class Membership:
         return user_id
 
     def require_local_target(self, user_id: str) -> None:
-        if not self.is_local(user_id):
+        if not self.queries.is_local(user_id):
             raise forbidden(f"{user_id} is on another server; inviting over federation is not supported yet")
 
     def room(self, room_id: str) -> int:
         require_room_id(room_id)
-        room = self.db.ids.room(room_id)
-        if room is None or self.db.rooms.info(room) is None:
+        room = self.queries.known_room(room_id)
+        if room is None:
             raise not_found(
                 f"This server does not know room {room_id}; joining rooms of other servers needs federation, "
                 "which is not supported yet"
@@ -109,15 +108,6 @@ class Membership:
         require_room_id(room_id_or_alias)
         return room_id_or_alias
 
-    def membership_of(self, room: int, user_id: str) -> str | None:
-        ur = self.db.rooms.user_room(user_id, room)
-        return ur.membership if ur is not None else None
-
-    def _state_event(self, room: int, event_type: str, state_key: str = "") -> dict[str, Any] | None:
-        sk = self.db.ids.state_key(event_type, state_key)
-        short = self.db.rooms.state_event(room, sk) if sk is not None else None
-        return self.db.events.get_json(short) if short is not None else None
-
     async def _send(self, room_id: str, sender: str, target: str, content: dict[str, Any]) -> str:
         persisted = await self.pipeline.send(room_id, sender, "m.room.member", content, target)
         return persisted.event_id
@@ -128,6 +118,12 @@ class Membership:
             content["reason"] = reason
         return content
 
+    def _require_guest_access(self, room: int) -> None:
+        # spec: guest access — guests may join only rooms whose guest_access is can_join
+        guest_access = self.queries.current_state_event(room, "m.room.guest_access")
+        if content_of(guest_access).get("guest_access") != "can_join":
+            raise MatrixError(403, "M_FORBIDDEN", "Guest access is not allowed in this room")
+
     # -- joining ---------------------------------------------------------------------------------
 
     async def join(
@@ -135,16 +131,13 @@ class Membership:
     ) -> str:
         room_id = self.resolve(room_id_or_alias)
         room = self.room(room_id)
-        current = self.membership_of(room, user_id)
+        current = self.queries.current_membership(user_id, room)
         if is_guest and current != "join":
-            guest = _content(self._state_event(room, "m.room.guest_access")).get("guest_access")
-            if guest != "can_join":
-                # spec: guest access — guests may join only rooms whose guest_access is can_join
-                raise MatrixError(403, "M_FORBIDDEN", "Guest access is not allowed in this room")
+            self._require_guest_access(room)
         profile = self.profile(user_id)
         if current == "join":
-            ur = self.db.rooms.user_room(user_id, room)
-            existing = _content(self.db.events.get_json(ur.event)) if ur is not None else {}
+            ur = self.queries.membership(user_id, room)
+            existing = content_of(self.queries.event(ur.event)) if ur is not None else {}
             if reason is None and all(existing.get(k) == profile.get(k) for k in ("displayname", "avatar_url")):
                 return room_id  # already joined as this profile: nothing to change
         content = self._with_reason({"membership": "join", **profile}, reason)
@@ -158,10 +151,9 @@ class Membership:
     def _restricted_authoriser(self, room: int, user_id: str) -> str | None:
         """For a restricted room the user may join through an allow condition, a local member who
         can invite (spec: "Restricted rooms"; rooms v8 auth rules `join_authorised_via_users_server`)."""
-        join_rules = _content(self._state_event(room, "m.room.join_rules"))
+        join_rules = content_of(self.queries.current_state_event(room, "m.room.join_rules"))
         rule = join_rules.get("join_rule")
-        info = self.db.rooms.info(room) or {}
-        rv = get_room_version(info.get("version", "1"))
+        rv = self.queries.room_version(room)
         if rule not in ("restricted", "knock_restricted") or not rv.restricted_join_rule:
             return None
         allow = join_rules.get("allow")
@@ -170,24 +162,24 @@ class Membership:
             if not isinstance(condition, dict) or condition.get("type") != "m.room_membership":
                 continue
             other_id = condition.get("room_id")
-            other = self.db.ids.room(other_id) if isinstance(other_id, str) else None
-            if other is not None and self.membership_of(other, user_id) == "join":
+            other = self.queries.room(other_id) if isinstance(other_id, str) else None
+            if other is not None and self.queries.is_joined(user_id, other):
                 allowed = True
                 break
         if not allowed:
             raise forbidden("You are not invited to this room and meet none of its join conditions")
-        pl = self._state_event(room, "m.room.power_levels")
-        create = self._state_event(room, "m.room.create")
+        pl = self.queries.current_state_event(room, "m.room.power_levels")
+        create = self.queries.current_state_event(room, "m.room.create")
         invite_level = get_named_level(pl, "invite", rv)
-        for member, _ in self.db.rooms.members(room, "join"):
-            if self.is_local(member) and get_user_power_level(member, pl, create, rv) >= invite_level:
+        for member in self.queries.local_joined_members(room):
+            if get_user_power_level(member, pl, create, rv) >= invite_level:
                 return member
         raise forbidden("No member of this server may let you in to this restricted room")
 
     async def knock(self, user_id: str, room_id_or_alias: str, *, reason: str | None = None) -> str:
         room_id = self.resolve(room_id_or_alias)
         room = self.room(room_id)
-        current = self.membership_of(room, user_id)
+        current = self.queries.current_membership(user_id, room)
         # spec: "Users who are currently in the room, already invited, or banned cannot knock"
         if current in ("join", "invite", "ban"):
             raise forbidden(f"You cannot knock on a room you are {'banned from' if current == 'ban' else 'in'}")
@@ -209,7 +201,7 @@ class Membership:
     async def kick(self, sender: str, room_id: str, target: Any, *, reason: str | None = None) -> None:
         target = self.check_user_id(target)
         room = self.room(room_id)
-        if self.membership_of(room, target) not in ("join", "invite", "knock"):
+        if self.queries.current_membership(target, room) not in ("join", "invite", "knock"):
             raise forbidden(f"{target} is not in the room")
         await self._send(room_id, sender, target, self._with_reason({"membership": "leave"}, reason))
 
@@ -221,7 +213,7 @@ class Membership:
     async def unban(self, sender: str, room_id: str, target: Any, *, reason: str | None = None) -> None:
         target = self.check_user_id(target)
         room = self.room(room_id)
-        if self.membership_of(room, target) != "ban":
+        if self.queries.current_membership(target, room) != "ban":
             raise forbidden(f"{target} is not banned from the room")
         await self._send(room_id, sender, target, self._with_reason({"membership": "leave"}, reason))
 
@@ -229,7 +221,7 @@ class Membership:
 
     async def leave(self, user_id: str, room_id: str, *, reason: str | None = None) -> None:
         room = self.room(room_id)
-        current = self.membership_of(room, user_id)
+        current = self.queries.current_membership(user_id, room)
         if current == "leave":
             return  # already left: nothing to do
         if current == "ban":
@@ -240,15 +232,15 @@ class Membership:
 
     async def forget(self, user_id: str, room_id: str) -> None:
         room = self.room(room_id)
-        current = self.membership_of(room, user_id)
+        current = self.queries.current_membership(user_id, room)
         if current in ("join", "invite", "knock"):
             # spec: POST /forget — "If the user is currently joined to the room, they must leave it first"
             raise MatrixError(400, "M_UNKNOWN", f"You must leave the room before forgetting it (you are {current})")
         if current is None:
             return
-        batch = self.db.store.batch()
+        batch = self.store.batch()
         with batch:
-            self.db.room_extras.set_forgotten(user_id, room, True, batch)
+            self.room_extras.set_forgotten(user_id, room, True, batch)
             await batch.commit()
 
     # -- PUT /state/m.room.member/{userId} -------------------------------------------------------
@@ -267,14 +259,10 @@ class Membership:
             # as the membership endpoints (and Synapse here): the target's profile unless the content sets it
             content = {**self.profile(target), **content}
         if membership == "join" and target == sender:
-            if is_guest and self.membership_of(room, sender) != "join":
-                guest = _content(self._state_event(room, "m.room.guest_access")).get("guest_access")
-                if guest != "can_join":
-                    raise MatrixError(403, "M_FORBIDDEN", "Guest access is not allowed in this room")
-            if "join_authorised_via_users_server" not in content and self.membership_of(room, sender) not in (
-                "join",
-                "invite",
-            ):
+            current = self.queries.current_membership(sender, room)
+            if is_guest and current != "join":
+                self._require_guest_access(room)
+            if "join_authorised_via_users_server" not in content and current not in ("join", "invite"):
                 authoriser = self._restricted_authoriser(room, sender)
                 if authoriser is not None:
                     content = {**content, "join_authorised_via_users_server": authoriser}

@@ -10,8 +10,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.protocol.events import content_of
 from homeserver.rooms.client_format import EventSerializer, Viewer
 from homeserver.rooms.event_filter import RoomEventFilter
+from homeserver.rooms.queries import RoomQueries
 from homeserver.rooms.timeline import walk
 from homeserver.rooms.tokens import before_token, order_of, parse_counter, parse_position, position_token
 from homeserver.rooms.visibility import RoomAccess, Visibility, room_access
@@ -31,8 +33,9 @@ def not_member() -> MatrixError:
 
 
 class RoomReader:
-    def __init__(self, db: Database, serializer: EventSerializer) -> None:
+    def __init__(self, db: Database, queries: RoomQueries, serializer: EventSerializer) -> None:
         self.db = db
+        self.queries = queries
         self.serializer = serializer
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -40,8 +43,8 @@ class RoomReader:
     def room(self, room_id: str) -> int:
         """The short id of a room this server knows; 404 `M_NOT_FOUND` otherwise."""
         require_room_id(room_id)
-        room = self.db.ids.room(room_id)
-        if room is None or self.db.rooms.info(room) is None:
+        room = self.queries.known_room(room_id)
+        if room is None:
             raise not_found(f"Unknown room {room_id}")
         return room
 
@@ -93,8 +96,7 @@ class RoomReader:
         snapshot = access.state_snapshot(self.db)
         if snapshot is None:
             raise not_member()
-        sk = self.db.ids.state_key(event_type, state_key)
-        short = self.db.snapshots.get(snapshot, sk) if sk is not None and snapshot else None
+        short = self.queries.state_short_at(snapshot, event_type, state_key)
         event = self.serializer.serialize(short, viewer, bundle=False) if short is not None else None
         if event is None:
             raise not_found(f"The room has no state with type {event_type!r} and state key {state_key!r}")
@@ -246,7 +248,7 @@ class RoomReader:
             if etype != "m.room.member":
                 continue
             if membership is not None or not_membership is not None:
-                m = (self.db.events.get_json(short) or {}).get("content", {}).get("membership")
+                m = content_of(self.db.events.get_json(short)).get("membership")
                 # spec: both given form an "or": membership is `membership` or is not `not_membership`
                 ok_in = membership is not None and m == membership
                 ok_out = not_membership is not None and m != not_membership
@@ -258,12 +260,11 @@ class RoomReader:
 
     def joined_members(self, user_id: str, room_id: str) -> dict[str, dict[str, str]]:
         room = self.room(room_id)
-        access = room_access(self.db, user_id, room)
-        if not access.joined:
+        if not self.queries.is_joined(user_id, room):
             raise forbidden("You aren't a member of the room")
         joined: dict[str, dict[str, str]] = {}
-        for member, short in self.db.rooms.members(room, "join"):
-            content = (self.serializer.stored_event(short) or {}).get("content") or {}
+        for member, short in self.queries.members(room):
+            content = content_of(self.serializer.stored_event(short))
             info: dict[str, str] = {}
             if isinstance(content.get("displayname"), str):
                 info["display_name"] = content["displayname"]
@@ -273,7 +274,7 @@ class RoomReader:
         return joined
 
     def joined_rooms(self, user_id: str) -> list[str]:
-        return [self.db.ids.room_id(ur.room) for ur in self.db.rooms.user_rooms(user_id) if ur.membership == "join"]
+        return self.queries.joined_room_ids(user_id)
 
     # -- timestamp_to_event ----------------------------------------------------------------------
 
@@ -326,9 +327,8 @@ class RoomReader:
             if kind != "m" or found is None:
                 raise MatrixError(400, "M_INVALID_PARAM", "from is not a token from /mutual_rooms")
             offset = found
-        mine = {ur.room for ur in self.db.rooms.user_rooms(user_id) if ur.membership == "join"}
-        theirs = {ur.room for ur in self.db.rooms.user_rooms(other) if ur.membership == "join"}
-        shared = sorted(self.db.ids.room_id(r) for r in mine & theirs)
+        mine = set(self.queries.joined_rooms(user_id))
+        shared = sorted(self.queries.room_id(r) for r in self.queries.joined_rooms(other) if r in mine)
         body: dict[str, Any] = {"joined": shared[offset : offset + limit], "count": len(shared)}
         if offset + limit < len(shared):
             body["next_batch"] = f"m_{offset + limit}"

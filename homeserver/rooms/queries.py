@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from homeserver.protocol.events import Event
+from homeserver.protocol.room_versions import RoomVersion, get_room_version
 from storage.events import EventMeta, EventStore
 from storage.rooms import RoomStore, UserRoom
 from storage.shortids import ShortIds
@@ -149,3 +150,24 @@ class RoomQueries:
     def rooms(self) -> Iterator[int]:
         """Every room this server knows (short ids)."""
         return self._rooms.rooms()
+
+    # -- appended for the room service -------------------------------------------------------------
+
+    def current_membership(self, user_id: str, room: int) -> str | None:
+        """The user's membership in the room now (any), None if they never had one."""
+        ur = self._rooms.user_room(user_id, room)
+        return ur.membership if ur is not None else None
+
+    def known_room(self, room_id: str) -> int | None:
+        """The short id of a room this server holds the state of (not merely an id it has seen)."""
+        room = self._ids.room(room_id)
+        return room if room is not None and self._rooms.info(room) is not None else None
+
+    def room_version(self, room: int) -> RoomVersion:
+        info = self._rooms.info(room) or {}
+        return get_room_version(info.get("version", "1"))
+
+    def state_short_at(self, snapshot: int, event_type: str, state_key: str = "") -> int | None:
+        """`state_event_at` as a short id (to serialize it)."""
+        sk = self._ids.state_key(event_type, state_key) if snapshot else None
+        return self._snapshots.get(snapshot, sk) if sk is not None else None

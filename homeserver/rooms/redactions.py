@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from homeserver.protocol.auth_rules_common import server_of
 from homeserver.protocol.power_levels import get_named_level, get_user_power_level
 from homeserver.protocol.redaction import redact
 from homeserver.protocol.room_versions import RoomVersion
@@ -32,10 +33,6 @@ def redacts_of(event: dict[str, Any]) -> str | None:
     if not isinstance(target, str):
         target = event.get("redacts")
     return target if isinstance(target, str) else None
-
-
-def _server_of(user_id: object) -> str | None:
-    return user_id.split(":", 1)[1] if isinstance(user_id, str) and ":" in user_id else None
 
 
 def redaction_allowed_by_power(db: Database, rv: RoomVersion, state: int, sender: str) -> bool:
@@ -93,7 +90,7 @@ class Redactions:
         sender = red_ev.get("sender")
         if not isinstance(sender, str):
             return False
-        same_server = _server_of(sender) == _server_of(target_ev.get("sender"))
+        same_server = server_of(sender) == server_of(target_ev.get("sender"))
         if not same_server and not redaction_allowed_by_power(self.db, rv, red_meta.state_before, sender):
             return False
         store.set_redacted(view, target, redaction)

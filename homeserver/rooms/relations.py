@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from homeserver.errors import MatrixError
+from homeserver.protocol.events import content_of
 from homeserver.rooms.indexing import BatchEvents, Written, relates_to
 from homeserver.rooms.visibility import Visibility
 from storage.batch_view import BatchView
@@ -39,11 +40,6 @@ class RelationsPage:
         self.next_order = next_order
 
 
-def _content(event: dict[str, Any] | None) -> dict[str, Any]:
-    c = event.get("content") if event is not None else None
-    return c if isinstance(c, dict) else {}
-
-
 class Relations:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -55,7 +51,7 @@ class Relations:
         if rel is None:
             return
         rel_type, parent_id = rel
-        relation = _content(w.event).get("m.relates_to") or {}
+        relation = w.content.get("m.relates_to") or {}
         key = relation.get("key") if rel_type == ANNOTATION else None
         child = Child(
             order=w.order,
@@ -122,7 +118,7 @@ class Relations:
             # spec: threading "Validation of m.thread relationships" — not off an event with m.relates_to
             parent = self.db.ids.event(parent_id)
             parent_ev = self.db.events.get_json(parent) if parent is not None else None
-            if parent_ev is not None and "m.relates_to" in _content(parent_ev):
+            if "m.relates_to" in content_of(parent_ev):
                 raise MatrixError(400, "M_UNKNOWN", "cannot start a thread from an event that has a relationship")
         elif rel_type == ANNOTATION:
             # spec: event annotations "Avoiding duplicate annotations"

@@ -18,6 +18,7 @@ from homeserver.rooms.client_format import EventSerializer, Viewer
 from homeserver.rooms.event_filter import RoomEventFilter
 from homeserver.rooms.indexing import Written
 from homeserver.rooms.messages import RoomReader
+from homeserver.rooms.queries import RoomQueries
 from homeserver.rooms.timeline import walk
 from homeserver.rooms.tokens import parse_counter, position_token
 from homeserver.rooms.visibility import Visibility, room_access
@@ -83,8 +84,9 @@ class _Hit:
 
 
 class Search:
-    def __init__(self, db: Database, serializer: EventSerializer, reader: RoomReader) -> None:
+    def __init__(self, db: Database, queries: RoomQueries, serializer: EventSerializer, reader: RoomReader) -> None:
         self.db = db
+        self.queries = queries
         self.serializer = serializer
         self.reader = reader
 
@@ -183,12 +185,12 @@ class Search:
     def _searchable_rooms(self, user_id: str, event_filter: RoomEventFilter) -> set[int]:
         # spec: search covers rooms the user is or has been in, except those they forgot
         rooms = set()
-        for ur in self.db.rooms.user_rooms(user_id):
+        for ur in self.queries.memberships(user_id):
             if ur.membership not in ("join", "leave", "ban"):
                 continue
             if ur.membership != "join" and self.db.room_extras.is_forgotten(user_id, ur.room):
                 continue
-            if event_filter.allows_room(self.db.ids.room_id(ur.room)):
+            if event_filter.allows_room(self.queries.room_id(ur.room)):
                 rooms.add(ur.room)
         return rooms
 

@@ -15,13 +15,14 @@ from typing import Any
 
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.protocol.errors import InvalidIdentifier
+from homeserver.protocol.events import content_of
 from homeserver.protocol.identifiers import RoomAlias
-from homeserver.protocol.room_versions import get_room_version
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.indexing import Written
 from homeserver.rooms.membership import Membership
 from homeserver.rooms.messages import require_room_id
 from homeserver.rooms.pipeline import EventPipeline
+from homeserver.rooms.queries import RoomQueries
 from homeserver.rooms.redactions import redaction_allowed_by_power
 from homeserver.rooms.relations import Relations
 from storage.batch_view import BatchView
@@ -52,14 +53,14 @@ class EventSender:
         self,
         db: Database,
         pipeline: EventPipeline,
-        server_name: str,
+        queries: RoomQueries,
         relations: Relations,
         membership: Membership,
         directory: RoomDirectory,
     ) -> None:
         self.db = db
         self.pipeline = pipeline
-        self.server_name = server_name
+        self.queries = queries
         self.relations = relations
         self.membership = membership
         self.directory = directory
@@ -104,8 +105,8 @@ class EventSender:
 
     def _room(self, room_id: str) -> int:
         require_room_id(room_id)
-        room = self.db.ids.room(room_id)
-        if room is None or self.db.rooms.info(room) is None:
+        room = self.queries.known_room(room_id)
+        if room is None:
             raise not_found(f"Unknown room {room_id}")
         return room
 
@@ -146,14 +147,9 @@ class EventSender:
     def _check_canonical_alias(self, room: int, room_id: str, content: dict[str, Any]) -> None:
         """spec: PUT /state — new aliases in m.room.canonical_alias must be valid (M_INVALID_PARAM) and
         point to the room (M_BAD_ALIAS). Aliases already in the state are not checked again."""
-        sk = self.db.ids.state_key("m.room.canonical_alias", "")
-        current = self.db.rooms.state_event(room, sk) if sk is not None else None
-        old_content = (self.db.events.get_json(current) or {}).get("content", {}) if current is not None else {}
-        old = (
-            {old_content.get("alias"), *(old_content.get("alt_aliases") or [])}
-            if isinstance(old_content, dict)
-            else set()
-        )
+        old_content = content_of(self.queries.current_state_event(room, "m.room.canonical_alias"))
+        old_alt = old_content.get("alt_aliases")
+        old = {old_content.get("alias"), *(old_alt if isinstance(old_alt, list) else [])}
         new: list[Any] = []
         if "alias" in content and content["alias"] is not None:
             new.append(content["alias"])
@@ -171,7 +167,7 @@ class EventSender:
                 parsed = RoomAlias.parse(alias)
             except InvalidIdentifier as e:
                 raise MatrixError(400, "M_INVALID_PARAM", str(e)) from None
-            if str(parsed.server_name) != self.server_name:
+            if not self.queries.is_local(str(parsed)):
                 continue  # another server's alias: checking it needs federation
             entry = self.db.room_directory.alias(alias)
             if entry is None or entry.get("room_id") != room_id:
@@ -212,10 +208,9 @@ class EventSender:
         sender = target_event.get("sender")
         if sender != user_id:
             # spec: PUT /redact — others' events need the `redact` level; admins may redact local users
-            local_target = isinstance(sender, str) and sender.split(":", 1)[-1] == self.server_name
-            info = self.db.rooms.info(room) or {}
-            rv = get_room_version(info.get("version", "1"))
-            state = int(info.get("state", 0))
+            local_target = isinstance(sender, str) and self.queries.is_local(sender)
+            rv = self.queries.room_version(room)
+            state = int((self.db.rooms.info(room) or {}).get("state", 0))
             if not (is_admin and local_target) and not redaction_allowed_by_power(self.db, rv, state, user_id):
                 raise forbidden("You may not redact other users' events in this room")
 

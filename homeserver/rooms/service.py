@@ -4,6 +4,10 @@
 and keeps their indexes: it registers one write hook on the pipeline, so every accepted timeline
 event updates the indexes in the same batch that writes it (atomic with the event).
 
+Room questions (memberships, members, servers, current state, "is this id ours") go to the
+`RoomQueries` it is given (queries.py), which its parts share; what it needs of other services (the
+profile and account lookups) comes through its constructor too.
+
 Other services use: `serializer` (client format), `reader`, and `homeserver.rooms.visibility`.
 """
 
@@ -18,6 +22,7 @@ from typing import Any
 
 from homeserver.errors import MatrixError, not_found
 from homeserver.protocol.errors import InvalidIdentifier
+from homeserver.protocol.events import Event, content_of
 from homeserver.protocol.identifiers import RoomAlias
 from homeserver.rooms.client_format import EventSerializer
 from homeserver.rooms.creation import RoomCreation, create_room
@@ -26,6 +31,7 @@ from homeserver.rooms.indexing import BatchEvents, Written
 from homeserver.rooms.membership import Membership, ProfileLookup
 from homeserver.rooms.messages import RoomReader
 from homeserver.rooms.pipeline import EventPipeline, PersistedEvent, RoomContext
+from homeserver.rooms.queries import RoomQueries
 from homeserver.rooms.redactions import Redactions
 from homeserver.rooms.relations import Relations
 from homeserver.rooms.relations_reading import RelationsReader
@@ -35,12 +41,13 @@ from homeserver.rooms.spaces import Spaces
 from homeserver.rooms.stripped_state import room_stripped_state
 from homeserver.rooms.tokens import order_of
 from homeserver.rooms.upgrades import RoomUpgrades
-from homeserver.rooms.visibility import room_access
 from storage.batch_view import BatchView
 from storage.database import Database
 from storage.engine import Batch
 
 log = logging.getLogger(__name__)
+
+AccountLookup = Callable[[str], dict[str, Any] | None]
 
 
 class Rooms:
@@ -48,10 +55,11 @@ class Rooms:
         self,
         db: Database,
         pipeline: EventPipeline,
+        queries: RoomQueries,
         *,
-        server_name: str,
         default_room_version: str,
         profile_lookup: ProfileLookup,
+        account_lookup: AccountLookup,
         clock: Callable[[], float] = time.time,
         strict_indexes: bool = False,
     ) -> None:
@@ -59,20 +67,26 @@ class Rooms:
         self.strict_indexes = strict_indexes
         self.index_failures = 0  # since start; each is also kept in the store for `inspect check`
         self.pipeline = pipeline
-        self.server_name = server_name
+        self.queries = queries
+        self.server_name = queries.server_name
         self.default_room_version = default_room_version
+        self.account_lookup = account_lookup  # the account service's: a local account, None if there is none
         self.clock = clock
         self.relations = Relations(db)
         self.redactions = Redactions(db)
         self.serializer = EventSerializer(db, self.relations, self.redactions, clock)
-        self.reader = RoomReader(db, self.serializer)
-        self.search = Search(db, self.serializer, self.reader)
-        self.directory = RoomDirectory(db, server_name, self.serializer)
-        self.membership = Membership(db, pipeline, server_name, self.directory, profile_lookup)
-        self.sender = EventSender(db, pipeline, server_name, self.relations, self.membership, self.directory)
+        self.reader = RoomReader(db, queries, self.serializer)
+        self.search = Search(db, queries, self.serializer, self.reader)
+        self.directory = RoomDirectory(db, queries, self.serializer)
+        self.membership = Membership(
+            db.store, db.room_extras, db.account_data, pipeline, queries, self.directory, profile_lookup
+        )
+        self.sender = EventSender(db, pipeline, queries, self.relations, self.membership, self.directory)
         self.relations_reader = RelationsReader(db, self.relations, self.serializer, self.reader)
-        self.spaces = Spaces(db, self.directory)
-        self.upgrades = RoomUpgrades(db, pipeline, self.directory, self.membership)
+        self.spaces = Spaces(db.ids, db.rooms, db.snapshots, queries, self.directory)
+        self.upgrades = RoomUpgrades(
+            db.store, db.ids, db.rooms, db.room_directory, pipeline, queries, self.directory, self.membership
+        )
         self.redactions.listeners += [self.relations.on_redacted, self.search.on_redacted]
         self._views: dict[int, BatchView] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -145,7 +159,7 @@ class Rooms:
 
     def _member_written(self, view: BatchView, events: BatchEvents, ctx: RoomContext, w: Written) -> None:
         user_id = w.event["state_key"]
-        if user_id.split(":", 1)[-1] != self.server_name:
+        if not self.queries.is_local(user_id):
             return
         membership = w.content.get("membership")
         if membership in ("join", "invite", "knock"):
@@ -171,35 +185,25 @@ class Rooms:
         if (
             event.get("type") == "m.room.guest_access"
             and event.get("state_key") == ""
-            and self._guest_access(event) != "can_join"
-            and self._previous_guest_access(persisted) == "can_join"
+            and content_of(event).get("guest_access") != "can_join"
+            and content_of(self._previous_guest_access(persisted)).get("guest_access") == "can_join"
         ):
             task = asyncio.get_running_loop().create_task(self._evict_guests(persisted.room_id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    @staticmethod
-    def _guest_access(event: dict[str, Any] | None) -> Any:
-        content = event.get("content") if event is not None else None
-        return content.get("guest_access") if isinstance(content, dict) else None
-
-    def _previous_guest_access(self, persisted: PersistedEvent) -> Any:
+    def _previous_guest_access(self, persisted: PersistedEvent) -> Event | None:
+        """The m.room.guest_access event the new one replaced, if any."""
         meta = self.db.events.get_meta(persisted.short)
-        sk = self.db.ids.state_key("m.room.guest_access", "")
-        if meta is None or sk is None or not meta.state_before:
-            return None
-        previous = self.db.snapshots.get(meta.state_before, sk)
-        return self._guest_access(self.db.events.get_json(previous)) if previous is not None else None
+        return self.queries.state_event_at(meta.state_before, "m.room.guest_access") if meta is not None else None
 
     async def _evict_guests(self, room_id: str) -> None:
         """spec: guest access "Server behaviour" — when guests may no longer join, the server MUST set
         the joined guests' membership to leave."""
         try:
-            room = self.db.ids.room(room_id)
-            members = list(self.db.rooms.members(room, "join")) if room is not None else []
-            for user_id, _ in members:
-                local = user_id.split(":", 1)[-1] == self.server_name
-                account = self.db.accounts.account(user_id) if local else None
+            room = self.queries.room(room_id)
+            for user_id in self.queries.local_joined_members(room) if room is not None else []:
+                account = self.account_lookup(user_id)
                 if not account or not account.get("guest"):
                     continue
                 try:
@@ -235,11 +239,11 @@ class Rooms:
         else:
             with self.directory.claim(alias):
                 room_id = await create_room(self.pipeline, req)
-                room = self.db.ids.room(room_id)
+                room = self.queries.room(room_id)
                 assert room is not None
                 await self.directory.write_alias(alias, room, room_id, req.creator)
         if req.visibility == "public":
-            room = self.db.ids.room(room_id)
+            room = self.queries.room(room_id)
             assert room is not None
             await self.directory.publish(room, True)
         return room_id
@@ -250,10 +254,7 @@ class Rooms:
         """spec: DELETE /directory/room/{roomAlias}. The alias also leaves m.room.canonical_alias when
         the user may change it ("servers may choose to update"); the deletion stands either way."""
         room_id, room = await self.directory.delete_alias(user_id, alias, is_admin=is_admin)
-        sk = self.db.ids.state_key("m.room.canonical_alias", "")
-        short = self.db.rooms.state_event(room, sk) if sk is not None else None
-        event = self.serializer.stored_event(short) if short is not None else None
-        content = dict(event.get("content") or {}) if event is not None else {}
+        content = dict(content_of(self.directory.served_state(room, "m.room.canonical_alias")))
         changed = content.get("alias") == alias
         if changed:
             del content["alias"]
@@ -273,8 +274,8 @@ class Rooms:
         self, user_id: str, room_id: str, event_id: str, reason: str | None, score: int | None
     ) -> None:
         """spec: POST /rooms/{roomId}/report/{eventId} — the reporter must be joined (404 otherwise)."""
-        room = self.db.ids.room(room_id) if room_id.startswith("!") else None
-        if room is None or room_access(self.db, user_id, room).membership != "join":
+        room = self.queries.room(room_id) if room_id.startswith("!") else None
+        if room is None or not self.queries.is_joined(user_id, room):
             raise not_found("Event not found, or you are not joined to its room")
         short = self.db.ids.event(event_id)
         meta = self.db.events.get_meta(short) if short is not None else None
@@ -287,15 +288,15 @@ class Rooms:
 
     async def report_room(self, user_id: str, room_id: str, reason: str) -> None:
         """spec: POST /rooms/{roomId}/report — any user may report a room this server knows."""
-        room = self.db.ids.room(room_id) if room_id.startswith("!") else None
-        if room is None or self.db.rooms.info(room) is None:
+        room = self.queries.known_room(room_id) if room_id.startswith("!") else None
+        if room is None:
             raise not_found(f"Unknown room {room_id}")
         await self._save_report({"user_id": user_id, "room_id": room_id, "reason": reason})
 
     async def report_user(self, user_id: str, target: str, reason: str) -> None:
         """spec: POST /users/{userId}/report — 404 for local users that do not exist."""
-        local = target.split(":", 1)[-1] == self.server_name
-        if not target.startswith("@") or (local and self.db.accounts.account(target) is None):
+        local = self.queries.is_local(target)
+        if not target.startswith("@") or (local and self.account_lookup(target) is None):
             raise not_found(f"User {target} not found")
         await self._save_report({"user_id": user_id, "reported_user": target, "reason": reason})
 

@@ -11,21 +11,19 @@ from __future__ import annotations
 from typing import Any
 
 from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.protocol.events import content_of
 from homeserver.rooms.directory import RoomDirectory
+from homeserver.rooms.queries import RoomQueries
 from homeserver.rooms.stripped_state import stripped_state
 from homeserver.rooms.tokens import parse_counter
-from homeserver.rooms.visibility import room_access
-from storage.database import Database
+from storage.rooms import RoomStore
+from storage.shortids import ShortIds
+from storage.state_snapshots import StateSnapshots
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
 DEFAULT_MAX_DEPTH = 10
 MAX_ROOMS = 1000  # rooms visited per request at most
-
-
-def _content(event: dict[str, Any] | None) -> dict[str, Any]:
-    c = event.get("content") if event is not None else None
-    return c if isinstance(c, dict) else {}
 
 
 def _valid_order(value: Any) -> bool:
@@ -34,49 +32,49 @@ def _valid_order(value: Any) -> bool:
 
 
 class Spaces:
-    def __init__(self, db: Database, directory: RoomDirectory) -> None:
-        self.db = db
+    def __init__(
+        self, ids: ShortIds, rooms: RoomStore, snapshots: StateSnapshots, queries: RoomQueries, directory: RoomDirectory
+    ) -> None:
+        self.ids = ids
+        self.rooms = rooms
+        self.snapshots = snapshots
+        self.queries = queries
         self.directory = directory
-
-    def _state(self, room: int, event_type: str, state_key: str = "") -> dict[str, Any] | None:
-        sk = self.db.ids.state_key(event_type, state_key)
-        short = self.db.rooms.state_event(room, sk) if sk is not None else None
-        return self.directory.serializer.stored_event(short) if short is not None else None
 
     def accessible(self, user_id: str | None, room: int) -> bool:
         """The hierarchy's rule for showing a room (spec: GET /hierarchy "rooms")."""
-        join_rules = _content(self._state(room, "m.room.join_rules"))
+        join_rules = content_of(self.directory.served_state(room, "m.room.join_rules"))
         rule = join_rules.get("join_rule")
         if rule in ("public", "knock", "knock_restricted"):
             return True
-        hv = _content(self._state(room, "m.room.history_visibility")).get("history_visibility")
+        hv = content_of(self.directory.served_state(room, "m.room.history_visibility")).get("history_visibility")
         if hv == "world_readable":
             return True
         if user_id is None:
             return False
-        membership = room_access(self.db, user_id, room).membership
-        if membership in ("join", "invite"):
+        if self.queries.current_membership(user_id, room) in ("join", "invite"):
             return True
         if rule == "restricted":
-            for condition in join_rules.get("allow") or []:
+            allow = join_rules.get("allow")
+            for condition in allow if isinstance(allow, list) else []:
                 other_id = condition.get("room_id") if isinstance(condition, dict) else None
-                other = self.db.ids.room(other_id) if isinstance(other_id, str) else None
-                if other is not None and room_access(self.db, user_id, other).joined:
+                other = self.queries.room(other_id) if isinstance(other_id, str) else None
+                if other is not None and self.queries.is_joined(user_id, other):
                     return True
         return False
 
     def summary(self, room: int) -> dict[str, Any]:
         out = self.directory.summary(room)
-        info = self.db.rooms.info(room) or {}
-        out["room_version"] = str(info.get("version", "1"))
-        algorithm = _content(self._state(room, "m.room.encryption")).get("algorithm")
+        out["room_version"] = self.queries.room_version(room).identifier
+        algorithm = content_of(self.directory.served_state(room, "m.room.encryption")).get("algorithm")
         if isinstance(algorithm, str):
             out["encryption"] = algorithm
-        join_rules = _content(self._state(room, "m.room.join_rules"))
+        join_rules = content_of(self.directory.served_state(room, "m.room.join_rules"))
         if join_rules.get("join_rule") in ("restricted", "knock_restricted"):
+            allow = join_rules.get("allow")
             allowed = [
                 c["room_id"]
-                for c in join_rules.get("allow") or []
+                for c in (allow if isinstance(allow, list) else [])
                 if isinstance(c, dict) and c.get("type") == "m.room_membership" and isinstance(c.get("room_id"), str)
             ]
             if allowed:
@@ -92,12 +90,12 @@ class Spaces:
             room_id = room_id_or_alias
         else:
             raise MatrixError(400, "M_INVALID_PARAM", f"{room_id_or_alias!r} is neither a room id nor an alias")
-        room = self.db.ids.room(room_id)
-        if room is None or self.db.rooms.info(room) is None or not self.accessible(user_id, room):
+        room = self.queries.known_room(room_id)
+        if room is None or not self.accessible(user_id, room):
             raise not_found(f"Room {room_id_or_alias} not found, or you may not see it")
         out = self.summary(room)
         if user_id is not None:
-            membership = room_access(self.db, user_id, room).membership
+            membership = self.queries.current_membership(user_id, room)
             if membership is not None:
                 out["membership"] = membership
         return out
@@ -125,8 +123,8 @@ class Spaces:
             if token_depth != depth_limit or token_suggested != suggested_only:
                 raise MatrixError(400, "M_INVALID_PARAM", "suggested_only and max_depth cannot change while paginating")
         limit = min(limit or DEFAULT_LIMIT, MAX_LIMIT)
-        root = self.db.ids.room(room_id) if room_id.startswith("!") else None
-        if root is None or self.db.rooms.info(root) is None or not self.accessible(user_id, root):
+        root = self.queries.known_room(room_id) if room_id.startswith("!") else None
+        if root is None or not self.accessible(user_id, root):
             raise forbidden("You cannot view this room's hierarchy (unknown room, or not visible to you)")
         rooms = self._walk(user_id, root, suggested_only=suggested_only, max_depth=depth_limit)
         body: dict[str, Any] = {"rooms": rooms[offset : offset + limit]}
@@ -152,9 +150,9 @@ class Spaces:
                 continue
             next_rooms = []
             for child, child_room in children:
-                if suggested_only and _content(child).get("suggested") is not True:
+                if suggested_only and content_of(child).get("suggested") is not True:
                     continue
-                if child_room is None or child_room in seen or self.db.rooms.info(child_room) is None:
+                if child_room is None or child_room in seen or self.rooms.info(child_room) is None:
                     continue
                 if self.accessible(user_id, child_room):
                     next_rooms.append(child_room)
@@ -163,15 +161,15 @@ class Spaces:
 
     def _children(self, room: int) -> list[tuple[dict[str, Any], int | None]]:
         """A space's m.space.child events (with `via`), in the spec's order ("Ordering of children")."""
-        info = self.db.rooms.info(room) or {}
-        state = self.db.snapshots.load(int(info.get("state", 0))) if info.get("state") else {}
+        info = self.rooms.info(room) or {}
+        state = self.snapshots.load(int(info.get("state", 0))) if info.get("state") else {}
         found = []
         for sk, short in state.items():
-            etype, state_key = self.db.ids.state_key_of(sk)
+            etype, state_key = self.ids.state_key_of(sk)
             if etype != "m.space.child":
                 continue
             event = self.directory.serializer.stored_event(short)
-            via = _content(event).get("via")
+            via = content_of(event).get("via")
             if event is None or not isinstance(via, list) or not via:
                 continue  # spec: a child without via is not a child
             child = stripped_state(event)
@@ -179,8 +177,8 @@ class Spaces:
             found.append((child, state_key))
         order_key = []
         for child, state_key in found:
-            order = _content(child).get("order")
+            order = content_of(child).get("order")
             ts = child["origin_server_ts"] if isinstance(child["origin_server_ts"], int) else 0
             order_key.append(((0, order, ts, state_key) if _valid_order(order) else (1, "", ts, state_key), child))
         order_key.sort(key=lambda item: item[0])
-        return [(child, self.db.ids.room(child["state_key"])) for _, child in order_key]
+        return [(child, self.queries.room(child["state_key"])) for _, child in order_key]

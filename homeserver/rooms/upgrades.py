@@ -12,13 +12,18 @@ from typing import Any
 
 from homeserver.errors import MatrixError, forbidden
 from homeserver.protocol.errors import UnknownRoomVersion
+from homeserver.protocol.events import Event, content_of
 from homeserver.protocol.power_levels import get_required_power_level, get_user_power_level, parse_power_level
 from homeserver.protocol.room_versions import get_room_version
 from homeserver.rooms.creation import RoomCreation, create_room
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.membership import Membership
 from homeserver.rooms.pipeline import EventPipeline
-from storage.database import Database
+from homeserver.rooms.queries import RoomQueries
+from storage.engine import Store
+from storage.room_directory import RoomDirectoryStore
+from storage.rooms import RoomStore
+from storage.shortids import ShortIds
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +40,26 @@ TRANSFERRED_STATE = (
 )
 
 
-def _content(event: dict[str, Any] | None) -> dict[str, Any]:
-    c = event.get("content") if event is not None else None
-    return dict(c) if isinstance(c, dict) else {}
-
-
 class RoomUpgrades:
-    def __init__(self, db: Database, pipeline: EventPipeline, directory: RoomDirectory, membership: Membership) -> None:
-        self.db = db
+    def __init__(
+        self,
+        store: Store,
+        ids: ShortIds,
+        rooms: RoomStore,
+        room_directory: RoomDirectoryStore,
+        pipeline: EventPipeline,
+        queries: RoomQueries,
+        directory: RoomDirectory,
+        membership: Membership,
+    ) -> None:
+        self.store = store
+        self.ids = ids
+        self.rooms = rooms
+        self.room_directory = room_directory
         self.pipeline = pipeline
+        self.queries = queries
         self.directory = directory
         self.membership = membership
-
-    def _state(self, room: int, event_type: str, state_key: str = "") -> dict[str, Any] | None:
-        sk = self.db.ids.state_key(event_type, state_key)
-        short = self.db.rooms.state_event(room, sk) if sk is not None else None
-        return self.directory.serializer.stored_event(short) if short is not None else None
 
     async def upgrade(self, user_id: str, room_id: str, new_version: Any, additional_creators: Any) -> str:
         if not isinstance(new_version, str):
@@ -66,22 +75,21 @@ class RoomUpgrades:
         ):
             raise MatrixError(400, "M_BAD_JSON", "additional_creators must be a list of user ids")
         room = self.membership.room(room_id)
-        info = self.db.rooms.info(room) or {}
-        old_rv = get_room_version(info.get("version", "1"))
+        old_rv = self.queries.room_version(room)
         # 1. the user must be able to send m.room.tombstone
-        pl = self._state(room, "m.room.power_levels")
-        create = self._state(room, "m.room.create")
-        if self.membership.membership_of(room, user_id) != "join":
+        pl = self.directory.served_state(room, "m.room.power_levels")
+        create = self.directory.served_state(room, "m.room.create")
+        if not self.queries.is_joined(user_id, room):
             raise forbidden("You must be joined to the room to upgrade it")
         level = get_user_power_level(user_id, pl, create, old_rv)
         if level < get_required_power_level(pl, "m.room.tombstone", True, old_rv):
             raise forbidden("You may not send m.room.tombstone in this room, so you may not upgrade it")
         # 2. the replacement room, with the predecessor and the room type
         creation_content: dict[str, Any] = {"predecessor": {"room_id": room_id}}
-        last = next(self.db.rooms.timeline(room, reverse=True), None)
+        last = next(self.rooms.timeline(room, reverse=True), None)
         if last is not None:
-            creation_content["predecessor"]["event_id"] = self.db.ids.event_id(last[1])
-        room_type = _content(create).get("type")
+            creation_content["predecessor"]["event_id"] = self.ids.event_id(last[1])
+        room_type = content_of(create).get("type")
         if room_type is not None:
             creation_content["type"] = room_type
         if additional_creators and new_rv.privileged_creators:
@@ -89,10 +97,10 @@ class RoomUpgrades:
         # 3. the transferable state, and the power levels (creators of v12 rooms are not listed)
         initial_state = []
         for event_type in TRANSFERRED_STATE:
-            event = self._state(room, event_type)
+            event = self.directory.served_state(room, event_type)
             if event is not None:
-                initial_state.append({"type": event_type, "state_key": "", "content": _content(event)})
-        override = _content(pl) if pl is not None else None
+                initial_state.append({"type": event_type, "state_key": "", "content": dict(content_of(event))})
+        override = dict(content_of(pl)) if pl is not None else None
         if override is not None and new_rv.privileged_creators:
             creators = {user_id, *(additional_creators or [])}
             users = override.get("users")
@@ -109,7 +117,7 @@ class RoomUpgrades:
                 creator_profile=self.membership.profile(user_id),
             ),
         )
-        new_room = self.db.ids.room(new_room_id)
+        new_room = self.queries.room(new_room_id)
         assert new_room is not None
         # 4. local aliases and the directory entry move to the new room
         await self._move_aliases(user_id, room, room_id, new_room, new_room_id)
@@ -126,11 +134,11 @@ class RoomUpgrades:
         return new_room_id
 
     async def _move_aliases(self, user_id: str, room: int, room_id: str, new_room: int, new_room_id: str) -> None:
-        directory = self.db.room_directory
+        directory = self.room_directory
         aliases = directory.aliases_of(room)
         published = directory.is_published(room)
         if aliases or published:
-            batch = self.db.store.batch()
+            batch = self.store.batch()
             with batch:
                 for alias in aliases:
                     creator = (directory.alias(alias) or {}).get("creator", user_id)
@@ -140,7 +148,7 @@ class RoomUpgrades:
                     directory.set_published(room, False, batch)
                     directory.set_published(new_room, True, batch)
                 await batch.commit()
-        canonical = _content(self._state(room, "m.room.canonical_alias"))
+        canonical = dict(content_of(self.directory.served_state(room, "m.room.canonical_alias")))
         if canonical.get("alias") or canonical.get("alt_aliases"):
             for target, content in ((new_room_id, canonical), (room_id, {})):
                 try:
@@ -148,9 +156,9 @@ class RoomUpgrades:
                 except MatrixError as e:
                     log.info("upgrade of %s: canonical alias not moved to %s: %s", room_id, target, e.message)
 
-    async def _restrict_old_room(self, user_id: str, room_id: str, pl: dict[str, Any] | None, version: str) -> None:
+    async def _restrict_old_room(self, user_id: str, room_id: str, pl: Event | None, version: str) -> None:
         # spec: room upgrades "Server behaviour" 6 — events_default and invite at max(50, users_default + 1)
-        content = _content(pl) if pl is not None else {}
+        content = dict(content_of(pl))
         users_default = parse_power_level(content.get("users_default", 0), version) or 0
         needed = max(50, users_default + 1)
         content["events_default"] = needed

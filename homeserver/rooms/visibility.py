@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from homeserver.protocol.events import content_of
 from homeserver.rooms.tokens import order_of
 from storage.database import Database
 
@@ -51,19 +52,14 @@ def _db(source: Any) -> Database:
     return db
 
 
-def _content(event: dict[str, Any] | None) -> dict[str, Any]:
-    content = event.get("content") if event is not None else None
-    return content if isinstance(content, dict) else {}
-
-
 def _visibility_of(event: dict[str, Any] | None) -> str:
-    value = _content(event).get("history_visibility")
+    value = content_of(event).get("history_visibility")
     # spec: "if no history_visibility is set, or if the value is not understood, ... shared"
     return value if value in _KNOWN_VISIBILITIES else "shared"
 
 
 def _membership_of(event: dict[str, Any] | None) -> str | None:
-    value = _content(event).get("membership")
+    value = content_of(event).get("membership")
     return value if isinstance(value, str) else None
 
 
