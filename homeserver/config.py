@@ -1,5 +1,6 @@
 """Configuration: defaults that run with no file at all, a TOML file, and `HOMESERVER_<KEY>`
-environment variables (nested keys joined with `__`), validated once at start.
+environment variables (nested keys joined with `__`), validated once at start (pydantic models,
+strict as TOML types them, through `homeserver.validation`'s wording).
 
 Unknown keys and bad values are refused with a message naming the key.
 """
@@ -12,13 +13,17 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from homeserver.protocol.identifiers import is_valid_server_name
 from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS
-from homeserver.schema import Schema, SchemaError, field, fields
+from homeserver.validation import problems
 
 ENV_PREFIX = "HOMESERVER_"
+# Config models refuse unknown keys (a typo must not be ignored) and cannot be changed once loaded.
+CLOSED = ConfigDict(strict=True, extra="forbid", frozen=True, defer_build=True)
 
 
 class ConfigError(Exception):
@@ -54,15 +59,14 @@ def _log_level(v: str) -> str:
     return v.upper()
 
 
-# Config models refuse unknown keys (a typo must not be ignored) and cannot be changed once loaded.
+class RateLimit(BaseModel):
+    model_config = CLOSED
+    per_second: float = Field(gt=0, description="sustained requests per second")
+    burst: int = Field(ge=1, description="requests allowed at once before limiting")
 
 
-class RateLimit(Schema, extra="forbid", frozen=True):
-    per_second: float = field(gt=0, description="sustained requests per second")
-    burst: int = field(ge=1, description="requests allowed at once before limiting")
-
-
-class RateLimits(Schema, extra="forbid", frozen=True):
+class RateLimits(BaseModel):
+    model_config = CLOSED
     enabled: bool = True
     login: RateLimit = RateLimit(per_second=0.5, burst=5)
     registration: RateLimit = RateLimit(per_second=0.2, burst=5)
@@ -70,78 +74,87 @@ class RateLimits(Schema, extra="forbid", frozen=True):
     media: RateLimit = RateLimit(per_second=2, burst=20)
 
 
-class HttpLimits(Schema, extra="forbid", frozen=True):
+class HttpLimits(BaseModel):
     """How long a connection may take over each part of a request, and how many quiet ones are kept
     (see `homeserver.api.connections`). Long-poll /sync and slow uploads are not cut: the body
     deadline counts from the last bytes received, not from the start."""
 
-    header_timeout_s: float = field(
+    model_config = CLOSED
+
+    header_timeout_s: float = Field(
         default=20.0, gt=0, description="a request's headers must arrive within this many seconds of its first byte"
     )
-    body_timeout_s: float = field(
+    body_timeout_s: float = Field(
         default=60.0, gt=0, description="close a connection whose request body sends nothing for this many seconds"
     )
-    idle_timeout_s: float = field(
+    idle_timeout_s: float = Field(
         default=180.0, gt=0, description="close a keep-alive connection that sends no new request for this long"
     )
-    max_idle_connections: int = field(
+    max_idle_connections: int = Field(
         default=512, ge=1, description="connections kept between requests (idle or half-sent); quietest closed first"
     )
 
 
-class SupportContact(Schema, extra="forbid", frozen=True):
-    role: str = field(default="m.role.admin", description="m.role.admin or m.role.security")
+class SupportContact(BaseModel):
+    model_config = CLOSED
+    role: str = Field(default="m.role.admin", description="m.role.admin or m.role.security")
     matrix_id: str | None = None
     email_address: str | None = None
 
 
-class Config(Schema, extra="forbid", frozen=True):
-    server_name: str = field(
+class Config(BaseModel):
+    model_config = CLOSED
+    server_name: Annotated[str, AfterValidator(_server_name)] = Field(
         default="localhost",
-        check=_server_name,
         description="the name in user ids (@alice:SERVER_NAME); never change it",
     )
-    listen: str = field(default="127.0.0.1:8008", check=_listen, description="host:port of the client-server API")
-    public_baseurl: str | None = field(
+    listen: Annotated[str, AfterValidator(_listen)] = Field(
+        default="127.0.0.1:8008", description="host:port of the client-server API"
+    )
+    public_baseurl: str | None = Field(
         default=None, description="the URL clients reach this server at (for .well-known)"
     )
-    data_dir: Path = field(default=Path("./data"), description="where the store, media and signing key live")
-    registration: Literal["token", "open", "closed"] = field(
+    data_dir: Path = Field(
+        default=Path("./data"), strict=False, description="where the store, media and signing key live"
+    )
+    registration: Literal["token", "open", "closed"] = Field(
         default="token", description="token: a registration token is needed; open: anyone; closed: nobody"
     )
-    registration_shared_secret: str | None = field(
+    registration_shared_secret: str | None = Field(
         default=None, description="secret for /_synapse/admin/v1/register (admin tools, test suites)"
     )
-    default_room_version: str = field(
-        default="11", check=_room_version, description="room version of new rooms when clients do not ask"
+    default_room_version: Annotated[str, AfterValidator(_room_version)] = Field(
+        default="11", description="room version of new rooms when clients do not ask"
     )
-    max_upload_size: int = field(default=50 * 1024 * 1024, ge=1024, description="largest media upload, in bytes")
-    fsync: bool = field(default=False, description="sync every commit to disk (survives power loss; slower)")
-    log_level: str = field(default="INFO", check=_log_level, description="DEBUG, INFO, WARNING or ERROR (any case)")
-    password_hash_cost: Literal["low", "default"] = field(
+    max_upload_size: int = Field(default=50 * 1024 * 1024, ge=1024, description="largest media upload, in bytes")
+    fsync: bool = Field(default=False, description="sync every commit to disk (survives power loss; slower)")
+    log_level: Annotated[str, AfterValidator(_log_level)] = Field(
+        default="INFO", description="DEBUG, INFO, WARNING or ERROR (any case)"
+    )
+    password_hash_cost: Literal["low", "default"] = Field(
         default="default", description="argon2id cost; 'low' only for tests and benchmarks"
     )
-    strict_indexes: bool = field(
+    strict_indexes: bool = Field(
         default=False,
         description="tests and development: a failure in the room indexes (relations, search, transaction "
         "ids...) fails the write; by default the event is written, the failure logged and kept for `inspect check`",
     )
-    cache_mb: int = field(
+    cache_mb: int = Field(
         default=64,
         ge=1,
         description="memory for caches in MiB, shared by LevelDB and the server's own caches (RSS: about 50 + this)",
     )
     rate_limits: RateLimits = RateLimits()
     http: HttpLimits = HttpLimits()
-    turn_uris: list[str] = field(default_factory=list, description="TURN server URIs handed to clients")
+    turn_uris: list[str] = Field(default_factory=list, description="TURN server URIs handed to clients")
     turn_shared_secret: str | None = None
     turn_user_lifetime_s: int = 86400
-    url_previews: bool = field(default=False, description="URL previews (off by default: they fetch arbitrary URLs)")
-    support_page: str | None = field(default=None, description="a web page with help for this server's users")
-    support_contacts: list[SupportContact] = field(
+    url_previews: bool = Field(default=False, description="URL previews (off by default: they fetch arbitrary URLs)")
+    support_page: str | None = Field(default=None, description="a web page with help for this server's users")
+    support_contacts: list[SupportContact] = Field(
         default_factory=list, description="who to contact about this server (/.well-known/matrix/support)"
     )
-    presence: bool = field(default=True, description="share online/offline presence with users in the same rooms")
+    presence: bool = Field(default=True, description="share online/offline presence with users in the same rooms")
 
     @property
     def listen_host(self) -> str:
@@ -161,17 +174,16 @@ def _set_path(target: dict[str, Any], path: list[str], value: Any) -> None:
     target[path[-1]] = value
 
 
-def _takes_text(model: type[Schema], path: list[str]) -> bool:
+def _takes_text(model: type[BaseModel], path: list[str]) -> bool:
     """Whether the key at `path` holds a string (str, a path, a choice of strings, optional or not)."""
     for i, part in enumerate(path):
-        hints = typing.get_type_hints(model)
-        if part not in hints:
+        if part not in model.model_fields:
             return False  # unknown: validation names it
-        tp = hints[part]
+        tp = typing.get_type_hints(model)[part]
         if typing.get_origin(tp) in (typing.Union, types.UnionType):
             members = [a for a in typing.get_args(tp) if a is not type(None)]
             tp = members[0] if len(members) == 1 else tp
-        if isinstance(tp, type) and issubclass(tp, Schema):
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
             model = tp
             continue
         if i != len(path) - 1:
@@ -210,9 +222,9 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
             keys = name[len(ENV_PREFIX) :].lower().split("__")
             _set_path(data, keys, _env_value(raw, _takes_text(Config, keys)))
     try:
-        return Config.validate(data)
-    except SchemaError as e:  # every problem, each naming its key ("unknown key" for extras)
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(map(str, e.problems))) from None
+        return Config.model_validate(data)
+    except ValidationError as e:  # every problem, each naming its key ("unknown key" for extras)
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems(e))) from None
 
 
 def example_config() -> str:
@@ -223,10 +235,10 @@ def example_config() -> str:
         "# nested keys joined with __ (e.g. HOMESERVER_RATE_LIMITS__ENABLED=false).",
         "",
     ]
-    nested: list[tuple[str, Schema]] = []
-    for name, spec in fields(Config).items():
-        default = spec.get_default()
-        if isinstance(default, Schema):
+    nested: list[tuple[str, BaseModel]] = []
+    for name, spec in Config.model_fields.items():
+        default = spec.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
             nested.append((name, default))
             continue
         if spec.description:
@@ -235,12 +247,12 @@ def example_config() -> str:
         lines.append("")
     for name, default in nested:
         lines.append(f"[{name}]")
-        for sub, sub_spec in fields(type(default)).items():
+        for sub, sub_spec in type(default).model_fields.items():
             value = getattr(default, sub)
             if sub_spec.description:
                 lines.append(f"# {sub_spec.description}")
-            if isinstance(value, Schema):
-                inner = ", ".join(f"{k} = {_toml_value(getattr(value, k))}" for k in fields(type(value)))
+            if isinstance(value, BaseModel):
+                inner = ", ".join(f"{k} = {_toml_value(getattr(value, k))}" for k in type(value).model_fields)
                 lines.append(f"{sub} = {{ {inner} }}")
             else:
                 lines.append(_toml_line(sub, value))

@@ -1,39 +1,60 @@
 """The server's signing key: generated on first start, kept in the data directory.
 
-The file holds one line, `ed25519 <version> <unpadded base64 seed>`, the format Synapse uses too, so
-a key can move between servers.
+The file is Synapse's signing key file, read and written by signedjson (`read_signing_keys`,
+`write_signing_keys`): one key a line, `ed25519 <version> <unpadded base64 seed>`. So an admin can
+move a key between this server and Synapse. Of several keys, the first one signs (as in Synapse).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import nacl.signing
+from signedjson.key import read_signing_keys, write_signing_keys
+from signedjson.types import SigningKey
 
-from homeserver.protocol.signing import encode_seed, generate_signing_key, signing_key_from_seed
+from homeserver.protocol.signing import ED25519, generate_signing_key
 
 
 class KeyFileError(Exception):
     pass
 
 
-def load_or_create_signing_key(path: Path) -> tuple[str, nacl.signing.SigningKey]:
-    if path.exists():
-        parts = path.read_text(encoding="ascii").split()
-        if len(parts) != 3 or parts[0] != "ed25519":
-            raise KeyFileError(f"{path} is not a signing key file ('ed25519 <version> <seed>')")
-        try:
-            return f"ed25519:{parts[1]}", signing_key_from_seed(parts[2])
-        except Exception as e:
-            raise KeyFileError(f"{path}: the key cannot be read: {e}") from None
-    key_id, key = generate_signing_key()
+def read_key_file(path: Path) -> tuple[str, nacl.signing.SigningKey]:
+    """The first key of a key file, with its key id (`ed25519:<version>`)."""
+    try:
+        with path.open(encoding="ascii") as f:
+            keys = read_signing_keys(line for line in f if line.strip())
+    except ValueError as e:  # a bad line, algorithm, base64 or seed length (nacl's errors too)
+        raise KeyFileError(f"{path} is not a signing key file ('ed25519 <version> <seed>'): {e}") from None
+    if not keys:
+        raise KeyFileError(f"{path} holds no signing key ('ed25519 <version> <seed>')")
+    key = keys[0]
+    return f"{key.alg}:{key.version}", cast(nacl.signing.SigningKey, key)
+
+
+def write_key_file(path: Path, key_id: str, key: nacl.signing.SigningKey) -> None:
+    """Write the key atomically (a crash never leaves half a key), readable by its owner only."""
+    alg, _, version = key_id.partition(":")
+    if alg != ED25519 or not version:
+        raise KeyFileError(f"cannot write key {key_id!r}: only ed25519 keys")
+    signed = cast(SigningKey, key)
+    signed.alg, signed.version = alg, version
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(f"ed25519 {key_id.split(':', 1)[1]} {encode_seed(key)}\n")
+        write_signing_keys(f, [signed])
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)  # atomic: a crash never leaves half a key
+    os.replace(tmp, path)
+
+
+def load_or_create_signing_key(path: Path) -> tuple[str, nacl.signing.SigningKey]:
+    if path.exists():
+        return read_key_file(path)
+    key_id, key = generate_signing_key()
+    write_key_file(path, key_id, key)
     return key_id, key

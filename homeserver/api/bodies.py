@@ -1,45 +1,41 @@
-"""Request bodies as strict models (`homeserver.schema`), with the spec's error codes.
+"""Request bodies as pydantic models, read and checked in one step (`homeserver.validation`).
 
 spec: client-server-api "Common error codes": a missing required key is `M_MISSING_PARAM`; a key of
 the wrong type (strict: no "1" for 1, no 1 for true) is `M_BAD_JSON`; not JSON is `M_NOT_JSON`.
+Size and nesting are checked first, by `read_json` (one policy for every body).
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from homeserver.api.http import JSON_BODY_LIMIT, json_object
-from homeserver.errors import MatrixError
-from homeserver.schema import Schema, SchemaError
+from homeserver.validation import STRICT, validate
 
-M = TypeVar("M", bound=Schema)
-
-
-class Body(Schema, extra="allow"):
-    """A request body: strict types, unknown keys kept (clients send extra fields). Like every
-    model, compiled on first use: most bodies are never seen by a given server run."""
+M = TypeVar("M", bound=BaseModel)
 
 
-def parse(model: type[M], data: Any, *, bad: str = "M_BAD_JSON") -> M:
-    """Validate `data`; `bad` is the errcode for wrong types and values (Synapse's admin API uses
-    `M_INVALID_PARAM`)."""
-    if not isinstance(data, dict):
-        raise MatrixError(400, "M_BAD_JSON", "request body must be a JSON object")
-    try:
-        return model.validate(data)
-    except SchemaError as e:
-        problem = e.problems[0]
-        where = problem.where or "body"
-        if problem.kind == "missing":
-            raise MatrixError(400, "M_MISSING_PARAM", f"{where} is required") from None
-        raise MatrixError(400, bad, f"{where}: {problem.message}") from None
+class Body(BaseModel):
+    """A request body: strict types, unknown keys kept (clients send extra fields). Built on first
+    use (`defer_build`): most bodies are never seen by a given server run."""
+
+    model_config = STRICT
 
 
-async def read(request: web.Request, model: type[M], *, allow_empty: bool = False, limit: int = JSON_BODY_LIMIT) -> M:
-    """The body as `model`; nesting and size are checked by `read_json` (one policy for all bodies)."""
-    return parse(model, await json_object(request, allow_empty=allow_empty, limit=limit))
+async def read(
+    request: web.Request,
+    model: type[M],
+    *,
+    allow_empty: bool = False,
+    limit: int = JSON_BODY_LIMIT,
+    bad: str = "M_BAD_JSON",
+) -> M:
+    """The body as `model`; `bad` is the errcode for wrong types and values (Synapse's admin API
+    uses `M_INVALID_PARAM`)."""
+    return validate(model, await json_object(request, allow_empty=allow_empty, limit=limit), bad=bad)
 
 
 def client_ip(request: web.Request) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -18,12 +18,10 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from homeserver.api.routing import GuestRule, PathRoute, TrieResource
 from homeserver.errors import MatrixError
 from homeserver.protocol.canonical_json import MAX_DEPTH, nested_deeper_than
-from homeserver.schema import Schema, SchemaError
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-M = TypeVar("M", bound=Schema)
 
 CLIENT_PREFIX = "/_matrix/client"
 # Element and the SDKs call v3; r0 is kept for older clients, as Synapse does.
@@ -191,21 +189,6 @@ async def json_object(
     if not isinstance(body, dict):
         raise MatrixError(400, "M_BAD_JSON", "request body must be a JSON object")
     return body
-
-
-def validate(model: type[M], data: Any) -> M:
-    """Validate `data` against a model; `M_BAD_JSON` naming the field on failure."""
-    try:
-        return model.validate(data)
-    except SchemaError as e:
-        problem = e.problems[0]
-        raise MatrixError(400, "M_BAD_JSON", f"{problem.where or 'body'}: {problem.message}") from None
-
-
-async def parse_body(
-    request: web.Request, model: type[M], *, allow_empty: bool = False, limit: int = JSON_BODY_LIMIT
-) -> M:
-    return validate(model, await read_json(request, allow_empty=allow_empty, limit=limit))
 
 
 def query_int(request: web.Request, name: str, default: int | None = None, *, minimum: int = 0) -> int | None:

@@ -54,7 +54,7 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
         "strict_indexes": True,  # an index bug fails the test instead of being logged and skipped
     }
     values.update(overrides)
-    return Config.validate(values)
+    return Config.model_validate(values)
 
 
 @asynccontextmanager

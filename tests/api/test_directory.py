@@ -61,6 +61,8 @@ async def test_alias_errors(harness: Harness) -> None:
         assert status == status_code and body["errcode"] == errcode, (alias, method, body)
     path = f"directory/room/{q('#ok:hs.test')}"
     status, body = await harness.request("PUT", path, alice, json={})
+    assert status == 400 and body["errcode"] == "M_MISSING_PARAM"
+    status, body = await harness.request("PUT", path, alice, json={"room_id": 5})
     assert status == 400 and body["errcode"] == "M_BAD_JSON"
     status, body = await harness.request("PUT", path, alice, json={"room_id": "!nope:hs.test"})
     assert status == 404 and body["errcode"] == "M_NOT_FOUND"

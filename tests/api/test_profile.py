@@ -173,7 +173,7 @@ async def test_profile_changes_update_member_events(harness: Harness) -> None:
 async def test_a_server_name_with_a_port_owns_its_users_profiles(tmp_path: Path) -> None:
     # spec: appendices "Server name": the name may carry a port; "is this user ours" asks RoomQueries
     settings = {"server_name": "hs.test:8448", "data_dir": tmp_path / "data", "password_hash_cost": "low"}
-    hs = HomeServer(Config.validate(settings))
+    hs = HomeServer(Config.model_validate(settings))
     try:
         user = await hs.accounts.create("alice", "pw", displayname="Alice")
         assert user == "@alice:hs.test:8448"

@@ -440,6 +440,8 @@ async def test_reports(harness: Harness) -> None:
     status, body = await harness.request("POST", f"rooms/{q(room_id)}/report", bob, json={"reason": ""})
     assert status == 200 and body == {}
     status, body = await harness.request("POST", f"rooms/{q(room_id)}/report", bob, json={})
+    assert status == 400 and body["errcode"] == "M_MISSING_PARAM"
+    status, body = await harness.request("POST", f"rooms/{q(room_id)}/report", bob, json={"reason": 5})
     assert status == 400 and body["errcode"] == "M_BAD_JSON"
     status, body = await harness.request("POST", f"rooms/{q('!x:hs.test')}/report", bob, json={"reason": "x"})
     assert status == 404 and body["errcode"] == "M_NOT_FOUND"

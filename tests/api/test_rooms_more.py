@@ -73,7 +73,8 @@ async def test_upgrade_to_v12_and_errors(harness: Harness) -> None:
     assert alice.user_id not in state[("m.room.power_levels", "")]["content"]["users"]
     for payload, code, errcode in [
         ({"new_version": "99"}, 400, "M_UNSUPPORTED_ROOM_VERSION"),
-        ({}, 400, "M_BAD_JSON"),
+        ({}, 400, "M_MISSING_PARAM"),
+        ({"new_version": 11}, 400, "M_BAD_JSON"),
         ({"new_version": "11", "additional_creators": "bob"}, 400, "M_BAD_JSON"),
     ]:
         status, body = await harness.request("POST", f"rooms/{q(old)}/upgrade", alice, json=payload)
@@ -201,6 +202,8 @@ async def test_report_user(harness: Harness) -> None:
     status, body = await harness.request("POST", f"users/{q('@ghost:hs.test')}/report", alice, json={"reason": "x"})
     assert status == 404 and body["errcode"] == "M_NOT_FOUND"
     status, body = await harness.request("POST", f"users/{q(bob.user_id)}/report", alice, json={})
+    assert status == 400 and body["errcode"] == "M_MISSING_PARAM"
+    status, body = await harness.request("POST", f"users/{q(bob.user_id)}/report", alice, json={"reason": 1})
     assert status == 400 and body["errcode"] == "M_BAD_JSON"
     reports = list(harness.hs.db.room_extras.reports())
     assert reports[0]["reported_user"] == bob.user_id and reports[0]["reason"] == "spam"

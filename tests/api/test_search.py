@@ -138,7 +138,7 @@ async def test_redacted_events_leave_the_index(harness: Harness) -> None:
 async def test_search_errors(harness: Harness) -> None:
     alice = await harness.user("alice")
     cases: list[tuple[Any, str]] = [
-        ({}, "M_BAD_JSON"),
+        ({}, "M_MISSING_PARAM"),
         ({"search_categories": []}, "M_BAD_JSON"),
         ({"search_categories": {"room_events": {}}}, "M_BAD_JSON"),
         ({"search_categories": {"room_events": {"search_term": "x", "keys": ["content.nope"]}}}, "M_INVALID_PARAM"),

@@ -99,9 +99,11 @@ async def test_ranking_and_limit(harness: Harness) -> None:
 
 async def test_bad_requests(harness: Harness) -> None:
     alice = await harness.user("alice")
-    for body in ({}, {"search_term": 5}, {"search_term": "a", "limit": -1}, {"search_term": "a", "limit": "3"}):
+    for body in ({"search_term": 5}, {"search_term": "a", "limit": -1}, {"search_term": "a", "limit": "3"}):
         status, answer = await harness.request("POST", "user_directory/search", alice, json=body)
         assert status == 400 and answer["errcode"] == "M_BAD_JSON", body
+    status, answer = await harness.request("POST", "user_directory/search", alice, json={"limit": 3})
+    assert status == 400 and answer["errcode"] == "M_MISSING_PARAM"
     status, answer = await harness.request("POST", "user_directory/search", json={"search_term": "a"})
     assert status == 401
 

@@ -22,7 +22,7 @@ HIGHLIGHT = ["notify", {"set_tweak": "highlight"}]
 
 @pytest_asyncio.fixture
 async def hs(tmp_path: Path) -> AsyncIterator[HomeServer]:
-    config = Config.validate(
+    config = Config.model_validate(
         {"server_name": "hs.test", "data_dir": tmp_path / "data", "password_hash_cost": "low", "registration": "open"}
     )
     server = HomeServer(config)

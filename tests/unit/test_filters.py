@@ -20,9 +20,9 @@ def error(definition: Any) -> MatrixError:
 
 def test_filter_errors() -> None:
     e = error({"room": {"timeline": {"limit": 0}}})
-    assert (e.errcode, e.message) == ("M_BAD_JSON", "room.timeline.limit: Input should be greater than 0")
+    assert (e.errcode, e.message) == ("M_BAD_JSON", "room.timeline.limit: must be greater than 0")
     e = error({"room": {"timeline": {"limit": True}}})  # JSON types as JSON says them: no bool for an int
-    assert (e.errcode, e.message) == ("M_BAD_JSON", "room.timeline.limit: Input should be a valid integer")
+    assert (e.errcode, e.message) == ("M_BAD_JSON", "room.timeline.limit: expected an integer")
     assert error({"room": {"timeline": {"limit": 5.0}}}).errcode == "M_BAD_JSON"
     assert error({"presence": {"senders": [1]}}).message.startswith("presence.senders.0: ")
     assert error({"room": {"state": {"types": "m.room.member"}}}).message.startswith("room.state.types: ")

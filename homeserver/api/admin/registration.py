@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from homeserver.api.bodies import Body, parse
+from homeserver.api.bodies import Body, read
 from homeserver.api.client.login import session_json
-from homeserver.api.http import Router, json_object, json_response, query_bool
+from homeserver.api.http import Router, json_response, query_bool
 from homeserver.auth.tokens import Requester
 from homeserver.errors import MatrixError
 
@@ -56,7 +56,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({"nonce": hs.registration.new_nonce()})
 
     async def shared_secret_register(request: web.Request) -> web.Response:
-        body = parse(SharedSecretBody, await json_object(request), bad="M_INVALID_PARAM")
+        body = await read(request, SharedSecretBody, bad="M_INVALID_PARAM")
         if any("\x00" in v for v in (body.username, body.password, body.nonce)):
             raise MatrixError(400, "M_INVALID_PARAM", "fields must not contain NUL characters")
         done = await hs.registration.register_with_shared_secret(
@@ -85,7 +85,7 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def new_token(request: web.Request) -> web.Response:
         admin(request)
-        body = parse(NewTokenBody, await json_object(request, allow_empty=True), bad="M_INVALID_PARAM")
+        body = await read(request, NewTokenBody, allow_empty=True, bad="M_INVALID_PARAM")
         created = await hs.registration_tokens.create(
             body.token, length=body.length, uses_allowed=body.uses_allowed, expiry_time=body.expiry_time
         )
@@ -93,8 +93,8 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def update_token(request: web.Request) -> web.Response:
         admin(request)
-        body = parse(UpdateTokenBody, await json_object(request, allow_empty=True), bad="M_INVALID_PARAM")
-        changes = {k: getattr(body, k) for k in ("uses_allowed", "expiry_time") if k in body.fields_set}
+        body = await read(request, UpdateTokenBody, allow_empty=True, bad="M_INVALID_PARAM")
+        changes = {k: getattr(body, k) for k in ("uses_allowed", "expiry_time") if k in body.model_fields_set}
         updated = await hs.registration_tokens.update(request.match_info["token"], **changes)
         return json_response(updated)
 

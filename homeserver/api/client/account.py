@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
-from homeserver.api.bodies import Body, client_ip, parse, read
+from homeserver.api.bodies import Body, client_ip, read
 from homeserver.api.client.register import EmailTokenBody, MsisdnTokenBody
-from homeserver.api.http import Router, json_object, json_response
+from homeserver.api.http import Router, json_response
 from homeserver.auth.login import check_password_value
 from homeserver.auth.uia import PASSWORD
 from homeserver.errors import MatrixError
@@ -120,40 +120,40 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def post_3pid(request: web.Request) -> web.Response:
         hs.auth.requester(request)
-        parse(Post3PidBody, await json_object(request))
+        await read(request, Post3PidBody)
         raise MatrixError(403, "M_THREEPID_AUTH_FAILED", "this server cannot verify third-party identifiers")
 
     async def add_3pid(request: web.Request) -> web.Response:
         hs.auth.requester(request)
-        parse(Add3PidBody, await json_object(request))
+        await read(request, Add3PidBody)
         # no validation session was ever handed out, so none can be valid: say so before asking for a password
         raise MatrixError(400, "M_THREEPID_AUTH_FAILED", "unknown third-party validation session")
 
     async def bind_3pid(request: web.Request) -> web.Response:
         hs.auth.requester(request)
-        parse(Bind3PidBody, await json_object(request))
+        await read(request, Bind3PidBody)
         raise MatrixError(400, "M_SERVER_NOT_TRUSTED", "this server does not use identity servers")
 
     async def remove_3pid(request: web.Request) -> web.Response:
         hs.auth.requester(request)
-        parse(Remove3PidBody, await json_object(request))
+        await read(request, Remove3PidBody)
         # spec: with no record of the identity server, the result is "no-support"; nothing is stored
         return json_response({"id_server_unbind_result": "no-support"})
 
     async def threepid_email_token(request: web.Request) -> web.Response:
-        parse(EmailTokenBody, await json_object(request))
+        await read(request, EmailTokenBody)
         raise MatrixError(400, "M_THREEPID_MEDIUM_NOT_SUPPORTED", "this server does not add email addresses")
 
     async def threepid_msisdn_token(request: web.Request) -> web.Response:
-        parse(MsisdnTokenBody, await json_object(request))
+        await read(request, MsisdnTokenBody)
         raise MatrixError(400, "M_THREEPID_MEDIUM_NOT_SUPPORTED", "this server does not add phone numbers")
 
     async def password_email_token(request: web.Request) -> web.Response:
-        parse(EmailTokenBody, await json_object(request))
+        await read(request, EmailTokenBody)
         raise MatrixError(400, "M_THREEPID_NOT_FOUND", "no account has that email address")
 
     async def password_msisdn_token(request: web.Request) -> web.Response:
-        parse(MsisdnTokenBody, await json_object(request))
+        await read(request, MsisdnTokenBody)
         raise MatrixError(400, "M_THREEPID_NOT_FOUND", "no account has that phone number")
 
     router.client("GET", "/account/whoami", whoami, guests=True)  # spec: guest access (v1.2)

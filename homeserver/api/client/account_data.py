@@ -6,12 +6,20 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from homeserver.api.bodies import Body
 from homeserver.api.http import Router, json_object, json_response
 from homeserver.errors import MatrixError
 from homeserver.protocol.identifiers import is_valid_room_id
+from homeserver.validation import validate
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
+
+
+class TagBody(Body):
+    """spec: tags.md — `order` is a number; other keys are kept with the tag."""
+
+    order: float | None = None
 
 
 def register(router: Router, hs: HomeServer) -> None:
@@ -65,11 +73,9 @@ def register(router: Router, hs: HomeServer) -> None:
     async def put_tag(request: web.Request) -> web.Response:
         user_id = own_user(request)
         room = room_id(request)
-        body = await json_object(request)
-        order = body.get("order")
-        if order is not None and (isinstance(order, bool) or not isinstance(order, int | float)):
-            raise MatrixError(400, "M_INVALID_PARAM", "order must be a number")
-        await data.set_tag(user_id, room, request.match_info["tag"], body)
+        raw = await json_object(request)
+        validate(TagBody, raw, bad="M_INVALID_PARAM")  # the tag is stored as sent (1 stays 1, not 1.0)
+        await data.set_tag(user_id, room, request.match_info["tag"], raw)
         return json_response({})
 
     async def delete_tag(request: web.Request) -> web.Response:

@@ -10,15 +10,23 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from homeserver.api.http import Router, json_object, json_response
-from homeserver.errors import MatrixError
+from homeserver.api.bodies import Body, read
+from homeserver.api.http import Router, json_response
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
 
+class LockBody(Body):
+    locked: bool
+
+
+class SuspendBody(Body):
+    suspended: bool
+
+
 def register(router: Router, hs: HomeServer) -> None:
-    def flag_routes(flag: str, field: str) -> None:
+    def flag_routes(flag: str, field: str, model: type[LockBody | SuspendBody]) -> None:
         async def get(request: web.Request) -> web.Response:
             requester = hs.auth.requester(request)
             value = hs.moderation.get_flag(requester, request.match_info["userId"], flag)
@@ -26,18 +34,15 @@ def register(router: Router, hs: HomeServer) -> None:
 
         async def put(request: web.Request) -> web.Response:
             requester = hs.auth.requester(request)
-            body = await json_object(request)
-            value = body.get(field)
-            if not isinstance(value, bool):
-                raise MatrixError(400, "M_BAD_JSON", f"{field} must be a boolean")
+            value: bool = getattr(await read(request, model), field)
             await hs.moderation.set_flag(requester, request.match_info["userId"], flag, value)
             return json_response({field: value})
 
         router.add("GET", f"/_matrix/client/v1/admin/{field.removesuffix('ed')}/{{userId}}", get)
         router.add("PUT", f"/_matrix/client/v1/admin/{field.removesuffix('ed')}/{{userId}}", put)
 
-    flag_routes("locked", "locked")
-    flag_routes("suspended", "suspended")
+    flag_routes("locked", "locked", LockBody)
+    flag_routes("suspended", "suspended", SuspendBody)
 
     async def whois(request: web.Request) -> web.Response:
         requester = hs.auth.requester(request)

@@ -10,20 +10,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from pydantic import Field
 
 from homeserver.api.bodies import Body, client_ip, read
 from homeserver.api.client.account import PASSWORD_FLOWS
 from homeserver.api.http import Router, json_response
 from homeserver.auth.accounts import MAX_DEVICE_NAME_CHARS
 from homeserver.errors import MatrixError
-from homeserver.schema import field
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
 
 class UpdateDeviceBody(Body):
-    display_name: str | None = field(default=None, max_length=MAX_DEVICE_NAME_CHARS)
+    display_name: str | None = Field(default=None, max_length=MAX_DEVICE_NAME_CHARS)
 
 
 class DeleteDeviceBody(Body):

@@ -7,15 +7,38 @@ GET/POST /publicRooms).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from aiohttp import web
+from pydantic import Field
 
-from homeserver.api.http import Router, json_object, json_response, query_int
-from homeserver.errors import MatrixError
+from homeserver.api.bodies import Body, read
+from homeserver.api.http import Router, json_response, query_int
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
+
+
+class AliasBody(Body):
+    room_id: str
+
+
+class VisibilityBody(Body):
+    visibility: Literal["public", "private"] = "public"
+
+
+class PublicRoomsFilter(Body):
+    generic_search_term: str | None = None
+    room_types: list[str | None] | None = None
+
+
+class PublicRoomsBody(Body):
+    """include_all_networks / third_party_instance_id are accepted and change nothing: no
+    application services here, one network."""
+
+    limit: int | None = Field(default=None, ge=1)
+    since: str | None = None
+    filter: PublicRoomsFilter | None = None
 
 
 def register(router: Router, hs: HomeServer) -> None:
@@ -30,11 +53,8 @@ def register(router: Router, hs: HomeServer) -> None:
         requester = hs.auth.requester(request)
         alias = request.match_info["roomAlias"]
         directory.parse_alias(alias)
-        body = await json_object(request)
-        room_id = body.get("room_id")
-        if not isinstance(room_id, str):
-            raise MatrixError(400, "M_BAD_JSON", "room_id is required and must be a string")
-        await directory.create_alias(requester.user_id, alias, room_id, is_admin=requester.is_admin)
+        body = await read(request, AliasBody)
+        await directory.create_alias(requester.user_id, alias, body.room_id, is_admin=requester.is_admin)
         return json_response({})
 
     async def delete_alias(request: web.Request) -> web.Response:
@@ -53,12 +73,9 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def put_visibility(request: web.Request) -> web.Response:
         requester = hs.auth.requester(request)
-        body = await json_object(request, allow_empty=True)
-        visibility = body.get("visibility", "public")
-        if visibility not in ("public", "private"):
-            raise MatrixError(400, "M_INVALID_PARAM", "visibility must be public or private")
+        body = await read(request, VisibilityBody, allow_empty=True, bad="M_INVALID_PARAM")
         await directory.set_visibility(
-            requester.user_id, request.match_info["roomId"], visibility, is_admin=requester.is_admin
+            requester.user_id, request.match_info["roomId"], body.visibility, is_admin=requester.is_admin
         )
         return json_response({})
 
@@ -72,33 +89,14 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def post_public_rooms(request: web.Request) -> web.Response:
         hs.auth.requester(request)
-        body = await json_object(request, allow_empty=True)
-        limit = body.get("limit")
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-            raise MatrixError(400, "M_BAD_JSON", "limit must be a positive integer")
-        since = body.get("since")
-        if since is not None and not isinstance(since, str):
-            raise MatrixError(400, "M_BAD_JSON", "since must be a string")
-        search_filter = body.get("filter")
-        if search_filter is None:
-            search_filter = {}
-        if not isinstance(search_filter, dict):
-            raise MatrixError(400, "M_BAD_JSON", "filter must be an object")
-        term = search_filter.get("generic_search_term")
-        if term is not None and not isinstance(term, str):
-            raise MatrixError(400, "M_BAD_JSON", "filter.generic_search_term must be a string")
-        room_types = search_filter.get("room_types")
-        if room_types is not None and (
-            not isinstance(room_types, list) or not all(t is None or isinstance(t, str) for t in room_types)
-        ):
-            raise MatrixError(400, "M_BAD_JSON", "filter.room_types must be a list of strings and nulls")
-        # include_all_networks / third_party_instance_id: no application services here, one network
+        body = await read(request, PublicRoomsBody, allow_empty=True)
+        search_filter = body.filter or PublicRoomsFilter()
         result = directory.public_rooms(
-            limit=limit,
-            since=since or None,
+            limit=body.limit,
+            since=body.since or None,
             server=request.query.get("server") or None,
-            search_term=term or None,
-            room_types=room_types,
+            search_term=search_filter.generic_search_term or None,
+            room_types=search_filter.room_types,
         )
         return json_response(result)
 

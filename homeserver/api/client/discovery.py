@@ -51,7 +51,7 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def support(request: web.Request) -> web.Response:
         # spec: GET /.well-known/matrix/support — 404 when the server has no support information
-        contacts = [c.dump(exclude_none=True) for c in hs.config.support_contacts]
+        contacts = [c.model_dump(exclude_none=True) for c in hs.config.support_contacts]
         if not contacts and not hs.config.support_page:
             raise MatrixError(404, "M_NOT_FOUND", "no support information is configured for this server")
         body: dict[str, object] = {"contacts": contacts}

@@ -9,10 +9,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from pydantic import Field
 
+from homeserver.api.bodies import Body, read
 from homeserver.api.http import BULK_JSON_BODY_LIMIT, Router, json_object, json_response
 from homeserver.errors import MatrixError
 from homeserver.rooms.tokens import parse_stream_token
+from homeserver.validation import validate
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -25,11 +28,23 @@ def _stream_token(raw: str | None, name: str) -> int:
     return parse_stream_token(raw, name)
 
 
-def _object(body: dict[str, Any], key: str) -> dict[str, Any]:
-    value = body.get(key, {})
-    if not isinstance(value, dict):
-        raise MatrixError(400, "M_BAD_JSON", f"{key} must be an object")
-    return value
+# The envelopes; what is inside (keys, signatures, messages, sessions) is checked by the e2ee service.
+
+
+class QueryBody(Body):
+    device_keys: dict[str, Any] = Field(default_factory=dict)
+
+
+class ClaimBody(Body):
+    one_time_keys: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToDeviceBody(Body):
+    messages: dict[str, Any] = Field(default_factory=dict)
+
+
+class BackupKeysBody(Body):
+    rooms: dict[str, Any] = Field(default_factory=dict)
 
 
 def register(router: Router, hs: HomeServer) -> None:
@@ -43,13 +58,13 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def query(request: web.Request) -> web.Response:
         req = hs.auth.requester(request)
-        body = await json_object(request, limit=BULK_JSON_BODY_LIMIT)
-        return json_response(e2ee.keys.query(req.user_id, _object(body, "device_keys")))
+        body = await read(request, QueryBody, limit=BULK_JSON_BODY_LIMIT)
+        return json_response(e2ee.keys.query(req.user_id, body.device_keys))
 
     async def claim(request: web.Request) -> web.Response:
         hs.auth.requester(request)
-        body = await json_object(request, limit=BULK_JSON_BODY_LIMIT)
-        return json_response(await e2ee.keys.claim(_object(body, "one_time_keys")))
+        body = await read(request, ClaimBody, limit=BULK_JSON_BODY_LIMIT)
+        return json_response(await e2ee.keys.claim(body.one_time_keys))
 
     async def changes(request: web.Request) -> web.Response:
         req = hs.auth.requester(request)
@@ -74,10 +89,9 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def send_to_device(request: web.Request) -> web.Response:
         req = hs.auth.requester(request)
-        body = await json_object(request, limit=BULK_JSON_BODY_LIMIT)
-        messages = _object(body, "messages")
+        body = await read(request, ToDeviceBody, limit=BULK_JSON_BODY_LIMIT)
         await e2ee.to_device.send(
-            req.user_id, req.device_id, request.match_info["eventType"], request.match_info["txnId"], messages
+            req.user_id, req.device_id, request.match_info["eventType"], request.match_info["txnId"], body.messages
         )
         return json_response({})
 
@@ -115,7 +129,7 @@ def register(router: Router, hs: HomeServer) -> None:
         elif room_id is not None:
             rooms = {room_id: body}
         else:
-            rooms = _object(body, "rooms")
+            rooms = validate(BackupKeysBody, body).rooms
         return json_response(await e2ee.backup.put_keys(req.user_id, request.query.get("version"), rooms))
 
     async def keys_get(request: web.Request) -> web.Response:

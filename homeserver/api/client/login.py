@@ -15,9 +15,16 @@ from homeserver.api.http import Router, json_object, json_response
 from homeserver.auth.login import LOGIN_FLOWS
 from homeserver.auth.tokens import Session
 from homeserver.errors import MatrixError
+from homeserver.validation import validate
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
+
+
+class LoginBody(Body):
+    """The login type picks the rest of the body's shape, checked by the login service."""
+
+    type: str
 
 
 class RefreshBody(Body):
@@ -45,11 +52,7 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def post_login(request: web.Request) -> web.Response:
         body = await json_object(request)
-        login_type = body.get("type")
-        if login_type is None:
-            raise MatrixError(400, "M_MISSING_PARAM", "type is required")
-        if not isinstance(login_type, str):
-            raise MatrixError(400, "M_BAD_JSON", "type must be a string")
+        login_type = validate(LoginBody, body).type
         if login_type == "m.login.token":
             result = await hs.login.token_login(body, client_ip(request))
         elif login_type == "m.login.password":

@@ -7,12 +7,20 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from homeserver.api.bodies import Body, read
 from homeserver.api.http import Router, json_object, json_response
-from homeserver.errors import MatrixError
 from homeserver.push import rules as push_rules
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
+
+
+class ActionsBody(Body):
+    actions: Any  # checked by `push_rules.check_actions` (spec: M_INVALID_PARAM for bad actions)
+
+
+class EnabledBody(Body):
+    enabled: bool
 
 
 def register(router: Router, hs: HomeServer) -> None:
@@ -60,14 +68,11 @@ def register(router: Router, hs: HomeServer) -> None:
         async def put_attr(request: web.Request) -> web.Response:
             requester = hs.auth.requester(request)
             kind, rule_id = path(request)
-            body = await json_object(request)
-            if name not in body:
-                raise MatrixError(400, "M_MISSING_PARAM", f"{name} is required")
-            value = body[name]
-            if name == "enabled" and not isinstance(value, bool):
-                raise MatrixError(400, "M_BAD_JSON", "enabled must be a boolean")
+            value: Any
             if name == "actions":
-                value = push_rules.check_actions(value)
+                value = push_rules.check_actions((await read(request, ActionsBody)).actions)
+            else:
+                value = (await read(request, EnabledBody)).enabled
             push_rules.find(push.ruleset(requester.user_id), kind, rule_id)  # 404 for an unknown rule
             await push.change_rules(
                 requester.user_id, lambda record: push_rules.set_attribute(record, kind, rule_id, name, value)

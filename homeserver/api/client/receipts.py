@@ -5,12 +5,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from pydantic import Field
 
+from homeserver.api.bodies import Body, read
 from homeserver.api.http import Router, json_object, json_response
-from homeserver.errors import MatrixError
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
+
+
+class ReceiptBody(Body):
+    # spec: POST receipt — 400 M_INVALID_PARAM when thread_id is not a non-empty string (null
+    # included); absent (the default, never validated) means an unthreaded receipt
+    thread_id: str = Field(default="", min_length=1)
 
 
 def register(router: Router, hs: HomeServer) -> None:
@@ -18,17 +25,13 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def receipt(request: web.Request) -> web.Response:
         requester = hs.auth.requester(request)
-        body = await json_object(request, allow_empty=True)
-        thread_id = body.get("thread_id")
-        if "thread_id" in body and (not isinstance(thread_id, str) or not thread_id):
-            # spec: POST receipt — 400 when thread_id is not a non-empty string
-            raise MatrixError(400, "M_INVALID_PARAM", "thread_id field must be a non-empty string")
+        body = await read(request, ReceiptBody, allow_empty=True, bad="M_INVALID_PARAM")
         await receipts.send(
             requester.user_id,
             request.match_info["roomId"],
             request.match_info["receiptType"],
             request.match_info["eventId"],
-            thread_id,
+            body.thread_id or None,
         )
         return json_response({})
 

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from homeserver.api.bodies import Body, client_ip, parse
+from homeserver.api.bodies import Body, client_ip, read
 from homeserver.api.client.login import session_json
 from homeserver.api.http import Router, json_object, json_response
 from homeserver.auth.login import LoginOptions, check_device_id, check_password_value
 from homeserver.errors import MatrixError
+from homeserver.validation import validate
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -34,6 +35,10 @@ class RegisterBody(Body):
     inhibit_login: bool | None = None
     refresh_token: bool | None = None
     guest_access_token: str | None = None
+
+
+class GuestRegisterBody(Body):
+    initial_device_display_name: str | None = None
 
 
 class EmailTokenBody(Body):
@@ -58,15 +63,13 @@ def register(router: Router, hs: HomeServer) -> None:
         raw = await json_object(request, allow_empty=True)
         if kind == "guest":
             # spec: for guests every parameter but initial_device_display_name MUST be ignored
-            name = raw.get("initial_device_display_name")
-            if name is not None and not isinstance(name, str):
-                raise MatrixError(400, "M_BAD_JSON", "initial_device_display_name must be a string")
+            name = validate(GuestRegisterBody, raw).initial_device_display_name
             hs.ratelimiter.check("registration", f"ip:{ip}")
             guest = await hs.registration.register_guest(name, ip)
             return json_response(session_json(hs, guest.user_id, guest.session))
 
         flows = hs.registration.flows()  # 403 when registration is closed
-        body = parse(RegisterBody, raw)
+        body = validate(RegisterBody, raw)
         guest_user_id = None
         if body.guest_access_token is not None:
             guest_user_id = hs.registration.guest_to_upgrade(body.guest_access_token, body.username)
@@ -112,11 +115,11 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({"valid": hs.registration.token_valid(token)})
 
     async def email_request_token(request: web.Request) -> web.Response:
-        parse(EmailTokenBody, await json_object(request))
+        await read(request, EmailTokenBody)
         raise MatrixError(403, "M_THREEPID_DENIED", "this server does not register accounts by email")
 
     async def msisdn_request_token(request: web.Request) -> web.Response:
-        parse(MsisdnTokenBody, await json_object(request))
+        await read(request, MsisdnTokenBody)
         raise MatrixError(403, "M_THREEPID_DENIED", "this server does not register accounts by phone number")
 
     router.client("POST", "/register", post_register)

@@ -10,42 +10,68 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
+from pydantic import Field
 
-from homeserver.api.http import Router, json_object, json_response, parse_body
+from homeserver.api.bodies import Body, read
+from homeserver.api.http import Router, json_object, json_response
 from homeserver.errors import MatrixError
 from homeserver.rooms.creation import RoomCreation
-from homeserver.schema import Schema, field
+from homeserver.validation import validate
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
 
-class InitialStateEvent(Schema):
+class InitialStateEvent(Body):
     type: str
     state_key: str = ""
     content: dict[str, Any]
 
 
-class CreateRoomBody(Schema):
+STATE_EVENT_KEYS = {"type", "state_key", "content"}  # what of an initial_state entry is used
+
+
+class CreateRoomBody(Body):
     visibility: Literal["public", "private"] = "private"
     room_alias_name: str | None = None
     name: str | None = None
     topic: str | None = None
-    invite: list[str] = field(default_factory=list)
-    invite_3pid: list[dict[str, Any]] = field(default_factory=list)
+    invite: list[str] = Field(default_factory=list)
+    invite_3pid: list[dict[str, Any]] = Field(default_factory=list)
     room_version: str | None = None
-    creation_content: dict[str, Any] = field(default_factory=dict)
-    initial_state: list[InitialStateEvent] = field(default_factory=list)
+    creation_content: dict[str, Any] = Field(default_factory=dict)
+    initial_state: list[InitialStateEvent] = Field(default_factory=list)
     preset: Literal["private_chat", "public_chat", "trusted_private_chat"] | None = None
     is_direct: bool = False
     power_level_content_override: dict[str, Any] | None = None
 
 
-def optional_string(body: dict[str, Any], key: str) -> str | None:
-    value = body.get(key)
-    if value is not None and not isinstance(value, str):
-        raise MatrixError(400, "M_BAD_JSON", f"{key} must be a string")
-    return value
+class ReasonBody(Body):
+    """join, knock, leave and redact: an optional reason. (`via`/`server_name` on join name servers
+    to join through: only local rooms are joined for now.)"""
+
+    reason: str | None = None
+
+
+class TargetBody(Body):
+    """invite, kick, ban, unban."""
+
+    user_id: str
+    reason: str | None = None
+
+
+class UpgradeBody(Body):
+    new_version: str
+    additional_creators: list[str] | None = None
+
+
+class ReportEventBody(Body):
+    reason: str | None = None
+    score: int | None = Field(default=None, ge=-100, le=0)
+
+
+class ReportBody(Body):
+    reason: str  # spec: required, may be empty
 
 
 def register(router: Router, hs: HomeServer) -> None:
@@ -55,7 +81,7 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def create_room(request: web.Request) -> web.Response:
         requester = hs.auth.requester(request)
-        body = await parse_body(request, CreateRoomBody, allow_empty=True)
+        body = await read(request, CreateRoomBody, allow_empty=True)
         if body.invite_3pid:
             raise MatrixError(400, "M_UNKNOWN", "invite_3pid is not supported: this server has no identity server")
         room_id = await rooms.create_room(
@@ -66,7 +92,7 @@ def register(router: Router, hs: HomeServer) -> None:
                 visibility=body.visibility,
                 creation_content=body.creation_content,
                 power_level_content_override=body.power_level_content_override,
-                initial_state=[s.dump() for s in body.initial_state],
+                initial_state=[s.model_dump(include=STATE_EVENT_KEYS) for s in body.initial_state],
                 name=body.name,
                 topic=body.topic,
                 invite=body.invite,
@@ -80,39 +106,36 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def join_by_id(request: web.Request) -> web.Response:
         requester = hs.auth.requester(request)
-        body = await json_object(request, allow_empty=True)
+        body = await read(request, ReasonBody, allow_empty=True)
         room_id = await membership.join(
             requester.user_id,
             request.match_info["roomId"],
-            reason=optional_string(body, "reason"),
+            reason=body.reason,
             is_guest=requester.is_guest,
         )
         return json_response({"room_id": room_id})
 
     async def join(request: web.Request) -> web.Response:
         requester = hs.auth.requester(request)
-        body = await json_object(request, allow_empty=True)
-        # `via` / `server_name` name servers to join through: only local rooms are joined for now
+        body = await read(request, ReasonBody, allow_empty=True)
         room_id = await membership.join(
             requester.user_id,
             request.match_info["roomIdOrAlias"],
-            reason=optional_string(body, "reason"),
+            reason=body.reason,
             is_guest=requester.is_guest,
         )
         return json_response({"room_id": room_id})
 
     async def knock(request: web.Request) -> web.Response:
         requester = hs.auth.requester(request)
-        body = await json_object(request, allow_empty=True)
-        room_id = await membership.knock(
-            requester.user_id, request.match_info["roomIdOrAlias"], reason=optional_string(body, "reason")
-        )
+        body = await read(request, ReasonBody, allow_empty=True)
+        room_id = await membership.knock(requester.user_id, request.match_info["roomIdOrAlias"], reason=body.reason)
         return json_response({"room_id": room_id})
 
     async def leave(request: web.Request) -> web.Response:
         requester = hs.auth.requester(request)
-        body = await json_object(request, allow_empty=True)
-        await membership.leave(requester.user_id, request.match_info["roomId"], reason=optional_string(body, "reason"))
+        body = await read(request, ReasonBody, allow_empty=True)
+        await membership.leave(requester.user_id, request.match_info["roomId"], reason=body.reason)
         return json_response({})
 
     async def forget(request: web.Request) -> web.Response:
@@ -123,15 +146,13 @@ def register(router: Router, hs: HomeServer) -> None:
     def target_action(action: str) -> Any:
         async def handler(request: web.Request) -> web.Response:
             requester = hs.auth.requester(request)
-            body = await json_object(request)
-            if "user_id" not in body:
-                raise MatrixError(400, "M_MISSING_PARAM", "user_id is required")
-            if action == "invite" and not isinstance(body.get("user_id"), str) and "medium" in body:
+            raw = await json_object(request)
+            if action == "invite" and "user_id" not in raw and "medium" in raw:
+                # spec: POST /invite with id_server, medium and address invites by third-party id
                 raise MatrixError(400, "M_UNKNOWN", "third-party invites are not supported")
+            body = validate(TargetBody, raw)
             method = getattr(membership, action)
-            await method(
-                requester.user_id, request.match_info["roomId"], body["user_id"], reason=optional_string(body, "reason")
-            )
+            await method(requester.user_id, request.match_info["roomId"], body.user_id, reason=body.reason)
             return json_response({})
 
         return handler
@@ -169,13 +190,13 @@ def register(router: Router, hs: HomeServer) -> None:
     async def redact(request: web.Request) -> web.Response:
         requester = hs.auth.requester(request)
         hs.ratelimiter.check("send", requester.user_id)
-        body = await json_object(request, allow_empty=True)
+        body = await read(request, ReasonBody, allow_empty=True)
         event_id = await sender.redact(
             requester.user_id,
             requester.device_id,
             request.match_info["roomId"],
             request.match_info["eventId"],
-            body.get("reason"),
+            body.reason,
             request.match_info["txnId"],
             is_admin=requester.is_admin,
         )
@@ -183,12 +204,9 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def upgrade(request: web.Request) -> web.Response:
         requester = hs.auth.requester(request)
-        body = await json_object(request)
+        body = await read(request, UpgradeBody)
         new_room = await rooms.upgrades.upgrade(
-            requester.user_id,
-            request.match_info["roomId"],
-            body.get("new_version"),
-            body.get("additional_creators"),
+            requester.user_id, request.match_info["roomId"], body.new_version, body.additional_creators
         )
         return json_response({"replacement_room": new_room})
 
@@ -196,32 +214,22 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def report_event(request: web.Request) -> web.Response:
         requester = hs.auth.requester(request)
-        body = await json_object(request, allow_empty=True)
-        reason = optional_string(body, "reason")
-        score = body.get("score")
-        if score is not None and (not isinstance(score, int) or isinstance(score, bool) or not -100 <= score <= 0):
-            raise MatrixError(400, "M_BAD_JSON", "score must be an integer between -100 and 0")
+        body = await read(request, ReportEventBody, allow_empty=True)
         await rooms.report_event(
-            requester.user_id, request.match_info["roomId"], request.match_info["eventId"], reason, score
+            requester.user_id, request.match_info["roomId"], request.match_info["eventId"], body.reason, body.score
         )
         return json_response({})
 
     async def report_room(request: web.Request) -> web.Response:
         requester = hs.auth.requester(request)
-        body = await json_object(request)
-        reason = body.get("reason")
-        if not isinstance(reason, str):
-            raise MatrixError(400, "M_BAD_JSON", "reason is required and must be a string (it may be empty)")
-        await rooms.report_room(requester.user_id, request.match_info["roomId"], reason)
+        body = await read(request, ReportBody)
+        await rooms.report_room(requester.user_id, request.match_info["roomId"], body.reason)
         return json_response({})
 
     async def report_user(request: web.Request) -> web.Response:
         requester = hs.auth.requester(request)
-        body = await json_object(request)
-        reason = body.get("reason")
-        if not isinstance(reason, str):
-            raise MatrixError(400, "M_BAD_JSON", "reason is required and must be a string (it may be empty)")
-        await rooms.report_user(requester.user_id, request.match_info["userId"], reason)
+        body = await read(request, ReportBody)
+        await rooms.report_user(requester.user_id, request.match_info["userId"], body.reason)
         return json_response({})
 
     router.client("POST", "/createRoom", create_room)

@@ -6,24 +6,25 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from pydantic import Field
 
-from homeserver.api.http import Router, json_response, parse_body
-from homeserver.schema import Schema, field
+from homeserver.api.bodies import Body, read
+from homeserver.api.http import Router, json_response
 from homeserver.user_directory import DEFAULT_LIMIT
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
 
-class SearchRequest(Schema, extra="allow"):
-    search_term: str = field(max_length=1000)
-    limit: int = field(default=DEFAULT_LIMIT, ge=0)
+class SearchRequest(Body):
+    search_term: str = Field(max_length=1000)
+    limit: int = Field(default=DEFAULT_LIMIT, ge=0)
 
 
 def register(router: Router, hs: HomeServer) -> None:
     async def search(request: web.Request) -> web.Response:
         requester = hs.auth.requester(request)
-        body = await parse_body(request, SearchRequest)
+        body = await read(request, SearchRequest)
         results, limited = hs.user_directory.search(requester.user_id, body.search_term, body.limit)
         return json_response({"results": results, "limited": limited})
 
