@@ -16,6 +16,7 @@ from typing import IO, Any
 
 import orjson
 
+from homeserver.rooms.tokens import relative_order, stream_of
 from storage.check import check_consistency
 from storage.codec import SEP, read_u64
 from storage.database import ALL_TABLES, Database
@@ -30,7 +31,7 @@ from storage.events import (
     EventMeta,
 )
 from storage.push import read_notify_value
-from storage.rooms import LIVE_BASE, MEMBERSHIPS
+from storage.rooms import MEMBERSHIPS
 from storage.state_snapshots import _Record
 
 _FLAG_NAMES = {
@@ -61,7 +62,7 @@ class Decoder:
         except KeyError:
             return {"short": n, "unknown": True}
         if kind == "order":
-            return {"order": n - LIVE_BASE if n >= LIVE_BASE else -(LIVE_BASE - n), "live": n >= LIVE_BASE}
+            return {"order": relative_order(n), "live": stream_of(n) is not None}
         return n
 
     def key(self, table: Table, key: bytes) -> list[Any]:

@@ -29,7 +29,6 @@ from homeserver.protocol.auth_rules_common import (
     AuthEventsMap,
     RuleNumbers,
     StateKey,
-    content_of,
     is_valid_user_id,
     membership_of,
     rule_numbers,
@@ -38,6 +37,7 @@ from homeserver.protocol.auth_rules_common import (
 from homeserver.protocol.auth_rules_membership import check_member
 from homeserver.protocol.errors import AuthError, ProtocolError
 from homeserver.protocol.event_ids import event_id
+from homeserver.protocol.events import content_of
 from homeserver.protocol.power_levels import (
     NAMED_LEVEL_DEFAULTS,
     get_named_level,

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any, Final
 
 from homeserver.protocol import identifiers
+from homeserver.protocol.events import content_of
 from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 
 StateKey = tuple[str, str]
@@ -210,13 +210,6 @@ def rule_numbers(rv: RoomVersion) -> RuleNumbers:
 # --- small readers -------------------------------------------------------------------------------
 
 
-_NO_CONTENT: Mapping[str, Any] = MappingProxyType({})
-
-
-def content_of(event: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    content = event.get("content") if event is not None else None
-    # `type(...) is dict` first: the ABC check behind isinstance(x, Mapping) is slow on hot paths.
-    return content if type(content) is dict or isinstance(content, Mapping) else _NO_CONTENT
 
 
 def server_of(identifier: object) -> str | None:

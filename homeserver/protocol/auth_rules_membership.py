@@ -14,7 +14,6 @@ from homeserver.protocol.auth_rules_common import (
     POWER_LEVELS,
     AuthEventsMap,
     RuleNumbers,
-    content_of,
     is_valid_user_id,
     join_rule_of,
     membership_of,
@@ -22,6 +21,7 @@ from homeserver.protocol.auth_rules_common import (
 )
 from homeserver.protocol.errors import AuthError, ProtocolError
 from homeserver.protocol.event_ids import event_id
+from homeserver.protocol.events import content_of
 from homeserver.protocol.power_levels import get_named_level, user_power_level
 from homeserver.protocol.room_versions import RoomVersion
 from homeserver.protocol.signing import verify_signed_by_key

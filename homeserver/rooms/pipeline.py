@@ -30,12 +30,13 @@ from homeserver.protocol.hashes import reference_hash
 from homeserver.protocol.room_versions import EventFormat, RoomVersion, get_room_version
 from homeserver.rooms.signing import SignedEvent, hash_and_sign
 from homeserver.rooms.state_access import resolve_snapshots
+from homeserver.rooms.tokens import live_order
 from homeserver.state.event_source import reference_ids
 from storage.cache import LruCache
 from storage.database import Database
 from storage.engine import Batch
 from storage.events import OUTLIER, REJECTED, SOFT_FAILED, STATE, EventMeta
-from storage.rooms import LIVE_BASE, MEMBERSHIPS
+from storage.rooms import MEMBERSHIPS
 
 # spec: PDU schemas — at most 20 prev_events
 MAX_PREV_EVENTS = 20
@@ -625,7 +626,7 @@ class EventPipeline:
             eid, ctx.room_id, short, stream, event, rejection, bool(flags & SOFT_FAILED), fresh=fresh
         )
         if in_timeline:
-            db.rooms.append_timeline(ctx.room_short, LIVE_BASE + stream, short, batch)
+            db.rooms.append_timeline(ctx.room_short, live_order(stream), short, batch)
             self._advance(ctx, batch, short, meta, prevs, persisted)
         ctx.written.append(persisted)
         for hook in self.write_hooks:

@@ -20,11 +20,10 @@ from homeserver.rooms.indexing import Written
 from homeserver.rooms.messages import RoomReader
 from homeserver.rooms.queries import RoomQueries
 from homeserver.rooms.timeline import walk
-from homeserver.rooms.tokens import parse_counter, position_token
+from homeserver.rooms.tokens import from_relative, parse_counter, position_token, relative_order
 from homeserver.rooms.visibility import Visibility, room_access
 from storage.batch_view import BatchView
 from storage.database import Database
-from storage.rooms import LIVE_BASE
 
 FIELDS = {"content.body": 1, "content.name": 2, "content.topic": 3}
 _WORD = re.compile(r"\w+")
@@ -159,7 +158,7 @@ class Search:
             remaining = [h for h in visible if before_order is None or h.order < before_order]
             page = remaining[:limit]
             more = len(remaining) > limit
-            token = f"recent_{page[-1].order - LIVE_BASE}" if more and page else None
+            token = f"recent_{relative_order(page[-1].order)}" if more and page else None
         else:
             visible.sort(key=lambda h: (-h.rank, -h.order))
             page = visible[offset : offset + limit]
@@ -285,4 +284,4 @@ def _parse_batch(token: str | None, order_by: str) -> tuple[int, int | None]:
         raise MatrixError(400, "M_INVALID_PARAM", "next_batch is not a token from this search")
     if kind == "rank":
         return number, None
-    return 0, LIVE_BASE + (-number if negative else number)
+    return 0, from_relative(-number if negative else number)

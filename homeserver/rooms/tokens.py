@@ -48,6 +48,17 @@ def stream_of(order: int) -> int | None:
     return order - LIVE_BASE if order >= LIVE_BASE else None
 
 
+def relative_order(order: int) -> int:
+    """A timeline order as a signed number: the stream position of a live event, below zero for a
+    backfilled one (what search tokens and `inspect` show)."""
+    return order - LIVE_BASE
+
+
+def from_relative(number: int) -> int:
+    """The timeline order `relative_order` gave `number` for."""
+    return LIVE_BASE + number
+
+
 def position_token(order: int) -> str:
     """A timeline position: everything with order <= `order` is before it."""
     return f"t{order - LIVE_BASE}"
