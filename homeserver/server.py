@@ -126,6 +126,9 @@ class HomeServer:
         self.ratelimiter = RateLimiter(config.rate_limits)
         self.profiles = Profiles(db.store, db.profiles, self.queries, self.accounts.exists, self.pipeline)
         # rooms: createRoom, membership, sending, reading, relations, redactions, directory, search
+        # what a /sync reports waits on the notifier, which every writing service is handed
+        self.notifier = Notifier(db.store)
+        self.account_data = AccountData(db.account_data, db.store, self.notifier)
         self.rooms = Rooms(
             self.db,
             self.pipeline,
@@ -133,6 +136,7 @@ class HomeServer:
             default_room_version=config.default_room_version,
             profile_lookup=self.profiles.member_fields,
             account_lookup=self.accounts.account,
+            account_data=self.account_data.get,
             clock=clock,
             strict_indexes=config.strict_indexes,
         )
@@ -146,7 +150,7 @@ class HomeServer:
         self.login_tokens = LoginTokens(clock)
         self.login = Login(self.accounts, self.ratelimiter, self.uia, self.login_tokens)
         self.openid = OpenIdTokens(db.openid, config.server_name, clock)
-        self.moderation = Moderation(self.db, self.tokens, config.server_name, clock)
+        self.moderation = Moderation(self.db, self.queries, self.tokens, config.server_name, clock)
         self.pipeline.add_local_event_check(self.moderation.check_local_event)
         self.registration = Registration(
             config, self.accounts, self.passwords, self.tokens, self.registration_tokens, self.uia, clock
@@ -165,10 +169,8 @@ class HomeServer:
             DeviceLists(db.device_lists, self.queries, self.timeline),
         )
         self.accounts.add_devices_deleted_listener(self.e2ee.devices_deleted)
-        # what a /sync reports, and the notifier that wakes it when any of it changes
-        self.notifier = Notifier(db.store)
+        # what a /sync reports: each service wakes the notifier when its part changes
         self.e2ee.add_listener(self.notifier.notify_users)
-        self.account_data = AccountData(db.account_data, db.store, self.notifier)
         self.filters = Filters(db.filters, db.caches)
         self.receipts = Receipts(db.store, db.receipts, self.queries, self.notifier, self.account_data, clock)
         self.push = PushService(

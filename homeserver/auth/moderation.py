@@ -8,6 +8,7 @@ from typing import Any
 
 from homeserver.auth.tokens import Requester, Tokens
 from homeserver.errors import MatrixError
+from homeserver.rooms.queries import RoomQueries
 from storage.database import Database
 
 # Events a suspended account may still send (spec: "Account suspension" — leave rooms, reject
@@ -20,8 +21,11 @@ def suspended() -> MatrixError:
 
 
 class Moderation:
-    def __init__(self, db: Database, tokens: Tokens, server_name: str, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, db: Database, queries: RoomQueries, tokens: Tokens, server_name: str, clock: Callable[[], float]
+    ) -> None:
         self.db = db
+        self.queries = queries
         self.tokens = tokens
         self.server_name = server_name
         self.clock = clock
@@ -76,9 +80,9 @@ class Moderation:
         if redacts is None and isinstance(content.get("redacts"), str):
             redacts = content["redacts"]  # rooms v11+ carry it in content
         if event_type == "m.room.redaction" and redacts is not None:
-            short = self.db.ids.event(redacts)
-            target = self.db.events.get_json(short) if short is not None else None
-            if target is not None and target.get("sender") == sender:
+            short = self.queries.event_short(redacts)
+            target = self.queries.event(short) if short is not None else None
+            if target is not None and target.sender == sender:
                 return
         raise suspended()
 

@@ -24,7 +24,6 @@ from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.messages import require_room_id
 from homeserver.rooms.pipeline import EventPipeline
 from homeserver.rooms.queries import RoomQueries
-from storage.account_data import AccountDataStore
 from storage.engine import Store
 from storage.room_extras import RoomExtrasStore
 
@@ -39,12 +38,16 @@ def blocks_invites(config: dict[str, Any] | None) -> bool:
     return isinstance(config, dict) and config.get("default_action") == "block"
 
 
+# (user id, account data type) -> the user's global account data of that type, if any
+AccountDataLookup = Callable[[str, str], dict[str, Any] | None]
+
+
 class Membership:
     def __init__(
         self,
         store: Store,
         room_extras: RoomExtrasStore,
-        account_data: AccountDataStore,
+        account_data: AccountDataLookup,
         pipeline: EventPipeline,
         queries: RoomQueries,
         directory: RoomDirectory,
@@ -52,7 +55,7 @@ class Membership:
     ) -> None:
         self.store = store
         self.room_extras = room_extras
-        self.account_data = account_data  # read for invite blocking (m.invite_permission_config)
+        self.account_data = account_data  # the account data service's reader (invite blocking)
         self.pipeline = pipeline
         self.queries = queries
         self.directory = directory
@@ -64,8 +67,7 @@ class Membership:
         """spec: invite permission — whether a local user refuses invites."""
         if not self.queries.is_local(user_id):
             return False
-        found = self.account_data.get(user_id, "", INVITE_PERMISSION_CONFIG)  # (stream, content)
-        return blocks_invites(found[1] if found is not None else None)
+        return blocks_invites(self.account_data(user_id, INVITE_PERMISSION_CONFIG))
 
     def require_invitable(self, user_id: str) -> None:
         if self.invites_blocked(user_id):

@@ -28,7 +28,7 @@ from homeserver.rooms.client_format import EventSerializer
 from homeserver.rooms.creation import RoomCreation, create_room
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.indexing import BatchEvents, Written
-from homeserver.rooms.membership import Membership, ProfileLookup
+from homeserver.rooms.membership import AccountDataLookup, Membership, ProfileLookup
 from homeserver.rooms.messages import RoomReader
 from homeserver.rooms.pipeline import EventPipeline, PersistedEvent, RoomContext
 from homeserver.rooms.queries import RoomQueries
@@ -60,6 +60,7 @@ class Rooms:
         default_room_version: str,
         profile_lookup: ProfileLookup,
         account_lookup: AccountLookup,
+        account_data: AccountDataLookup,
         clock: Callable[[], float] = time.time,
         strict_indexes: bool = False,
     ) -> None:
@@ -79,7 +80,7 @@ class Rooms:
         self.search = Search(db, queries, self.serializer, self.reader)
         self.directory = RoomDirectory(db, queries, self.serializer)
         self.membership = Membership(
-            db.store, db.room_extras, db.account_data, pipeline, queries, self.directory, profile_lookup
+            db.store, db.room_extras, account_data, pipeline, queries, self.directory, profile_lookup
         )
         self.sender = EventSender(db, pipeline, queries, self.relations, self.membership, self.directory)
         self.relations_reader = RelationsReader(db, self.relations, self.serializer, self.reader)

@@ -24,6 +24,7 @@ def room_service(local: Local, profiles: dict[str, dict[str, Any]]) -> Rooms:
         default_room_version="11",
         profile_lookup=profiles.get,
         account_lookup=db.accounts.account,
+        account_data=lambda user_id, data_type: None,  # nobody here blocks invites
         strict_indexes=True,
     )
 
