@@ -196,14 +196,28 @@ class Remote:
         self.ts = int(time.time() * 1000)
 
     def pdu(
-        self, rv: RoomVersion, room_id: str, sender: str, event_type: str, content: dict[str, Any],
-        state_key: str | None, prev: list[str], auth: list[str], depth: int,
+        self,
+        rv: RoomVersion,
+        room_id: str,
+        sender: str,
+        event_type: str,
+        content: dict[str, Any],
+        state_key: str | None,
+        prev: list[str],
+        auth: list[str],
+        depth: int,
     ) -> dict[str, Any]:
         self.ts += 1
         event: dict[str, Any] = {
-            "room_id": room_id, "sender": sender, "type": event_type, "content": content,
-            "origin_server_ts": self.ts, "origin": self.name, "depth": depth,
-            "prev_events": prev, "auth_events": auth,
+            "room_id": room_id,
+            "sender": sender,
+            "type": event_type,
+            "content": content,
+            "origin_server_ts": self.ts,
+            "origin": self.name,
+            "depth": depth,
+            "prev_events": prev,
+            "auth_events": auth,
         }
         if state_key is not None:
             event["state_key"] = state_key
@@ -235,15 +249,24 @@ class Forked:
         assert meta is not None
         return meta.depth
 
-    def build(self, server: str, sender: str, event_type: str, content: dict[str, Any], state_key: str | None,
-              prev: list[str], state: dict[tuple[str, str], str]) -> dict[str, Any]:
+    def build(
+        self,
+        server: str,
+        sender: str,
+        event_type: str,
+        content: dict[str, Any],
+        state_key: str | None,
+        prev: list[str],
+        state: dict[tuple[str, str], str],
+    ) -> dict[str, Any]:
         skeleton = {"type": event_type, "sender": sender, "content": content, "state_key": state_key}
         if state_key is None:
             del skeleton["state_key"]
         auth = [state[k] for k in auth_types_for_event(skeleton, self.rv) if k in state]
         depth = max(self.depth(p) for p in prev) + 1
-        return self.remotes[server].pdu(self.rv, self.room_id, sender, event_type, content, state_key, prev, auth,
-                                        depth)
+        return self.remotes[server].pdu(
+            self.rv, self.room_id, sender, event_type, content, state_key, prev, auth, depth
+        )
 
 
 async def forked(tmp: Path, n: int) -> dict[str, float]:
@@ -251,10 +274,15 @@ async def forked(tmp: Path, n: int) -> dict[str, float]:
     db, pipe = new_pipeline(path)
     rv = get_room_version("10")
     users = {"one.test": "@ann:one.test", "two.test": "@bo:two.test"}
-    room_id = await create_room(pipe, RoomCreation(
-        creator=ALICE, room_version="10", preset="public_chat",
-        power_level_content_override={"users": {u: 50 for u in users.values()}},
-    ))
+    room_id = await create_room(
+        pipe,
+        RoomCreation(
+            creator=ALICE,
+            room_version="10",
+            preset="public_chat",
+            power_level_content_override={"users": {u: 50 for u in users.values()}},
+        ),
+    )
     fork = Forked(db, pipe, rv, room_id)
     tip = db.ids.event_id(db.rooms.extremities(db.ids.room(room_id) or 0)[0])
     for server, user in users.items():  # both join, one after the other
@@ -286,8 +314,9 @@ async def forked(tmp: Path, n: int) -> dict[str, float]:
         if count % 20 in (0, 1):  # a state change on each branch every 10 of its events: conflicts
             pdu = fork.build(server, user, "m.room.topic", {"topic": f"{server} {count}"}, "", prev, state)
         else:
-            pdu = fork.build(server, user, "m.room.message", {"msgtype": "m.text", "body": f"{count}"}, None, prev,
-                             state)
+            pdu = fork.build(
+                server, user, "m.room.message", {"msgtype": "m.text", "body": f"{count}"}, None, prev, state
+            )
         extremities_before = len(db.rooms.extremities(db.ids.room(room_id) or 0))
         t0, c0 = time.perf_counter(), time.process_time()
         ev = await pipe.receive(pdu, fork.keys)
@@ -371,24 +400,41 @@ def table(results: dict[str, Any]) -> str:
     effective = lin["events_per_s"] * lin["writes_per_event"]
     rows = [
         ("raw LevelDB: small puts in batches of 100", f"{raw['puts_per_s']:,.0f} puts/s", ""),
-        ("raw LevelDB: synced commits", f"{raw['synced_commits_per_s']:,.0f} /s",
-         f"{raw['synced_commit_ms']:.2f} ms each"),
-        ("linear: local messages (send)", f"{lin['events_per_s']:,.0f} events/s",
-         f"{lin['cpu_us_per_event']:.0f} µs CPU/event (goal < 500)"),
-        ("  LevelDB writes per event", f"{lin['writes_per_event']:.1f}",
-         f"{effective:,.0f} puts/s = {effective / raw['puts_per_s']:.0%} of raw"),
+        (
+            "raw LevelDB: synced commits",
+            f"{raw['synced_commits_per_s']:,.0f} /s",
+            f"{raw['synced_commit_ms']:.2f} ms each",
+        ),
+        (
+            "linear: local messages (send)",
+            f"{lin['events_per_s']:,.0f} events/s",
+            f"{lin['cpu_us_per_event']:.0f} µs CPU/event (goal < 500)",
+        ),
+        (
+            "  LevelDB writes per event",
+            f"{lin['writes_per_event']:.1f}",
+            f"{effective:,.0f} puts/s = {effective / raw['puts_per_s']:.0%} of raw",
+        ),
         ("  bytes on disk per event (compacted)", f"{lin['bytes_per_event']:,.0f} B", ""),
-        (f"linear, fsync, {fs['rooms']} rooms at once", f"{fs['events_per_s']:,.0f} events/s",
-         f"{fs['events_per_synced_write']:.1f} events per synced write; "
-         f"{fs['events_per_s'] / raw['synced_commits_per_s']:.1f}× the synced commit rate"),
-        ("forked: remote PDUs, 2 servers interleaved", f"{fk['events_per_s']:,.0f} events/s",
-         f"{fk['cpu_us_per_event']:.0f} µs CPU/event; {fk['with_resolution']:.0%} need a state resolution, "
-         f"{fk['resolutions_computed']:.0%} computed (the rest cached)"),
+        (
+            f"linear, fsync, {fs['rooms']} rooms at once",
+            f"{fs['events_per_s']:,.0f} events/s",
+            f"{fs['events_per_synced_write']:.1f} events per synced write; "
+            f"{fs['events_per_s'] / raw['synced_commits_per_s']:.1f}× the synced commit rate",
+        ),
+        (
+            "forked: remote PDUs, 2 servers interleaved",
+            f"{fk['events_per_s']:,.0f} events/s",
+            f"{fk['cpu_us_per_event']:.0f} µs CPU/event; {fk['with_resolution']:.0%} need a state resolution, "
+            f"{fk['resolutions_computed']:.0%} computed (the rest cached)",
+        ),
         ("  bytes on disk per event (compacted)", f"{fk['bytes_per_event']:,.0f} B", ""),
-        (f"big room ({big['members']:,} members): membership change",
-         f"{big['entries_per_change']:.1f} entries",
-         f"{big['snapshot_bytes_per_change']:,.0f} B/change stored vs {big['full_copy_bytes']:,} B for a copy; "
-         f"{big['cpu_us_per_change']:.0f} µs CPU"),
+        (
+            f"big room ({big['members']:,} members): membership change",
+            f"{big['entries_per_change']:.1f} entries",
+            f"{big['snapshot_bytes_per_change']:,.0f} B/change stored vs {big['full_copy_bytes']:,} B for a copy; "
+            f"{big['cpu_us_per_change']:.0f} µs CPU",
+        ),
     ]
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)

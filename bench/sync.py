@@ -95,21 +95,43 @@ def start_synapse(python: str) -> Server:
     port = free_port()
     config = workdir / "homeserver.yaml"
     subprocess.run(
-        [python, "-m", "synapse.app.homeserver", "--server-name", "localhost", "--config-path", str(config),
-         "--data-directory", str(workdir), "--generate-config", "--report-stats=no"],
-        check=True, capture_output=True,
+        [
+            python,
+            "-m",
+            "synapse.app.homeserver",
+            "--server-name",
+            "localhost",
+            "--config-path",
+            str(config),
+            "--data-directory",
+            str(workdir),
+            "--generate-config",
+            "--report-stats=no",
+        ],
+        check=True,
+        capture_output=True,
     )
     open_limit = {"per_second": 100000, "burst_count": 100000}
     extra = {
-        "listeners": [{"port": port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
-                       "x_forwarded": False, "resources": [{"names": ["client"], "compress": False}]}],
+        "listeners": [
+            {
+                "port": port,
+                "bind_addresses": ["127.0.0.1"],
+                "type": "http",
+                "tls": False,
+                "x_forwarded": False,
+                "resources": [{"names": ["client"], "compress": False}],
+            }
+        ],
         "database": {"name": "sqlite3", "args": {"database": str(workdir / "homeserver.db")}},
         "registration_shared_secret": SECRET,
         "presence": {"enabled": False},
-        "rc_message": open_limit, "rc_registration": open_limit, "rc_login": {"address": open_limit,
-        "account": open_limit, "failed_attempts": open_limit}, "rc_joins": {"local": open_limit,
-        "remote": open_limit}, "rc_room_creation": open_limit, "rc_invites": {"per_room": open_limit,
-        "per_user": open_limit, "per_issuer": open_limit},
+        "rc_message": open_limit,
+        "rc_registration": open_limit,
+        "rc_login": {"address": open_limit, "account": open_limit, "failed_attempts": open_limit},
+        "rc_joins": {"local": open_limit, "remote": open_limit},
+        "rc_room_creation": open_limit,
+        "rc_invites": {"per_room": open_limit, "per_user": open_limit, "per_issuer": open_limit},
         "trusted_key_servers": [],
         # Synapse keeps sync responses for 2 minutes by default: repeated identical syncs would be
         # answered from that cache instead of computed

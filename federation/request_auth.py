@@ -39,9 +39,7 @@ class XMatrix:
     sig: str
 
 
-def signed_request(
-    method: str, uri: str, origin: str, destination: str, content: Any | None = None
-) -> dict[str, Any]:
+def signed_request(method: str, uri: str, origin: str, destination: str, content: Any | None = None) -> dict[str, Any]:
     """The object whose signature authenticates a request (`content` None: a request without a body)."""
     request: dict[str, Any] = {"method": method, "uri": uri, "origin": origin, "destination": destination}
     if content is not None:

@@ -43,9 +43,7 @@ class AccountDataStore:
         old = self.get(user_id, room_id, data_type)
         if old is not None:
             batch.delete(ACCOUNT_DATA_STREAM, user_id.encode() + SEP + u64(old[0]))
-        batch.put(
-            ACCOUNT_DATA, _key(user_id, room_id, data_type), orjson.dumps({"stream": stream, "content": content})
-        )
+        batch.put(ACCOUNT_DATA, _key(user_id, room_id, data_type), orjson.dumps({"stream": stream, "content": content}))
         log_key = user_id.encode() + SEP + u64(stream)
         batch.put(ACCOUNT_DATA_STREAM, log_key, room_id.encode() + SEP + data_type.encode())
 

@@ -339,9 +339,7 @@ def _check_user_rooms(db: Database, problems: _Problems) -> None:
         if key[-9:-8] != SEP:
             problems.add(f"user_rooms: malformed key {key!r}")
             continue
-        found = any(
-            store.get(ROOM_MEMBERS, room_raw + m.encode() + SEP + user) is not None for m in MEMBERSHIPS
-        )
+        found = any(store.get(ROOM_MEMBERS, room_raw + m.encode() + SEP + user) is not None for m in MEMBERSHIPS)
         if not found:
             problems.add(f"user_rooms: {user.decode()} in room {read_u64(room_raw)}, but room_members disagrees")
 
@@ -355,4 +353,3 @@ def _json(db: Database, short: int) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
-

@@ -206,16 +206,19 @@ class PushStore:
             highlight, group, thread = read_notify_value(value)
             groups = record.get("groups") or []
             actions = groups[group]["actions"] if group < len(groups) else []
-            yield position, {
-                "room_id": record["room_id"],
-                "room": room,
-                "event": record["event"],
-                "position": position,
-                "actions": actions,
-                "highlight": highlight,
-                "ts": record["ts"],
-                "thread": thread,
-            }
+            yield (
+                position,
+                {
+                    "room_id": record["room_id"],
+                    "room": room,
+                    "event": record["event"],
+                    "position": position,
+                    "actions": actions,
+                    "highlight": highlight,
+                    "ts": record["ts"],
+                    "thread": thread,
+                },
+            )
 
     def set_last_sent(self, user_id: str, room: int, thread_id: str, position: int, batch: Batch) -> None:
         """A user's own event counts as read up to it (spec: push "Marking notifications as read")."""
@@ -258,4 +261,3 @@ def migrate_notification_records(store: Store, batch: Batch) -> None:
         batch.put(NOTIFY_EVENT, u64(room) + u64(position), orjson.dumps(record))
     for user, room, position, highlight, thread, index in regroup:
         batch.put(NOTIFY_ROOM, user + SEP + u64(room) + u64(position), notify_value(highlight, index, thread))
-

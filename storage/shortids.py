@@ -108,6 +108,7 @@ class _Namespace:
 class ShortIds:
     def __init__(self, store: Store, caches: CacheRegistry | None = None) -> None:
         caches = caches if caches is not None else CacheRegistry(DEFAULT_BUDGET_MB)
+
         def namespace(forward: Table, reverse: Table, name: str, share: str) -> _Namespace:
             # the budget's share split between the two directions
             to_short = caches.lru(f"ids.{name}_to_short", share, part=0.5)

@@ -87,9 +87,7 @@ class _Record:
 
 
 class StateSnapshots:
-    def __init__(
-        self, store: Store, caches: CacheRegistry | None = None, *, cache_entries: int | None = None
-    ) -> None:
+    def __init__(self, store: Store, caches: CacheRegistry | None = None, *, cache_entries: int | None = None) -> None:
         self.store = store
         last = next(store.keys(SNAPSHOT, reverse=True), None)
         self._last_id = read_u64(last) if last else 0
@@ -132,8 +130,12 @@ class StateSnapshots:
         """Decoded records and full states, counted in state entries (`cache_stats`' shape)."""
         entries = self._record_entries + self._cached_entries
         return cache_stats(
-            "state.snapshots", entries, 2 * self._cache_entries, entries * ENTRY_BYTES["state.snapshots"],
-            self._hits, self._misses,
+            "state.snapshots",
+            entries,
+            2 * self._cache_entries,
+            entries * ENTRY_BYTES["state.snapshots"],
+            self._hits,
+            self._misses,
         )
 
     def get(self, sid: int, key: int) -> int | None:

@@ -65,9 +65,7 @@ class ToDevice:
                         )
                     devices = known if device_id == "*" else [device_id] if device_id in known else []
                     for d in devices:
-                        inboxes.put(
-                            user_id, d, {"sender": sender, "type": event_type, "content": content}, batch
-                        )
+                        inboxes.put(user_id, d, {"sender": sender, "type": event_type, "content": content}, batch)
                         targets.add(user_id)
             inboxes.mark_txn(sender, sender_device, txn_id, batch)
             await batch.commit()

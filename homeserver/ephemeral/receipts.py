@@ -41,11 +41,10 @@ class Receipts:
         self.clock = clock
         self.listeners: list[Callable[[str, int], None]] = []  # told (user, room) after a read receipt moved
 
-
-
     def add_read_listener(self, listener: Callable[[str, int], None]) -> None:
         """At wiring time: `listener` is told (user, room) after the user's read receipt moved."""
         self.listeners.append(listener)
+
     def _room(self, user_id: str, room_id: str) -> int:
         room = self.queries.room(room_id)
         if room is None or not self.queries.is_joined(user_id, room):

@@ -149,6 +149,7 @@ class RuleNumbers:
         self.pl_users_current = pl_users_current
         self.pl_users_new = pl_users_new
 
+
 def _compute_rule_numbers(rv: RoomVersion) -> RuleNumbers:
     v12 = 1 if rv.room_id_from_create_event else 0  # spec: rooms/v12 inserts rule 2 (room id)
     aliases = 1 if rv.special_case_aliases_auth else 0  # spec: rooms/v6 removes rule 4 (aliases)
@@ -208,8 +209,6 @@ def rule_numbers(rv: RoomVersion) -> RuleNumbers:
 
 
 # --- small readers -------------------------------------------------------------------------------
-
-
 
 
 def server_of(identifier: object) -> str | None:

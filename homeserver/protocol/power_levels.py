@@ -180,9 +180,7 @@ def get_required_power_level_for_event(
     )
 
 
-def get_notification_level(
-    power_levels_event: AnEvent | None, key: str, room_version: str | RoomVersion
-) -> int:
+def get_notification_level(power_levels_event: AnEvent | None, key: str, room_version: str | RoomVersion) -> int:
     """The level needed to trigger notification `key` (e.g. `room` for @room; default 50)."""
     notifications = content_of(power_levels_event).get("notifications")
     if isinstance(notifications, Mapping) and key in notifications:

@@ -180,9 +180,7 @@ def rule_matches(kind: str, rule: Mapping[str, Any], ctx: EventContext, user_id:
     return all(condition_holds(c, ctx, user_id) for c in conditions if isinstance(c, Mapping))
 
 
-def evaluate(
-    ruleset: Mapping[str, Sequence[Mapping[str, Any]]], ctx: EventContext, user_id: str
-) -> list[Any] | None:
+def evaluate(ruleset: Mapping[str, Sequence[Mapping[str, Any]]], ctx: EventContext, user_id: str) -> list[Any] | None:
     """The actions of the first matching enabled rule, or None when no rule matches."""
     for kind in ("override", "content", "room", "sender", "underride"):
         for rule in ruleset.get(kind, ()):

@@ -38,9 +38,7 @@ class Pushers:
                 return
             if not isinstance(kind, str):
                 raise MatrixError(400, "M_INVALID_PARAM", "kind must be a string or null")
-            missing = [
-                n for n in ("app_display_name", "device_display_name", "lang", "data") if body.get(n) is None
-            ]
+            missing = [n for n in ("app_display_name", "device_display_name", "lang", "data") if body.get(n) is None]
             if missing:
                 raise MatrixError(400, "M_MISSING_PARAM", f"Missing parameters: {', '.join(missing)}")
             data = body["data"]

@@ -56,9 +56,7 @@ class _RoomRules:
     groups: list[tuple[CompiledRuleset, list[str]]]  # members sharing one ruleset
     ignorers: dict[str, frozenset[str]]  # members who ignore someone -> whom
 
-    def __init__(
-        self, groups: list[tuple[CompiledRuleset, list[str]]], ignorers: dict[str, frozenset[str]]
-    ) -> None:
+    def __init__(self, groups: list[tuple[CompiledRuleset, list[str]]], ignorers: dict[str, frozenset[str]]) -> None:
         self.groups = groups
         self.ignorers = ignorers
         self.members = frozenset(u for _, users in groups for u in users)

@@ -649,9 +649,7 @@ class EventPipeline:
             changes, removed = self._state_delta(old_state, new_state, meta)
             db.rooms.set_state(ctx.room_short, changes, removed, batch)
             self._update_memberships(ctx, batch, old_state, changes, removed, meta.stream)
-            persisted.state_changed = {
-                db.ids.state_key_of(sk): self.event_id_of(ctx, ev) for sk, ev in changes.items()
-            }
+            persisted.state_changed = {db.ids.state_key_of(sk): self.event_id_of(ctx, ev) for sk, ev in changes.items()}
         ctx.state = new_state
         ctx.info["state"] = new_state
         ctx.info["stream"] = meta.stream

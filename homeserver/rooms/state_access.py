@@ -109,9 +109,7 @@ def resolve_snapshots(
         return dict(states[0])
     event_map = StoredEventMap(db, extra_events)
     source = EventSource(event_map, room_version)
-    id_sets = [
-        {db.ids.state_key_of(sk): db.ids.event_id(ev) for sk, ev in st.items()} for st in states
-    ]
+    id_sets = [{db.ids.state_key_of(sk): db.ids.event_id(ev) for sk, ev in st.items()} for st in states]
     rejected = _RejectedLookup(db)
     resolved = resolve_state(
         room_version,

@@ -48,8 +48,13 @@ async def test_filter_errors(harness: Harness) -> None:
     for missing in ("999", "abc", "12345678901234567890123"):
         status, body = await harness.request("GET", f"{base}/{q(missing)}", alice)
         assert status == 404 and body["errcode"] == "M_NOT_FOUND"
-    for bad in ([1], {"room": {"timeline": {"limit": -1}}}, {"room": {"timeline": {"types": "m.room.message"}}},
-                {"event_format": "xml"}, {"presence": {"senders": [1]}}):
+    for bad in (
+        [1],
+        {"room": {"timeline": {"limit": -1}}},
+        {"room": {"timeline": {"types": "m.room.message"}}},
+        {"event_format": "xml"},
+        {"presence": {"senders": [1]}},
+    ):
         status, body = await harness.request("POST", base, alice, json=bad)
         assert status == 400 and body["errcode"] == "M_BAD_JSON", bad
     status, body = await harness.request("POST", base, alice, data=b"not json")

@@ -133,7 +133,11 @@ async def test_knock_and_kick_profiles_as_synapse(harness: Harness) -> None:
     )
     assert status == 200, body
     status, invited = await harness.request("GET", f"rooms/{q(room)}/state/m.room.member/{q(bob.user_id)}", alice)
-    assert status == 200 and invited == {"membership": "invite", "displayname": "Bob", "avatar_url": "mxc://hs.test/bob"}
+    assert status == 200 and invited == {
+        "membership": "invite",
+        "displayname": "Bob",
+        "avatar_url": "mxc://hs.test/bob",
+    }
 
 
 async def test_invite_blocking(harness: Harness) -> None:

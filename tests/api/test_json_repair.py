@@ -38,8 +38,6 @@ def deep(levels: int = DEEP) -> dict[str, Any]:
     return value
 
 
-
-
 async def sync_status(h: Harness, user: User, query: str = "timeout=0") -> tuple[int, Any]:
     resp = await h.client.get(f"/_matrix/client/v3/sync?{query}", headers=user.headers)
     return resp.status, await resp.json()

@@ -86,9 +86,7 @@ async def test_download_needs_a_token_and_legacy_endpoints_are_frozen(harness: H
     for v in ("v3", "r0"):
         status, body = await harness.request("GET", f"/_matrix/media/{v}/download/{path_of(mxc)}")
         assert status == 404 and body["errcode"] == "M_NOT_FOUND"
-        status, body = await harness.request(
-            "GET", f"/_matrix/media/{v}/thumbnail/{path_of(mxc)}?width=32&height=32"
-        )
+        status, body = await harness.request("GET", f"/_matrix/media/{v}/thumbnail/{path_of(mxc)}?width=32&height=32")
         assert status == 404 and body["errcode"] == "M_NOT_FOUND"
 
 
@@ -168,9 +166,7 @@ async def test_upload_needs_a_token_and_a_sane_filename(harness: Harness) -> Non
     assert status == 400 and body["errcode"] == "M_INVALID_PARAM"
 
 
-@pytest.mark.parametrize(
-    "harness", [{"rate_limits": {"media": {"per_second": 0.001, "burst": 2}}}], indirect=True
-)
+@pytest.mark.parametrize("harness", [{"rate_limits": {"media": {"per_second": 0.001, "burst": 2}}}], indirect=True)
 async def test_uploads_are_rate_limited(harness: Harness) -> None:
     alice = await harness.user("alice")
     await upload(harness, alice, b"1")
@@ -202,9 +198,7 @@ async def test_async_upload(harness: Harness) -> None:
     )
     assert status == 403 and body["errcode"] == "M_FORBIDDEN"
     # a download waiting for it gets the bytes as soon as they land
-    waiting = asyncio.create_task(
-        harness.client.get(f"{AUTHED}/download/{path}?timeout_ms=10000", headers=bob.headers)
-    )
+    waiting = asyncio.create_task(harness.client.get(f"{AUTHED}/download/{path}?timeout_ms=10000", headers=bob.headers))
     media_id = path.split("/")[1]
     deadline = asyncio.get_running_loop().time() + 5
     while media_id not in harness.hs.media._arrived:  # the download is waiting

@@ -26,13 +26,17 @@ def _png() -> bytes:
     return buf.getvalue()
 
 
-PAGE = """<!doctype html><html><head>
+PAGE = (
+    """<!doctype html><html><head>
 <meta charset="utf-8"><title>Fallback title</title>
 <meta property="og:title" content="A &amp; B">
 <meta name="description" content="Plain description">
 <meta property="og:image" content="/img.png">
 <meta property="og:site_name" content="Site">
-</head><body>""" + "x" * 5000 + "</body></html>"
+</head><body>"""
+    + "x" * 5000
+    + "</body></html>"
+)
 
 
 @pytest_asyncio.fixture

@@ -55,7 +55,7 @@ async def test_scale_keeps_aspect_and_covers_the_request(harness: Harness) -> No
         assert tw >= w and th >= h, (w, h, tw, th)  # spec: never smaller than requested
         assert tw <= 400 and th <= 300  # never upscaled
         assert abs(tw / th - 400 / 300) < 0.02  # aspect kept
-        assert (tw == w or th == h)  # and no bigger than needed
+        assert tw == w or th == h  # and no bigger than needed
     # method defaults to scale
     status, _, data, _ = await thumbnail(harness, alice, mxc, "width=100&height=50")
     assert status == 200 and size_of(data) == (100, 75)

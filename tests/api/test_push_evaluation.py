@@ -66,9 +66,18 @@ def test_event_property_is_and_contains() -> None:
     assert not condition_holds({**contains, "key": "content.m\\.federate"}, ctx(create), "@a:hs")
 
 
-@pytest.mark.parametrize(("spec", "count", "holds"), [("2", 2, True), ("==2", 3, False), ("<3", 2, True),
-                                                      (">=3", 3, True), (">3", 3, False), ("<=1", 2, False),
-                                                      ("x", 2, False)])
+@pytest.mark.parametrize(
+    ("spec", "count", "holds"),
+    [
+        ("2", 2, True),
+        ("==2", 3, False),
+        ("<3", 2, True),
+        (">=3", 3, True),
+        (">3", 3, False),
+        ("<=1", 2, False),
+        ("x", 2, False),
+    ],
+)
 def test_room_member_count(spec: str, count: int, holds: bool) -> None:
     assert condition_holds({"kind": "room_member_count", "is": spec}, ctx(MSG, members=count), "@a:hs") is holds
 
@@ -111,9 +120,12 @@ def test_compiled_rulesets_agree_with_plain_evaluation() -> None:
     from homeserver.push.evaluator import CompiledRuleset
 
     custom = push_rules.put_rule(
-        push_rules.empty_record(), "override", "beer",
+        push_rules.empty_record(),
+        "override",
+        "beer",
         {"conditions": [{"kind": "event_match", "key": "content.body", "pattern": "beer"}], "actions": ["notify"]},
-        None, None,
+        None,
+        None,
     )
     custom = push_rules.put_rule(custom, "content", "tea", {"pattern": "tea", "actions": []}, None, None)
     custom = push_rules.put_rule(custom, "sender", "@bob:hs", {"actions": []}, None, None)

@@ -64,9 +64,7 @@ async def test_incremental_sync_returns_new_events_exactly_once(harness: Harness
     assert second["rooms"]["join"][room]["state"]["events"] == []
     third = await sync(harness, alice, f"since={second['next_batch']}&timeout=0")
     assert room not in third["rooms"]["join"]
-    assert third["next_batch"] == second["next_batch"] or int(third["next_batch"][1:]) >= int(
-        second["next_batch"][1:]
-    )
+    assert third["next_batch"] == second["next_batch"] or int(third["next_batch"][1:]) >= int(second["next_batch"][1:])
     # the sender's own device gets its transaction id back
     assert second["rooms"]["join"][room]["timeline"]["events"][0]["unsigned"]["transaction_id"].startswith("txn")
 

@@ -99,9 +99,7 @@ class Client:
         if content_type:
             headers["Content-Type"] = content_type
         url = self.base_url + (path if path.startswith("/_") else CLIENT + path)
-        resp = self.session.request(
-            method, url, json=body, data=data, headers=headers, timeout=REQUEST_TIMEOUT_S
-        )
+        resp = self.session.request(method, url, json=body, data=data, headers=headers, timeout=REQUEST_TIMEOUT_S)
         if resp.status_code != 200:
             raise SetupError(f"{method} {path} -> {resp.status_code} {resp.text[:500]}")
         return resp.json()

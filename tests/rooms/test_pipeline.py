@@ -241,7 +241,13 @@ def _content(local: Local, room_id: str, event_type: str, state_key: str = "") -
 async def test_create_room_in_every_version(local: Local, version: str) -> None:
     rv = get_room_version(version)
     room_id = await new_room(
-        local, version, preset="public_chat", name="Room", topic="About", invite=[BOB], is_direct=True,
+        local,
+        version,
+        preset="public_chat",
+        name="Room",
+        topic="About",
+        invite=[BOB],
+        is_direct=True,
         creation_content={"m.federate": True},
     )
     timeline = local.timeline(room_id)
@@ -360,7 +366,12 @@ async def test_initial_state_beats_preset_and_name_topic_beat_initial_state(loca
 async def test_power_level_override_lowering_the_creator_is_applied_last(local: Local, version: str) -> None:
     override = {"users": {ALICE: 10, BOB: 100}, "state_default": 20, "invite": 50}
     room_id = await new_room(
-        local, version, preset="private_chat", name="n", topic="t", invite=[BOB],
+        local,
+        version,
+        preset="private_chat",
+        name="n",
+        topic="t",
+        invite=[BOB],
         power_level_content_override=override,
     )
     timeline = local.timeline(room_id)
@@ -393,7 +404,11 @@ async def test_power_level_override_without_lowering_sends_one_power_levels_even
 
 async def test_v12_creators_and_room_id(local: Local) -> None:
     room_id = await new_room(
-        local, "12", preset="private_chat", invite=[BOB], creation_content={"additional_creators": [CAROL]},
+        local,
+        "12",
+        preset="private_chat",
+        invite=[BOB],
+        creation_content={"additional_creators": [CAROL]},
         power_level_content_override={"users": {DAVE: 75}},
     )
     create_id = local.timeline(room_id)[0]
@@ -425,8 +440,10 @@ async def test_bad_create_requests(local: Local) -> None:
         {"room_version": "999"},
         {"room_version": "10", "preset": "nope"},
         {"room_version": "10", "initial_state": [{"type": "x"}]},
-        {"room_version": "10", "initial_state": [{"type": "m.room.member", "state_key": BOB,
-                                                  "content": {"membership": "join"}}]},
+        {
+            "room_version": "10",
+            "initial_state": [{"type": "m.room.member", "state_key": BOB, "content": {"membership": "join"}}],
+        },
         {"room_version": "10", "creation_content": {"x": 1.5}},
     ]
     for kwargs in bad:
@@ -455,9 +472,16 @@ async def test_failure_in_the_middle_of_create_room_leaves_nothing(
 
     monkeypatch.setattr(EventPipeline, "build_local", failing)
     with pytest.raises(RuntimeError, match="injected"):
-        await new_room(local, "10", name="n", topic="t", invite=[BOB, CAROL], initial_state=[
-            {"type": "org.example", "state_key": "", "content": {}},
-        ])
+        await new_room(
+            local,
+            "10",
+            name="n",
+            topic="t",
+            invite=[BOB, CAROL],
+            initial_state=[
+                {"type": "org.example", "state_key": "", "content": {}},
+            ],
+        )
     assert dump(local.db) == before
     monkeypatch.undo()
     # nothing half-written is visible after reopening either: one room, only its events and ids

@@ -34,8 +34,9 @@ operation = st.one_of(
     user.flatmap(lambda u: st.tuples(st.just("member"), st.just(u), st.just(u), st.sampled_from(MEMBERSHIPS))),
     st.tuples(st.just("member"), admin, user, st.sampled_from(["invite", "ban", "leave"])),
     st.tuples(st.just("member"), user, user, st.sampled_from(MEMBERSHIPS)),
-    st.tuples(st.just("state"), user, st.sampled_from(["m.room.name", "m.room.topic", "org.example.s"]),
-              st.integers(0, 3)),
+    st.tuples(
+        st.just("state"), user, st.sampled_from(["m.room.name", "m.room.topic", "org.example.s"]), st.integers(0, 3)
+    ),
     st.tuples(st.just("join_rules"), admin, st.sampled_from(["public", "invite", "knock"])),
     st.tuples(st.just("power"), admin, user, st.sampled_from([0, 50, 100])),
 )

@@ -173,7 +173,12 @@ async def test_content_hash_mismatch_stores_the_redacted_event(local: Local, ver
     # a member event keeps its membership when redacted
     tip = eid
     member = remote.build(
-        local, room_id, ERIN, "m.room.member", {"membership": "join", "displayname": "Erin"}, state_key=ERIN,
+        local,
+        room_id,
+        ERIN,
+        "m.room.member",
+        {"membership": "join", "displayname": "Erin"},
+        state_key=ERIN,
         prev=[tip],
     )
     member["content"]["displayname"] = "Mallory"
@@ -242,8 +247,9 @@ async def test_events_failing_their_auth_events_are_stored_rejected(local: Local
     # erin gives herself power: rejected; then an event that names that rejected event as an auth event
     pl = local.event(state[("m.room.power_levels", "")])["content"]
     bad_pl = await rejected(
-        remote.build(local, room_id, ERIN, "m.room.power_levels", {**pl, "users": {ERIN: 100}}, state_key="",
-                     prev=[tip])
+        remote.build(
+            local, room_id, ERIN, "m.room.power_levels", {**pl, "users": {ERIN: 100}}, state_key="", prev=[tip]
+        )
     )
     auth = [state[("m.room.create", "")], bad_pl, state[("m.room.member", ERIN)]]
     await rejected(remote.build(local, room_id, ERIN, "m.room.message", msg("x"), prev=[tip], auth=auth))
@@ -341,8 +347,11 @@ async def test_forked_graph_from_two_servers_is_resolved_and_merged(local: Local
     assert expected[("m.room.topic", "")] == event_id_of(b2, rv)
     assert expected[("m.room.name", "")] in (a1_id, b1_id)
     # a remote event that merges both branches leaves one extremity
-    merge_auth = [expected[k] for k in (("m.room.create", ""), ("m.room.power_levels", ""), ("m.room.member", ERIN))
-                  if not (rv.room_id_from_create_event and k[0] == "m.room.create")]
+    merge_auth = [
+        expected[k]
+        for k in (("m.room.create", ""), ("m.room.power_levels", ""), ("m.room.member", ERIN))
+        if not (rv.room_id_from_create_event and k[0] == "m.room.create")
+    ]
     merge = remote.build(local, room_id, ERIN, "m.room.message", msg("merged"), prev=sorted(tips), auth=merge_auth)
     merged = await local.pipe.receive(merge, local.keys)
     assert merged.rejected is None and not merged.soft_failed
@@ -408,8 +417,9 @@ async def test_prev_events_of_another_room_are_refused(local: Local) -> None:
     remote = local.remote("remote.test")
     state = local.current_state(room_id)
     auth = [state[("m.room.create", "")], state[("m.room.power_levels", "")], state[("m.room.member", ERIN)]]
-    pdu = remote.build(local, room_id, ERIN, "m.room.message", msg("x"), prev=[only(local.extremities(other))],
-                       auth=auth)
+    pdu = remote.build(
+        local, room_id, ERIN, "m.room.message", msg("x"), prev=[only(local.extremities(other))], auth=auth
+    )
     before = dump(local.db)
     with pytest.raises(EventRefused):
         await local.pipe.receive(pdu, local.keys)

@@ -19,8 +19,10 @@ def test_create_and_send(tmp_path: Path, version: str) -> None:
 
         async def main() -> None:
             room_id = await create_room(
-                pipe, RoomCreation(creator="@alice:hs.test", room_version=version, name="n", topic="t",
-                                   invite=["@bob:hs.test"])
+                pipe,
+                RoomCreation(
+                    creator="@alice:hs.test", room_version=version, name="n", topic="t", invite=["@bob:hs.test"]
+                ),
             )
             ev = await pipe.send(room_id, "@alice:hs.test", "m.room.message", {"body": "hi", "msgtype": "m.text"})
             assert ev.stream > 0

@@ -24,8 +24,17 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
-event_types = st.sampled_from(["m.room.message", "m.room.member", "m.room.power_levels", "m.room.create",
-                               "m.room.join_rules", "m.room.redaction", "x.ünï"])
+event_types = st.sampled_from(
+    [
+        "m.room.message",
+        "m.room.member",
+        "m.room.power_levels",
+        "m.room.create",
+        "m.room.join_rules",
+        "m.room.redaction",
+        "x.ünï",
+    ]
+)
 
 
 @settings(max_examples=100, deadline=None)

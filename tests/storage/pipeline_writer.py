@@ -40,8 +40,11 @@ async def main(path: str, seed: int, fsync: bool) -> None:
         room_id = await create_room(
             pipe,
             RoomCreation(
-                creator=ALICE, room_version=rng.choice(["1", "10", "11", "12"]), preset="public_chat",
-                name=f"room {len(rooms)}", invite=invite,
+                creator=ALICE,
+                room_version=rng.choice(["1", "10", "11", "12"]),
+                preset="public_chat",
+                name=f"room {len(rooms)}",
+                invite=invite,
                 initial_state=[{"type": "org.example", "state_key": str(i), "content": {"i": i}} for i in range(5)],
             ),
         )

@@ -79,35 +79,63 @@ CASES: dict[str, tuple[Corruption, str]] = {
     "reverse id lost": (lambda db: [("short_eventid", u64(_first_message(db)), None)], "no event id"),
     "member index lost": (lambda db: [("room_members", _member_key(db, BOB), None)], "room_members has @bob"),
     "member index extra": (
-        lambda db: [("room_members", u64(_room(db)) + b"ban" + SEP + b"@x:y", u64(1))], "room_members has @x:y"
+        lambda db: [("room_members", u64(_room(db)) + b"ban" + SEP + b"@x:y", u64(1))],
+        "room_members has @x:y",
     ),
     "user_rooms lost": (
-        lambda db: [("user_rooms", BOB.encode() + SEP + u64(_room(db)), None)], "user_rooms has no entry"
+        lambda db: [("user_rooms", BOB.encode() + SEP + u64(_room(db)), None)],
+        "user_rooms has no entry",
     ),
     "room_servers extra": (
         lambda db: [("room_servers", u64(_room(db)) + b"evil.test" + SEP + b"@m:evil.test", b"")],
         "only room_servers has @m:evil.test",
     ),
     "current state differs": (
-        lambda db: [("room_state", u64(_room(db)) + next(db.store.keys(ROOM_STATE, u64(_room(db))))[8:],
-                     u64(_first_message(db)))],
+        lambda db: [
+            (
+                "room_state",
+                u64(_room(db)) + next(db.store.keys(ROOM_STATE, u64(_room(db))))[8:],
+                u64(_first_message(db)),
+            )
+        ],
         "room_state[",
     ),
     "extra extremity": (
-        lambda db: [("room_extremities", u64(_room(db)) + u64(_first_message(db)), b"")], "forward extremity"
+        lambda db: [("room_extremities", u64(_room(db)) + u64(_first_message(db)), b"")],
+        "forward extremity",
     ),
     "timeline entry lost": (
-        lambda db: [("timeline", u64(_room(db)) + u64(LIVE_BASE + db.events.get_meta(_first_message(db)).stream),  # type: ignore[union-attr]
-                     None)],
+        lambda db: [
+            (
+                "timeline",
+                u64(_room(db)) + u64(LIVE_BASE + db.events.get_meta(_first_message(db)).stream),  # type: ignore[union-attr]
+                None,
+            )
+        ],
         "not at that place",
     ),
     "snapshot lost": (
-        lambda db: [("state_snapshot", next(db.store.keys(SNAPSHOT, reverse=True)), None)], "does not exist"
+        lambda db: [("state_snapshot", next(db.store.keys(SNAPSHOT, reverse=True)), None)],
+        "does not exist",
     ),
     "auth chain lost": (lambda db: [("auth_chain", next(db.store.keys(AUTH_CHAIN)), None)], "no stored auth chain"),
 }
-_TABLES = {t.name: t for t in (EVENT_JSON, EVENT_META, SHORT_TO_EVENT, ROOM_MEMBERS, USER_ROOMS, ROOM_SERVERS,
-                               ROOM_STATE, ROOM_EXTREMITIES, TIMELINE, SNAPSHOT, AUTH_CHAIN)}
+_TABLES = {
+    t.name: t
+    for t in (
+        EVENT_JSON,
+        EVENT_META,
+        SHORT_TO_EVENT,
+        ROOM_MEMBERS,
+        USER_ROOMS,
+        ROOM_SERVERS,
+        ROOM_STATE,
+        ROOM_EXTREMITIES,
+        TIMELINE,
+        SNAPSHOT,
+        AUTH_CHAIN,
+    )
+}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

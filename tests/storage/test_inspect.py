@@ -43,8 +43,8 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Filled]:
 
     async def fill() -> Filled:
         room_id = await create_room(
-            local.pipe, RoomCreation(creator=ALICE, room_version="10", preset="public_chat", name="Before",
-                                     invite=[BOB])
+            local.pipe,
+            RoomCreation(creator=ALICE, room_version="10", preset="public_chat", name="Before", invite=[BOB]),
         )
         await local.pipe.send(room_id, BOB, "m.room.member", {"membership": "join"}, BOB)
         for i in range(5):
@@ -83,8 +83,11 @@ def inspect_many(filled: Filled, runs: Runs) -> dict[str, subprocess.CompletedPr
     for name, (args, as_json) in runs.items():
         cmd = [sys.executable, "-m", "homeserver", "inspect", "--data-dir", str(filled.data_dir)]
         procs[name] = subprocess.Popen(
-            [*cmd, *(["--json"] if as_json else []), *args], cwd=ROOT, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
+            [*cmd, *(["--json"] if as_json else []), *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
     done = {}
     for name, proc in procs.items():

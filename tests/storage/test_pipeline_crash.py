@@ -80,8 +80,14 @@ def test_kill_9_during_pipeline_writes_loses_nothing_acknowledged(tmp_path: Path
     rooms: set[str] = set()
     for kill in range(KILLS):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.storage.pipeline_writer", str(path), str(rng.randrange(2**32)),
-             "1" if fsync else "0"],
+            [
+                sys.executable,
+                "-m",
+                "tests.storage.pipeline_writer",
+                str(path),
+                str(rng.randrange(2**32)),
+                "1" if fsync else "0",
+            ],
             stdout=subprocess.PIPE,
             cwd=ROOT,
         )

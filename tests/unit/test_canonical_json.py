@@ -69,8 +69,10 @@ json_values = st.recursive(
     | st.booleans()
     | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
     | st.text(alphabet=st.characters(blacklist_categories=["Cs"])),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(alphabet=st.characters(blacklist_categories=["Cs"])), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(st.text(alphabet=st.characters(blacklist_categories=["Cs"])), children, max_size=5)
+    ),
     max_leaves=30,
 )
 
