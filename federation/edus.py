@@ -10,10 +10,15 @@ here could see the rest).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from federation.transactions import AclCheck, EduHandler
+from homeserver.ephemeral.presence import Presence
+from homeserver.ephemeral.receipts import Receipts
+from homeserver.ephemeral.typing import Typing
+from homeserver.rooms.queries import RoomQueries
+from storage.receipts import Receipt
 
 TYPING_TIMEOUT_MS = 30_000  # spec: the sending server refreshes typing; we expire it as Synapse does
 
@@ -21,13 +26,13 @@ TYPING_TIMEOUT_MS = 30_000  # spec: the sending server refreshes typing; we expi
 class Ephemeral(Protocol):
     """The services that keep typing, receipts and presence (homeserver/ephemeral/)."""
 
-    def remote_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None: ...
+    async def remote_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None: ...
 
     async def remote_receipt(
         self, room_id: str, receipt_type: str, user_id: str, event_ids: list[str], data: dict[str, Any]
     ) -> None: ...
 
-    def remote_presence(self, user_id: str, update: dict[str, Any]) -> None: ...
+    async def remote_presence(self, user_id: str, update: dict[str, Any]) -> None: ...
 
 
 def _of(origin: str, user_id: object) -> bool:
@@ -45,7 +50,7 @@ def edu_handlers(
             return
         assert isinstance(user_id, str)
         if acl_allows(room_id, origin) and is_joined(user_id, room_id):
-            ephemeral.remote_typing(room_id, user_id, is_typing, TYPING_TIMEOUT_MS)
+            await ephemeral.remote_typing(room_id, user_id, is_typing, TYPING_TIMEOUT_MS)
 
     async def receipt(origin: str, content: Any) -> None:
         if not isinstance(content, dict):
@@ -71,9 +76,69 @@ def edu_handlers(
         pushed = content.get("push") if isinstance(content, dict) else None
         for update in pushed if isinstance(pushed, list) else ():
             if isinstance(update, dict) and _of(origin, update.get("user_id")):
-                ephemeral.remote_presence(update["user_id"], update)
+                await ephemeral.remote_presence(update["user_id"], update)
 
     handlers: dict[str, EduHandler] = {"m.typing": typing, "m.receipt": receipt}
     if presence:
         handlers["m.presence"] = presence_update
     return handlers
+
+
+class EphemeralServices:
+    """`Ephemeral` over this server's typing, receipts and presence services."""
+
+    def __init__(self, typing: Typing, receipts: Receipts, presence: Presence, queries: RoomQueries) -> None:
+        self.typing = typing
+        self.receipts = receipts
+        self.presence = presence
+        self.queries = queries
+
+    async def remote_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None:
+        room = self.queries.room(room_id)
+        if room is not None:
+            await self.typing.set_typing(room, user_id, typing, timeout_ms)
+
+    async def remote_receipt(
+        self, room_id: str, receipt_type: str, user_id: str, event_ids: list[str], data: dict[str, Any]
+    ) -> None:
+        await self.receipts.remote(user_id, room_id, receipt_type, event_ids, data)
+
+    async def remote_presence(self, user_id: str, update: dict[str, Any]) -> None:
+        # only for someone one of our users shares a room with: nobody here could see the rest
+        if any(self.queries.is_local(u) for u in self.queries.users_sharing_a_room(user_id)):
+            await self.presence.remote(user_id, update)
+
+
+class EduRelay:
+    """Our users' typing, public read receipts and presence, sent to the servers that share the
+    room (or a room, for presence) with them. Private receipts stay here."""
+
+    def __init__(self, queries: RoomQueries, send: Callable[[Iterable[str], str, dict[str, Any]], None]) -> None:
+        self.queries = queries
+        self.send = send
+
+    def _servers(self, room: int) -> list[str]:
+        return [s for s in self.queries.servers_in_room(room) if s != self.queries.server_name]
+
+    def typing_changed(self, room: int, user_id: str, typing: bool) -> None:
+        if self.queries.is_local(user_id):
+            content = {"room_id": self.queries.room_id(room), "user_id": user_id, "typing": typing}
+            self.send(self._servers(room), "m.typing", content)
+
+    def receipt_written(self, room: int, receipt: Receipt) -> None:
+        if receipt.receipt_type != "m.read" or not self.queries.is_local(receipt.user_id):
+            return
+        data: dict[str, Any] = {"ts": receipt.ts}
+        if receipt.thread_id:
+            data["thread_id"] = receipt.thread_id
+        entry = {receipt.user_id: {"event_ids": [receipt.event_id], "data": data}}
+        self.send(self._servers(room), "m.receipt", {self.queries.room_id(room): {"m.read": entry}})
+
+    def presence_changed(self, user_id: str, content: dict[str, Any]) -> None:
+        if not self.queries.is_local(user_id):
+            return
+        servers: set[str] = set()
+        for room in self.queries.joined_rooms(user_id):
+            servers.update(self._servers(room))
+        if servers:
+            self.send(sorted(servers), "m.presence", {"push": [{"user_id": user_id, **content}]})

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from homeserver.protocol.identifiers import is_valid_server_name
 from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS
@@ -95,6 +95,59 @@ class HttpLimits(BaseModel):
     )
 
 
+def _cidr(v: str) -> str:
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(v, strict=False)
+    except ValueError:
+        raise ValueError(f"{v!r} is not an IP range (CIDR, e.g. 10.0.0.0/8)") from None
+    return v
+
+
+class TrustedKeyServer(BaseModel):
+    """A notary asked for other servers' keys when they cannot be reached (spec: key/v2/query)."""
+
+    model_config = CLOSED
+    server_name: Annotated[str, AfterValidator(_server_name)]
+    verify_keys: dict[str, str] = Field(description="its key ids and public keys (unpadded base64)")
+
+
+class FederationConfig(BaseModel):
+    """Talking to other Matrix servers (federation/). Served on the client listener (behind a TLS
+    reverse proxy) and, with `listen`, on a TLS listener of its own."""
+
+    model_config = CLOSED
+    enabled: bool = Field(default=True, description="federate with other servers")
+    listen: Annotated[str, AfterValidator(_listen)] | None = Field(
+        default=None, description="host:port of a TLS listener for federation (and the client API), e.g. 0.0.0.0:8448"
+    )
+    tls_certificate: Path | None = Field(default=None, strict=False, description="PEM certificate chain for `listen`")
+    tls_private_key: Path | None = Field(default=None, strict=False, description="PEM private key for `listen`")
+    ca_files: list[Annotated[Path, Field(strict=False)]] = Field(
+        default_factory=list, description="extra CA certificates trusted for outbound requests"
+    )
+    ip_range_allow: list[Annotated[str, AfterValidator(_cidr)]] = Field(
+        default_factory=list,
+        description="IP ranges outbound requests may reach although private or loopback (tests, a private federation)",
+    )
+    verify_certificates: bool = Field(
+        default=True, description="check other servers' TLS certificates (turn off only for tests)"
+    )
+    trusted_key_servers: list[TrustedKeyServer] = Field(
+        default_factory=list, description="notaries asked for keys of servers that cannot be reached"
+    )
+    well_known_server: Annotated[str, AfterValidator(_server_name)] | None = Field(
+        default=None, description="what /.well-known/matrix/server delegates to (host[:port]), if anything"
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> FederationConfig:
+        if self.listen is not None and (self.tls_certificate is None or self.tls_private_key is None):
+            raise ValueError("listen needs tls_certificate and tls_private_key")
+        return self
+
+
 class SupportContact(BaseModel):
     model_config = CLOSED
     role: str = Field(default="m.role.admin", description="m.role.admin or m.role.security")
@@ -155,6 +208,7 @@ class Config(BaseModel):
         default_factory=list, description="who to contact about this server (/.well-known/matrix/support)"
     )
     presence: bool = Field(default=True, description="share online/offline presence with users in the same rooms")
+    federation: FederationConfig = FederationConfig()
 
     @property
     def listen_host(self) -> str:

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from federation import api as federation_api
+from federation.edus import EduRelay, EphemeralServices, edu_handlers
+from federation.keys import Notary
+from federation.local import RoomAcls, ServiceAnswers
+from federation.service import Federation, FederationSettings
+from homeserver import __version__
 from homeserver.account_data.service import AccountData
 from homeserver.api.auth import RequestAuth
 from homeserver.api.connections import GuardedRunner
@@ -43,6 +50,7 @@ from homeserver.notifier import Notifier
 from homeserver.profile import Profiles
 from homeserver.push.service import PushService
 from homeserver.ratelimit import RateLimiter
+from homeserver.rooms.federation_reads import FederationReads
 from homeserver.rooms.pipeline import EventPipeline, PersistedEvent, ServerIdentity
 from homeserver.rooms.queries import RoomQueries
 from homeserver.rooms.service import Rooms
@@ -214,6 +222,8 @@ class HomeServer:
             self.e2ee.sync_extensions,
         )
         self.add_persisted_listener(self._wake_syncs)
+        # federation: other servers, both ways (federation/); None when the config turns it off
+        self.federation = self._federation() if config.federation.enabled else None
 
     @functools.cached_property
     def media(self) -> MediaRepository:
@@ -252,19 +262,80 @@ class HomeServer:
         if persisted.stream and isinstance(sender, str) and self.queries.is_local(sender):
             self.presence.active(sender)
 
-    def build_app(self) -> web.Application:
+    def _federation(self) -> Federation:
+        config = self.config
+        fed_config = config.federation
+        settings = FederationSettings(
+            enabled=True,
+            listen=fed_config.listen,
+            tls_certificate=fed_config.tls_certificate,
+            tls_private_key=fed_config.tls_private_key,
+            ca_files=tuple(str(p) for p in fed_config.ca_files),
+            ip_range_allow=tuple(fed_config.ip_range_allow),
+            verify_certificates=fed_config.verify_certificates,
+            trusted_key_servers=tuple(Notary(k.server_name, k.verify_keys) for k in fed_config.trusted_key_servers),
+            well_known_server=fed_config.well_known_server,
+        )
+        queries = self.queries
+        acls = RoomAcls(queries)
+
+        def servers_in_room(room_id: str) -> list[str]:
+            room = queries.room(room_id)
+            return queries.servers_in_room(room) if room is not None else []
+
+        def is_joined(user_id: str, room_id: str) -> bool:
+            room = queries.room(room_id)
+            return room is not None and queries.is_joined(user_id, room)
+
+        ephemeral = EphemeralServices(self.typing, self.receipts, self.presence, queries)
+        fed = Federation(
+            settings,
+            config.server_name,
+            self.identity.key_id,
+            self.identity.signing_key,
+            self.db.store,
+            self.caches,
+            self.pipeline,
+            FederationReads(self.db, config.server_name),
+            servers_in_room=servers_in_room,
+            acl_allows=acls.allows,
+            local=ServiceAnswers(
+                self.profiles, self.accounts, self.rooms.directory, self.rooms.membership, self.openid
+            ),
+            edu_handlers=edu_handlers(ephemeral, acls.allows, is_joined, presence=config.presence),
+            clock=self.clock,
+        )
+        # our local events are owed to the other servers of their room, in the event's own batch
+        self.pipeline.add_write_hook(fed.write_hook)
+        relay = EduRelay(queries, fed.send_edu)
+        self.typing.add_change_listener(relay.typing_changed)
+        self.receipts.add_receipt_listener(relay.receipt_written)
+        self.presence.add_change_listener(
+            lambda user_id: relay.presence_changed(user_id, self.presence.content(user_id))
+        )
+        return fed
+
+    def routes(self) -> Router:
+        """Every route this server serves: the client-server API, admin, and federation when on."""
         import importlib
 
-        # no middlewares: `Router` wraps each handler once with the error and CORS rules
-        app = web.Application(client_max_size=self.config.max_upload_size + 64 * 1024)
         router = Router()
         for name in ROUTE_MODULES:
             importlib.import_module(name).register(router, self)
-        router.install(app)
+        if self.federation is not None:
+            federation_api.register(router, self.federation, __version__)
+        return router
+
+    def build_app(self) -> web.Application:
+        # no middlewares: `Router` wraps each handler once with the error and CORS rules
+        app = web.Application(client_max_size=self.config.max_upload_size + 64 * 1024)
+        self.routes().install(app)
         app.on_cleanup.append(self._cleanup)
         return app
 
     async def _cleanup(self, app: web.Application) -> None:
+        if self.federation is not None:
+            await self.federation.close()
         self.typing.close()
         self.notifier.close()
         await self.presence.close()
@@ -340,7 +411,37 @@ async def listen(hs: HomeServer) -> web.AppRunner:
     except OSError as e:
         await runner.cleanup()
         raise StartupError(_bind_problem(config.listen, e)) from None
+    fed = config.federation
+    if fed.enabled and fed.listen is not None:
+        # the TLS listener other servers reach (and clients too: the same app)
+        try:
+            tls = _tls_context(fed.tls_certificate, fed.tls_private_key)
+            host, _, port = fed.listen.rpartition(":")
+            await web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=tls, reuse_address=True).start()
+        except StartupError:
+            await runner.cleanup()
+            raise
+        except OSError as e:
+            await runner.cleanup()
+            raise StartupError(
+                _bind_problem(fed.listen, e).replace("listen (HOMESERVER_LISTEN)", "federation.listen")
+            ) from None
     return runner
+
+
+def _tls_context(certificate: Path | None, key: Path | None) -> ssl.SSLContext:
+    """The server side of TLS for the federation listener, from PEM files; one line when unusable."""
+    if certificate is None or key is None:
+        raise StartupError("federation.listen needs federation.tls_certificate and federation.tls_private_key")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(str(certificate), str(key))
+    except (OSError, ssl.SSLError) as e:
+        raise StartupError(
+            f"cannot use the TLS certificate {certificate} with key {key}: {e}; "
+            "check federation.tls_certificate and federation.tls_private_key"
+        ) from None
+    return ctx
 
 
 GC_THRESHOLDS = (700, 10, 10)  # Python's defaults (`__main__` raises them for the start-up)
@@ -375,6 +476,8 @@ async def _serve(config: Config) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         log.info("serving %s on http://%s", config.server_name, config.listen)
+        if hs.federation is not None:
+            hs.federation.start()  # resume sending what other servers are owed
         # printed once the address is ours: a start that fails must not hand out a token first
         notice = await hs.registration.first_account_notice(config.public_baseurl or f"http://{config.listen}")
         if notice is not None:

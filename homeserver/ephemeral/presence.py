@@ -82,6 +82,25 @@ class Presence:
         self._users: dict[str, UserPresence] = {}
         self._checker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._listeners: list[Callable[[str], None]] = []
+
+    def add_change_listener(self, listener: Callable[[str], None]) -> None:
+        """At wiring time: told the user whose presence changed (federation passes ours on)."""
+        self._listeners.append(listener)
+
+    async def remote(self, user_id: str, update: dict[str, Any]) -> None:
+        """Presence another server sent for one of its users (spec: server-server "Presence")."""
+        if not self.enabled:
+            return
+        presence = update.get("presence")
+        if presence not in ("online", "unavailable", "offline"):
+            return
+        status = update.get("status_msg")
+        ago = update.get("last_active_ago")
+        current = self.get(user_id)
+        if isinstance(ago, int) and ago >= 0:
+            current.last_active_ts = self._now() - ago
+        await self._store(user_id, current, presence, status if isinstance(status, str) else None)
 
     def _now(self) -> int:
         return int(self.clock() * 1000)
@@ -128,6 +147,8 @@ class Presence:
             await batch.commit()
         current.presence, current.status_msg, current.stream = presence, status_msg, updated.stream
         self.notifier.notify(users=(user_id,), rooms=self.queries.joined_rooms(user_id))
+        for listener in self._listeners:
+            listener(user_id)
 
     async def syncing(self, user_id: str, set_presence: str | None) -> None:
         """A sync started (spec: GET /sync `set_presence`; omitted means online)."""

@@ -40,6 +40,12 @@ class Receipts:
         self.account_data = account_data
         self.clock = clock
         self.listeners: list[Callable[[str, int], None]] = []  # told (user, room) after a read receipt moved
+        self._receipt_listeners: list[Callable[[int, Receipt], None]] = []
+
+    def add_receipt_listener(self, listener: Callable[[int, Receipt], None]) -> None:
+        """At wiring time: told (room, receipt) after any receipt was written (federation passes our
+        users' public ones on)."""
+        self._receipt_listeners.append(listener)
 
     def add_read_listener(self, listener: Callable[[str, int], None]) -> None:
         """At wiring time: `listener` is told (user, room) after the user's read receipt moved."""
@@ -74,6 +80,26 @@ class Receipts:
             return
         await self._write(user_id, room, receipt_type, event_id, position, thread_id or "")
 
+    async def remote(
+        self, user_id: str, room_id: str, receipt_type: str, event_ids: list[str], data: dict[str, Any]
+    ) -> None:
+        """A receipt another server sent for one of its users (spec: server-server "Receipts"): the
+        newest of the events named that is in the room's timeline here."""
+        room = self.queries.room(room_id)
+        if room is None or receipt_type not in RECEIPT_TYPES or receipt_type == "m.read.private":
+            return  # private receipts never leave their server
+        best: tuple[int, str] | None = None
+        for event_id in event_ids:
+            try:
+                _, position = self._event(room, event_id)
+            except MatrixError:
+                continue  # an event this server has not received (yet)
+            if best is None or position > best[0]:
+                best = (position, event_id)
+        thread = data.get("thread_id")
+        if best is not None:
+            await self._write(user_id, room, receipt_type, best[1], best[0], thread if isinstance(thread, str) else "")
+
     async def read_markers(self, user_id: str, room_id: str, body: dict[str, Any]) -> None:
         """POST /rooms/{roomId}/read_markers: the fully read marker and/or read receipts."""
         room = self._room(user_id, room_id)
@@ -105,6 +131,8 @@ class Receipts:
             await batch.commit()
         for listener in self.listeners:
             listener(user_id, room)
+        for on_receipt in self._receipt_listeners:
+            on_receipt(room, receipt)
         if receipt_type == "m.read":
             self.notifier.notify(rooms=(room,), users=(user_id,))
         else:

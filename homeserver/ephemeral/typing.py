@@ -27,6 +27,12 @@ class Typing:
         self._changed: dict[int, int] = {}  # room -> stream position of the last change
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._listeners: list[Callable[[int, str, bool], None]] = []
+
+    def add_change_listener(self, listener: Callable[[int, str, bool], None]) -> None:
+        """At wiring time: told (room, user, typing) when a user starts or stops typing (not when an
+        expiry merely moves). Federation passes our users' changes on."""
+        self._listeners.append(listener)
 
     async def set_typing(self, room: int, user_id: str, typing: bool, timeout_ms: int | None = None) -> None:
         users = self._typing.setdefault(room, {})
@@ -41,6 +47,8 @@ class Typing:
             del users[user_id]
         else:
             return
+        for listener in self._listeners:
+            listener(room, user_id, typing)
         await self._changed_now(room)
 
     async def _changed_now(self, room: int) -> None:

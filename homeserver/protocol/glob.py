@@ -39,6 +39,9 @@ class Dialect(NamedTuple):
 FILTER = Dialect(question=False, ignore_case=False, words=False)
 PUSH = Dialect(question=True, ignore_case=True, words=False)
 PUSH_BODY = Dialect(question=True, ignore_case=True, words=True)
+# spec: client-server "Server Access Control Lists": `*` and `?` wildcards over server names, which
+# are compared without regard to case (as DNS names are): the push dialect, under its own name
+SERVER_ACL = PUSH
 
 _FILTER_WILDCARDS = re.compile(r"(\*+)")
 _PUSH_WILDCARDS = re.compile(r"(\*+|\?)")

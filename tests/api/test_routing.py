@@ -4,7 +4,6 @@ answers every request gets without middlewares (errors as Matrix JSON, CORS head
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from yarl import URL
 
 from homeserver.api.http import CORS_HEADERS, Handler, Router, json_response
 from homeserver.api.routing import PathRoute, PathTrie, TrieResource, decode_value
-from homeserver.server import ROUTE_MODULES, HomeServer
+from homeserver.server import HomeServer
 
 from .conftest import Harness, make_config
 from .rooms_helpers import create_room, put_state, q
@@ -150,9 +149,7 @@ METHODS = ("GET", "PUT", "POST", "DELETE", "HEAD")  # HEAD: one no route has
 def server_routes(tmp_path: Path) -> list[tuple[str, str, Handler]]:
     hs = HomeServer(make_config(tmp_path))
     try:
-        router = Router()
-        for name in ROUTE_MODULES:
-            importlib.import_module(name).register(router, hs)
+        router = hs.routes()
     finally:
         hs.close()
     seen: set[tuple[str, str]] = set()

@@ -19,7 +19,7 @@ class Sink:
         self.receipts: list[tuple[str, str, str, list[str]]] = []
         self.presence: list[str] = []
 
-    def remote_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None:
+    async def remote_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None:
         self.typing.append((room_id, user_id, typing))
 
     async def remote_receipt(
@@ -27,7 +27,7 @@ class Sink:
     ) -> None:
         self.receipts.append((room_id, receipt_type, user_id, event_ids))
 
-    def remote_presence(self, user_id: str, update: dict[str, Any]) -> None:
+    async def remote_presence(self, user_id: str, update: dict[str, Any]) -> None:
         self.presence.append(user_id)
 
 

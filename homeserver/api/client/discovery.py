@@ -69,7 +69,16 @@ def register(router: Router, hs: HomeServer) -> None:
         raise MatrixError(404, "M_UNRECOGNIZED", "this server does not offer the OAuth 2.0 API")
 
     router.add("GET", "/_matrix/client/versions", versions)
+
+    async def well_known_server(request: web.Request) -> web.Response:
+        # spec: server-server "Resolving server names" — `m.server` delegates federation elsewhere
+        delegated = hs.config.federation.well_known_server
+        if delegated is None or not hs.config.federation.enabled:
+            raise MatrixError(404, "M_NOT_FOUND", "this server does not delegate federation")
+        return json_response({"m.server": delegated})
+
     router.add("GET", "/.well-known/matrix/client", well_known)
+    router.add("GET", "/.well-known/matrix/server", well_known_server)
     router.add("GET", "/.well-known/matrix/support", support)
     router.add("GET", "/.well-known/matrix/policy_server", policy_server)
     router.add("GET", "/_matrix/client/v1/auth_metadata", auth_metadata)
