@@ -39,10 +39,12 @@ from homeserver.protocol.signing import encode_seed, generate_signing_key
 from .server import (
     REPO_ROOT,
     SHARED_SECRET,
+    START_DEADLINE_S,
     SYNAPSE_RATE_LIMITS,
     RunningServer,
     ServerStartError,
     free_port,
+    start_homeserver,
     wait_for_federation,
     wait_for_versions,
 )
@@ -290,3 +292,32 @@ def start_synapse_peer(
             if attempt == 2 or "address already in use" not in server.log_tail().lower():
                 raise
     raise ServerStartError("no free pair of ports for synapse")
+
+
+def start_homeserver_peer(data_dir: Path, ca: LoopbackCA, *, host: str = "127.0.0.1", **settings: Any) -> RunningServer:
+    """Start our server as a federation peer named `<host>:<TLS port>`: its federation (and client)
+    API on a TLS listener with a certificate from `ca`, the plain client listener as usual, trusting
+    `ca` for outbound requests, and allowed to reach loopback (`federation.ip_range_allow`)."""
+    for attempt in range(3):  # a free port can be taken between probing and binding
+        tls_port = free_port()
+        cert, key = ca.issue_files(f"homeserver-{tls_port}")
+        try:
+            server = start_homeserver(
+                data_dir,
+                server_name=f"{host}:{tls_port}",
+                federation__listen=f"127.0.0.1:{tls_port}",
+                federation__tls_certificate=str(cert),
+                federation__tls_private_key=str(key),
+                federation__ca_files=[str(ca.ca_path)],
+                federation__ip_range_allow=["127.0.0.0/8", "::1/128"],
+                **settings,
+            )
+        except ServerStartError as e:
+            if attempt == 2 or "already in use" not in str(e).lower():
+                raise
+            continue
+        server.federation_url = f"https://127.0.0.1:{tls_port}"
+        server.ca_path = ca.ca_path
+        wait_for_federation(server, time.monotonic() + START_DEADLINE_S)
+        return server
+    raise ServerStartError("no free port for the homeserver's federation listener")
