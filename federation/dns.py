@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-
-import dns.asyncresolver
-import dns.exception
-import dns.resolver
+from typing import TYPE_CHECKING
 
 from federation.discovery import SrvRecord
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
 
 LOOKUP_TIMEOUT_S = 5.0
 
@@ -25,11 +25,15 @@ class DnsPython:
 
     def _get(self) -> dns.asyncresolver.Resolver:
         if self._resolver is None:  # reads /etc/resolv.conf: only when federation first needs it
+            import dns.asyncresolver  # ~50 ms and a few MiB: loaded on the first SRV lookup only
+
             self._resolver = dns.asyncresolver.Resolver()
             self._resolver.lifetime = self.timeout
         return self._resolver
 
     async def srv(self, name: str) -> list[SrvRecord]:
+        import dns.exception
+
         try:
             answer = await self._get().resolve(name, "SRV")
         except (dns.exception.DNSException, OSError):
