@@ -109,9 +109,7 @@ class Search:
     # -- POST /search ----------------------------------------------------------------------------
 
     def search(self, viewer: Viewer, criteria: dict[str, Any], next_batch: str | None) -> dict[str, Any]:
-        term = criteria.get("search_term")
-        if not isinstance(term, str):
-            raise MatrixError(400, "M_BAD_JSON", "room_events.search_term must be a string")
+        term = str(criteria["search_term"])  # required and a string: the route's model checks it
         keys = criteria.get("keys", list(FIELDS))
         if not isinstance(keys, list) or not keys or any(not isinstance(k, str) or k not in FIELDS for k in keys):
             raise MatrixError(400, "M_INVALID_PARAM", f"keys must be a list drawn from {', '.join(FIELDS)}")

@@ -55,3 +55,13 @@ async def test_nested_location_in_message(harness: Harness) -> None:
     assert "initial_state.1.type" in body["error"]
     status, body = await harness.request("POST", "createRoom", alice, json={"is_direct": "true"})
     assert status == 400 and body["errcode"] == "M_BAD_JSON" and "is_direct" in body["error"]
+
+
+async def test_search_needs_a_search_term(harness: Harness) -> None:
+    user = await harness.user("searcher")
+    status, body = await harness.request("POST", "search", user, json={"search_categories": {"room_events": {}}})
+    assert (status, body["errcode"]) == (400, "M_MISSING_PARAM")
+    assert "search_term" in body["error"]
+    wrong = {"search_categories": {"room_events": {"search_term": 5}}}
+    status, body = await harness.request("POST", "search", user, json=wrong)
+    assert (status, body["errcode"]) == (400, "M_BAD_JSON")

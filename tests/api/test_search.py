@@ -140,7 +140,7 @@ async def test_search_errors(harness: Harness) -> None:
     cases: list[tuple[Any, str]] = [
         ({}, "M_MISSING_PARAM"),
         ({"search_categories": []}, "M_BAD_JSON"),
-        ({"search_categories": {"room_events": {}}}, "M_BAD_JSON"),
+        ({"search_categories": {"room_events": {}}}, "M_MISSING_PARAM"),
         ({"search_categories": {"room_events": {"search_term": "x", "keys": ["content.nope"]}}}, "M_INVALID_PARAM"),
         ({"search_categories": {"room_events": {"search_term": "x", "order_by": "size"}}}, "M_INVALID_PARAM"),
         ({"search_categories": {"room_events": {"search_term": "x", "filter": {"limit": 0}}}}, "M_BAD_JSON"),

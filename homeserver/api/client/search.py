@@ -14,8 +14,15 @@ if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
 
+class RoomEventsCriteria(Body):
+    """spec: POST /search `room_events`: `search_term` is required; the choices among the other keys
+    (keys, order_by, groupings...) are checked by the search service, with M_INVALID_PARAM."""
+
+    search_term: str
+
+
 class Categories(Body):
-    room_events: dict[str, Any] | None = None  # its criteria are checked by the search service
+    room_events: RoomEventsCriteria | None = None
 
 
 class SearchBody(Body):
@@ -31,7 +38,8 @@ def register(router: Router, hs: HomeServer) -> None:
         out: dict[str, Any] = {}
         if room_events is not None:
             viewer = Viewer(requester.user_id, requester.device_id)
-            out["room_events"] = search.search(viewer, room_events, request.query.get("next_batch") or None)
+            criteria = room_events.model_dump()
+            out["room_events"] = search.search(viewer, criteria, request.query.get("next_batch") or None)
         return json_response({"search_categories": out})
 
     router.client("POST", "/search", post_search)
