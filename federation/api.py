@@ -335,6 +335,7 @@ async def authenticate(fed: Federation, request: web.Request, limit: int) -> tup
         verify_request(auth, request.method, request.raw_path, fed.server_name, content, key)
     except SignatureError as e:
         raise unauthorized(f"the request signature does not verify: {e}") from None
+    fed.rate_limit(auth.origin)
     fed.sender.contacted(auth.origin)
     return auth.origin, content
 

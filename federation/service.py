@@ -113,6 +113,7 @@ class Federation:
         acl_allows: AclCheck,
         local: LocalAnswers,
         edu_handlers: Mapping[str, EduHandler],
+        rate_limit: Callable[[str], None] = lambda origin: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -123,6 +124,7 @@ class Federation:
         self.servers_in_room = servers_in_room
         self.acl_allows = acl_allows
         self.local = local
+        self.rate_limit = rate_limit  # raises 429 M_LIMIT_EXCEEDED for an origin past its budget
         tls = ssl_context(settings.ca_files, verify=settings.verify_certificates)
         self.client = FederationClient(
             server_name,

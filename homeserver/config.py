@@ -72,6 +72,8 @@ class RateLimits(BaseModel):
     registration: RateLimit = RateLimit(per_second=0.2, burst=5)
     send: RateLimit = RateLimit(per_second=10, burst=50)
     media: RateLimit = RateLimit(per_second=2, burst=20)
+    # per origin server, over every authenticated federation request (transactions, fetches, joins)
+    federation: RateLimit = RateLimit(per_second=50, burst=300)
 
 
 class HttpLimits(BaseModel):

@@ -303,6 +303,7 @@ class HomeServer:
                 self.profiles, self.accounts, self.rooms.directory, self.rooms.membership, self.openid
             ),
             edu_handlers=edu_handlers(ephemeral, acls.allows, is_joined, presence=config.presence),
+            rate_limit=lambda origin: self.ratelimiter.check("federation", origin),
             clock=self.clock,
         )
         # our local events are owed to the other servers of their room, in the event's own batch

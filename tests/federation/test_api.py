@@ -6,7 +6,7 @@ spec: server-server-api "Request Authentication", "Server Access Control Lists",
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,10 @@ from federation import api
 from federation.request_auth import authorization_header
 from federation.service import Federation, FederationSettings
 from homeserver.api.http import Router
+from homeserver.config import RateLimit, RateLimits
 from homeserver.errors import MatrixError
 from homeserver.protocol.signing import encode_verify_key
+from homeserver.ratelimit import RateLimiter
 from homeserver.rooms.federation_reads import FederationReads
 from storage.server_keys import ServerKeyStore, StoredKey
 from tests.rooms.remote import ALICE_R, BOB_L, LOCAL, RESIDENT, Pair
@@ -55,6 +57,13 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
 
 @pytest.fixture
 async def client(pair: Pair) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    async for c in serve(pair):
+        yield c
+
+
+async def serve(
+    pair: Pair, rate_limit: Callable[[str], None] = lambda origin: None
+) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     res = pair.resident
     reads = FederationReads(res.db, RESIDENT)
     fed = Federation(
@@ -70,6 +79,7 @@ async def client(pair: Pair) -> AsyncIterator[TestClient[web.Request, web.Applic
         acl_allows=lambda room_id, server: server not in DENIED,
         local=Answers(),
         edu_handlers={},
+        rate_limit=rate_limit,
     )
     # the key of our server (the requesting one) is known to the resident, as if fetched
     ours = pair.local.identity
@@ -175,3 +185,12 @@ async def test_openid_userinfo_needs_no_signature(client: Any) -> None:
     assert (resp.status, await resp.json()) == (200, {"sub": ALICE_R})
     resp = await client.get("/_matrix/federation/v1/openid/userinfo?access_token=bad")
     assert resp.status == 401 and (await resp.json())["errcode"] == "M_UNKNOWN_TOKEN"
+
+
+async def test_each_origin_has_a_request_budget(pair: Pair) -> None:
+    limiter = RateLimiter(RateLimits(federation=RateLimit(per_second=0.001, burst=3)))
+    async for client in serve(pair, lambda origin: limiter.check("federation", origin)):
+        path = "/_matrix/federation/v1/query/profile?user_id=" + ALICE_R.replace("@", "%40").replace(":", "%3A")
+        answers = [await call(client, pair, "GET", path) for _ in range(4)]
+        assert [status for status, _ in answers] == [200, 200, 200, 429]
+        assert answers[-1][1]["errcode"] == "M_LIMIT_EXCEEDED" and answers[-1][1]["retry_after_ms"] > 0
