@@ -86,6 +86,21 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys(args: argparse.Namespace) -> int:
+    """`keys rotate`: a new signing key; the old one's public half stays published as expired."""
+    import time
+
+    from homeserver.keys import KeyFileError, rotate_signing_key
+
+    data_dir = _data_dir(args)
+    try:
+        old_id, new_id = rotate_signing_key(data_dir, int(time.time() * 1000))
+    except (KeyFileError, OSError) as e:
+        return _fail(f"cannot rotate the signing key in {data_dir}: {e}")
+    print(f"signing key {old_id} replaced by {new_id}; {old_id} is published as an old key")
+    return 0
+
+
 def _repair(args: argparse.Namespace) -> int:
     from storage.engine import Store, StoreError, StoreLocked, repair
 
@@ -189,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     rv = sub.add_parser("room-versions", help="list the room versions this server implements and their features")
     rv.add_argument("--json", action="store_true", help="machine-readable output")
     rv.set_defaults(func=_room_versions)
+    keys = sub.add_parser("keys", help="the server's signing key")
+    ksub = keys.add_subparsers(dest="keys_command", metavar="WHAT", required=True)
+    rotate = ksub.add_parser(
+        "rotate", help="make a new signing key; the old one stays published as expired (stop the server first)"
+    )
+    _add_data_dir_options(rotate)
+    keys.set_defaults(func=_keys)
     rep = sub.add_parser("repair", help="rebuild a damaged store's metadata from its surviving files")
     _add_data_dir_options(rep)
     rep.set_defaults(func=_repair)

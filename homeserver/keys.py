@@ -7,6 +7,7 @@ move a key between this server and Synapse. Of several keys, the first one signs
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import cast
@@ -15,7 +16,7 @@ import nacl.signing
 from signedjson.key import read_signing_keys, write_signing_keys
 from signedjson.types import SigningKey
 
-from homeserver.protocol.signing import ED25519, generate_signing_key
+from homeserver.protocol.signing import ED25519, encode_verify_key, generate_signing_key
 
 
 class KeyFileError(Exception):
@@ -58,3 +59,39 @@ def load_or_create_signing_key(path: Path) -> tuple[str, nacl.signing.SigningKey
     key_id, key = generate_signing_key()
     write_key_file(path, key_id, key)
     return key_id, key
+
+
+OLD_KEYS_FILE = "old_signing_keys.json"
+
+
+def load_old_keys(data_dir: Path) -> dict[str, tuple[str, int]]:
+    """The keys this server signed with before (`keys rotate`): key id -> (public key in unpadded
+    base64, when it stopped being used, ms). Other servers still need them to check old events
+    (spec: server-server "Publishing Keys", `old_verify_keys`)."""
+    path = data_dir / OLD_KEYS_FILE
+    if not path.exists():
+        return {}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return {str(k): (str(v["key"]), int(v["expired_ts"])) for k, v in raw.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise KeyFileError(f"{path} is not a list of old keys ({{key id: {{key, expired_ts}}}}): {e}") from None
+
+
+def rotate_signing_key(data_dir: Path, now_ms: int) -> tuple[str, str]:
+    """Replace the signing key with a new one; the old one is kept (public half only) in the old
+    keys file with `expired_ts` now. Returns (old key id, new key id). Each file is written
+    atomically, the old keys first: a crash in between leaves the old key current and also listed
+    as old, which is harmless."""
+    key_path = data_dir / "signing.key"
+    old_id, old_key = read_key_file(key_path)
+    old = load_old_keys(data_dir)
+    old[old_id] = (encode_verify_key(old_key), now_ms)
+    tmp = data_dir / (OLD_KEYS_FILE + ".tmp")
+    tmp.write_text(json.dumps({k: {"key": v, "expired_ts": ts} for k, (v, ts) in old.items()}, indent=1), "utf-8")
+    os.replace(tmp, data_dir / OLD_KEYS_FILE)
+    new_id, new_key = generate_signing_key()
+    while new_id in old:
+        new_id, new_key = generate_signing_key()
+    write_key_file(key_path, new_id, new_key)
+    return old_id, new_id

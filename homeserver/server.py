@@ -20,7 +20,7 @@ from aiohttp import web
 
 from federation import api as federation_api
 from federation.edus import EduRelay, EphemeralServices, edu_handlers
-from federation.keys import Notary
+from federation.keys import Notary, OldKey
 from federation.local import RoomAcls, ServiceAnswers
 from federation.service import Federation, FederationSettings
 from homeserver import __version__
@@ -45,7 +45,7 @@ from homeserver.e2ee.service import E2EE
 from homeserver.ephemeral.presence import Presence
 from homeserver.ephemeral.receipts import Receipts
 from homeserver.ephemeral.typing import Typing
-from homeserver.keys import KeyFileError, load_or_create_signing_key
+from homeserver.keys import KeyFileError, load_old_keys, load_or_create_signing_key
 from homeserver.notifier import Notifier
 from homeserver.profile import Profiles
 from homeserver.push.service import PushService
@@ -120,6 +120,10 @@ class HomeServer:
         data_dir = config.data_dir
         _prepare_data_dir(data_dir)
         key_id, key = _signing_key(data_dir / "signing.key")
+        try:
+            self.old_keys = load_old_keys(data_dir)
+        except KeyFileError as e:
+            raise StartupError(f"{e}: fix or move the file (other servers may need those keys)") from None
         self.identity = ServerIdentity(config.server_name, key_id, key)
         self.db = Database(data_dir / "db", fsync=config.fsync, cache_mb=config.cache_mb)
         self.caches = self.db.caches  # every cache, sized from config.cache_mb (storage/cache.py)
@@ -275,6 +279,7 @@ class HomeServer:
             verify_certificates=fed_config.verify_certificates,
             trusted_key_servers=tuple(Notary(k.server_name, k.verify_keys) for k in fed_config.trusted_key_servers),
             well_known_server=fed_config.well_known_server,
+            old_keys={k: OldKey(key, ts) for k, (key, ts) in self.old_keys.items() if k != self.identity.key_id},
         )
         queries = self.queries
         acls = RoomAcls(queries)
