@@ -26,7 +26,7 @@ from homeserver.protocol.signing import encode_verify_key
 from homeserver.ratelimit import RateLimiter
 from homeserver.rooms.federation_reads import FederationReads
 from storage.server_keys import ServerKeyStore, StoredKey
-from tests.rooms.remote import ALICE_R, BOB_L, LOCAL, RESIDENT, Pair
+from tests.rooms.remote import ALICE_R, BOB_L, LOCAL, RESIDENT, Pair, only
 
 DENIED: set[str] = set()
 
@@ -194,3 +194,47 @@ async def test_each_origin_has_a_request_budget(pair: Pair) -> None:
         answers = [await call(client, pair, "GET", path) for _ in range(4)]
         assert [status for status, _ in answers] == [200, 200, 200, 429]
         assert answers[-1][1]["errcode"] == "M_LIMIT_EXCEEDED" and answers[-1][1]["retry_after_ms"] > 0
+
+
+async def test_transactions_over_http(client: Any, pair: Pair) -> None:
+    """PDUs in a transaction get one result each: accepted, refused (forged), or kept rejected (a
+    user whose server is not in the room); a replayed transaction gets the same answer; limits hold."""
+    room_id = await pair.room("10")
+    ours, res = pair.local, pair.resident
+    user = BOB_L.replace("@", "%40").replace(":", "%3A")
+    room = room_id.replace("!", "%21").replace(":", "%3A")
+    status, made = await call(client, pair, "GET", f"/_matrix/federation/v1/make_join/{room}/{user}?ver=10")
+    event, eid = ours.pipe.sign_membership_template(made["event"], ours.rv_of_version("10"), room_id, BOB_L, "join")
+    status, answer = await call(client, pair, "PUT", f"/_matrix/federation/v2/send_join/{room}/{eid}", event)
+    await ours.pipe.receive_join(room_id, "10", answer["event"], answer["state"], answer["auth_chain"], ours.keys)
+    good = await ours.pipe.send(room_id, BOB_L, "m.room.message", {"msgtype": "m.text", "body": "hello"})
+    good_pdu = dict(ours.event(good.event_id))
+    # a field the signature covers changed (a new event id too), the old signature kept: forged
+    forged = {**good_pdu, "origin_server_ts": good_pdu["origin_server_ts"] + 1}
+    outsider = pair.us.build(
+        res,
+        room_id,
+        "@mallory:" + LOCAL,
+        "m.room.message",
+        {"msgtype": "m.text", "body": "not a member"},
+        prev=[only(res.extremities(room_id))],
+    )
+    body = {"origin": LOCAL, "origin_server_ts": 1, "pdus": [good_pdu, forged, outsider]}
+    status, result = await call(client, pair, "PUT", "/_matrix/federation/v1/send/t1", body)
+    assert status == 200
+    results = result["pdus"]
+    assert results[good.event_id] == {}
+    forged_id = next(k for k in results if k not in (good.event_id,) and "error" in results[k])
+    assert "refused" in results[forged_id]["error"]
+    assert good.event_id in res.timeline(room_id)
+    outsider_id = next(k for k in results if k not in (good.event_id, forged_id))
+    assert outsider_id not in res.timeline(room_id)  # stored rejected, never shown
+    assert res.db.events.rejection_reason(res.short(outsider_id)) is not None
+    # the same transaction again: the same answer, nothing done twice
+    status, again = await call(client, pair, "PUT", "/_matrix/federation/v1/send/t1", body)
+    assert (status, again) == (200, result)
+    # limits
+    status, err = await call(client, pair, "PUT", "/_matrix/federation/v1/send/t2", {"pdus": [good_pdu] * 51})
+    assert (status, err["errcode"]) == (400, "M_TOO_LARGE")
+    status, err = await call(client, pair, "PUT", "/_matrix/federation/v1/send/t3", {"pdus": "nope"})
+    assert (status, err["errcode"]) == (400, "M_BAD_JSON")
