@@ -26,9 +26,15 @@ from homeserver.protocol.events import Event, content_of
 from homeserver.protocol.identifiers import RoomAlias
 from homeserver.rooms.client_format import EventSerializer
 from homeserver.rooms.creation import RoomCreation, create_room
-from homeserver.rooms.directory import RoomDirectory
+from homeserver.rooms.directory import RemoteAliases, RoomDirectory
 from homeserver.rooms.indexing import BatchEvents, Written
-from homeserver.rooms.membership import AccountDataLookup, Membership, ProfileLookup
+from homeserver.rooms.membership import (
+    AccountDataLookup,
+    Membership,
+    ProfileLookup,
+    RemoteProfileLookup,
+    RemoteRooms,
+)
 from homeserver.rooms.messages import RoomReader
 from homeserver.rooms.pipeline import EventPipeline, PersistedEvent, RoomContext
 from homeserver.rooms.queries import RoomQueries
@@ -63,6 +69,9 @@ class Rooms:
         account_data: AccountDataLookup,
         clock: Callable[[], float] = time.time,
         strict_indexes: bool = False,
+        remote_rooms: RemoteRooms | None = None,
+        remote_aliases: RemoteAliases | None = None,
+        remote_profile_lookup: RemoteProfileLookup | None = None,
     ) -> None:
         self.db = db
         self.strict_indexes = strict_indexes
@@ -78,9 +87,17 @@ class Rooms:
         self.serializer = EventSerializer(db, self.relations, self.redactions, clock)
         self.reader = RoomReader(db, queries, self.serializer)
         self.search = Search(db, queries, self.serializer, self.reader)
-        self.directory = RoomDirectory(db, queries, self.serializer)
+        self.directory = RoomDirectory(db, queries, self.serializer, remote_aliases)
         self.membership = Membership(
-            db.store, db.room_extras, account_data, pipeline, queries, self.directory, profile_lookup
+            db.store,
+            db.room_extras,
+            account_data,
+            pipeline,
+            queries,
+            self.directory,
+            profile_lookup,
+            remote=remote_rooms,
+            remote_profile_lookup=remote_profile_lookup,
         )
         self.sender = EventSender(db, pipeline, queries, self.relations, self.membership, self.directory)
         self.relations_reader = RelationsReader(db, self.relations, self.serializer, self.reader)
