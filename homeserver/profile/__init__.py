@@ -104,8 +104,8 @@ class Profiles:
         self.pipeline = pipeline  # sends the member events of a profile change
         self.remote = remote  # federation's; None when federation is off
         # user id -> (when asked, the answer): bounded, and each answer used for REMOTE_PROFILE_TTL_S
-        self.remote_cache: LruCache[str, tuple[float, dict[str, Any] | None]] = remote_cache or LruCache(
-            "profile.remote", 1000
+        self.remote_cache: LruCache[str, tuple[float, dict[str, Any] | None]] = (
+            remote_cache if remote_cache is not None else LruCache("profile.remote", 1000)
         )
         self.clock = clock
         self.listeners: list[ProfileListener] = []  # told (user id, new profile) after every change

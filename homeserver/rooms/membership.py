@@ -404,7 +404,11 @@ class Membership:
             await self.remote.leave_locally(dict(invite.raw), str(version))
 
     async def forget(self, user_id: str, room_id: str) -> None:
-        room = self.room(room_id)
+        require_room_id(room_id)
+        # a refused invite of another server's room left a membership here but no room state
+        room = self.queries.room(room_id)
+        if room is None or self.queries.current_membership(user_id, room) is None:
+            room = self.room(room_id)
         current = self.queries.current_membership(user_id, room)
         if current in ("join", "invite", "knock"):
             # spec: POST /forget — "If the user is currently joined to the room, they must leave it first"

@@ -283,6 +283,8 @@ async def test_invites_both_ways(synapse: RunningServer, ours: RunningServer) ->
         await kim.room_leave(theirs)
         await until(kim, left(theirs), "the refused invite as left")
         await until(ida, member(theirs, kim.user_id, "leave"), "kim refusing")
+        forgotten = await kim.room_forget(theirs)
+        assert forgotten.__class__.__name__ == "RoomForgetResponse", forgotten
     report("c) invites both ways, accepted and rejected", started)
 
 
