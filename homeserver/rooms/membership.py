@@ -299,11 +299,14 @@ class Membership:
 
     # -- other users -----------------------------------------------------------------------------
 
-    async def invite(self, sender: str, room_id: str, target: Any, *, reason: str | None = None) -> None:
+    async def invite(
+        self, sender: str, room_id: str, target: Any, *, reason: str | None = None, is_direct: bool = False
+    ) -> None:
         target = self.check_user_id(target)
         room = self.room(room_id)
         if not self.queries.is_local(target):
-            await self._invite_remote(sender, room, room_id, target, self._with_reason({}, reason))
+            content = self._with_reason({"is_direct": True} if is_direct else {}, reason)
+            await self._invite_remote(sender, room, room_id, target, content)
             return
         self.require_invitable(target)
         # the invitee's profile, as Synapse puts it in: clients show "Alice invited Bob" from it

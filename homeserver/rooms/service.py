@@ -239,7 +239,8 @@ class Rooms:
         and the creator's profile filled in."""
         for invitee in req.invite:
             self.membership.check_user_id(invitee, "invite")
-            self.membership.require_local_target(invitee)
+            if self.membership.remote is None:
+                self.membership.require_local_target(invitee)
         alias = None
         if room_alias_name is not None:
             alias = f"#{room_alias_name}:{self.server_name}"
@@ -252,6 +253,8 @@ class Rooms:
         req.canonical_alias = alias
         req.creator_profile = self.membership.profile(req.creator)
         req.invite_profiles = {u: self.membership.profile(u) for u in req.invite}
+        # spec: server-server-api "Inviting to a room" — their server signs first, so after creation
+        req.invite_later = frozenset(u for u in req.invite if not self.queries.is_local(u))
         if alias is None:
             room_id = await create_room(self.pipeline, req)
         else:
@@ -264,6 +267,10 @@ class Rooms:
             room = self.queries.room(room_id)
             assert room is not None
             await self.directory.publish(room, True)
+        for invitee in req.invite:
+            if invitee in req.invite_later:
+                # as Synapse: an invite that fails fails the request (the room stays, the creator in it)
+                await self.membership.invite(req.creator, room_id, invitee, is_direct=req.is_direct)
         return room_id
 
     # -- aliases ---------------------------------------------------------------------------------

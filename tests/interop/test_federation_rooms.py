@@ -269,6 +269,12 @@ async def test_invites_both_ways(synapse: RunningServer, ours: RunningServer) ->
         await until(hal, invited(ours_room), "fay's invite")
         await hal.room_leave(ours_room)
         await until(fay, member(ours_room, hal.user_id, "leave"), "hal refusing")
+        # a direct chat: createRoom inviting a Synapse user
+        dm = await fay.room_create(is_direct=True, invite=[hal.user_id], preset=RoomPreset.trusted_private_chat)
+        assert isinstance(dm, RoomCreateResponse), dm
+        dm_state = await until(hal, invited(dm.room_id), "fay's direct chat invite")
+        mine = [e for e in dm_state if getattr(e, "state_key", None) == hal.user_id]
+        assert mine and mine[-1].content.get("is_direct") is True, dm_state
         # Synapse -> ours: the invite shows the room's stripped state; accepted through Synapse
         theirs = await create(ida, public=False)
         await ida.room_invite(theirs, jon.user_id)
