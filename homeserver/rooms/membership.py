@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.locks import KeyedLocks
 from homeserver.protocol.errors import InvalidIdentifier
 from homeserver.protocol.events import content_of
 from homeserver.protocol.identifiers import UserID
@@ -88,6 +89,7 @@ class Membership:
         self.profile_lookup = profile_lookup  # the profile service's: displayname / avatar_url of a user
         self.remote = remote  # federation's; None when federation is off
         self.remote_profile_lookup = remote_profile_lookup
+        self._remote_joins: KeyedLocks[str] = KeyedLocks()  # room id -> held while joining it remotely
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -139,10 +141,8 @@ class Membership:
         require_room_id(room_id)
         room = self.queries.known_room(room_id)
         if room is None:
-            raise not_found(
-                f"This server does not know room {room_id}; joining rooms of other servers needs federation, "
-                "which is not supported yet"
-            )
+            why = "" if self.remote is not None else "; joining rooms of other servers needs federation, which is off"
+            raise not_found(f"This server does not know room {room_id}{why}")
         return room
 
     def resolve(self, room_id_or_alias: str) -> str:
@@ -207,12 +207,11 @@ class Membership:
         via: Sequence[str] = (),
     ) -> str:
         room_id, alias_servers = await self.resolve_with_servers(room_id_or_alias)
-        known = self.queries.known_room(room_id)
-        if not self.resident(known):
-            if self.remote is None and known is None:
-                self.room(room_id)  # 404: this server does not know the room
-            if self.remote is not None:
-                return await self._join_remote(user_id, room_id, via, alias_servers, reason, is_guest)
+        if self.remote is not None and not self.resident(self.queries.known_room(room_id)):
+            # one join over federation a room at a time: a second user's waits, then joins here
+            async with self._remote_joins(room_id):
+                if not self.resident(self.queries.known_room(room_id)):
+                    return await self._join_remote(user_id, room_id, via, alias_servers, reason, is_guest)
         room = self.room(room_id)
         current = self.queries.current_membership(user_id, room)
         if is_guest and current != "join":

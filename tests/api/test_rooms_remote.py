@@ -117,3 +117,36 @@ async def test_remote_profiles_are_cached_a_while_and_bounded(harness: Harness) 
     await profiles.lookup("@b:there.test")
     assert len(profiles.remote_cache) == 2  # bounded
     assert await profiles.remote_member_fields("@c:there.test") == {"displayname": "@c:there.test #5"}
+
+
+async def test_remote_joins_of_one_room_go_one_at_a_time(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second user's join waits for the first (which then makes this server resident)."""
+    import asyncio
+
+    bob, carol = await harness.user("bob"), await harness.user("carol")
+    release = asyncio.Event()
+    in_flight: list[str] = []
+    most = [0]
+
+    async def join(room_id: str, user_id: str, servers: Any, content: Any = None) -> Any:
+        in_flight.append(user_id)
+        most[0] = max(most[0], len(in_flight))
+        await release.wait()
+        in_flight.remove(user_id)
+        raise MatrixError(403, "M_FORBIDDEN", "not invited")
+
+    membership = harness.hs.rooms.membership
+    assert membership.remote is not None
+    monkeypatch.setattr(membership.remote, "join", join)
+    path = f"join/{q('!r:one.test')}"
+    first = asyncio.ensure_future(harness.request("POST", path, bob))
+    second = asyncio.ensure_future(harness.request("POST", path, carol))
+    # give the second join every chance to start alongside the first (it must not)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 0.5
+    while len(in_flight) < 2 and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    release.set()
+    answers = await asyncio.gather(first, second)
+    assert [status for status, _ in answers] == [403, 403]
+    assert most[0] == 1
