@@ -17,6 +17,7 @@ federation these get 404 / 403 with a message that says so.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -33,6 +34,8 @@ from homeserver.rooms.queries import RoomQueries
 from homeserver.rooms.stripped_state import room_stripped_state
 from storage.engine import Store
 from storage.room_extras import RoomExtrasStore
+
+log = logging.getLogger(__name__)
 
 ProfileLookup = Callable[[str], dict[str, Any] | None]
 # another server's user -> displayname / avatar_url ({} when unknown or unreachable)
@@ -382,7 +385,8 @@ class Membership:
     async def _reject_remote(self, user_id: str, room_id: str, room: int) -> None:
         """Refuse an invite (or withdraw a knock) to a room this server is not in: through the
         inviting server (spec: server-server-api "Leaving rooms (rejecting invites)"), else, when no
-        server of the room answers, here only — the invite must not stay."""
+        server of the room answers or lets us, here only — the invite must not stay (as Synapse's
+        out-of-band leave)."""
         ur = self.queries.membership(user_id, room)
         invite = self.queries.event(ur.event) if ur is not None else None
         if invite is None:
@@ -393,8 +397,7 @@ class Membership:
         try:
             await self.remote.leave_and_record(room_id, user_id, servers)
         except MatrixError as e:
-            if e.status not in (404, 502):
-                raise
+            log.info("refusing the invite of %s to %s here only: %s", user_id, room_id, e.message)
             version = next(
                 (
                     c.get("room_version", "1")

@@ -150,3 +150,47 @@ async def test_remote_joins_of_one_room_go_one_at_a_time(harness: Harness, monke
     answers = await asyncio.gather(first, second)
     assert [status for status, _ in answers] == [403, 403]
     assert most[0] == 1
+
+
+async def test_an_invite_from_an_unreachable_server_is_refused_here(harness: Harness) -> None:
+    """spec: POST /rooms/{roomId}/leave on an invite — when no server of the room answers, the
+    invite is still marked refused here (and the user's /sync shows the room left)."""
+    from homeserver.protocol.room_versions import get_room_version
+    from tests.rooms.remote import RemoteServer
+
+    hs = harness.hs
+    bob = await harness.user("bob")
+    peer = RemoteServer("gone.test")
+    rv = get_room_version("10")
+    room_id = "!room:gone.test"
+    invite = peer.sign(
+        {
+            "room_id": room_id,
+            "sender": "@alice:gone.test",
+            "type": "m.room.member",
+            "state_key": bob.user_id,
+            "content": {"membership": "invite"},
+            "origin_server_ts": 1,
+            "origin": "gone.test",
+            "depth": 5,
+            "prev_events": ["$" + "p" * 43],
+            "auth_events": ["$" + c * 43 for c in "cpa"],
+        },
+        rv,
+    )
+    create = {"type": "m.room.create", "state_key": "", "sender": "@alice:gone.test", "content": {"room_version": "10"}}
+
+    async def keys(server: str, key_ids: list[str], at: int | None) -> Any:
+        return {peer.key_id: peer.key.verify_key}
+
+    await hs.pipeline.receive_invite("10", invite, [create], keys)
+    status, body = await harness.request("GET", "sync?timeout=0", bob)
+    assert status == 200 and room_id in body["rooms"]["invite"]
+    since = body["next_batch"]
+    status, body = await harness.request("POST", f"rooms/{q(room_id)}/leave", bob, json={})
+    assert status == 200 and body == {}
+    status, body = await harness.request("GET", f"sync?timeout=0&since={since}", bob)
+    assert status == 200 and room_id in body["rooms"]["leave"]
+    assert room_id not in body["rooms"].get("invite", {})
+    status, body = await harness.request("POST", f"rooms/{q(room_id)}/forget", bob, json={})
+    assert status == 200
