@@ -1,6 +1,9 @@
 """Federation, assembled: the outbound client, keys, the sender, inbound PDUs and transactions,
 membership both ways. Built once by the server (homeserver/server.py) with what it needs from the
-services passed in; nothing here reaches into their tables.
+services passed in; nothing here reaches into their tables. The outbound half (`Outbound`: client,
+keys, our users' memberships through residents, queries) is built first, before the room and profile
+services that use it through their own protocols; `Federation` (which answers from those services)
+after them.
 """
 
 from __future__ import annotations
