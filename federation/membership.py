@@ -20,7 +20,7 @@ from homeserver.errors import MatrixError, forbidden
 from homeserver.protocol.errors import ProtocolError
 from homeserver.protocol.event_ids import event_id as compute_event_id
 from homeserver.protocol.event_signing import verify_event_signature
-from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS, get_room_version
+from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS, EventFormat, RoomVersion, get_room_version
 from homeserver.protocol.signing import signature_key_ids
 from homeserver.rooms.pipeline import EventPipeline, EventRefused, KeyLookup, PersistedEvent
 
@@ -47,7 +47,44 @@ class RemoteMembership:
 
     async def leave(self, room_id: str, user_id: str, servers: Iterable[str]) -> dict[str, Any]:
         """Leave (or reject an invite to) a room this server is not in; returns the leave event."""
-        return await self._through(servers, lambda server: self._send_membership(server, room_id, user_id, "leave"))
+        event, _, _ = await self._through(
+            servers, lambda server: self._send_membership(server, room_id, user_id, "leave")
+        )
+        return event
+
+    async def leave_and_record(self, room_id: str, user_id: str, servers: Iterable[str]) -> PersistedEvent:
+        """Leave a room this server is not in (reject an invite) through a resident, and keep the
+        leave here, so that the user's membership is "leave" and their /sync shows it."""
+        event, event_id, rv = await self._through(
+            servers, lambda server: self._send_membership(server, room_id, user_id, "leave")
+        )
+        return await self.pipeline.record_remote_leave(event, rv, event_id)
+
+    async def leave_locally(self, invite: dict[str, Any], room_version: str) -> PersistedEvent:
+        """Mark an invite refused here only, when no server of the room can be reached (spec:
+        client-server-api POST /leave — the invite must not stay): a leave on top of the invite,
+        signed by us and kept as an outlier; it is sent nowhere."""
+        rv = get_room_version(room_version)
+        room_id, user_id = invite["room_id"], invite["state_key"]
+        invite_id = compute_event_id(invite, rv)
+        if rv.event_format is EventFormat.V1:
+            ref: Any = [invite_id, invite.get("hashes", {})]
+        else:
+            ref = invite_id
+        auth = invite.get("auth_events")
+        depth = invite.get("depth")
+        template = {
+            "type": "m.room.member",
+            "room_id": room_id,
+            "sender": user_id,
+            "state_key": user_id,
+            "content": {"membership": "leave"},
+            "prev_events": [ref],
+            "auth_events": [*(auth if isinstance(auth, list) else []), ref],
+            "depth": (depth if isinstance(depth, int) else 0) + 1,
+        }
+        event, event_id = self.pipeline.sign_membership_template(template, rv, room_id, user_id, "leave")
+        return await self.pipeline.record_remote_leave(event, rv, event_id)
 
     async def knock(self, room_id: str, user_id: str, servers: Iterable[str]) -> tuple[dict[str, Any], Any]:
         """Knock on a room; returns the knock event and the stripped state the resident answered."""
@@ -154,14 +191,16 @@ class RemoteMembership:
         joined = countersigned if isinstance(countersigned, dict) else event
         return await self.pipeline.receive_join(room_id, version, joined, state, chain, self.keys)
 
-    async def _send_membership(self, server: str, room_id: str, user_id: str, kind: str) -> dict[str, Any]:
+    async def _send_membership(
+        self, server: str, room_id: str, user_id: str, kind: str
+    ) -> tuple[dict[str, Any], str, RoomVersion]:
         template, version = await self._make(server, kind, room_id, user_id)
         rv = get_room_version(version)
         event, event_id = self.pipeline.sign_membership_template(template, rv, room_id, user_id, kind)
         await self.client.request(
             server, "PUT", path_of("_matrix", "federation", "v2", f"send_{kind}", room_id, event_id), content=event
         )
-        return event
+        return event, event_id, rv
 
     async def _knock_via(self, server: str, room_id: str, user_id: str) -> tuple[dict[str, Any], Any]:
         template, version = await self._make(server, "knock", room_id, user_id)

@@ -1,6 +1,9 @@
 """Federation, assembled: the outbound client, keys, the sender, inbound PDUs and transactions,
 membership both ways. Built once by the server (homeserver/server.py) with what it needs from the
-services passed in; nothing here reaches into their tables.
+services passed in; nothing here reaches into their tables. The outbound half (`Outbound`: client,
+keys, our users' memberships through residents, queries) is built first, before the room and profile
+services that use it through their own protocols; `Federation` (which answers from those services)
+after them.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any, Protocol
 import nacl.signing
 
 from federation.addresses import AddressPolicy
-from federation.client import FederationClient, path_of, ssl_context
+from federation.client import FederationClient, FederationError, Unreachable, path_of, ssl_context
 from federation.dns import DnsPython
 from federation.inbound import Inbound
 from federation.keys import KeyRing, Notary, OldKey, OurKeys
@@ -22,6 +25,7 @@ from federation.membership import RemoteMembership
 from federation.resident import Resident
 from federation.sender import FederationSender
 from federation.transactions import AclCheck, EduHandler, Transactions
+from homeserver.errors import MatrixError
 from homeserver.rooms.federation_reads import FederationReads
 from homeserver.rooms.pipeline import EventPipeline, PersistedEvent
 from storage.cache import CacheRegistry
@@ -44,6 +48,9 @@ class FederationSettings:
     trusted_key_servers: tuple[Notary, ...] = ()
     well_known_server: str | None = None  # `m.server` of /.well-known/matrix/server, when set
     old_keys: Mapping[str, OldKey] = field(default_factory=dict)
+
+
+QUERY_TIMEOUT_S = 15.0  # a client waits on these answers
 
 
 class LocalAnswers(Protocol):
@@ -97,7 +104,57 @@ class _Pdus:
         return self.pipeline.room_of(event)
 
 
-class Federation:
+class RemoteQueries:
+    """Questions the services ask other servers (spec: server-server-api "Querying for
+    information"): an alias's room (`/query/directory`) and a user's profile (`/query/profile`).
+    Answers are the peer's input: checked for shape, errors made Matrix errors for the client."""
+
+    def __init__(self, client: FederationClient) -> None:
+        self.client = client
+
+    async def room_alias(self, alias: str) -> tuple[str, list[str]]:
+        server = alias.split(":", 1)[1]
+        path = path_of("_matrix", "federation", "v1", "query", "directory", query={"room_alias": alias})
+        answer = await self._ask(server, path, f"Room alias {alias}")
+        room_id, servers = answer.get("room_id"), answer.get("servers")
+        if not isinstance(room_id, str) or not room_id.startswith("!"):
+            raise MatrixError(502, "M_UNKNOWN", f"{server} answered the alias query without a room id")
+        found = [s for s in servers if isinstance(s, str) and s] if isinstance(servers, list) else []
+        return room_id, list(dict.fromkeys([*found, server]))
+
+    async def profile(self, user_id: str) -> dict[str, Any] | None:
+        server = user_id.split(":", 1)[1]
+        path = path_of("_matrix", "federation", "v1", "query", "profile", query={"user_id": user_id})
+        try:
+            answer = await self._ask(server, path, f"Profile of {user_id}")
+        except MatrixError as e:
+            if e.status == 404:
+                return None
+            raise
+        return {k: v for k, v in answer.items() if isinstance(k, str)}
+
+    async def _ask(self, server: str, path: str, what: str) -> dict[str, Any]:
+        try:
+            answer = await self.client.request(server, "GET", path, timeout=QUERY_TIMEOUT_S)
+        except FederationError as e:
+            if e.status == 404:
+                raise MatrixError(404, "M_NOT_FOUND", f"{what} not found on {server}") from None
+            raise MatrixError(
+                502, "M_UNKNOWN", f"{server} answered {e.status} {e.errcode or ''}: {e.message}"
+            ) from None
+        except Unreachable as e:
+            # the client API documents 404 for what cannot be found; the message says why
+            raise MatrixError(404, "M_NOT_FOUND", f"{what} not found: {server} could not be reached ({e})") from None
+        if not isinstance(answer, dict):
+            raise MatrixError(502, "M_UNKNOWN", f"{server} answered the query without an object")
+        return answer
+
+
+class Outbound:
+    """The half of federation that asks other servers: the signing client, the key ring, our
+    users' memberships through residents, and the queries. Built before the room and profile
+    services, which use it (through their own protocols); `Federation` is built after them with it."""
+
     def __init__(
         self,
         settings: FederationSettings,
@@ -107,24 +164,8 @@ class Federation:
         store: Store,
         caches: CacheRegistry,
         pipeline: EventPipeline,
-        reads: FederationReads,
-        *,
-        servers_in_room: Callable[[str], list[str]],
-        acl_allows: AclCheck,
-        local: LocalAnswers,
-        edu_handlers: Mapping[str, EduHandler],
-        rate_limit: Callable[[str], None] = lambda origin: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.settings = settings
-        self.server_name = server_name
-        self.pipeline = pipeline
-        self.reads = reads
-        self.clock = clock
-        self.servers_in_room = servers_in_room
-        self.acl_allows = acl_allows
-        self.local = local
-        self.rate_limit = rate_limit  # raises 429 M_LIMIT_EXCEEDED for an origin past its budget
         tls = ssl_context(settings.ca_files, verify=settings.verify_certificates)
         self.client = FederationClient(
             server_name,
@@ -145,6 +186,46 @@ class Federation:
             attempts=caches.lru("federation.key_fetches", "federation", part=0.1),
             clock=clock,
         )
+        self.membership = RemoteMembership(server_name, pipeline, self.client, self.keyring.verify_keys)
+        self.queries = RemoteQueries(self.client)
+
+
+class Federation:
+    def __init__(
+        self,
+        settings: FederationSettings,
+        server_name: str,
+        key_id: str,
+        signing_key: nacl.signing.SigningKey,
+        store: Store,
+        caches: CacheRegistry,
+        pipeline: EventPipeline,
+        reads: FederationReads,
+        *,
+        servers_in_room: Callable[[str], list[str]],
+        acl_allows: AclCheck,
+        local: LocalAnswers,
+        edu_handlers: Mapping[str, EduHandler],
+        outbound: Outbound | None = None,
+        rate_limit: Callable[[str], None] = lambda origin: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.server_name = server_name
+        self.pipeline = pipeline
+        self.reads = reads
+        self.clock = clock
+        self.servers_in_room = servers_in_room
+        self.acl_allows = acl_allows
+        self.local = local
+        self.rate_limit = rate_limit  # raises 429 M_LIMIT_EXCEEDED for an origin past its budget
+        if outbound is None:
+            outbound = Outbound(settings, server_name, key_id, signing_key, store, caches, pipeline, clock)
+        self.outbound = outbound
+        self.client = outbound.client
+        self.our_keys = outbound.our_keys
+        self.keyring = outbound.keyring
+        self.remote_membership = outbound.membership
         self.sender = FederationSender(
             server_name, store, FederationQueueStore(store), _Pdus(pipeline), _Transport(self.client), clock=clock
         )
@@ -152,7 +233,6 @@ class Federation:
         self.transactions = Transactions(
             self.inbound, acl_allows, edu_handlers, caches.lru("federation.transactions", "federation", part=0.1)
         )
-        self.remote_membership = RemoteMembership(server_name, pipeline, self.client, self.keyring.verify_keys)
         self.resident = Resident(server_name, pipeline, reads, self.keyring.verify_keys, self.forward)
 
     # -- outbound PDUs -----------------------------------------------------------------------------

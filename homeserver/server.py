@@ -22,7 +22,7 @@ from federation import api as federation_api
 from federation.edus import EduRelay, EphemeralServices, edu_handlers
 from federation.keys import Notary, OldKey
 from federation.local import RoomAcls, ServiceAnswers
-from federation.service import Federation, FederationSettings
+from federation.service import Federation, FederationSettings, Outbound
 from homeserver import __version__
 from homeserver.account_data.service import AccountData
 from homeserver.api.auth import RequestAuth
@@ -136,7 +136,19 @@ class HomeServer:
         self.tokens = Tokens(self.db, clock)
         self.accounts = Accounts(self.db, config.server_name, self.passwords, self.tokens, clock)
         self.ratelimiter = RateLimiter(config.rate_limits)
-        self.profiles = Profiles(db.store, db.profiles, self.queries, self.accounts.exists, self.pipeline)
+        # the half of federation that asks other servers, which rooms and profiles use; None when off
+        self.outbound = self._outbound() if config.federation.enabled else None
+        outbound = self.outbound
+        self.profiles = Profiles(
+            db.store,
+            db.profiles,
+            self.queries,
+            self.accounts.exists,
+            self.pipeline,
+            remote=outbound.queries if outbound is not None else None,
+            remote_cache=self.caches.lru("profile.remote", "federation", part=0.2),
+            clock=clock,
+        )
         # rooms: createRoom, membership, sending, reading, relations, redactions, directory, search
         # what a /sync reports waits on the notifier, which every writing service is handed
         self.notifier = Notifier(db.store)
@@ -151,6 +163,9 @@ class HomeServer:
             account_data=self.account_data.get,
             clock=clock,
             strict_indexes=config.strict_indexes,
+            remote_rooms=outbound.membership if outbound is not None else None,
+            remote_aliases=outbound.queries if outbound is not None else None,
+            remote_profile_lookup=self.profiles.remote_member_fields if outbound is not None else None,
         )
         self.add_persisted_listener(self.rooms.on_persisted)
         self.accounts.add_account_created_listener(self.profiles.on_account_created)
@@ -266,10 +281,9 @@ class HomeServer:
         if persisted.stream and isinstance(sender, str) and self.queries.is_local(sender):
             self.presence.active(sender)
 
-    def _federation(self) -> Federation:
-        config = self.config
-        fed_config = config.federation
-        settings = FederationSettings(
+    def _federation_settings(self) -> FederationSettings:
+        fed_config = self.config.federation
+        return FederationSettings(
             enabled=True,
             listen=fed_config.listen,
             tls_certificate=fed_config.tls_certificate,
@@ -281,6 +295,22 @@ class HomeServer:
             well_known_server=fed_config.well_known_server,
             old_keys={k: OldKey(key, ts) for k, (key, ts) in self.old_keys.items() if k != self.identity.key_id},
         )
+
+    def _outbound(self) -> Outbound:
+        return Outbound(
+            self._federation_settings(),
+            self.server_name,
+            self.identity.key_id,
+            self.identity.signing_key,
+            self.db.store,
+            self.caches,
+            self.pipeline,
+            clock=self.clock,
+        )
+
+    def _federation(self) -> Federation:
+        config = self.config
+        settings = self._federation_settings()
         queries = self.queries
         acls = RoomAcls(queries)
 
@@ -308,6 +338,7 @@ class HomeServer:
                 self.profiles, self.accounts, self.rooms.directory, self.rooms.membership, self.openid
             ),
             edu_handlers=edu_handlers(ephemeral, acls.allows, is_joined, presence=config.presence),
+            outbound=self.outbound,
             rate_limit=lambda origin: self.ratelimiter.check("federation", origin),
             clock=self.clock,
         )

@@ -6,15 +6,18 @@ spec: client-server-api "Profiles" and PUT/GET/DELETE /profile/{userId}/{keyName
 events it builds for local users (spec: "when homeservers emit room membership events for their
 own users, they should include the display name and avatar URL"). A change of displayname or
 avatar_url is sent as a new `m.room.member` join event to every room the user is joined to.
-Remote profiles come from `query_remote`, which federation sets; until then they are unknown.
+Profiles of other servers' users are asked of their server through `RemoteProfiles`
+(federation's `/query/profile`, spec: server-server-api "Querying for information") and kept a
+short while in a bounded cache; without federation they are unknown (404).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.locks import KeyedLocks
@@ -23,6 +26,7 @@ from homeserver.protocol import canonical_json
 from homeserver.protocol.errors import ProtocolError
 from homeserver.protocol.identifiers import is_valid_user_id
 from homeserver.rooms.queries import RoomQueries
+from storage.cache import LruCache
 from storage.engine import Batch, Store
 from storage.profiles import ProfileStore
 
@@ -40,7 +44,14 @@ MAX_DISPLAYNAME_CHARS = 256  # as Synapse: longer names break every client's lay
 MEMBER_FIELDS = ("displayname", "avatar_url")
 
 ProfileListener = Callable[[str, dict[str, Any]], None]
-RemoteProfileQuery = Callable[[str], Awaitable[dict[str, Any] | None]]
+REMOTE_PROFILE_TTL_S = 300.0  # how long another server's answer is used before asking again
+
+
+class RemoteProfiles(Protocol):
+    """Another server's user's profile, asked of it: None when that server does not know the user;
+    a MatrixError when it cannot be asked."""
+
+    async def profile(self, user_id: str) -> dict[str, Any] | None: ...
 
 
 def check_key(key: str) -> None:
@@ -81,13 +92,22 @@ class Profiles:
         queries: RoomQueries,
         exists: Callable[[str], bool],
         pipeline: EventPipeline,
+        *,
+        remote: RemoteProfiles | None = None,
+        remote_cache: LruCache[str, tuple[float, dict[str, Any] | None]] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.profiles = profiles
         self.queries = queries
         self.exists = exists
         self.pipeline = pipeline  # sends the member events of a profile change
-        self.query_remote: RemoteProfileQuery | None = None  # set by federation
+        self.remote = remote  # federation's; None when federation is off
+        # user id -> (when asked, the answer): bounded, and each answer used for REMOTE_PROFILE_TTL_S
+        self.remote_cache: LruCache[str, tuple[float, dict[str, Any] | None]] = (
+            remote_cache if remote_cache is not None else LruCache("profile.remote", 1000)
+        )
+        self.clock = clock
         self.listeners: list[ProfileListener] = []  # told (user id, new profile) after every change
         self._locks: KeyedLocks[str] = KeyedLocks()  # a user's lock lives only while in use
 
@@ -113,11 +133,32 @@ class Profiles:
             if not self.exists(user_id):
                 raise not_found("Profile not found")
             return self.get_profile(user_id)
-        if self.query_remote is not None:
-            remote = await self.query_remote(user_id)
-            if remote is not None:
-                return remote
-        raise not_found("Profile not found")
+        remote = await self.remote_profile(user_id)
+        if remote is None:
+            raise not_found("Profile not found")
+        return remote
+
+    async def remote_profile(self, user_id: str) -> dict[str, Any] | None:
+        """Another server's user's profile (cached a while); None when unknown there. A server
+        that cannot be asked gives its MatrixError (502), which is not cached."""
+        if self.remote is None:
+            return None
+        now = self.clock()
+        cached = self.remote_cache.get(user_id)
+        if cached is not None and now - cached[0] < REMOTE_PROFILE_TTL_S:
+            return dict(cached[1]) if cached[1] is not None else None
+        found = await self.remote.profile(user_id)
+        self.remote_cache.put(user_id, (now, dict(found) if found is not None else None))
+        return found
+
+    async def remote_member_fields(self, user_id: str) -> dict[str, Any]:
+        """displayname and avatar_url of another server's user, as member events carry them; {}
+        when their server does not answer (an invite goes out without them, as in Synapse)."""
+        try:
+            found = await self.remote_profile(user_id)
+        except MatrixError:
+            return {}
+        return {k: v for k in MEMBER_FIELDS if isinstance(v := (found or {}).get(k), str) and v}
 
     async def lookup_field(self, user_id: str, key: str) -> Any:
         check_key(key)

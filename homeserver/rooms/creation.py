@@ -34,6 +34,7 @@ class RoomCreation:
         "creator_profile",
         "initial_state",
         "invite",
+        "invite_later",
         "invite_profiles",
         "is_direct",
         "name",
@@ -58,6 +59,7 @@ class RoomCreation:
     canonical_alias: str | None
     creator_profile: dict[str, Any]  # displayname / avatar_url for the join
     invite_profiles: dict[str, dict[str, Any]]  # each local invitee's displayname / avatar_url
+    invite_later: frozenset[str]  # invitees of other servers: invited over federation once the room exists
 
     def __init__(
         self,
@@ -75,6 +77,7 @@ class RoomCreation:
         canonical_alias: str | None = None,
         creator_profile: dict[str, Any] | None = None,
         invite_profiles: dict[str, dict[str, Any]] | None = None,
+        invite_later: frozenset[str] = frozenset(),
     ) -> None:
         self.creator = creator
         self.room_version = room_version
@@ -90,6 +93,7 @@ class RoomCreation:
         self.canonical_alias = canonical_alias
         self.creator_profile = {} if creator_profile is None else creator_profile
         self.invite_profiles = {} if invite_profiles is None else invite_profiles
+        self.invite_later = invite_later
 
 
 def default_power_levels(rv: RoomVersion, req: RoomCreation, preset: str) -> dict[str, Any]:
@@ -210,7 +214,7 @@ async def create_room(pipeline: EventPipeline, req: RoomCreation) -> str:
                 {"topic": req.topic, "m.topic": [{"mimetype": "text/plain", "body": req.topic}]},
             )
         # 8. invites
-        for invitee in req.invite:
+        for invitee in (u for u in req.invite if u not in req.invite_later):
             # the invitee's profile, as the membership endpoints put it in (clients show the name)
             invite: dict[str, Any] = {"membership": "invite", **req.invite_profiles.get(invitee, {})}
             if req.is_direct:

@@ -2,15 +2,16 @@
 
 spec: client-server-api "Room aliases" (PUT/GET/DELETE /directory/room/{roomAlias},
 GET /rooms/{roomId}/aliases), "Published room directory" (GET/PUT /directory/list/room/{roomId},
-GET/POST /publicRooms). Aliases of other servers and other servers' directories need federation,
-which is not there yet: they answer 404 with a message that says so.
+GET/POST /publicRooms). Aliases of other servers are asked of their server through
+`RemoteAliases` (federation's `/query/directory`); without federation they answer 404 saying so.
+Other servers' published directories are not asked.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.protocol.errors import InvalidIdentifier
@@ -42,9 +43,19 @@ def plain_topic(content: Mapping[str, Any]) -> str | None:
     return topic if isinstance(topic, str) else None
 
 
+class RemoteAliases(Protocol):
+    """An alias of another server, asked of it (spec: server-server-api GET /query/directory):
+    (room id, servers to join through); a MatrixError (404 when unknown) otherwise."""
+
+    async def room_alias(self, alias: str) -> tuple[str, list[str]]: ...
+
+
 class RoomDirectory:
-    def __init__(self, db: Database, queries: RoomQueries, serializer: EventSerializer) -> None:
+    def __init__(
+        self, db: Database, queries: RoomQueries, serializer: EventSerializer, remote: RemoteAliases | None = None
+    ) -> None:
         self.db = db
+        self.remote = remote  # federation's; None when federation is off
         self.queries = queries
         self.server_name = queries.server_name
         self.serializer = serializer
@@ -78,6 +89,13 @@ class RoomDirectory:
             "room_id": entry["room_id"],
             "servers": [self.server_name, *(s for s in servers if s != self.server_name)],
         }
+
+    async def lookup(self, alias: str) -> dict[str, Any]:
+        """`resolve`, for any server's alias: another server's is asked of it."""
+        if self.local_alias(alias) or self.remote is None:
+            return self.resolve(alias)
+        room_id, servers = await self.remote.room_alias(alias)
+        return {"room_id": room_id, "servers": servers}
 
     def room_id_of(self, alias: str) -> str:
         return str(self.resolve(alias)["room_id"])

@@ -6,28 +6,40 @@ module adds what the auth rules do not know: guest access, restricted-room autho
 blocking, the profile in join, knock and invite events (as Synapse: not in kicks, bans or leaves),
 and the spec's preconditions (who can be kicked, unbanned...).
 
-Rooms this server is not in (joining over federation) and users of other servers (inviting over
-federation) are not supported yet: they get 404 / 403 with a message that says so.
+Rooms this server is not in are joined through a resident server (spec: server-server-api
+"Joining rooms"): the servers named by `via`/`server_name`, the alias's directory answer, the
+inviting server, the room id's domain (rooms v1-11; v12 ids have none, so joining by id needs
+`via`). Users of other servers are invited through their server ("Inviting to a room"); an invite
+to a room this server is not in is refused through the inviting server, or only here when no
+server of the room answers. All of it goes through `RemoteRooms`, which federation gives; without
+federation these get 404 / 403 with a message that says so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.locks import KeyedLocks
 from homeserver.protocol.errors import InvalidIdentifier
 from homeserver.protocol.events import content_of
 from homeserver.protocol.identifiers import UserID
 from homeserver.protocol.power_levels import get_named_level, get_user_power_level
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.messages import require_room_id
-from homeserver.rooms.pipeline import EventPipeline
+from homeserver.rooms.pipeline import EventPipeline, PersistedEvent
 from homeserver.rooms.queries import RoomQueries
+from homeserver.rooms.stripped_state import room_stripped_state
 from storage.engine import Store
 from storage.room_extras import RoomExtrasStore
 
+log = logging.getLogger(__name__)
+
 ProfileLookup = Callable[[str], dict[str, Any] | None]
+# another server's user -> displayname / avatar_url ({} when unknown or unreachable)
+RemoteProfileLookup = Callable[[str], Awaitable[dict[str, Any]]]
 # spec: modules/invite_permission.md (v1.18)
 INVITE_PERMISSION_CONFIG = "m.invite_permission_config"
 
@@ -36,6 +48,22 @@ def blocks_invites(config: dict[str, Any] | None) -> bool:
     """spec: invite permission — `default_action: block` in m.invite_permission_config refuses
     every invite; without `default_action` invites are allowed again."""
     return isinstance(config, dict) and config.get("default_action") == "block"
+
+
+class RemoteRooms(Protocol):
+    """Our users' memberships in rooms that live on other servers (federation/membership.py)."""
+
+    async def join(
+        self, room_id: str, user_id: str, servers: Iterable[str], content: dict[str, Any] | None = None
+    ) -> PersistedEvent: ...
+
+    async def invite(
+        self, room_id: str, inviter: str, invitee: str, content: dict[str, Any], invite_state: list[dict[str, Any]]
+    ) -> PersistedEvent: ...
+
+    async def leave_and_record(self, room_id: str, user_id: str, servers: Iterable[str]) -> PersistedEvent: ...
+
+    async def leave_locally(self, invite: dict[str, Any], room_version: str) -> PersistedEvent: ...
 
 
 # (user id, account data type) -> the user's global account data of that type, if any
@@ -52,6 +80,8 @@ class Membership:
         queries: RoomQueries,
         directory: RoomDirectory,
         profile_lookup: ProfileLookup,
+        remote: RemoteRooms | None = None,
+        remote_profile_lookup: RemoteProfileLookup | None = None,
     ) -> None:
         self.store = store
         self.room_extras = room_extras
@@ -60,6 +90,9 @@ class Membership:
         self.queries = queries
         self.directory = directory
         self.profile_lookup = profile_lookup  # the profile service's: displayname / avatar_url of a user
+        self.remote = remote  # federation's; None when federation is off
+        self.remote_profile_lookup = remote_profile_lookup
+        self._remote_joins: KeyedLocks[str] = KeyedLocks()  # room id -> held while joining it remotely
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -92,16 +125,27 @@ class Membership:
 
     def require_local_target(self, user_id: str) -> None:
         if not self.queries.is_local(user_id):
-            raise forbidden(f"{user_id} is on another server; inviting over federation is not supported yet")
+            raise forbidden(f"{user_id} is on another server; inviting them needs federation, which is off here")
+
+    def _remote(self, what: str) -> RemoteRooms:
+        if self.remote is None:
+            raise not_found(f"{what} needs federation, which is off on this server")
+        return self.remote
+
+    def resident(self, room: int | None) -> bool:
+        """Whether this server takes part in the room: it holds its state and one of its users is
+        joined, or nobody anywhere is (a room of ours that everyone left is still ours to join)."""
+        if room is None:
+            return False
+        servers = self.queries.servers_in_room(room)
+        return not servers or self.queries.server_name in servers
 
     def room(self, room_id: str) -> int:
         require_room_id(room_id)
         room = self.queries.known_room(room_id)
         if room is None:
-            raise not_found(
-                f"This server does not know room {room_id}; joining rooms of other servers needs federation, "
-                "which is not supported yet"
-            )
+            why = "" if self.remote is not None else "; joining rooms of other servers needs federation, which is off"
+            raise not_found(f"This server does not know room {room_id}{why}")
         return room
 
     def resolve(self, room_id_or_alias: str) -> str:
@@ -109,6 +153,34 @@ class Membership:
             return self.directory.room_id_of(room_id_or_alias)
         require_room_id(room_id_or_alias)
         return room_id_or_alias
+
+    async def resolve_with_servers(self, room_id_or_alias: str) -> tuple[str, list[str]]:
+        """The room id, and the servers its alias names to join it through (none for a room id)."""
+        if room_id_or_alias.startswith("#"):
+            found = await self.directory.lookup(room_id_or_alias)
+            return str(found["room_id"]), [s for s in found["servers"] if isinstance(s, str)]
+        require_room_id(room_id_or_alias)
+        return room_id_or_alias, []
+
+    def _join_servers(self, user_id: str, room_id: str, via: Sequence[str], alias_servers: Sequence[str]) -> list[str]:
+        """Where to ask to join a room this server is not in, best first."""
+        servers = [*via, *alias_servers]
+        room = self.queries.room(room_id)
+        ur = self.queries.membership(user_id, room) if room is not None else None
+        if ur is not None and ur.membership in ("invite", "knock"):
+            invite = self.queries.event(ur.event)
+            sender = invite.sender if invite is not None else None
+            if isinstance(sender, str) and ":" in sender:
+                servers.append(sender.split(":", 1)[1])  # the inviting server is in the room
+            for e in self.queries.invite_state(user_id, room) or [] if room is not None else []:
+                if isinstance(e, dict) and isinstance(e.get("sender"), str) and ":" in e["sender"]:
+                    servers.append(e["sender"].split(":", 1)[1])
+        if room is not None:  # a room we were in: its servers when we last knew them
+            servers.extend(self.queries.servers_in_room(room))
+        _, colon, domain = room_id.partition(":")
+        if colon:  # rooms v1-11: the server that made the room (spec: appendices "Room IDs")
+            servers.append(domain)
+        return list(dict.fromkeys(s for s in servers if s))
 
     async def _send(self, room_id: str, sender: str, target: str, content: dict[str, Any]) -> str:
         persisted = await self.pipeline.send(room_id, sender, "m.room.member", content, target)
@@ -129,9 +201,20 @@ class Membership:
     # -- joining ---------------------------------------------------------------------------------
 
     async def join(
-        self, user_id: str, room_id_or_alias: str, *, reason: str | None = None, is_guest: bool = False
+        self,
+        user_id: str,
+        room_id_or_alias: str,
+        *,
+        reason: str | None = None,
+        is_guest: bool = False,
+        via: Sequence[str] = (),
     ) -> str:
-        room_id = self.resolve(room_id_or_alias)
+        room_id, alias_servers = await self.resolve_with_servers(room_id_or_alias)
+        if self.remote is not None and not self.resident(self.queries.known_room(room_id)):
+            # one join over federation a room at a time: a second user's waits, then joins here
+            async with self._remote_joins(room_id):
+                if not self.resident(self.queries.known_room(room_id)):
+                    return await self._join_remote(user_id, room_id, via, alias_servers, reason, is_guest)
         room = self.room(room_id)
         current = self.queries.current_membership(user_id, room)
         if is_guest and current != "join":
@@ -148,6 +231,33 @@ class Membership:
             if authoriser is not None:
                 content["join_authorised_via_users_server"] = authoriser
         await self._send(room_id, user_id, user_id, content)
+        return room_id
+
+    async def _join_remote(
+        self,
+        user_id: str,
+        room_id: str,
+        via: Sequence[str],
+        alias_servers: Sequence[str],
+        reason: str | None,
+        is_guest: bool,
+    ) -> str:
+        remote = self._remote(f"Joining room {room_id}")
+        if is_guest:
+            raise forbidden("Guests cannot join rooms of other servers")
+        servers = [s for s in self._join_servers(user_id, room_id, via, alias_servers) if s != self.queries.server_name]
+        if not servers:
+            # spec: rooms v12 ids carry no server name; a server to ask must come from the client
+            raise MatrixError(
+                404, "M_NOT_FOUND", f"No server to join {room_id} through: give one with `via` (or `server_name`)"
+            )
+        try:
+            await remote.join(room_id, user_id, servers, self._with_reason(self.profile(user_id), reason))
+        except MatrixError as e:
+            if e.status != 502:
+                raise
+            # spec: POST /join documents no 502; a room no server lets us reach is not found
+            raise not_found(f"Could not join {room_id} over federation: {e.message}") from None
         return room_id
 
     def _restricted_authoriser(self, room: int, user_id: str) -> str | None:
@@ -191,14 +301,45 @@ class Membership:
 
     # -- other users -----------------------------------------------------------------------------
 
-    async def invite(self, sender: str, room_id: str, target: Any, *, reason: str | None = None) -> None:
+    async def invite(
+        self, sender: str, room_id: str, target: Any, *, reason: str | None = None, is_direct: bool = False
+    ) -> None:
         target = self.check_user_id(target)
-        self.room(room_id)
-        self.require_local_target(target)
+        room = self.room(room_id)
+        if not self.queries.is_local(target):
+            content = self._with_reason({"is_direct": True} if is_direct else {}, reason)
+            await self._invite_remote(sender, room, room_id, target, content)
+            return
         self.require_invitable(target)
         # the invitee's profile, as Synapse puts it in: clients show "Alice invited Bob" from it
         content = self._with_reason({"membership": "invite", **self.profile(target)}, reason)
         await self._send(room_id, sender, target, content)
+
+    async def _invite_remote(self, sender: str, room: int, room_id: str, target: str, content: dict[str, Any]) -> str:
+        """spec: server-server-api "Inviting to a room" — the invitee's server signs the invite
+        first; it is shown the room's stripped state (client-server-api "Stripped state")."""
+        if self.remote is None:
+            self.require_local_target(target)
+        remote = self._remote(f"Inviting {target}")
+        if self.queries.current_membership(target, room) == "join":
+            raise forbidden(f"{target} is already in the room")
+        profile = await self.remote_profile_lookup(target) if self.remote_profile_lookup is not None else {}
+        content = {**profile, **content, "membership": "invite"}
+
+        def state(event_type: str, state_key: str) -> dict[str, Any] | None:
+            found = self.queries.current_state_event(room, event_type, state_key)
+            return dict(found.raw) if found is not None else None
+
+        member = {"type": "m.room.member", "sender": sender, "state_key": target, "content": content}
+        invite_state = room_stripped_state(state, member)[:-1]  # the invitee's server adds the invite
+        try:
+            persisted = await remote.invite(room_id, sender, target, content, invite_state)
+        except MatrixError as e:
+            if e.status != 502:
+                raise
+            # spec: POST /invite documents no 502: the invite is refused, the message says why
+            raise forbidden(f"The invite of {target} was not delivered over federation: {e.message}") from None
+        return persisted.event_id
 
     async def kick(self, sender: str, room_id: str, target: Any, *, reason: str | None = None) -> None:
         target = self.check_user_id(target)
@@ -222,6 +363,15 @@ class Membership:
     # -- leaving ---------------------------------------------------------------------------------
 
     async def leave(self, user_id: str, room_id: str, *, reason: str | None = None) -> None:
+        require_room_id(room_id)
+        known = self.queries.room(room_id)
+        if (
+            known is not None
+            and not self.resident(self.queries.known_room(room_id))
+            and self.queries.current_membership(user_id, known) in ("invite", "knock")
+        ):
+            await self._reject_remote(user_id, room_id, known)
+            return
         room = self.room(room_id)
         current = self.queries.current_membership(user_id, room)
         if current == "leave":
@@ -232,8 +382,38 @@ class Membership:
             raise forbidden("You are not in this room")
         await self._send(room_id, user_id, user_id, self._with_reason({"membership": "leave"}, reason))
 
+    async def _reject_remote(self, user_id: str, room_id: str, room: int) -> None:
+        """Refuse an invite (or withdraw a knock) to a room this server is not in: through the
+        inviting server (spec: server-server-api "Leaving rooms (rejecting invites)"), else, when no
+        server of the room answers or lets us, here only — the invite must not stay (as Synapse's
+        out-of-band leave)."""
+        ur = self.queries.membership(user_id, room)
+        invite = self.queries.event(ur.event) if ur is not None else None
+        if invite is None:
+            raise forbidden("You are not in this room")
+        if self.remote is None:
+            raise MatrixError(502, "M_UNKNOWN", "Refusing an invite of another server needs federation")
+        servers = self._join_servers(user_id, room_id, (), ())
+        try:
+            await self.remote.leave_and_record(room_id, user_id, servers)
+        except MatrixError as e:
+            log.info("refusing the invite of %s to %s here only: %s", user_id, room_id, e.message)
+            version = next(
+                (
+                    c.get("room_version", "1")
+                    for e2 in self.queries.invite_state(user_id, room) or []
+                    if e2.get("type") == "m.room.create" and isinstance(c := e2.get("content"), dict)
+                ),
+                "1",
+            )
+            await self.remote.leave_locally(dict(invite.raw), str(version))
+
     async def forget(self, user_id: str, room_id: str) -> None:
-        room = self.room(room_id)
+        require_room_id(room_id)
+        # a refused invite of another server's room left a membership here but no room state
+        room = self.queries.room(room_id)
+        if room is None or self.queries.current_membership(user_id, room) is None:
+            room = self.room(room_id)
         current = self.queries.current_membership(user_id, room)
         if current in ("join", "invite", "knock"):
             # spec: POST /forget — "If the user is currently joined to the room, they must leave it first"
@@ -254,8 +434,9 @@ class Membership:
         self.check_user_id(target, "state_key")
         room = self.room(room_id)
         membership = content.get("membership")
+        if membership == "invite" and not self.queries.is_local(target):
+            return await self._invite_remote(sender, room, room_id, target, content)
         if membership == "invite":
-            self.require_local_target(target)
             self.require_invitable(target)
         if membership in ("join", "knock", "invite"):
             # as the membership endpoints (and Synapse here): the target's profile unless the content sets it

@@ -26,9 +26,15 @@ from homeserver.protocol.events import Event, content_of
 from homeserver.protocol.identifiers import RoomAlias
 from homeserver.rooms.client_format import EventSerializer
 from homeserver.rooms.creation import RoomCreation, create_room
-from homeserver.rooms.directory import RoomDirectory
+from homeserver.rooms.directory import RemoteAliases, RoomDirectory
 from homeserver.rooms.indexing import BatchEvents, Written
-from homeserver.rooms.membership import AccountDataLookup, Membership, ProfileLookup
+from homeserver.rooms.membership import (
+    AccountDataLookup,
+    Membership,
+    ProfileLookup,
+    RemoteProfileLookup,
+    RemoteRooms,
+)
 from homeserver.rooms.messages import RoomReader
 from homeserver.rooms.pipeline import EventPipeline, PersistedEvent, RoomContext
 from homeserver.rooms.queries import RoomQueries
@@ -63,6 +69,9 @@ class Rooms:
         account_data: AccountDataLookup,
         clock: Callable[[], float] = time.time,
         strict_indexes: bool = False,
+        remote_rooms: RemoteRooms | None = None,
+        remote_aliases: RemoteAliases | None = None,
+        remote_profile_lookup: RemoteProfileLookup | None = None,
     ) -> None:
         self.db = db
         self.strict_indexes = strict_indexes
@@ -78,9 +87,17 @@ class Rooms:
         self.serializer = EventSerializer(db, self.relations, self.redactions, clock)
         self.reader = RoomReader(db, queries, self.serializer)
         self.search = Search(db, queries, self.serializer, self.reader)
-        self.directory = RoomDirectory(db, queries, self.serializer)
+        self.directory = RoomDirectory(db, queries, self.serializer, remote_aliases)
         self.membership = Membership(
-            db.store, db.room_extras, account_data, pipeline, queries, self.directory, profile_lookup
+            db.store,
+            db.room_extras,
+            account_data,
+            pipeline,
+            queries,
+            self.directory,
+            profile_lookup,
+            remote=remote_rooms,
+            remote_profile_lookup=remote_profile_lookup,
         )
         self.sender = EventSender(db, pipeline, queries, self.relations, self.membership, self.directory)
         self.relations_reader = RelationsReader(db, self.relations, self.serializer, self.reader)
@@ -222,7 +239,8 @@ class Rooms:
         and the creator's profile filled in."""
         for invitee in req.invite:
             self.membership.check_user_id(invitee, "invite")
-            self.membership.require_local_target(invitee)
+            if self.membership.remote is None:
+                self.membership.require_local_target(invitee)
         alias = None
         if room_alias_name is not None:
             alias = f"#{room_alias_name}:{self.server_name}"
@@ -235,6 +253,8 @@ class Rooms:
         req.canonical_alias = alias
         req.creator_profile = self.membership.profile(req.creator)
         req.invite_profiles = {u: self.membership.profile(u) for u in req.invite}
+        # spec: server-server-api "Inviting to a room" — their server signs first, so after creation
+        req.invite_later = frozenset(u for u in req.invite if not self.queries.is_local(u))
         if alias is None:
             room_id = await create_room(self.pipeline, req)
         else:
@@ -247,6 +267,10 @@ class Rooms:
             room = self.queries.room(room_id)
             assert room is not None
             await self.directory.publish(room, True)
+        for invitee in req.invite:
+            if invitee in req.invite_later:
+                # as Synapse: an invite that fails fails the request (the room stays, the creator in it)
+                await self.membership.invite(req.creator, room_id, invitee, is_direct=req.is_direct)
         return room_id
 
     # -- aliases ---------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def register(router: Router, hs: HomeServer) -> None:
     async def get_alias(request: web.Request) -> web.Response:
         alias = request.match_info["roomAlias"]
         directory.parse_alias(alias)
-        return json_response(directory.resolve(alias))
+        return json_response(await directory.lookup(alias))
 
     async def put_alias(request: web.Request) -> web.Response:
         requester = hs.auth.requester(request)

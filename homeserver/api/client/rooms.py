@@ -47,8 +47,7 @@ class CreateRoomBody(Body):
 
 
 class ReasonBody(Body):
-    """join, knock, leave and redact: an optional reason. (`via`/`server_name` on join name servers
-    to join through: only local rooms are joined for now.)"""
+    """join, knock, leave and redact: an optional reason."""
 
     reason: str | None = None
 
@@ -72,6 +71,11 @@ class ReportEventBody(Body):
 
 class ReportBody(Body):
     reason: str  # spec: required, may be empty
+
+
+def servers_to_join_through(request: web.Request) -> list[str]:
+    """spec: POST /join/{roomIdOrAlias} — `via` (v1.12), and `server_name` (deprecated) as before it."""
+    return [*request.query.getall("via", []), *request.query.getall("server_name", [])]
 
 
 def register(router: Router, hs: HomeServer) -> None:
@@ -123,6 +127,7 @@ def register(router: Router, hs: HomeServer) -> None:
             request.match_info["roomIdOrAlias"],
             reason=body.reason,
             is_guest=requester.is_guest,
+            via=servers_to_join_through(request),
         )
         return json_response({"room_id": room_id})
 
