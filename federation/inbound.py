@@ -76,6 +76,10 @@ class Inbound:
         except MatrixError:
             return None
 
+    def room_lock(self, room_id: str) -> Any:
+        """The lock PDUs of a room are handled under (backfill takes it too: one writer per room)."""
+        return self._room_locks(room_id)
+
     async def receive_pdu(self, origin: str, pdu: dict[str, Any], rv: RoomVersion) -> PersistedEvent:
         """Accept a PDU pushed to us, filling gaps from `origin`; PDUs of a room go one at a time."""
         room_id = pdu["room_id"]
@@ -103,6 +107,10 @@ class Inbound:
                 continue
             prev_ids = set(reference_ids(pdu.get("prev_events"), rv.event_format))
             return await self._receive_with_remote_state(origin, pdu, rv, prev_ids)
+
+    async def fetch_auth_chain(self, origin: str, room_id: str, eid: str, rv: RoomVersion) -> None:
+        """The auth chain of `eid` from `origin` (`/event_auth`), stored as outliers."""
+        await self._fetch_auth_chain(origin, room_id, eid, rv)
 
     async def _fetch_auth_chain(self, origin: str, room_id: str, eid: str, rv: RoomVersion) -> None:
         answer = await self.client.request(origin, "GET", _v1("event_auth", room_id, eid))
@@ -155,25 +163,34 @@ class Inbound:
             states[prev] = await self._state_after(origin, room_id, prev, rv)
         return await self.pipeline.receive_after_gap(pdu, self.keys, states)
 
+    async def state_before(self, origin: str, room_id: str, eid: str, rv: RoomVersion) -> list[str]:
+        """The state before `eid` as `origin` knows it (`/state_ids` at it), every event of it stored
+        here (outliers)."""
+        return await self._state_at(origin, room_id, eid, rv, with_event=False)
+
     async def _state_after(self, origin: str, room_id: str, prev: str, rv: RoomVersion) -> list[str]:
         """The state after `prev` as `origin` knows it, every event of it stored here (outliers)."""
+        return await self._state_at(origin, room_id, prev, rv, with_event=True)
+
+    async def _state_at(self, origin: str, room_id: str, prev: str, rv: RoomVersion, *, with_event: bool) -> list[str]:
         answer = await self.client.request(origin, "GET", _v1("state_ids", room_id, query={"event_id": prev}))
         if not isinstance(answer, dict):
             raise GapError(f"{origin} gave no state at {prev}")
         pdu_ids = [e for e in answer.get("pdu_ids", []) if isinstance(e, str)]
         auth_ids = [e for e in answer.get("auth_chain_ids", []) if isinstance(e, str)]
-        wanted = list(dict.fromkeys([*auth_ids, *pdu_ids, prev]))
+        wanted = list(dict.fromkeys([*auth_ids, *pdu_ids, *([prev] if with_event else [])]))
         ctx = self.pipeline.load_context(room_id)
         lacking = [e for e in wanted if self.pipeline.stored_short(ctx, e) is None]
         if len(lacking) > FETCH_ONE_BY_ONE:
             answer = await self.client.request(origin, "GET", _v1("state", room_id, query={"event_id": prev}))
             events = [*answer.get("auth_chain", []), *answer.get("pdus", [])] if isinstance(answer, dict) else []
-            events += await self._fetch_events(origin, [prev])
+            if with_event:
+                events += await self._fetch_events(origin, [prev])
         else:
             events = await self._fetch_events(origin, lacking)
         await self.store_outliers(room_id, rv, [e for e in events if isinstance(e, dict)])
         ctx = self.pipeline.load_context(room_id)
-        prev_short = self.pipeline.stored_short(ctx, prev)
+        prev_short = self.pipeline.stored_short(ctx, prev) if with_event else None
         state = {}
         for e in pdu_ids:
             short = self.pipeline.stored_short(ctx, e)

@@ -28,7 +28,17 @@ import orjson
 from storage.codec import SEP, read_u64, u64
 from storage.database import Database
 from storage.engine import META
-from storage.events import AUTH_CHAIN, EVENT_JSON, EVENT_META, OUTLIER, REJECTED, SOFT_FAILED, STATE, EventMeta
+from storage.events import (
+    AUTH_CHAIN,
+    BACKFILLED,
+    EVENT_JSON,
+    EVENT_META,
+    OUTLIER,
+    REJECTED,
+    SOFT_FAILED,
+    STATE,
+    EventMeta,
+)
 from storage.rooms import (
     LIVE_BASE,
     MEMBERSHIPS,
@@ -179,7 +189,8 @@ def _check_timeline(db: Database, metas: dict[int, EventMeta], problems: _Proble
         if meta.flags & (REJECTED | SOFT_FAILED | OUTLIER):
             problems.add(f"timeline room {room}: event {short} is rejected, soft-failed or an outlier")
     for short, meta in metas.items():
-        if meta.stream and store.get(TIMELINE, u64(meta.room) + u64(LIVE_BASE + meta.stream)) != u64(short):
+        order = meta.stream if meta.flags & BACKFILLED else LIVE_BASE + meta.stream  # rooms/tokens.order_of
+        if meta.stream and store.get(TIMELINE, u64(meta.room) + u64(order)) != u64(short):
             problems.add(f"event {short}: stream {meta.stream} but not at that place in room {meta.room}'s timeline")
 
 
