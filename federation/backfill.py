@@ -40,6 +40,12 @@ def _depth(event: dict[str, Any]) -> int:
     return d if isinstance(d, int) else 0
 
 
+def _of_room(pdu: dict[str, Any], room_id: str) -> bool:
+    """Whether a PDU says it is of the room (rooms v12: the create event names none; the pipeline
+    checks the room its id makes)."""
+    return pdu.get("room_id") == room_id or ("room_id" not in pdu and pdu.get("type") == "m.room.create")
+
+
 class Requester(Protocol):
     async def request(
         self, destination: str, method: str, path: str, *, content: Any | None = None, timeout: float = ...
@@ -110,7 +116,7 @@ class Backfiller:
         pdus = answer.get("pdus") if isinstance(answer, dict) else None
         if not isinstance(pdus, list):
             raise GapError(f"{server} answered /backfill without pdus")
-        return [p for p in pdus if isinstance(p, dict) and p.get("room_id") == room_id][:limit]
+        return [p for p in pdus if isinstance(p, dict) and _of_room(p, room_id)][:limit]
 
     async def _store(self, origin: str, room_id: str, rv: RoomVersion, pdus: list[dict[str, Any]]) -> int:
         """Store a `/backfill` answer, oldest first (each event's state needs its prev events), each

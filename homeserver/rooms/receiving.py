@@ -17,6 +17,7 @@ from homeserver.protocol.auth_rules import auth_events_map, check_auth, check_au
 from homeserver.protocol.errors import AuthError, EventFormatError, HashMismatch, ProtocolError, SignatureError
 from homeserver.protocol.event_format import check_pdu_format
 from homeserver.protocol.event_ids import event_id as compute_event_id
+from homeserver.protocol.event_ids import room_id_from_create_event
 from homeserver.protocol.event_signing import add_hashes_and_signatures, required_signers, verify_event_signature
 from homeserver.protocol.hashes import check_content_hash
 from homeserver.protocol.redaction import redact
@@ -117,6 +118,8 @@ async def _receive(
     backfill_order: int | None = None,
 ) -> PersistedEvent:
     room_id = pdu.get("room_id")
+    if room_id is None and pdu.get("type") == "m.room.create":
+        room_id = _room_of_create(pdu)  # rooms v12: the create event names its room by its own id
     if not isinstance(room_id, str):
         raise EventRefused("PDU has no room_id")
     try:
@@ -369,6 +372,17 @@ def _event_id_or_none(pdu: object, rv: RoomVersion) -> str | None:
     try:
         return compute_event_id(pdu, rv)
     except ProtocolError:
+        return None
+
+
+def _room_of_create(pdu: Mapping[str, Any]) -> str | None:
+    """The room a create event without `room_id` makes (rooms v12+), None when it makes none."""
+    content = pdu.get("content")
+    version = content.get("room_version", "1") if isinstance(content, Mapping) else None
+    try:
+        rv = get_room_version(version) if isinstance(version, str) else None
+        return room_id_from_create_event(pdu, rv) if rv is not None and rv.room_id_from_create_event else None
+    except (ProtocolError, KeyError, ValueError):
         return None
 
 

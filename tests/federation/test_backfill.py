@@ -65,14 +65,16 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
     p.close()
 
 
-async def joined(pair: Pair, *, history: int = 0, down: bool = False) -> tuple[str, Backfiller, BackfillApi]:
-    room_id = await pair.room("10")
+async def joined(
+    pair: Pair, *, history: int = 0, down: bool = False, version: str = "10"
+) -> tuple[str, Backfiller, BackfillApi]:
+    room_id = await pair.room(version)
     res = pair.resident
     for i in range(history):
         await res.pipe.send(room_id, CAROL_R, "m.room.message", msg(f"older {i}"))
     join, state, auth_chain = await pair.send_join(room_id)
     ours = pair.local
-    await ours.pipe.receive_join(room_id, "10", join, state, auth_chain, ours.keys)
+    await ours.pipe.receive_join(room_id, version, join, state, auth_chain, ours.keys)
     api = BackfillApi(pair, down=down)
     inbound = Inbound(ours.pipe, api, ours.keys)
     backfiller = Backfiller(LOCAL, ours.pipe, inbound, api, lambda _room: [LOCAL, RESIDENT], LruCache("fruitless", 16))
@@ -83,8 +85,9 @@ def bodies(pair: Pair, event_ids: list[str]) -> list[str]:
     return [pair.local.event(e)["content"].get("body", "") for e in event_ids]
 
 
-async def test_the_whole_history_is_stored_below_the_live_timeline(pair: Pair) -> None:
-    room_id, backfiller, api = await joined(pair)
+@pytest.mark.parametrize("version", ["1", "10", "12"])  # v1: event ids with hashes; v12: no room_id in create
+async def test_the_whole_history_is_stored_below_the_live_timeline(pair: Pair, version: str) -> None:
+    room_id, backfiller, api = await joined(pair, version=version)
     ours, res = pair.local, pair.resident
     state, extremities = ours.current_state(room_id), ours.extremities(room_id)
     live = ours.timeline(room_id)
