@@ -46,6 +46,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 DEADLINE_S = 60.0
+SPLIT_MESSAGES = 60  # more than one transaction (50 PDUs) and more than one get_missing_events (10)
+QUEUED = 120  # queued for a stopped Synapse: more than two transactions
 T = TypeVar("T")
 
 
@@ -272,7 +274,7 @@ def test_a_split_heals_to_the_same_state_and_timelines(synapse: RunningServer, o
     # our side alone: Synapse is down
     synapse.stop()
     levels = power_levels(ours, alice, room_id)
-    ours_written = [send(ours, alice, room_id, f"ours during the split {i}") for i in range(5)]
+    ours_written = [send(ours, alice, room_id, f"ours during the split {i}") for i in range(SPLIT_MESSAGES)]
     ours_written.append(
         put_state(
             ours,
@@ -288,7 +290,7 @@ def test_a_split_heals_to_the_same_state_and_timelines(synapse: RunningServer, o
     # Synapse's side alone: we are down
     ours.stop()
     synapse.restart()
-    synapse_written = [send(synapse, bob, room_id, f"synapse during the split {i}") for i in range(5)]
+    synapse_written = [send(synapse, bob, room_id, f"synapse during the split {i}") for i in range(SPLIT_MESSAGES)]
     synapse_written.append(
         put_state(
             synapse,
@@ -307,8 +309,8 @@ def test_a_split_heals_to_the_same_state_and_timelines(synapse: RunningServer, o
     send(ours, alice, room_id, "ours after the split")
     send(synapse, bob, room_id, "synapse after the split")
     expected = {
-        *[f"ours during the split {i}" for i in range(5)],
-        *[f"synapse during the split {i}" for i in range(5)],
+        *[f"ours during the split {i}" for i in range(SPLIT_MESSAGES)],
+        *[f"synapse during the split {i}" for i in range(SPLIT_MESSAGES)],
         "ours after the ban",
         "synapse after the ban",
         "ours after the split",
@@ -360,7 +362,7 @@ def test_events_queued_for_a_stopped_synapse_survive_our_restart(synapse: Runnin
     join(synapse, bob, room_id, via=ours)
     poll("bob joined on our side", lambda: joined(ours, alice, room_id, bob_id))
     synapse.stop()
-    written = [f"queued {i}" for i in range(30)]
+    written = [f"queued {i}" for i in range(QUEUED)]
     for body in written:
         send(ours, alice, room_id, body)
     restart_s = ours.restart()
@@ -374,7 +376,7 @@ def test_events_queued_for_a_stopped_synapse_survive_our_restart(synapse: Runnin
     del alice_id
     print(
         f"queue scenario: {time.monotonic() - started:.1f} s; our restart {restart_s:.1f} s; "
-        f"30 queued events on Synapse {arrived_s:.1f} s after it returned"
+        f"{QUEUED} queued events on Synapse {arrived_s:.1f} s after it returned"
     )
 
 
