@@ -135,7 +135,10 @@ def _check_events(db: Database, problems: _Problems) -> dict[int, EventMeta]:
             problems.add(f"event {short}: no event id (short_eventid)")
         if store.get(SHORT_TO_ROOM, u64(meta.room)) is None:
             problems.add(f"event {short}: unknown room {meta.room}")
-        if meta.stream > high:
+        if meta.flags & BACKFILLED:
+            if not 0 < meta.stream < LIVE_BASE:  # a backfilled event keeps its timeline order there
+                problems.add(f"event {short}: backfilled at order {meta.stream}, not below the live timeline")
+        elif meta.stream > high:
             problems.add(f"event {short}: stream position {meta.stream} beyond the counter {high}")
         if not meta.flags & OUTLIER:
             for what, sid in (("state_before", meta.state_before), ("state_after", meta.state_after)):
@@ -184,7 +187,11 @@ def _check_timeline(db: Database, metas: dict[int, EventMeta], problems: _Proble
             continue
         if meta.room != room:
             problems.add(f"timeline room {room}: event {short} belongs to room {meta.room}")
-        if order >= LIVE_BASE and meta.stream != order - LIVE_BASE:
+        if order < LIVE_BASE and (not meta.flags & BACKFILLED or meta.stream != order):
+            problems.add(
+                f"timeline room {room}: event {short} at backfill order {order}, but it is not backfilled there"
+            )
+        if order >= LIVE_BASE and (meta.flags & BACKFILLED or meta.stream != order - LIVE_BASE):
             problems.add(f"timeline room {room}: event {short} at {order - LIVE_BASE}, but its stream is {meta.stream}")
         if meta.flags & (REJECTED | SOFT_FAILED | OUTLIER):
             problems.add(f"timeline room {room}: event {short} is rejected, soft-failed or an outlier")

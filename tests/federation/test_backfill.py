@@ -26,6 +26,7 @@ from homeserver.rooms.redactions import Redactions
 from homeserver.rooms.relations import Relations
 from homeserver.rooms.tokens import order_of
 from storage.cache import LruCache
+from storage.check import check_consistency
 from storage.events import BACKFILLED
 from storage.rooms import LIVE_BASE
 from tests.federation.test_inbound import ResidentApi
@@ -105,6 +106,7 @@ async def test_the_whole_history_is_stored_below_the_live_timeline(pair: Pair, v
     # history changes nothing current, and nobody is told of it as news
     assert ours.current_state(room_id) == state and ours.extremities(room_id) == extremities
     assert woken == []
+    assert check_consistency(ours.db, full=True) == []  # `inspect check` finds the store sound
     # idempotent: the history is whole now (it starts with the create event), nobody is asked again
     api.calls.clear()
     assert await backfiller.backfill(room_id, 50) == 0
@@ -213,3 +215,27 @@ async def test_messages_respects_history_visibility_for_backfilled_events(pair: 
     assert "members only" not in [e["content"].get("body") for e in page["chunk"]]
     assert "backfill" in api.calls
     assert copy.deepcopy(page["chunk"][0]["sender"]) == BOB_L  # our join is the newest
+
+
+async def test_history_failing_the_auth_rules_is_rejected_and_stays_out_of_the_timeline(pair: Pair) -> None:
+    room_id, backfiller, api = await joined(pair)
+    ours, res = pair.local, pair.resident
+    rv = ours.rv(room_id)
+    # a message from someone who never joined, signed by the resident, hanging off the room's start
+    create = res.timeline(room_id)[0]
+    stranger = ours.remote(RESIDENT).build(
+        res, room_id, "@stranger:resident.test", "m.room.message", msg("let me in"), prev=[create], auth=[create]
+    )
+    order = ours.db.rooms.first_backfill_order(ours.room_short(room_id)) - 10
+    persisted = await ours.pipe.receive_backfilled(copy.deepcopy(stranger), ours.keys, order, [create])
+    assert persisted.rejected is not None and persisted.stream == 0
+    assert persisted.event_id not in ours.timeline(room_id)
+    # the order is still free, and a taken order is refused
+    again = await ours.pipe.receive_backfilled(copy.deepcopy(stranger), ours.keys, order, [create])
+    assert again.event_id == persisted.event_id
+    live_first = ours.db.rooms.first_backfill_order(ours.room_short(room_id))
+    with pytest.raises(ValueError):
+        await ours.pipe.receive_backfilled(res.event(res.timeline(room_id)[1]), ours.keys, live_first, None)
+    with pytest.raises(ValueError):
+        await ours.pipe.receive_backfilled(res.event(res.timeline(room_id)[1]), ours.keys, LIVE_BASE + 5, None)
+    del rv, backfiller, api
