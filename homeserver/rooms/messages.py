@@ -144,8 +144,8 @@ class RoomReader:
         of the other servers in the room first (spec: server-server-api "Backfilling")."""
         args = (viewer, room_id, from_token, to_token, forwards, limit, event_filter)
         body = self._messages(*args)
-        if forwards or not self._history or "end" in body or not event_filter.allows_room(room_id):
-            return body
+        if forwards or to_token or not self._history or "end" in body or not event_filter.allows_room(room_id):
+            return body  # `to` bounds the page within what is held: older history cannot be in it
         loop = asyncio.get_running_loop()
         deadline = loop.time() + BACKFILL_TIMEOUT_S
         for _ in range(BACKFILL_ROUNDS):

@@ -152,7 +152,10 @@ def joined(server: RunningServer, token: str, room_id: str, user_id: str) -> boo
 def test_messages_backfills_history_written_on_synapse_before_we_joined(
     synapse: RunningServer, ours: RunningServer
 ) -> None:
-    """Our user joins a Synapse room with shared history and pages back through all of it."""
+    """Our user joins a Synapse room with shared history (our client `POST /join` over federation)
+    and pages back through all of it with `/messages`. The join itself is the client join of the
+    membership work (`rooms/membership.py` asking `federation/membership.py`); the backfill it then
+    relies on is also proven without it below (`test_our_backfill_code_reads_synapse_history`)."""
     started = time.monotonic()
     _, bob = register(synapse, "hist_bob")
     alice_id, alice = register(ours, "hist_alice")
