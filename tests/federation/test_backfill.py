@@ -239,3 +239,29 @@ async def test_history_failing_the_auth_rules_is_rejected_and_stays_out_of_the_t
     with pytest.raises(ValueError):
         await ours.pipe.receive_backfilled(res.event(res.timeline(room_id)[1]), ours.keys, LIVE_BASE + 5, None)
     del rv, backfiller, api
+
+
+async def test_servers_are_tried_in_order_and_ours_is_never_asked(pair: Pair) -> None:
+    """The room creator's server first (named in the room id), then the others by name; one that
+    fails is passed over; ours is never asked."""
+    room_id, _, api = await joined(pair)
+    ours, res = pair.local, pair.resident
+    asked: list[str] = []
+
+    class SomeDown:
+        """The resident is down; `a.test` holds the same room (it answers as the resident would)."""
+
+        async def request(self, destination: str, method: str, path: str, **kwargs: Any) -> Any:
+            asked.append(destination)
+            if destination != "a.test":
+                raise ConnectionError(f"{destination} is down")
+            return await api.request(RESIDENT, method, path, **kwargs)
+
+    client = SomeDown()
+    servers = [LOCAL, "b.test", "a.test", RESIDENT]
+    backfiller = Backfiller(
+        LOCAL, ours.pipe, Inbound(ours.pipe, client, ours.keys), client, lambda _r: servers, LruCache("f", 16)
+    )
+    assert await backfiller.backfill(room_id, 50) > 0
+    assert asked[:2] == [RESIDENT, "a.test"] and LOCAL not in asked and "b.test" not in asked
+    assert ours.timeline(room_id) == res.timeline(room_id)
