@@ -5,9 +5,10 @@ missing events". The checks themselves are the pipeline's receive half (homeserv
 receiving.py); this module fetches what it lacks:
 
 - unknown auth events: the event's auth chain from `/event_auth`, stored as outliers;
-- unknown prev events: `/get_missing_events` between our forward extremities and the event, at
-  most `MISSING_EVENTS_LIMIT` events, oldest first, each received the same way (without a second
-  round of get_missing_events: a gap that remains is bridged with state);
+- unknown prev events: `/get_missing_events` between our forward extremities and the event,
+  `MISSING_EVENTS_LIMIT` a request, round after round back to what we hold, at most
+  `MISSING_EVENTS_MAX` in all, then received oldest first the same way (without get_missing_events
+  of their own: a gap that remains is bridged with state);
 - a gap that remains: the state after each missing prev event from `/state_ids` at it (the state
   before it, plus the prev itself when it is a state event), the events named there that we lack
   fetched (`/event` one by one when few, else `/state` in one go) and stored as outliers, then the
@@ -41,7 +42,8 @@ from homeserver.state.event_source import reference_ids
 
 log = logging.getLogger(__name__)
 
-MISSING_EVENTS_LIMIT = 10
+MISSING_EVENTS_LIMIT = 10  # per /get_missing_events request
+MISSING_EVENTS_MAX = 200  # per gap, over several requests
 FETCH_ONE_BY_ONE = 50  # more missing state events than this: one /state request instead
 FETCH_CONCURRENCY = 8
 
@@ -76,6 +78,10 @@ class Inbound:
         except MatrixError:
             return None
 
+    def room_lock(self, room_id: str) -> Any:
+        """The lock PDUs of a room are handled under (backfill takes it too: one writer per room)."""
+        return self._room_locks(room_id)
+
     async def receive_pdu(self, origin: str, pdu: dict[str, Any], rv: RoomVersion) -> PersistedEvent:
         """Accept a PDU pushed to us, filling gaps from `origin`; PDUs of a room go one at a time."""
         room_id = pdu["room_id"]
@@ -104,6 +110,10 @@ class Inbound:
             prev_ids = set(reference_ids(pdu.get("prev_events"), rv.event_format))
             return await self._receive_with_remote_state(origin, pdu, rv, prev_ids)
 
+    async def fetch_auth_chain(self, origin: str, room_id: str, eid: str, rv: RoomVersion) -> None:
+        """The auth chain of `eid` from `origin` (`/event_auth`), stored as outliers."""
+        await self._fetch_auth_chain(origin, room_id, eid, rv)
+
     async def _fetch_auth_chain(self, origin: str, room_id: str, eid: str, rv: RoomVersion) -> None:
         answer = await self.client.request(origin, "GET", _v1("event_auth", room_id, eid))
         chain = answer.get("auth_chain") if isinstance(answer, dict) else None
@@ -112,31 +122,58 @@ class Inbound:
         )
 
     async def _fill_from_missing_events(self, origin: str, pdu: dict[str, Any], eid: str, rv: RoomVersion) -> None:
+        """Fetch the events between our forward extremities and `eid` with `/get_missing_events`,
+        round after round (each from the oldest events fetched so far) until the gap closes or
+        `MISSING_EVENTS_MAX` events came, then accept them oldest first. A gap left (a longer
+        outage) is bridged with state by the caller: our timeline orders live events by arrival,
+        so history missing in its middle could not be placed later."""
         room_id = pdu["room_id"]
         ctx = self.pipeline.load_context(room_id)
         earliest = [self.pipeline.event_id_of(ctx, s) for s in ctx.extremities]
         min_depth = min((self.pipeline.meta(ctx, s).depth for s in ctx.extremities), default=0)
-        try:
-            answer = await self.client.request(
-                origin,
-                "POST",
-                _v1("get_missing_events", room_id),
-                content={
-                    "earliest_events": earliest,
-                    "latest_events": [eid],
-                    "limit": MISSING_EVENTS_LIMIT,
-                    "min_depth": min_depth,
-                },
-            )
-        except Exception as e:
-            log.info("get_missing_events from %s for %s: %s", origin, eid, e)
-            return
-        events = answer.get("events") if isinstance(answer, dict) else None
-        fetched = [e for e in events if isinstance(e, dict)][:MISSING_EVENTS_LIMIT] if isinstance(events, list) else []
-        fetched.sort(key=_depth)
-        for event in fetched:
-            if event.get("room_id") != room_id:
-                continue
+        fetched: dict[str, dict[str, Any]] = {}
+        latest = [eid]
+        while latest and len(fetched) < MISSING_EVENTS_MAX:
+            try:
+                answer = await self.client.request(
+                    origin,
+                    "POST",
+                    _v1("get_missing_events", room_id),
+                    content={
+                        "earliest_events": earliest,
+                        "latest_events": latest,
+                        "limit": MISSING_EVENTS_LIMIT,
+                        "min_depth": min_depth,
+                    },
+                )
+            except Exception as e:
+                log.info("get_missing_events from %s for %s: %s", origin, eid, e)
+                break
+            events = answer.get("events") if isinstance(answer, dict) else None
+            new = 0
+            for event in events[:MISSING_EVENTS_LIMIT] if isinstance(events, list) else []:
+                if not isinstance(event, dict) or event.get("room_id") != room_id:
+                    continue
+                try:
+                    fid = compute_event_id(event, rv)
+                except ProtocolError:
+                    continue
+                if fid not in fetched:
+                    fetched[fid] = event
+                    new += 1
+            if not new:
+                break
+            # the next round starts from the fetched events whose prev events are still missing
+            ctx = self.pipeline.load_context(room_id)
+            latest = [
+                fid
+                for fid, event in fetched.items()
+                if any(
+                    p not in fetched and self.pipeline.stored_short(ctx, p) is None
+                    for p in reference_ids(event.get("prev_events"), rv.event_format)
+                )
+            ][:MISSING_EVENTS_LIMIT]
+        for event in sorted(fetched.values(), key=_depth):
             try:
                 await self._receive(origin, event, rv, fill_prevs=False)
             except (EventRefused, GapError, ProtocolError) as e:
@@ -155,25 +192,34 @@ class Inbound:
             states[prev] = await self._state_after(origin, room_id, prev, rv)
         return await self.pipeline.receive_after_gap(pdu, self.keys, states)
 
+    async def state_before(self, origin: str, room_id: str, eid: str, rv: RoomVersion) -> list[str]:
+        """The state before `eid` as `origin` knows it (`/state_ids` at it), every event of it stored
+        here (outliers)."""
+        return await self._state_at(origin, room_id, eid, rv, with_event=False)
+
     async def _state_after(self, origin: str, room_id: str, prev: str, rv: RoomVersion) -> list[str]:
         """The state after `prev` as `origin` knows it, every event of it stored here (outliers)."""
+        return await self._state_at(origin, room_id, prev, rv, with_event=True)
+
+    async def _state_at(self, origin: str, room_id: str, prev: str, rv: RoomVersion, *, with_event: bool) -> list[str]:
         answer = await self.client.request(origin, "GET", _v1("state_ids", room_id, query={"event_id": prev}))
         if not isinstance(answer, dict):
             raise GapError(f"{origin} gave no state at {prev}")
         pdu_ids = [e for e in answer.get("pdu_ids", []) if isinstance(e, str)]
         auth_ids = [e for e in answer.get("auth_chain_ids", []) if isinstance(e, str)]
-        wanted = list(dict.fromkeys([*auth_ids, *pdu_ids, prev]))
+        wanted = list(dict.fromkeys([*auth_ids, *pdu_ids, *([prev] if with_event else [])]))
         ctx = self.pipeline.load_context(room_id)
         lacking = [e for e in wanted if self.pipeline.stored_short(ctx, e) is None]
         if len(lacking) > FETCH_ONE_BY_ONE:
             answer = await self.client.request(origin, "GET", _v1("state", room_id, query={"event_id": prev}))
             events = [*answer.get("auth_chain", []), *answer.get("pdus", [])] if isinstance(answer, dict) else []
-            events += await self._fetch_events(origin, [prev])
+            if with_event:
+                events += await self._fetch_events(origin, [prev])
         else:
             events = await self._fetch_events(origin, lacking)
         await self.store_outliers(room_id, rv, [e for e in events if isinstance(e, dict)])
         ctx = self.pipeline.load_context(room_id)
-        prev_short = self.pipeline.stored_short(ctx, prev)
+        prev_short = self.pipeline.stored_short(ctx, prev) if with_event else None
         state = {}
         for e in pdu_ids:
             short = self.pipeline.stored_short(ctx, e)

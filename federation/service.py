@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import nacl.signing
 
 from federation.addresses import AddressPolicy
+from federation.backfill import Backfiller
 from federation.client import FederationClient, FederationError, Unreachable, path_of, ssl_context
 from federation.dns import DnsPython
 from federation.inbound import Inbound
@@ -230,6 +231,8 @@ class Federation:
             server_name, store, FederationQueueStore(store), _Pdus(pipeline), _Transport(self.client), clock=clock
         )
         self.inbound = Inbound(pipeline, self.client, self.keyring.verify_keys)
+        fruitless = caches.lru("federation.backfill", "federation", part=0.05)
+        self.backfiller = Backfiller(server_name, pipeline, self.inbound, self.client, servers_in_room, fruitless)
         self.transactions = Transactions(
             self.inbound, acl_allows, edu_handlers, caches.lru("federation.transactions", "federation", part=0.1)
         )

@@ -342,6 +342,7 @@ class HomeServer:
             rate_limit=lambda origin: self.ratelimiter.check("federation", origin),
             clock=self.clock,
         )
+        self.rooms.reader.add_history_source(fed.backfiller)  # /messages reaches back over federation
         # our local events are owed to the other servers of their room, in the event's own batch
         self.pipeline.add_write_hook(fed.write_hook)
         relay = EduRelay(queries, fed.send_edu)

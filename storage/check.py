@@ -28,7 +28,17 @@ import orjson
 from storage.codec import SEP, read_u64, u64
 from storage.database import Database
 from storage.engine import META
-from storage.events import AUTH_CHAIN, EVENT_JSON, EVENT_META, OUTLIER, REJECTED, SOFT_FAILED, STATE, EventMeta
+from storage.events import (
+    AUTH_CHAIN,
+    BACKFILLED,
+    EVENT_JSON,
+    EVENT_META,
+    OUTLIER,
+    REJECTED,
+    SOFT_FAILED,
+    STATE,
+    EventMeta,
+)
 from storage.rooms import (
     LIVE_BASE,
     MEMBERSHIPS,
@@ -125,7 +135,10 @@ def _check_events(db: Database, problems: _Problems) -> dict[int, EventMeta]:
             problems.add(f"event {short}: no event id (short_eventid)")
         if store.get(SHORT_TO_ROOM, u64(meta.room)) is None:
             problems.add(f"event {short}: unknown room {meta.room}")
-        if meta.stream > high:
+        if meta.flags & BACKFILLED:
+            if not 0 < meta.stream < LIVE_BASE:  # a backfilled event keeps its timeline order there
+                problems.add(f"event {short}: backfilled at order {meta.stream}, not below the live timeline")
+        elif meta.stream > high:
             problems.add(f"event {short}: stream position {meta.stream} beyond the counter {high}")
         if not meta.flags & OUTLIER:
             for what, sid in (("state_before", meta.state_before), ("state_after", meta.state_after)):
@@ -174,12 +187,17 @@ def _check_timeline(db: Database, metas: dict[int, EventMeta], problems: _Proble
             continue
         if meta.room != room:
             problems.add(f"timeline room {room}: event {short} belongs to room {meta.room}")
-        if order >= LIVE_BASE and meta.stream != order - LIVE_BASE:
+        if order < LIVE_BASE and (not meta.flags & BACKFILLED or meta.stream != order):
+            problems.add(
+                f"timeline room {room}: event {short} at backfill order {order}, but it is not backfilled there"
+            )
+        if order >= LIVE_BASE and (meta.flags & BACKFILLED or meta.stream != order - LIVE_BASE):
             problems.add(f"timeline room {room}: event {short} at {order - LIVE_BASE}, but its stream is {meta.stream}")
         if meta.flags & (REJECTED | SOFT_FAILED | OUTLIER):
             problems.add(f"timeline room {room}: event {short} is rejected, soft-failed or an outlier")
     for short, meta in metas.items():
-        if meta.stream and store.get(TIMELINE, u64(meta.room) + u64(LIVE_BASE + meta.stream)) != u64(short):
+        order = meta.stream if meta.flags & BACKFILLED else LIVE_BASE + meta.stream  # rooms/tokens.order_of
+        if meta.stream and store.get(TIMELINE, u64(meta.room) + u64(order)) != u64(short):
             problems.add(f"event {short}: stream {meta.stream} but not at that place in room {meta.room}'s timeline")
 
 

@@ -6,8 +6,10 @@ spec: client-server-api "Getting events for a room", "Room membership", GET /roo
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.protocol.events import content_of
@@ -19,7 +21,21 @@ from homeserver.rooms.tokens import before_token, order_of, parse_counter, parse
 from homeserver.rooms.visibility import RoomAccess, Visibility, room_access
 from storage.database import Database
 
+log = logging.getLogger(__name__)
+
 MAX_LIMIT = 1000
+BACKFILL_ROUNDS = 3  # /backfill requests one /messages page may wait for
+BACKFILL_TIMEOUT_S = 20.0  # and how long, in all
+
+
+class HistorySource(Protocol):
+    """Older history of a room from other servers (federation/backfill.py, wired by the server)."""
+
+    async def backfill(self, room_id: str, limit: int) -> int:
+        """Fetch and store up to `limit` events older than those held; how many joined the timeline."""
+        ...
+
+
 MEMBERSHIPS = ("join", "invite", "knock", "leave", "ban")
 
 
@@ -37,6 +53,14 @@ class RoomReader:
         self.db = db
         self.queries = queries
         self.serializer = serializer
+        self._history: list[HistorySource] = []  # at most one: the federation's
+        self._tasks: set[asyncio.Future[int]] = set()
+
+    def add_history_source(self, source: HistorySource) -> None:
+        """At wiring time: where `/messages` gets the history before what this server holds."""
+        if self._history:
+            raise ValueError("a history source is wired already")
+        self._history.append(source)
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -104,11 +128,62 @@ class RoomReader:
 
     # -- timeline --------------------------------------------------------------------------------
 
-    def messages(
+    async def messages(
         self,
         viewer: Viewer,
         room_id: str,
         *,
+        from_token: str | None,
+        to_token: str | None,
+        forwards: bool,
+        limit: int,
+        event_filter: RoomEventFilter,
+    ) -> dict[str, Any]:
+        """A page of the timeline; going backwards past the start of the history held here (a room
+        joined over federation: its first event is not the create event), older history is asked
+        of the other servers in the room first (spec: server-server-api "Backfilling")."""
+        args = (viewer, room_id, from_token, to_token, forwards, limit, event_filter)
+        body = self._messages(*args)
+        if forwards or to_token or not self._history or "end" in body or not event_filter.allows_room(room_id):
+            return body  # `to` bounds the page within what is held: older history cannot be in it
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BACKFILL_TIMEOUT_S
+        for _ in range(BACKFILL_ROUNDS):
+            room = self.room(room_id)
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._history_complete(room):
+                break
+            wanted = max(min(limit, MAX_LIMIT) - len(body["chunk"]), 1) * 2
+            # never cancelled half-way: a backfill that outlasts the page finishes for the next one
+            task = asyncio.ensure_future(self._history[0].backfill(room_id, wanted))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            done, _ = await asyncio.wait({task}, timeout=remaining)
+            if not done:
+                log.info("backfill of %s takes longer than %.0f s", room_id, BACKFILL_TIMEOUT_S)
+                break
+            try:
+                added = task.result()
+            except Exception:
+                log.exception("backfill of %s failed", room_id)
+                break
+            if not added:
+                break
+            body = self._messages(*args)
+            if "end" in body:
+                break
+        return body
+
+    def _history_complete(self, room: int) -> bool:
+        """Whether the first event held of the room is its create event (nothing older exists)."""
+        first = next(self.db.rooms.timeline(room), None)
+        event = self.db.events.get_json(first[1]) if first is not None else None
+        return event is not None and event.get("type") == "m.room.create"
+
+    def _messages(
+        self,
+        viewer: Viewer,
+        room_id: str,
         from_token: str | None,
         to_token: str | None,
         forwards: bool,

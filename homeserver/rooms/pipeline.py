@@ -13,6 +13,7 @@ The checks on events from other servers are in `homeserver.rooms.receiving`.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -35,7 +36,7 @@ from homeserver.state.event_source import reference_ids
 from storage.cache import LruCache
 from storage.database import Database
 from storage.engine import Batch
-from storage.events import OUTLIER, REJECTED, SOFT_FAILED, STATE, EventMeta
+from storage.events import BACKFILLED, OUTLIER, REJECTED, SOFT_FAILED, STATE, EventMeta
 from storage.rooms import MEMBERSHIPS
 
 # spec: PDU schemas — at most 20 prev_events
@@ -43,6 +44,8 @@ MAX_PREV_EVENTS = 20
 MAX_DEPTH = 2**53 - 1
 MAX_KEY_BYTES = 255
 MAX_EVENT_BYTES = 65536
+# the first timeline events of a room looked at for the events /backfill starts from
+HISTORY_EDGE_SCAN = 20
 
 # the auth events of an event by (type, state_key), and its `auth_events` as written in the event
 AuthSelection = tuple[dict[tuple[str, str], dict[str, Any]], list[Any]]
@@ -574,14 +577,21 @@ class EventPipeline:
         rejection: str | None = None,
         outlier: bool = False,
         fresh: bool = False,
+        backfill_order: int | None = None,
     ) -> PersistedEvent:
+        """Write one event into `batch`. With `backfill_order` the event is older history placed at
+        that timeline order (below every live one): it gets no stream position and moves neither the
+        forward extremities nor the current state; its `PersistedEvent.stream` is 0 (nothing new)."""
         db = self.db
         short = db.ids.new_event(eid, batch) if fresh else db.ids.event_or_create(eid, batch)
         is_state = isinstance(event.get("state_key"), str)
         sk = db.ids.state_key_or_create(event["type"], event["state_key"], batch) if is_state else 0
         accepted = rejection is None
         in_timeline = accepted and not outlier and not (flags & SOFT_FAILED)
-        stream = batch.next_count() if in_timeline else 0
+        backfilled = in_timeline and backfill_order is not None
+        stream = batch.next_count() if in_timeline and not backfilled else 0
+        if backfilled:
+            flags |= BACKFILLED
         if is_state:
             flags |= STATE
         if outlier:
@@ -594,7 +604,7 @@ class EventPipeline:
         depth = event.get("depth")
         meta = EventMeta(
             ctx.room_short,
-            stream,
+            backfill_order if backfilled and backfill_order is not None else stream,  # tokens.order_of
             depth if isinstance(depth, int) else 0,
             state_before,
             state_after,
@@ -625,7 +635,9 @@ class EventPipeline:
         persisted = PersistedEvent(
             eid, ctx.room_id, short, stream, event, rejection, bool(flags & SOFT_FAILED), fresh=fresh
         )
-        if in_timeline:
+        if backfilled and backfill_order is not None:
+            db.rooms.append_timeline(ctx.room_short, backfill_order, short, batch)
+        elif in_timeline:
             db.rooms.append_timeline(ctx.room_short, live_order(stream), short, batch)
             self._advance(ctx, batch, short, meta, prevs, persisted)
         ctx.written.append(persisted)
@@ -741,6 +753,32 @@ class EventPipeline:
         from homeserver.rooms.receiving import receive_after_gap
 
         return await receive_after_gap(self, pdu, keys, states_after)
+
+    async def receive_backfilled(
+        self, pdu: dict[str, Any], keys: KeyLookup, order: int, state_ids: Sequence[str] | None = None
+    ) -> PersistedEvent:
+        """Accept a PDU fetched with `/backfill` as history at timeline order `order` (see
+        `homeserver.rooms.receiving.receive_backfilled`)."""
+        from homeserver.rooms.receiving import receive_backfilled
+
+        return await receive_backfilled(self, pdu, keys, order, state_ids)
+
+    def history_start(self, room_id: str) -> tuple[int, list[str]]:
+        """Where the history held here begins: the lowest timeline order of the room (LIVE_BASE when
+        it has none), and the prev events of its first timeline events that are not in the timeline
+        here (what `/backfill` is asked from; empty when the first event is the create event)."""
+        ctx = self.load_context(room_id)
+        db = self.db
+        first = db.rooms.first_backfill_order(ctx.room_short)
+        wanted: list[str] = []
+        for _, short in itertools.islice(db.rooms.timeline(ctx.room_short), HISTORY_EDGE_SCAN):
+            event = self.event(ctx, short)
+            for prev in reference_ids(event.get("prev_events"), ctx.rv.event_format):
+                prev_short = self.stored_short(ctx, prev)
+                meta = self.meta(ctx, prev_short) if prev_short is not None else None
+                if (meta is None or meta.outlier) and prev not in wanted:
+                    wanted.append(prev)
+        return first, wanted
 
     async def receive_invite(
         self, room_version: str, event: Any, invite_state: Any, keys: KeyLookup

@@ -17,6 +17,7 @@ from homeserver.protocol.auth_rules import auth_events_map, check_auth, check_au
 from homeserver.protocol.errors import AuthError, EventFormatError, HashMismatch, ProtocolError, SignatureError
 from homeserver.protocol.event_format import check_pdu_format
 from homeserver.protocol.event_ids import event_id as compute_event_id
+from homeserver.protocol.event_ids import room_id_from_create_event
 from homeserver.protocol.event_signing import add_hashes_and_signatures, required_signers, verify_event_signature
 from homeserver.protocol.hashes import check_content_hash
 from homeserver.protocol.redaction import redact
@@ -33,6 +34,7 @@ from homeserver.rooms.stripped_state import stripped_state
 from homeserver.state.event_source import reference_ids
 from storage.engine import Batch
 from storage.events import OUTLIER, REDACTED, SOFT_FAILED, STATE, EventMeta
+from storage.rooms import LIVE_BASE
 
 if TYPE_CHECKING:
     from homeserver.rooms.pipeline import EventPipeline
@@ -85,6 +87,26 @@ async def receive_with_state(
     return await _receive(pipe, pdu, keys, state_ids=list(state_ids))
 
 
+async def receive_backfilled(
+    pipe: EventPipeline, pdu: dict[str, Any], keys: KeyLookup, order: int, state_ids: Sequence[str] | None = None
+) -> PersistedEvent:
+    """Accept a PDU fetched with `/backfill` as older history, at timeline order `order` (below every
+    live event; the caller gives each event of an answer its own free order, older events lower).
+
+    Checked like any PDU (spec: server-server-api "Checks performed on receipt of a PDU"; steps 1-5:
+    the current state does not judge history, so nothing is soft-failed). The state before it is
+    the resolution of the states after its prev events, which must then be stored with their state
+    (else `MissingEventsError` / `MissingStateError`), or `state_ids` (the answer of `/state_ids` at
+    the event). It changes neither the current state nor the forward extremities, takes no stream
+    position and wakes nobody. An event already in the timeline is returned as it is.
+    """
+    if not 0 < order < LIVE_BASE:
+        raise ValueError(f"backfill order {order} is not below the live timeline")
+    return await _receive(
+        pipe, pdu, keys, state_ids=None if state_ids is None else list(state_ids), backfill_order=order
+    )
+
+
 async def _receive(
     pipe: EventPipeline,
     pdu: dict[str, Any],
@@ -93,8 +115,11 @@ async def _receive(
     outlier: bool = False,
     state_ids: list[str] | None = None,
     prev_states: list[list[str]] | None = None,
+    backfill_order: int | None = None,
 ) -> PersistedEvent:
     room_id = pdu.get("room_id")
+    if room_id is None and pdu.get("type") == "m.room.create":
+        room_id = _room_of_create(pdu)  # rooms v12: the create event names its room by its own id
     if not isinstance(room_id, str):
         raise EventRefused("PDU has no room_id")
     try:
@@ -111,13 +136,29 @@ async def _receive(
         existing = _already_stored(pipe, eid, room_id, outliers_count=outlier)
         if existing is not None:
             return existing
+        if backfill_order is not None and next(
+            pipe.db.rooms.timeline(ctx.room_short, after=backfill_order - 1, before=backfill_order + 1), None
+        ):
+            raise ValueError(f"backfill order {backfill_order} is taken in {room_id}")
         batch = pipe.db.store.batch()
         with batch:
             persisted = _accept_remote(
-                pipe, ctx, batch, pdu, eid, flags, outlier=outlier, supplied_state=state_ids, prev_states=prev_states
+                pipe,
+                ctx,
+                batch,
+                pdu,
+                eid,
+                flags,
+                outlier=outlier,
+                supplied_state=state_ids,
+                prev_states=prev_states,
+                check_current=backfill_order is None,
+                backfill_order=backfill_order,
             )
             await batch.commit()
-        if not outlier:  # an outlier changes nothing anyone can see
+        if outlier or backfill_order is not None:
+            ctx.clear_pending()  # an outlier changes nothing anyone can see; history is not news
+        else:
             pipe.notify(ctx)
         return persisted
 
@@ -334,6 +375,17 @@ def _event_id_or_none(pdu: object, rv: RoomVersion) -> str | None:
         return None
 
 
+def _room_of_create(pdu: Mapping[str, Any]) -> str | None:
+    """The room a create event without `room_id` makes (rooms v12+), None when it makes none."""
+    content = pdu.get("content")
+    version = content.get("room_version", "1") if isinstance(content, Mapping) else None
+    try:
+        rv = get_room_version(version) if isinstance(version, str) else None
+        return room_id_from_create_event(pdu, rv) if rv is not None and rv.room_id_from_create_event else None
+    except (ProtocolError, KeyError, ValueError):
+        return None
+
+
 def _create_event_id(
     candidates: Mapping[str, tuple[dict[str, Any], int]], state_ids: Sequence[str], rv: RoomVersion, room_id: str
 ) -> str:
@@ -431,6 +483,7 @@ def _accept_remote(
     supplied_state: list[str] | None = None,
     prev_states: list[list[str]] | None = None,
     check_current: bool = True,
+    backfill_order: int | None = None,
 ) -> PersistedEvent:
     """Steps 4-6 and the write. With `supplied_state` (event ids) the state before the event is
     that one; with `prev_states`, the resolution of those and of the states after the prev events
@@ -511,7 +564,18 @@ def _accept_remote(
             flags |= SOFT_FAILED
     # rooms v6+: the format check proved the PDU strict canonical JSON, so no second validating walk
     encoded = canonical_json.encode_trusted(pdu) if rv.strict_canonical_json else canonical_json.encode_lenient(pdu)
-    return pipe.write_event(ctx, batch, pdu, eid, encoded, prevs, state_before, flags=flags, rejection=rejection)
+    return pipe.write_event(
+        ctx,
+        batch,
+        pdu,
+        eid,
+        encoded,
+        prevs,
+        state_before,
+        flags=flags,
+        rejection=rejection,
+        backfill_order=backfill_order,
+    )
 
 
 def _supplied_snapshot(pipe: EventPipeline, ctx: RoomContext, batch: Batch, state_ids: list[str]) -> int:

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from federation.inbound import MISSING_EVENTS_LIMIT, Inbound
+from federation.inbound import MISSING_EVENTS_LIMIT, MISSING_EVENTS_MAX, Inbound
 from homeserver.rooms.federation_reads import FederationReads, NotInRoom
 from tests.rooms.remote import ALICE_R, BOB_L, CAROL_R, LOCAL, RESIDENT, Pair, msg
 
@@ -96,15 +96,17 @@ async def test_a_long_gap_with_state_changes_is_bridged_with_state(pair: Pair) -
         {**res.event(res.current_state(room_id)[("m.room.power_levels", "")])["content"], "events_default": 0},
         "",
     )
-    for i in range(MISSING_EVENTS_LIMIT + 15):
+    for i in range(MISSING_EVENTS_MAX + 15):
         await res.pipe.send(room_id, CAROL_R, "m.room.message", msg(f"missed {i}"))
     latest = await res.pipe.send(room_id, CAROL_R, "m.room.message", msg("latest"))
     got = await inbound.receive_pdu(RESIDENT, copy.deepcopy(res.event(latest.event_id)), ours.rv(room_id))
     assert got.rejected is None and not got.soft_failed
     assert ours.current_state(room_id) == res.current_state(room_id)
     assert ours.current_state(room_id)[("m.room.topic", "")] == topic.event_id
-    # the last ten missed messages came with get_missing_events, the state bridged the rest
-    assert len(ours.timeline(room_id)) == 1 + MISSING_EVENTS_LIMIT + 1
+    # the last MISSING_EVENTS_MAX missed messages came with get_missing_events, in rounds of
+    # MISSING_EVENTS_LIMIT; the state bridged the rest
+    assert len(ours.timeline(room_id)) == 1 + MISSING_EVENTS_MAX + 1
+    assert api.calls.count("get_missing_events") == MISSING_EVENTS_MAX // MISSING_EVENTS_LIMIT
     assert "get_missing_events" in api.calls and "state_ids" in api.calls
     # later events flow without fetching
     api.calls.clear()

@@ -66,7 +66,7 @@ def register(router: Router, hs: HomeServer) -> None:
     async def messages(request: web.Request) -> web.Response:
         who = viewer(request)
         forwards = direction(request)
-        body = reader.messages(
+        body = await reader.messages(
             who,
             request.match_info["roomId"],
             from_token=request.query.get("from") or None,
