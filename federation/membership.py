@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from federation.client import FederationError, Unreachable, path_of
 from homeserver.errors import MatrixError, forbidden
@@ -30,6 +30,13 @@ T = TypeVar("T")
 
 SEND_JOIN_MAX_BYTES = 128 * 1024 * 1024  # the whole state of a very large room
 SEND_JOIN_TIMEOUT_S = 600.0
+
+
+class _Knocked(NamedTuple):
+    event: dict[str, Any]
+    event_id: str
+    rv: RoomVersion
+    stripped: list[dict[str, Any]]
 
 
 class RemoteMembership:
@@ -88,7 +95,16 @@ class RemoteMembership:
 
     async def knock(self, room_id: str, user_id: str, servers: Iterable[str]) -> tuple[dict[str, Any], Any]:
         """Knock on a room; returns the knock event and the stripped state the resident answered."""
-        return await self._through(servers, lambda server: self._knock_via(server, room_id, user_id))
+        knocked = await self._through(servers, lambda server: self._knock_via(server, room_id, user_id))
+        return knocked.event, knocked.stripped
+
+    async def knock_and_record(
+        self, room_id: str, user_id: str, servers: Iterable[str], content: dict[str, Any] | None = None
+    ) -> PersistedEvent:
+        """Knock on a room this server is not in through a resident, and keep the knock here with the
+        stripped state the resident answered, so the user's /sync shows it under `rooms.knock`."""
+        knocked = await self._through(servers, lambda server: self._knock_via(server, room_id, user_id, content))
+        return await self.pipeline.record_remote_knock(knocked.event, knocked.rv, knocked.event_id, knocked.stripped)
 
     async def invite(
         self, room_id: str, inviter: str, invitee: str, content: dict[str, Any], invite_state: list[dict[str, Any]]
@@ -202,14 +218,20 @@ class RemoteMembership:
         )
         return event, event_id, rv
 
-    async def _knock_via(self, server: str, room_id: str, user_id: str) -> tuple[dict[str, Any], Any]:
+    async def _knock_via(
+        self, server: str, room_id: str, user_id: str, content: dict[str, Any] | None = None
+    ) -> _Knocked:
         template, version = await self._make(server, "knock", room_id, user_id)
         rv = get_room_version(version)
         if not rv.knock_join_rule:
             raise EventRefused(f"room version {version} has no knocking")
+        if content:  # the reason and the profile, as a local knock carries them
+            template = {**template, "content": {**content, **template["content"], "membership": "knock"}}
         event, event_id = self.pipeline.sign_membership_template(template, rv, room_id, user_id, "knock")
         answer = await self.client.request(
             server, "PUT", path_of("_matrix", "federation", "v1", "send_knock", room_id, event_id), content=event
         )
         stripped = answer.get("knock_room_state") if isinstance(answer, dict) else None
-        return event, stripped if isinstance(stripped, list) else []
+        return _Knocked(
+            event, event_id, rv, [e for e in stripped if isinstance(e, dict)] if isinstance(stripped, list) else []
+        )

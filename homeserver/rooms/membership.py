@@ -63,6 +63,10 @@ class RemoteRooms(Protocol):
 
     async def leave_and_record(self, room_id: str, user_id: str, servers: Iterable[str]) -> PersistedEvent: ...
 
+    async def knock_and_record(
+        self, room_id: str, user_id: str, servers: Iterable[str], content: dict[str, Any] | None = None
+    ) -> PersistedEvent: ...
+
     async def leave_locally(self, invite: dict[str, Any], room_version: str) -> PersistedEvent: ...
 
 
@@ -288,8 +292,20 @@ class Membership:
                 return member
         raise forbidden("No member of this server may let you in to this restricted room")
 
-    async def knock(self, user_id: str, room_id_or_alias: str, *, reason: str | None = None) -> str:
-        room_id = self.resolve(room_id_or_alias)
+    async def knock(
+        self, user_id: str, room_id_or_alias: str, *, reason: str | None = None, via: Sequence[str] = ()
+    ) -> str:
+        room_id, alias_servers = await self.resolve_with_servers(room_id_or_alias)
+        if self.remote is not None and not self.resident(self.queries.known_room(room_id)):
+            # a room on another server: knock through a resident (spec: server-server "Knocking")
+            seen = self.queries.room(room_id)
+            current = self.queries.current_membership(user_id, seen) if seen is not None else None
+            if current in ("join", "invite", "ban"):
+                raise forbidden(f"You cannot knock on a room you are {'banned from' if current == 'ban' else 'in'}")
+            content = self._with_reason({"membership": "knock", **self.profile(user_id)}, reason)
+            servers = self._join_servers(user_id, room_id, via, alias_servers)
+            await self.remote.knock_and_record(room_id, user_id, servers, content)
+            return room_id
         room = self.room(room_id)
         current = self.queries.current_membership(user_id, room)
         # spec: "Users who are currently in the room, already invited, or banned cannot knock"

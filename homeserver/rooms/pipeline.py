@@ -789,6 +789,20 @@ class EventPipeline:
 
         return await receive_invite(self, room_version, event, invite_state, keys)
 
+    async def record_remote_knock(
+        self, event: dict[str, Any], rv: RoomVersion, event_id: str, knock_state: list[dict[str, Any]]
+    ) -> PersistedEvent:
+        """Our user knocked on a room this server is not in, through a resident that accepted it."""
+        from homeserver.rooms.receiving import record_remote_knock
+
+        async with self.room_lock(event["room_id"]):
+            batch = self.db.store.batch()
+            with batch:
+                persisted = record_remote_knock(self, batch, rv, event, event_id, knock_state)
+                await batch.commit()
+        self.notify_outside(persisted)
+        return persisted
+
     async def record_remote_leave(self, event: dict[str, Any], rv: RoomVersion, event_id: str) -> PersistedEvent:
         """Our user left (or refused an invite to) a room this server is not in, through a resident."""
         from homeserver.rooms.receiving import record_remote_leave

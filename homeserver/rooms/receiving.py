@@ -329,6 +329,23 @@ def record_remote_leave(
     return _write_membership_outlier(pipe, batch, rv, event["room_id"], eid, event, "leave", None)
 
 
+def record_remote_knock(
+    pipe: EventPipeline,
+    batch: Batch,
+    rv: RoomVersion,
+    event: dict[str, Any],
+    eid: str,
+    knock_state: list[dict[str, Any]],
+) -> PersistedEvent:
+    """Our user's knock on a room this server is not in, accepted by a resident server: kept as an
+    outlier, the user's membership becomes "knock", with the stripped state the resident answered
+    (spec: client-server /sync `rooms.knock.knock_state`)."""
+    stripped = [stripped_state(e) for e in knock_state if isinstance(e, dict)]
+    stripped = [e for e in stripped if isinstance(e.get("type"), str) and isinstance(e.get("state_key"), str)]
+    stripped.append(stripped_state(event))
+    return _write_membership_outlier(pipe, batch, rv, event["room_id"], eid, event, "knock", stripped)
+
+
 def _write_membership_outlier(
     pipe: EventPipeline,
     batch: Batch,

@@ -133,3 +133,20 @@ async def test_knock(pair: Pair) -> None:
     assert {e["type"] for e in stripped} >= {"m.room.create", "m.room.join_rules", "m.room.name"}
     assert all(set(e) == {"type", "state_key", "sender", "content"} for e in stripped)
     assert res.current_state(room_id)[("m.room.member", BOB_L)]
+
+
+async def test_a_knock_is_kept_here_with_the_rooms_stripped_state(pair: Pair) -> None:
+    room_id = await pair.room("10")
+    res, ours = pair.resident, pair.local
+    await res.pipe.send(room_id, ALICE_R, "m.room.join_rules", {"join_rule": "knock"}, "")
+    membership = remote(pair, Transport(pair))
+    persisted = await membership.knock_and_record(room_id, BOB_L, [RESIDENT], {"reason": "let me in"})
+    room = ours.db.ids.room(room_id)
+    assert room is not None
+    ur = ours.db.rooms.user_room(BOB_L, room)
+    assert ur is not None and ur.membership == "knock" and ur.stream == persisted.stream > 0
+    knock_state = ours.db.rooms.invite_state(BOB_L, room)
+    assert knock_state is not None and {e["type"] for e in knock_state} >= {"m.room.create", "m.room.join_rules"}
+    assert knock_state[-1]["state_key"] == BOB_L and knock_state[-1]["content"]["reason"] == "let me in"
+    # the resident has it in the room's state
+    assert res.current_state(room_id)[("m.room.member", BOB_L)] == persisted.event_id

@@ -341,3 +341,47 @@ async def test_leave_kick_ban_unban_across_servers(synapse: RunningServer, ours:
         assert status == 200, answer
         await until(ned, member(theirs, oli.user_id, "join"), "oli's join after the unban")
     report("c) leave, kick, ban, unban across servers", started)
+
+
+async def test_our_user_knocks_on_a_synapse_room(synapse: RunningServer, ours: RunningServer) -> None:
+    """spec: client-server POST /knock, server-server "Knocking upon a room": our user's knock
+    reaches the room on Synapse, shows in our /sync under rooms.knock with the room's stripped
+    state, and the Synapse user lets them in."""
+    started = time.monotonic()
+    async with user(synapse, "knockee_host") as host, user(ours, "knocker") as knocker:
+        room_id = await create(host, version="10", public=False)
+        rules = await host.room_put_state(room_id, "m.room.join_rules", {"join_rule": "knock"})
+        assert getattr(rules, "status_code", None) is None, rules
+        query = urllib.parse.urlencode([("via", synapse.server_name)])
+        url = f"{ours.base_url}/_matrix/client/v3/knock/{urllib.parse.quote(room_id, safe='')}?{query}"
+        assert http_json("POST", url, {"reason": "hello"}, knocker.access_token) == {"room_id": room_id}
+
+        # our /sync over HTTP (rooms.knock is newer than what nio parses)
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            answer = http_json(
+                "GET", f"{ours.base_url}/_matrix/client/v3/sync?timeout=1000", token=knocker.access_token
+            )
+            knock = answer.get("rooms", {}).get("knock", {}).get(room_id)
+            if knock is not None:
+                break
+            assert time.monotonic() < deadline, "our user's knock did not show in /sync"
+        types = {e["type"] for e in knock["knock_state"]["events"]}
+        assert {"m.room.create", "m.room.join_rules"} <= types
+        # the host sees the knock and invites them in
+        await until(
+            host,
+            lambda r: any(
+                e.source.get("type") == "m.room.member"
+                and e.source.get("state_key") == knocker.user_id
+                and e.source.get("content", {}).get("membership") == "knock"
+                for room in [r.rooms.join.get(room_id)]
+                if room
+                for e in room.timeline.events
+            ),
+            "the knock",
+        )
+        invite = await host.room_invite(room_id, knocker.user_id)
+        assert getattr(invite, "status_code", None) is None, invite
+        await until(knocker, invited(room_id), "the invite after the knock")
+    report("knock", started)

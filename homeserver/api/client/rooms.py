@@ -134,7 +134,12 @@ def register(router: Router, hs: HomeServer) -> None:
     async def knock(request: web.Request) -> web.Response:
         requester = hs.auth.requester(request)
         body = await read(request, ReasonBody, allow_empty=True)
-        room_id = await membership.knock(requester.user_id, request.match_info["roomIdOrAlias"], reason=body.reason)
+        room_id = await membership.knock(
+            requester.user_id,
+            request.match_info["roomIdOrAlias"],
+            reason=body.reason,
+            via=servers_to_join_through(request),
+        )
         return json_response({"room_id": room_id})
 
     async def leave(request: web.Request) -> web.Response:
