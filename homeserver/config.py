@@ -148,6 +148,19 @@ class FederationConfig(BaseModel):
         return self
 
 
+class InvitesConfig(BaseModel):
+    """Invite links (homeserver/auth/invites.py, the page at /invite/<token>): who may make them and
+    their limits. Admins make invites from the CLI and the admin API whatever these say."""
+
+    model_config = CLOSED
+    users_may_invite: bool = Field(default=False, description="ordinary users may create invites for their friends")
+    user_quota: int = Field(default=5, ge=0, description="valid (unused, unexpired) invites a user may hold at once")
+    user_max_uses: int = Field(default=5, ge=1, description="most uses a user's invite may have")
+    default_expiry_days: float = Field(
+        default=7, gt=0, description="days an invite works when its maker gives no expiry (users can give no longer)"
+    )
+
+
 class SupportContact(BaseModel):
     model_config = CLOSED
     role: str = Field(default="m.role.admin", description="m.role.admin or m.role.security")
@@ -209,6 +222,7 @@ class Config(BaseModel):
     )
     presence: bool = Field(default=True, description="share online/offline presence with users in the same rooms")
     federation: FederationConfig = FederationConfig()
+    invites: InvitesConfig = InvitesConfig()
 
     @property
     def listen_host(self) -> str:
