@@ -183,6 +183,11 @@ def _duration_ms(text: str) -> int:
     return int(value * units[unit])
 
 
+def _expiry(text: str) -> int | str:
+    """--expires: "never" or a duration in milliseconds."""
+    return text if text == "never" else _duration_ms(text)
+
+
 def _uses(text: str) -> int | None:
     if text == "unlimited":
         return None
@@ -224,7 +229,7 @@ async def _invite_command(hs: Any, args: argparse.Namespace) -> int:
             creator=args.inviter,
             as_admin=True,
             uses=args.uses,
-            expires_in_ms=None if args.expires in (None, "never") else _duration_ms(args.expires),
+            expires_in_ms=None if args.expires in (None, "never") else args.expires,
             never_expires=args.expires == "never",
             note=args.note,
             rooms=args.room,
@@ -274,7 +279,9 @@ def _add_invite_parser(sub: Any) -> None:
     isub = p.add_subparsers(dest="invite_command", metavar="WHAT", required=True)
     create = isub.add_parser("create", help="a new invite link (printed on its own line, then a QR code)")
     create.add_argument("--uses", type=_uses, default=1, help="how many people may use it (or 'unlimited'; default 1)")
-    create.add_argument("--expires", metavar="DURATION", help="e.g. 7d, 12h, 30m, or 'never' (default: config)")
+    create.add_argument(
+        "--expires", type=_expiry, metavar="DURATION", help="e.g. 7d, 12h, 30m, or 'never' (default: config)"
+    )
     create.add_argument("--room", action="append", default=[], help="a room or space (id or #alias) to join")
     create.add_argument("--admin", action="store_true", help="the account becomes a server admin")
     create.add_argument("--note", help="a note shown on the invite page")
