@@ -22,6 +22,8 @@ from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS
 from homeserver.validation import problems
 
 ENV_PREFIX = "HOMESERVER_"
+# variables with the prefix that are not settings: the config file's path, the admin CLI's token
+NOT_SETTINGS = frozenset({ENV_PREFIX + "CONFIG", ENV_PREFIX + "ACCESS_TOKEN"})
 # Config models refuse unknown keys (a typo must not be ignored) and cannot be changed once loaded.
 CLOSED = ConfigDict(strict=True, extra="forbid", frozen=True, defer_build=True)
 
@@ -286,7 +288,7 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
             raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
     env = os.environ if environ is None else environ
     for name, raw in env.items():
-        if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG":
+        if name.startswith(ENV_PREFIX) and name not in NOT_SETTINGS:
             keys = name[len(ENV_PREFIX) :].lower().split("__")
             _set_path(data, keys, _env_value(raw, _takes_text(Config, keys)))
     try:

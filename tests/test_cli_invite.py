@@ -5,9 +5,13 @@ and a store held by the running server."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from storage.database import Database
+from tests.e2e.test_invite_page import _admin_token as admin_token
+from tests.interop.server import REPO_ROOT, free_port, start_homeserver
 
 from .test_cli import assert_one_line_failure, homeserver
 
@@ -62,4 +66,40 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
 def test_a_running_server_holds_the_store(tmp_path: Path) -> None:
     with Database(tmp_path / "data" / "db"):  # as a running server does
         result = homeserver("invite", "create", cwd=tmp_path, data_dir=tmp_path / "data")
-    assert_one_line_failure(result, "the server is running", "admin API")
+    assert_one_line_failure(result, "the server is running", "access token")
+
+
+def test_through_the_running_server_with_an_admin_token(tmp_path: Path) -> None:
+    port = free_port()
+    server = start_homeserver(tmp_path / "hs", port=port, public_baseurl=BASE)
+    try:
+        admin = admin_token(server)
+
+        def run(*args: str, token: str | None = admin) -> subprocess.CompletedProcess[str]:
+            env = dict(server.env or {})
+            if token is not None:
+                env["HOMESERVER_ACCESS_TOKEN"] = token
+            return subprocess.run(
+                [sys.executable, "-m", "homeserver", "invite", *args],
+                cwd=REPO_ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        made = run("create", "--uses", "2", "--expires", "never", "--note", "live")
+        assert made.returncode == 0, made.stderr
+        link = made.stdout.splitlines()[0]
+        assert link.startswith(f"{BASE}/invite/")
+        token = link.rsplit("/", 1)[1]
+        listed = {r["token"]: r for r in json.loads(run("list", "--json").stdout)}
+        assert (listed[token]["note"], listed[token]["expiry_time"], listed[token]["uses_allowed"]) == ("live", None, 2)
+        assert listed[token]["creator"] == "@admin:localhost"
+        assert run("revoke", token).stdout.strip() == f"revoked {token}"
+        assert token not in {r["token"] for r in json.loads(run("list", "--json").stdout)}
+        assert token in run("list", "--all").stdout
+        # a token that is not an admin's is refused by the server, in one line
+        assert_one_line_failure(run("create", token="not-a-token"), "the server answered 401")
+    finally:
+        server.stop(timeout=5)

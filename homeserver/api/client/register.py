@@ -44,6 +44,8 @@ class RegisterBody(Body):
 class NewInviteBody(Body):
     uses: int | None = 1
     expires_in_ms: int | None = None
+    never_expires: bool = False  # admins only (users' invites always expire)
+    admin: bool = False  # admins only: the account becomes a server admin
     note: str | None = None
     rooms: list[str] = Field(default_factory=list)
 
@@ -141,8 +143,10 @@ def register(router: Router, hs: HomeServer) -> None:
             as_admin=requester.is_admin,
             uses=body.uses,
             expires_in_ms=body.expires_in_ms,
+            never_expires=body.never_expires,
             note=body.note,
             rooms=body.rooms,
+            admin=body.admin,
         )
         return json_response(created)
 
