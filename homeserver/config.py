@@ -163,6 +163,54 @@ class InvitesConfig(BaseModel):
     )
 
 
+def _provider_id(v: str) -> str:
+    # spec: identity provider ids: 1-255 characters of [A-Za-z0-9_.~-] (they appear in URLs)
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_.~-]{1,255}", v):
+        raise ValueError(f"{v!r} is not a provider id (letters, digits, _ . ~ -)")
+    return v
+
+
+class OidcProviderConfig(BaseModel):
+    """An upstream OpenID Connect provider for single sign-on (homeserver/auth/oidc.py)."""
+
+    model_config = CLOSED
+    id: Annotated[str, AfterValidator(_provider_id)] = Field(description="in URLs and the login button's id")
+    name: str = Field(description="shown on the login button")
+    issuer: str = Field(description="the issuer URL; its /.well-known/openid-configuration is read")
+    client_id: str
+    client_secret: str | None = Field(default=None, description="none: a public client (PKCE only)")
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile"])
+    icon: str | None = Field(default=None, description="an mxc:// URI for the login button")
+    localpart_claim: str = Field(default="preferred_username", description="the claim new users' localpart comes from")
+    display_name_claim: str = Field(default="name", description="the claim new users' display name comes from")
+    registration: Literal["open", "invite", "closed"] = Field(
+        default="open", description="who may get a new account through this provider"
+    )
+    allow_existing_users: bool = Field(
+        default=False, description="link an upstream account to an existing user with the same localpart"
+    )
+
+
+class SsoConfig(BaseModel):
+    """Single sign-on (`m.login.sso`): upstream providers and where logins may be handed back."""
+
+    model_config = CLOSED
+    oidc: list[OidcProviderConfig] = Field(default_factory=list, description="OpenID Connect providers")
+    client_hosts: list[str] = Field(
+        default_factory=list,
+        description="hosts a login is handed back to without a confirmation page (e.g. app.element.io)",
+    )
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> SsoConfig:
+        ids = [p.id for p in self.oidc]
+        if len(ids) != len(set(ids)):
+            raise ValueError("provider ids must be unique")
+        return self
+
+
 class SupportContact(BaseModel):
     model_config = CLOSED
     role: str = Field(default="m.role.admin", description="m.role.admin or m.role.security")
@@ -225,6 +273,7 @@ class Config(BaseModel):
     presence: bool = Field(default=True, description="share online/offline presence with users in the same rooms")
     federation: FederationConfig = FederationConfig()
     invites: InvitesConfig = InvitesConfig()
+    sso: SsoConfig = SsoConfig()
 
     @property
     def listen_host(self) -> str:

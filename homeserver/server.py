@@ -38,6 +38,7 @@ from homeserver.auth.openid import OpenIdTokens
 from homeserver.auth.passwords import Passwords
 from homeserver.auth.registration import Registration
 from homeserver.auth.registration_tokens import RegistrationTokens
+from homeserver.auth.sso import SingleSignOn
 from homeserver.auth.tokens import Tokens
 from homeserver.auth.uia import UserInteractiveAuth
 from homeserver.config import Config
@@ -178,6 +179,7 @@ class HomeServer:
             clock,
         )
         self.registration.add_token_signup_listener(self.invites.joined_on_signup)
+        self.sso = SingleSignOn(config, self.accounts, self.registration, self.login_tokens, db.external_ids, clock)
         self.deactivation = Deactivation(self.queries, self.accounts, self.pipeline)
         self.e2ee = E2EE(
             db.store,

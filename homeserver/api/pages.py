@@ -1,5 +1,6 @@
 """The web pages' routes (templates and strings in homeserver/web/): the invite page at
-`/invite/<token>` and its sign-up form.
+`/invite/<token>` and its sign-up form, and the single-sign-on callback with its confirmation and
+error pages (homeserver/auth/sso.py).
 
 Pages answer in HTML, never Matrix JSON: every refusal is a page with the right status (404 an
 unknown invite, 410 one used up, expired or revoked, 403 sign-up closed, 400/409 a form to fix,
@@ -10,6 +11,7 @@ look-ups and sign-ups are rate limited per address against guessing tokens.
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -17,7 +19,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from homeserver.api.bodies import client_ip
+from homeserver.api.client.login import SSO_COOKIE
 from homeserver.api.http import Router
+from homeserver.auth.sso import CALLBACK_PATH, SsoFailed
 from homeserver.errors import MatrixError
 from homeserver.web import qr_svg
 from homeserver.web.catalogue import Strings, best_language
@@ -25,6 +29,8 @@ from homeserver.web.clients import deep_links, platform_of, register_links, sugg
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
+
+log = logging.getLogger(__name__)
 
 MIN_PASSWORD = 8
 MAX_FORM_BYTES = 8 * 1024
@@ -117,6 +123,9 @@ def register(router: Router, hs: HomeServer) -> None:
     async def post_invite(request: web.Request) -> web.Response:
         token = request.match_info["token"]
         t = Strings(language(request))
+        if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            # not a browser's form: a program gets a Matrix error it can read
+            raise MatrixError(415, "M_UNRECOGNIZED", "this page takes an HTML form")
         if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
             raise MatrixError(413, "M_TOO_LARGE", "form too large")
         form = await request.post()
@@ -160,6 +169,26 @@ def register(router: Router, hs: HomeServer) -> None:
         response.del_cookie(CSRF_COOKIE, path=f"/invite/{token}")
         return response
 
+    async def sso_callback(request: web.Request) -> web.Response:
+        provider = request.match_info["idp_id"]
+        lang = language(request)
+        query = {k: v for k, v in request.query.items() if isinstance(v, str)}
+        try:
+            done = await hs.sso.finish(provider, query, request.cookies.get(SSO_COOKIE))
+        except SsoFailed as e:
+            log.info("single sign-on with %s failed: %s", provider, e.detail or e.reason)
+            return html(pages.render("sso_error.html", lang, reason=e.reason), e.status)
+        if not done.confirm:
+            response = web.Response(status=302, headers={**PAGE_HEADERS, "Location": done.redirect_to})
+        else:
+            body = pages.render(
+                "sso_confirm.html", lang, host=done.client_host, user_id=done.user_id, redirect_to=done.redirect_to
+            )
+            response = html(body)
+        response.del_cookie(SSO_COOKIE, path=CALLBACK_PATH)
+        return response
+
+    router.add("GET", f"{CALLBACK_PATH}/{{idp_id}}", sso_callback)
     router.add("GET", "/invite/{token}", get_invite)
     router.add("POST", "/invite/{token}", post_invite)
 

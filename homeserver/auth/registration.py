@@ -214,6 +214,42 @@ class Registration:
         await self._signed_up_with(user_id, record)
         return user_id
 
+    async def register_upstream(
+        self,
+        localpart: str | None,
+        displayname: str | None,
+        link: Callable[[Batch, str], None],
+        invite: str | None,
+    ) -> str:
+        """An account for a single-sign-on identity: no password, `link` writes the external id in
+        the account's batch; with `invite`, the invite is used in the same batch (and its rooms joined)."""
+        if localpart is None:
+            localpart = self._free_localpart()
+        user_id = self.accounts.check_available(localpart)
+        lock = self.registration_tokens.lock if invite is not None else contextlib.nullcontext()
+        record: dict[str, Any] | None = None
+        async with lock:
+            admin = False
+            complete: Callable[[Batch], None] | None = None
+            if invite is not None:
+                # the provider's own policy admitted an invite; password registration's does not apply
+                if not self.registration_tokens.check(invite, admin_allowed=self._bootstrapping()):
+                    raise MatrixError(403, "M_FORBIDDEN", "This invite cannot be used any more")
+                record = self.registration_tokens.get(invite)
+                assert record is not None
+                admin = bool(record.get("admin"))
+                complete = self._token_completion(invite, "")
+
+            def also(batch: Batch) -> None:
+                link(batch, user_id)
+                if complete is not None:
+                    complete(batch)
+
+            await self.accounts.register(localpart, None, admin=admin, displayname=displayname, also=also)
+        if record is not None:
+            await self._signed_up_with(user_id, record)
+        return user_id
+
     def _token_completion(self, token: str, session_id: str) -> Callable[[Batch], None]:
         def complete(batch: Batch) -> None:
             self.registration_tokens.complete_in(batch, token, session_id)

@@ -58,6 +58,23 @@ ENGLISH: dict[str, str] = {
     "platform_desktop": "Computer",
     "platform_web": "In the browser",
     "get_on": "Get it on {store}",
+    "sso_confirm_title": "Continue to {host}?",
+    "sso_confirm_lead": "You signed in as {user_id}.",
+    "sso_confirm_warning": "{host} will get access to your account. Continue only if you were signing in "
+    "to an app there just now.",
+    "sso_continue": "Continue to {host}",
+    "sso_cancel": "If you did not start this, close this page: nothing more happens.",
+    "sso_with": "Or sign up with",
+    "sso_error_title": "Sign-in did not work",
+    "sso_error_state": "This sign-in link was already used, has expired or was opened in another browser. "
+    "Go back to your app and start again.",
+    "sso_error_denied": "The sign-in was cancelled at the provider.",
+    "sso_error_provider": "The sign-in provider did not answer as expected. Please try again later.",
+    "sso_error_no_account": "There is no account on {server} for this sign-in, and this provider does not "
+    "create new ones.",
+    "sso_error_invite_needed": "New accounts on {server} need an invite. Open the invite link you were sent "
+    "and sign up from there.",
+    "sso_error_username": "No free username could be found for this account. Ask the server's admin.",
 }
 
 CATALOGUE: dict[str, dict[str, str]] = {"en": ENGLISH}

@@ -333,3 +333,13 @@ async def test_bad_invite_bodies(tmp_path: Path, bad: dict[str, Any]) -> None:
         boss = await admin(h)
         status, body = await h.request("POST", INVITES, boss, json=bad)
         assert status == 400 and body["errcode"] == "M_INVALID_PARAM", body
+
+
+async def test_the_form_takes_only_forms(tmp_path: Path) -> None:
+    async with server(tmp_path) as h:
+        invite = await h.hs.invites.create(creator=None, as_admin=True)
+        resp = await h.client.post(f"/invite/{invite['token']}", json={"username": "json", "password": "x" * 9})
+        assert resp.status == 415 and (await resp.json())["errcode"] == "M_UNRECOGNIZED"
+        big = {"csrf": "x", "username": "u" * 20_000, "password": "p", "password2": "p"}
+        resp = await h.client.post(f"/invite/{invite['token']}", data=big)
+        assert resp.status == 413 and not h.hs.accounts.exists("@" + "u" * 20_000 + ":hs.test")
