@@ -59,7 +59,7 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({"flows": flows})
 
     async def sso_redirect(request: web.Request) -> web.StreamResponse:
-        provider = request.match_info.get("idp_id")
+        provider = request.match_info.get("idpId")
         invite = request.query.get("org.homeserver.invite")
         auth_url, cookie = await hs.sso.start(provider, request.query.get("redirectUrl"), invite)
         response = web.Response(status=302, headers={"Location": auth_url, "Cache-Control": "no-store"})
@@ -109,7 +109,7 @@ def register(router: Router, hs: HomeServer) -> None:
 
     router.client("GET", "/login", get_login)
     router.client("GET", "/login/sso/redirect", sso_redirect)
-    router.client("GET", "/login/sso/redirect/{idp_id}", sso_redirect)
+    router.client("GET", "/login/sso/redirect/{idpId}", sso_redirect)
     router.client("POST", "/login", post_login)
     router.add("POST", "/_matrix/client/v1/login/get_token", get_token)
     router.client("POST", "/refresh", refresh)
