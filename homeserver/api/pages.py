@@ -67,6 +67,12 @@ def register(router: Router, hs: HomeServer) -> None:
             return True
         return False
 
+    def signed_up_page(lang: str, user_id: str) -> str:
+        base = hs.invites.base_url()
+        return pages.render(
+            "signed_up.html", lang, user_id=user_id, base_url=base, deep_links=deep_links(base, hs.server_name)
+        )
+
     def invite_page(
         request: web.Request,
         token: str,
@@ -96,6 +102,7 @@ def register(router: Router, hs: HomeServer) -> None:
             page_url=page_url,
             qr=qr_svg(page_url, Strings(lang).qr_title),
             register_links=register_links(hs.server_name, token),
+            sso_links=hs.sso.signup_links(token),
         )
         response = html(body, status)
         response.set_cookie(
@@ -158,14 +165,7 @@ def register(router: Router, hs: HomeServer) -> None:
                 return status_page(request, hs.invites.view(token).status)
             message, status = answer
             return invite_page(request, token, csrf_cookie, errors=[message], username=username, status=status)
-        body = pages.render(
-            "signed_up.html",
-            t.lang,
-            user_id=user_id,
-            base_url=hs.invites.base_url(),
-            deep_links=deep_links(hs.invites.base_url(), hs.server_name),
-        )
-        response = html(body)
+        response = html(signed_up_page(t.lang, user_id))
         response.del_cookie(CSRF_COOKIE, path=f"/invite/{token}")
         return response
 
@@ -178,7 +178,9 @@ def register(router: Router, hs: HomeServer) -> None:
         except SsoFailed as e:
             log.info("single sign-on with %s failed: %s", provider, e.detail or e.reason)
             return html(pages.render("sso_error.html", lang, reason=e.reason), e.status)
-        if not done.confirm:
+        if done.welcome:
+            response = html(signed_up_page(lang, done.user_id))
+        elif not done.confirm:
             response = web.Response(status=302, headers={**PAGE_HEADERS, "Location": done.redirect_to})
         else:
             body = pages.render(

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from homeserver.auth.accounts import Accounts
 from homeserver.auth.login_tokens import LoginTokens
@@ -38,6 +38,7 @@ ATTEMPT_LIFETIME_S = 600
 MAX_ATTEMPTS = 10_000
 MAX_REDIRECT_URL = 2048
 CALLBACK_PATH = "/_homeserver/sso/callback"
+INVITE_PARAM = "org.homeserver.invite"  # on /login/sso/redirect: sign up with this invite
 
 
 class SsoFailed(Exception):
@@ -67,6 +68,7 @@ class Completed:
     redirect_to: str  # redirectUrl with the login token
     confirm: bool  # show the confirmation page first
     client_host: str
+    welcome: bool = False  # signed up from the invite page: show its welcome page, no login token
 
 
 def check_redirect_url(url: object) -> str:
@@ -124,6 +126,17 @@ class SingleSignOn:
     def base_url(self) -> str:
         return (self.config.public_baseurl or f"http://{self.config.listen}").rstrip("/")
 
+    def invite_page(self, token: str) -> str:
+        return f"{self.base_url()}/invite/{token}"
+
+    def signup_links(self, invite: str) -> list[tuple[str, str]]:
+        """(provider name, URL) to sign up with each provider from the invite page."""
+        back = quote(self.invite_page(invite), safe="")
+        return [
+            (p.name, f"/_matrix/client/v3/login/sso/redirect/{p.id}?redirectUrl={back}&{INVITE_PARAM}={quote(invite)}")
+            for p in self._configs.values()
+        ]
+
     def callback_url(self, provider: str) -> str:
         return f"{self.base_url()}{CALLBACK_PATH}/{provider}"
 
@@ -175,6 +188,8 @@ class SingleSignOn:
         except ProviderError as e:
             raise SsoFailed("provider", 502, str(e)) from None
         user_id = await self._account_for(identity, attempt.invite)
+        if attempt.invite is not None and attempt.redirect_url == self.invite_page(attempt.invite):
+            return Completed(user_id, "", False, "", welcome=True)
         token, _ = self.login_tokens.issue(user_id)
         sep = "&" if urlsplit(attempt.redirect_url).query else "?"
         fragment_free, hash_sign, fragment = attempt.redirect_url.partition("#")

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from html import unescape as html_unescape
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -288,3 +289,22 @@ async def test_closed_provider_and_existing_users(tmp_path: Path) -> None:
         auth_url = await begin(h)
         status, page, _ = await callback(h, auth_url, code=fake.authorize(auth_url, "d", preferred_username="dan"))
         assert status == 403 and 'data-reason="no_account"' in page
+
+
+async def test_sign_up_from_the_invite_page_with_the_provider(tmp_path: Path) -> None:
+    async with sso_server(tmp_path, registration="invite") as (h, fake):
+        boss = await h.user("boss", admin=True)
+        status, room = await h.request("POST", "createRoom", boss, json={"preset": "public_chat"})
+        invite = await h.hs.invites.create(creator=None, as_admin=True, rooms=[room["room_id"]])
+        resp = await h.client.get(f"/invite/{invite['token']}")
+        page = html_unescape(await resp.text())
+        found = re.search(r'<a class="button" href="([^"]+)">Our Provider</a>', page)
+        assert found is not None, page
+        resp = await h.client.get(found.group(1), allow_redirects=False)
+        assert resp.status == 302
+        auth_url = resp.headers["Location"]
+        status, page, _ = await callback(h, auth_url, code=fake.authorize(auth_url, "inv", preferred_username="Vic"))
+        assert status == 200 and "Welcome, @vic:hs.test!" in page and "loginToken" not in page
+        assert h.hs.queries.is_joined("@vic:hs.test", h.hs.queries.room(room["room_id"]) or 0)
+        row = next(r for r in h.hs.invites.list() if r["token"] == invite["token"])
+        assert row["status"] == "used"

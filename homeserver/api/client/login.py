@@ -14,7 +14,7 @@ from aiohttp import web
 from homeserver.api.bodies import Body, client_ip, read
 from homeserver.api.http import Router, json_object, json_response
 from homeserver.auth.login import LOGIN_FLOWS
-from homeserver.auth.sso import CALLBACK_PATH
+from homeserver.auth.sso import CALLBACK_PATH, INVITE_PARAM
 from homeserver.auth.tokens import Session
 from homeserver.errors import MatrixError
 from homeserver.validation import validate
@@ -60,7 +60,7 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def sso_redirect(request: web.Request) -> web.StreamResponse:
         provider = request.match_info.get("idpId")
-        invite = request.query.get("org.homeserver.invite")
+        invite = request.query.get(INVITE_PARAM)
         auth_url, cookie = await hs.sso.start(provider, request.query.get("redirectUrl"), invite)
         response = web.Response(status=302, headers={"Location": auth_url, "Cache-Control": "no-store"})
         # Lax: the provider sends the browser back with a top-level GET from its own site
