@@ -26,6 +26,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from homeserver.server import HomeServer
+from tests.interop.server import free_port
 
 from .auth_helpers import NO_LIMITS
 from .conftest import Harness, make_config
@@ -308,3 +309,18 @@ async def test_sign_up_from_the_invite_page_with_the_provider(tmp_path: Path) ->
         assert h.hs.queries.is_joined("@vic:hs.test", h.hs.queries.room(room["room_id"]) or 0)
         row = next(r for r in h.hs.invites.list() if r["token"] == invite["token"])
         assert row["status"] == "used"
+
+
+async def test_an_unreachable_provider_is_a_clear_error(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with sso_server(tmp_path, issuer=dead) as (h, _):
+        status, body = await h.request("GET", f"login/sso/redirect/idp?redirectUrl={CLIENT_URL}")
+        assert status == 502 and body["errcode"] == "M_UNKNOWN" and "could not be reached" in body["error"]
+
+
+async def test_sso_attempts_are_rate_limited(tmp_path: Path) -> None:
+    async with sso_server(tmp_path) as (h, _):
+        h.hs.ratelimiter.config = h.hs.config.rate_limits.model_copy(update={"enabled": True})
+        url = f"{REDIRECT}/idp?redirectUrl={quote(CLIENT_URL, safe='')}"
+        statuses = [(await h.client.get(url, allow_redirects=False)).status for _ in range(8)]
+        assert statuses[:5] == [302] * 5 and 429 in statuses[5:]

@@ -61,6 +61,8 @@ def register(router: Router, hs: HomeServer) -> None:
     async def sso_redirect(request: web.Request) -> web.StreamResponse:
         provider = request.match_info.get("idpId")
         invite = request.query.get(INVITE_PARAM)
+        # each attempt is remembered for ten minutes (a bounded table): a flood must not push out real ones
+        hs.ratelimiter.check("login", f"sso:{client_ip(request)}")
         auth_url, cookie = await hs.sso.start(provider, request.query.get("redirectUrl"), invite)
         response = web.Response(status=302, headers={"Location": auth_url, "Cache-Control": "no-store"})
         # Lax: the provider sends the browser back with a top-level GET from its own site
