@@ -185,6 +185,189 @@ def _inspect(args: argparse.Namespace) -> int:
         return _fail(f"{e.filename or 'output'}: {e.strerror or e}")
 
 
+def _duration_ms(text: str) -> int:
+    """7d, 12h, 30m, 45s (a number alone is days) as milliseconds."""
+    units = {"d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1000}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "d")
+    try:
+        value = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 7d, 12h or 30m") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("the duration must be positive")
+    return int(value * units[unit])
+
+
+def _expiry(text: str) -> int | str:
+    """--expires: "never" or a duration in milliseconds."""
+    return text if text == "never" else _duration_ms(text)
+
+
+def _uses(text: str) -> int | None:
+    if text == "unlimited":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("uses must be a positive number or 'unlimited'")
+    return int(text)
+
+
+def _invite(args: argparse.Namespace) -> int:
+    """Invites through the store when the server is stopped, else through the running server's
+    invites API with an admin's access token (--access-token or HOMESERVER_ACCESS_TOKEN)."""
+    import asyncio
+
+    from homeserver.errors import MatrixError
+    from homeserver.server import HomeServer
+    from storage.engine import StoreError, StoreLocked
+
+    config = _load_config(args)
+    token = args.access_token or os.environ.get("HOMESERVER_ACCESS_TOKEN")
+    try:
+        hs = HomeServer(config)
+    except StoreLocked:
+        if not token:
+            return _fail(
+                "the server is running and holds the store: give an admin's access token "
+                "(--access-token or HOMESERVER_ACCESS_TOKEN) to go through its API, or stop it first"
+            )
+        return _invite_over_http(config, token, args)
+    except StoreError as e:
+        return _fail(str(e))
+    try:
+        return asyncio.run(_invite_local(hs, args))
+    except MatrixError as e:
+        return _fail(e.message)
+    finally:
+        hs.close()
+
+
+def _create_fields(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "uses": args.uses,
+        "expires_in_ms": None if args.expires in (None, "never") else args.expires,
+        "never_expires": args.expires == "never",
+        "note": args.note,
+        "rooms": args.room,
+        "admin": args.admin,
+    }
+
+
+async def _invite_local(hs: Any, args: argparse.Namespace) -> int:
+    if args.invite_command == "create":
+        created = await hs.invites.create(creator=args.inviter, as_admin=True, **_create_fields(args))
+        return _print_created(created, args)
+    if args.invite_command == "list":
+        return _print_list(hs.invites.list(valid=None if args.all else True), args)
+    revoked = await hs.invites.revoke(args.token, by=None, as_admin=True)
+    print(f"revoked {revoked['token']}")
+    return 0
+
+
+def _invite_over_http(config: Config, token: str, args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    host = config.listen_host
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    base = f"http://{'[' + host + ']' if ':' in host else host}:{config.listen_port}"
+    path = "/_matrix/client/unstable/org.homeserver.invites"
+
+    def call(method: str, url: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(base + url, data=data, method=method)
+        request.add_header("Authorization", f"Bearer {token}")
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            try:
+                message = json.loads(e.read()).get("error", e.reason)
+            except ValueError:
+                message = e.reason
+            raise SystemExit(_fail(f"the server answered {e.code}: {message}")) from None
+        except OSError as e:
+            raise SystemExit(_fail(f"cannot reach the server at {base}: {e}")) from None
+
+    if args.invite_command == "create":
+        if args.inviter is not None:
+            return _fail("--from needs the store (stop the server): over the API the invite is from the token's user")
+        return _print_created(call("POST", path, _create_fields(args)), args)
+    if args.invite_command == "list":
+        rows = call("GET", path + "?all=true")["invites"]
+        return _print_list([r for r in rows if args.all or r["status"] == "valid"], args)
+    revoked = call("DELETE", f"{path}/{urllib.parse.quote(args.token, safe='')}")
+    print(f"revoked {revoked['token']}")
+    return 0
+
+
+def _print_created(created: dict[str, Any], args: argparse.Namespace) -> int:
+    from homeserver.web import qr_terminal
+
+    link = created["link"]
+    if args.json:
+        print(json.dumps(created, indent=2))
+        return 0
+    print(link)  # on a line of its own: scripts take it from here
+    if not args.no_qr:
+        print(qr_terminal(link), end="")
+    uses = "unlimited" if created["uses_allowed"] is None else created["uses_allowed"]
+    print(f"token {created['token']}, uses {uses}, expires {_when(created['expiry_time'])}")
+    return 0
+
+
+def _print_list(rows: list[dict[str, Any]], args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        uses = "∞" if row["uses_allowed"] is None else row["uses_allowed"]
+        rooms = ",".join(row["rooms"]) or "-"
+        print(
+            f"{row['token']:<26} {row['status']:<8} used {row['completed']}/{uses:<4} "
+            f"expires {_when(row['expiry_time']):<17} rooms {rooms}  {row['note'] or ''}".rstrip()
+        )
+    return 0
+
+
+def _when(ms: int | None) -> str:
+    import datetime
+
+    if ms is None:
+        return "never"
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M") + "Z"
+
+
+def _add_invite_parser(sub: Any) -> None:
+    p = sub.add_parser("invite", help="invite links: create, list, revoke")
+    p.add_argument(
+        "--config", metavar="FILE", default=argparse.SUPPRESS, help="TOML config file (env HOMESERVER_CONFIG)"
+    )
+    p.add_argument(
+        "--access-token",
+        help="an admin's access token, to go through the running server's API (env HOMESERVER_ACCESS_TOKEN)",
+    )
+    isub = p.add_subparsers(dest="invite_command", metavar="WHAT", required=True)
+    create = isub.add_parser("create", help="a new invite link (printed on its own line, then a QR code)")
+    create.add_argument("--uses", type=_uses, default=1, help="how many people may use it (or 'unlimited'; default 1)")
+    create.add_argument(
+        "--expires", type=_expiry, metavar="DURATION", help="e.g. 7d, 12h, 30m, or 'never' (default: config)"
+    )
+    create.add_argument("--room", action="append", default=[], help="a room or space (id or #alias) to join")
+    create.add_argument("--admin", action="store_true", help="the account becomes a server admin")
+    create.add_argument("--note", help="a note shown on the invite page")
+    create.add_argument("--from", dest="inviter", metavar="USER_ID", help="shown as the inviter; invites to rooms")
+    create.add_argument("--no-qr", action="store_true", help="no QR code")
+    create.add_argument("--json", action="store_true", help="machine-readable output")
+    ls = isub.add_parser("list", help="the invites that still work (--all: every one)")
+    ls.add_argument("--all", action="store_true")
+    ls.add_argument("--json", action="store_true")
+    rv = isub.add_parser("revoke", help="stop an invite working")
+    rv.add_argument("token")
+    p.set_defaults(func=_invite)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m homeserver",
@@ -215,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir_options(rep)
     rep.set_defaults(func=_repair)
     _add_inspect_parser(sub)
+    _add_invite_parser(sub)
     return parser
 
 

@@ -22,6 +22,8 @@ from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS
 from homeserver.validation import problems
 
 ENV_PREFIX = "HOMESERVER_"
+# variables with the prefix that are not settings: the config file's path, the admin CLI's token
+NOT_SETTINGS = frozenset({ENV_PREFIX + "CONFIG", ENV_PREFIX + "ACCESS_TOKEN"})
 # Config models refuse unknown keys (a typo must not be ignored) and cannot be changed once loaded.
 CLOSED = ConfigDict(strict=True, extra="forbid", frozen=True, defer_build=True)
 
@@ -150,6 +152,67 @@ class FederationConfig(BaseModel):
         return self
 
 
+class InvitesConfig(BaseModel):
+    """Invite links (homeserver/auth/invites.py, the page at /invite/<token>): who may make them and
+    their limits. Admins make invites from the CLI and the admin API whatever these say."""
+
+    model_config = CLOSED
+    users_may_invite: bool = Field(default=False, description="ordinary users may create invites for their friends")
+    user_quota: int = Field(default=5, ge=0, description="valid (unused, unexpired) invites a user may hold at once")
+    user_max_uses: int = Field(default=5, ge=1, description="most uses a user's invite may have")
+    default_expiry_days: float = Field(
+        default=7, gt=0, description="days an invite works when its maker gives no expiry (users can give no longer)"
+    )
+
+
+def _provider_id(v: str) -> str:
+    # spec: identity provider ids: 1-255 characters of [A-Za-z0-9_.~-] (they appear in URLs)
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_.~-]{1,255}", v):
+        raise ValueError(f"{v!r} is not a provider id (letters, digits, _ . ~ -)")
+    return v
+
+
+class OidcProviderConfig(BaseModel):
+    """An upstream OpenID Connect provider for single sign-on (homeserver/auth/oidc.py)."""
+
+    model_config = CLOSED
+    id: Annotated[str, AfterValidator(_provider_id)] = Field(description="in URLs and the login button's id")
+    name: str = Field(description="shown on the login button")
+    issuer: str = Field(description="the issuer URL; its /.well-known/openid-configuration is read")
+    client_id: str
+    client_secret: str | None = Field(default=None, description="none: a public client (PKCE only)")
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile"])
+    icon: str | None = Field(default=None, description="an mxc:// URI for the login button")
+    localpart_claim: str = Field(default="preferred_username", description="the claim new users' localpart comes from")
+    display_name_claim: str = Field(default="name", description="the claim new users' display name comes from")
+    registration: Literal["open", "invite", "closed"] = Field(
+        default="open", description="who may get a new account through this provider"
+    )
+    allow_existing_users: bool = Field(
+        default=False, description="link an upstream account to an existing user with the same localpart"
+    )
+
+
+class SsoConfig(BaseModel):
+    """Single sign-on (`m.login.sso`): upstream providers and where logins may be handed back."""
+
+    model_config = CLOSED
+    oidc: list[OidcProviderConfig] = Field(default_factory=list, description="OpenID Connect providers")
+    client_hosts: list[str] = Field(
+        default_factory=list,
+        description="hosts a login is handed back to without a confirmation page (e.g. app.element.io)",
+    )
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> SsoConfig:
+        ids = [p.id for p in self.oidc]
+        if len(ids) != len(set(ids)):
+            raise ValueError("provider ids must be unique")
+        return self
+
+
 class SupportContact(BaseModel):
     model_config = CLOSED
     role: str = Field(default="m.role.admin", description="m.role.admin or m.role.security")
@@ -211,6 +274,8 @@ class Config(BaseModel):
     )
     presence: bool = Field(default=True, description="share online/offline presence with users in the same rooms")
     federation: FederationConfig = FederationConfig()
+    invites: InvitesConfig = InvitesConfig()
+    sso: SsoConfig = SsoConfig()
 
     @property
     def listen_host(self) -> str:
@@ -274,7 +339,7 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
             raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
     env = os.environ if environ is None else environ
     for name, raw in env.items():
-        if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG":
+        if name.startswith(ENV_PREFIX) and name not in NOT_SETTINGS:
             keys = name[len(ENV_PREFIX) :].lower().split("__")
             _set_path(data, keys, _env_value(raw, _takes_text(Config, keys)))
     try:

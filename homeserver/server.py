@@ -30,6 +30,7 @@ from homeserver.api.connections import GuardedRunner
 from homeserver.api.http import Router
 from homeserver.auth.accounts import Accounts
 from homeserver.auth.deactivation import Deactivation
+from homeserver.auth.invites import Invites
 from homeserver.auth.login import Login
 from homeserver.auth.login_tokens import LoginTokens
 from homeserver.auth.moderation import Moderation
@@ -37,6 +38,7 @@ from homeserver.auth.openid import OpenIdTokens
 from homeserver.auth.passwords import Passwords
 from homeserver.auth.registration import Registration
 from homeserver.auth.registration_tokens import RegistrationTokens
+from homeserver.auth.sso import SingleSignOn
 from homeserver.auth.tokens import Tokens
 from homeserver.auth.uia import UserInteractiveAuth
 from homeserver.config import Config
@@ -61,6 +63,7 @@ from homeserver.sync.handler import SyncHandler
 from homeserver.sync.legacy import LegacySync
 from homeserver.sync.rooms import RoomSync
 from homeserver.user_directory import UserDirectory
+from homeserver.web import Pages
 from storage.database import Database
 
 if TYPE_CHECKING:
@@ -109,6 +112,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "homeserver.api.client.notifications",
     "homeserver.api.client.admin_users",
     "homeserver.api.client.openid",
+    "homeserver.api.pages",
 )
 
 
@@ -182,6 +186,19 @@ class HomeServer:
         self.registration = Registration(
             config, self.accounts, self.passwords, self.tokens, self.registration_tokens, self.uia, clock
         )
+        # invites: registration tokens with a purpose, and the pages that welcome their holders
+        self.pages = Pages(config.server_name)
+        self.invites = Invites(
+            config,
+            self.registration_tokens,
+            self.queries,
+            self.rooms.membership,
+            self.profiles.get_profile,
+            self.registration.invite_usable,
+            clock,
+        )
+        self.registration.add_token_signup_listener(self.invites.joined_on_signup)
+        self.sso = SingleSignOn(config, self.accounts, self.registration, self.login_tokens, db.external_ids, clock)
         self.deactivation = Deactivation(self.queries, self.accounts, self.pipeline)
         self.e2ee = E2EE(
             db.store,

@@ -14,6 +14,7 @@ from storage import (
     device_lists,
     event_relations,
     events,
+    external_ids,
     federation_queue,
     key_backup,
     media,
@@ -40,6 +41,7 @@ from storage.device_lists import DeviceListStore
 from storage.engine import META, Store, Table
 from storage.event_relations import RelationStore
 from storage.events import EventStore
+from storage.external_ids import ExternalIdStore
 from storage.filters import FilterStore
 from storage.key_backup import KeyBackupStore
 from storage.media import MediaStore
@@ -84,6 +86,7 @@ ALL_TABLES: tuple[Table, ...] = (
     *to_device.TABLES,
     *key_backup.TABLES,
     *openid.TABLES,
+    *external_ids.TABLES,
     *server_keys.TABLES,
     *federation_queue.TABLES,
 )
@@ -116,6 +119,7 @@ class Database:
         self.to_device = ToDeviceStore(self.store)
         self.key_backup = KeyBackupStore(self.store)
         self.openid = OpenIdStore(self.store)
+        self.external_ids = ExternalIdStore(self.store)
         self.registration_tokens = RegistrationTokenStore(self.store)
         self.media = MediaStore(self.store)
         self.profiles = ProfileStore(self.store)

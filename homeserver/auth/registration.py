@@ -13,10 +13,11 @@ import hmac
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from homeserver.auth.accounts import Accounts, LoginOptions, new_localpart
+from homeserver.auth.login import check_password_value
 from homeserver.auth.passwords import Passwords
 from homeserver.auth.registration_tokens import RegistrationTokens
 from homeserver.auth.tokens import Session, Tokens
@@ -27,6 +28,9 @@ from storage.engine import Batch
 
 NONCE_LIFETIME_S = 60
 MAX_NONCES = 1000
+
+# called after an account made with a registration token exists: (user id, the token's record)
+TokenSignupListener = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
 class Registered:
@@ -59,7 +63,16 @@ class Registration:
         self.uia = uia
         self.clock = clock
         self._nonces: OrderedDict[str, float] = OrderedDict()
+        self._token_signup_listeners: list[TokenSignupListener] = []
         uia.add_stage(REGISTRATION_TOKEN, self._token_stage)
+
+    def add_token_signup_listener(self, listener: TokenSignupListener) -> None:
+        """At wiring time: `listener` runs after each account made with a token (invites join rooms)."""
+        self._token_signup_listeners.append(listener)
+
+    async def _signed_up_with(self, user_id: str, record: dict[str, Any]) -> None:
+        for listener in self._token_signup_listeners:
+            await listener(user_id, record)
 
     # -- what is offered -------------------------------------------------------------------------
 
@@ -149,12 +162,13 @@ class Registration:
         password_hash = await self.passwords.hash(password)
         token = session.data.get("registration_token")
         lock = self.registration_tokens.lock if token is not None else contextlib.nullcontext()
+        record: dict[str, Any] | None = None
         async with lock:
             admin = False
             also: Callable[[Batch], None] | None = None
             if token is not None:
                 record = self.registration_tokens.get(token)
-                if record is None:
+                if record is None or record.get("revoked_ts") is not None:
                     raise MatrixError(403, "M_FORBIDDEN", "the registration token was revoked")
                 admin = bool(record.get("admin"))
                 also = self._token_completion(token, session.id)
@@ -167,7 +181,74 @@ class Registration:
                     localpart, password_hash, admin=admin, login=login, also=also
                 )
         self.uia.forget(session)
+        if record is not None:
+            await self._signed_up_with(user_id, record)
         return Registered(user_id, new_session)
+
+    def invite_usable(self, token: str) -> bool:
+        """Whether `token` may create an account now under the registration policy (the invite page)."""
+        if self.config.registration == "closed" and not self._bootstrapping():
+            return False
+        return self.registration_tokens.check(
+            token, admin_only=self._admin_tokens_only(), admin_allowed=self._bootstrapping()
+        )
+
+    async def register_with_invite(self, token: str, username: str, password: str) -> str:
+        """The invite page's sign-up: check and use `token` and create the account in one batch under
+        the tokens' lock, so of two people using the last use at the same instant exactly one wins."""
+        localpart = self.localpart_for(username)
+        self.accounts.check_available(localpart)
+        check_password_value(password)
+        password_hash = await self.passwords.hash(password)
+        async with self.registration_tokens.lock:
+            if not self.invite_usable(token):
+                raise MatrixError(403, "M_FORBIDDEN", "This invite cannot be used any more")
+            record = self.registration_tokens.get(token)
+            assert record is not None  # invite_usable found it, and the lock is held
+            user_id, _ = await self.accounts.register(
+                localpart,
+                password_hash,
+                admin=bool(record.get("admin")),
+                also=self._token_completion(token, ""),
+            )
+        await self._signed_up_with(user_id, record)
+        return user_id
+
+    async def register_upstream(
+        self,
+        localpart: str | None,
+        displayname: str | None,
+        link: Callable[[Batch, str], None],
+        invite: str | None,
+    ) -> str:
+        """An account for a single-sign-on identity: no password, `link` writes the external id in
+        the account's batch; with `invite`, the invite is used in the same batch (and its rooms joined)."""
+        if localpart is None:
+            localpart = self._free_localpart()
+        user_id = self.accounts.check_available(localpart)
+        lock = self.registration_tokens.lock if invite is not None else contextlib.nullcontext()
+        record: dict[str, Any] | None = None
+        async with lock:
+            admin = False
+            complete: Callable[[Batch], None] | None = None
+            if invite is not None:
+                # the provider's own policy admitted an invite; password registration's does not apply
+                if not self.registration_tokens.check(invite, admin_allowed=self._bootstrapping()):
+                    raise MatrixError(403, "M_FORBIDDEN", "This invite cannot be used any more")
+                record = self.registration_tokens.get(invite)
+                assert record is not None
+                admin = bool(record.get("admin"))
+                complete = self._token_completion(invite, "")
+
+            def also(batch: Batch) -> None:
+                link(batch, user_id)
+                if complete is not None:
+                    complete(batch)
+
+            await self.accounts.register(localpart, None, admin=admin, displayname=displayname, also=also)
+        if record is not None:
+            await self._signed_up_with(user_id, record)
+        return user_id
 
     def _token_completion(self, token: str, session_id: str) -> Callable[[Batch], None]:
         def complete(batch: Batch) -> None:
@@ -247,7 +328,11 @@ class Registration:
                 "",
                 f"      {token}",
                 "",
-                f"  In a Matrix client (e.g. Element), register on {base_url} and enter the token",
+                "  Open this invite link in a browser to sign up there:",
+                "",
+                f"      {base_url.rstrip('/')}/invite/{token}",
+                "",
+                f"  or register on {base_url} in a Matrix client (e.g. Element) and enter the token",
                 "  when asked. It works once; this message is shown at every start until then.",
                 rule,
             ]

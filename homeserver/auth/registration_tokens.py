@@ -1,4 +1,6 @@
-"""Registration tokens: one-time or N uses, expiry, pending and completed counts, an admin flag.
+"""Registration tokens: one-time or N uses, expiry, pending and completed counts, an admin flag, and
+what makes a token an invite: a note, rooms (and spaces) the new account joins, who made it, and a
+revocation that keeps the record (so the invite page can say "revoked" rather than "unknown").
 
 spec: client-server-api "Token-authenticated registration". The admin API follows Synapse's
 documented shape (`/_synapse/admin/v1/registration_tokens`).
@@ -16,7 +18,7 @@ import re
 import secrets
 import string
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from homeserver.errors import MatrixError
@@ -49,15 +51,21 @@ class RegistrationTokens:
     def _live_pending(self, record: dict[str, Any], now_ms: int) -> dict[str, int]:
         return {sid: exp for sid, exp in record.get("pending", {}).items() if exp > now_ms}
 
-    def is_valid(self, record: dict[str, Any], now_ms: int | None = None) -> bool:
-        """Usable now: not expired, and uses left after completed and pending ones."""
+    def status(self, record: dict[str, Any], now_ms: int | None = None) -> str:
+        """ "valid", or why not: "revoked", "expired" or "used" (completed and pending uses fill it)."""
         now_ms = self._now_ms() if now_ms is None else now_ms
+        if record.get("revoked_ts") is not None:
+            return "revoked"
         expiry = record.get("expiry_time")
         if expiry is not None and expiry <= now_ms:
-            return False
+            return "expired"
         allowed = record.get("uses_allowed")
         used = record.get("completed", 0) + len(self._live_pending(record, now_ms))
-        return allowed is None or used < allowed
+        return "valid" if allowed is None or used < allowed else "used"
+
+    def is_valid(self, record: dict[str, Any], now_ms: int | None = None) -> bool:
+        """Usable now: not revoked or expired, and uses left after completed and pending ones."""
+        return self.status(record, now_ms) == "valid"
 
     @staticmethod
     def _admitted(record: dict[str, Any], admin_only: bool, admin_allowed: bool) -> bool:
@@ -76,7 +84,7 @@ class RegistrationTokens:
         return self.is_valid(record)
 
     def render(self, token: str, record: dict[str, Any]) -> dict[str, Any]:
-        """The admin API's registration token object."""
+        """The admin API's registration token object, exactly Synapse's fields (admin tools compare them)."""
         return {
             "token": token,
             "uses_allowed": record.get("uses_allowed"),
@@ -85,16 +93,40 @@ class RegistrationTokens:
             "expiry_time": record.get("expiry_time"),
         }
 
+    def render_invite(self, token: str, record: dict[str, Any]) -> dict[str, Any]:
+        """The token as an invite: Synapse's fields, the invite's own, and its status."""
+        return {
+            **self.render(token, record),
+            "note": record.get("note"),
+            "rooms": list(record.get("rooms", [])),
+            "admin": bool(record.get("admin")),
+            "creator": record.get("creator"),
+            "created_ts": record.get("created_ts"),
+            "status": self.status(record),
+        }
+
     def get(self, token: str) -> dict[str, Any] | None:
         return self.db.registration_tokens.get(token) if is_valid_token(token) else None
 
-    def list(self, valid: bool | None = None) -> list[dict[str, Any]]:
+    def list(
+        self, valid: bool | None = None, *, creator: str | None = None, invites: bool = False
+    ) -> list[dict[str, Any]]:
+        """Every token (or only valid or invalid ones; or only those `creator` made), rendered for the
+        admin API or, with `invites`, as invites."""
         now = self._now_ms()
+        render = self.render_invite if invites else self.render
         return [
-            self.render(token, record)
+            render(token, record)
             for token, record in self.db.registration_tokens.all()
-            if valid is None or self.is_valid(record, now) == valid
+            if (valid is None or self.is_valid(record, now) == valid)
+            and (creator is None or record.get("creator") == creator)
         ]
+
+    def count_valid_by(self, creator: str) -> int:
+        now = self._now_ms()
+        return sum(
+            1 for _, r in self.db.registration_tokens.all() if r.get("creator") == creator and self.is_valid(r, now)
+        )
 
     # -- registration --------------------------------------------------------------------------------
 
@@ -143,8 +175,12 @@ class RegistrationTokens:
         uses_allowed: int | None = None,
         expiry_time: int | None = None,
         admin: bool = False,
+        note: str | None = None,
+        rooms: Sequence[str] = (),
+        creator: str | None = None,
     ) -> dict[str, Any]:
-        """A new token (random of `length` if `token` is None); 400 `M_INVALID_PARAM` if it exists."""
+        """A new token (random of `length` if `token` is None); 400 `M_INVALID_PARAM` if it exists.
+        `rooms` are room ids or aliases the account joins on sign-up; `creator` the user who made it."""
         self._check_limits(uses_allowed, expiry_time)
         if token is not None and not is_valid_token(token):
             raise MatrixError(400, "M_INVALID_PARAM", "token must be 1-64 characters of A-Z a-z 0-9 . _ ~ -")
@@ -164,6 +200,12 @@ class RegistrationTokens:
             }
             if admin:
                 record["admin"] = True
+            if note:
+                record["note"] = note
+            if rooms:
+                record["rooms"] = list(rooms)
+            if creator is not None:
+                record["creator"] = creator
             batch = self.db.store.batch()
             with batch:
                 self.db.registration_tokens.put(token, record, batch)
@@ -198,6 +240,20 @@ class RegistrationTokens:
                 self.db.registration_tokens.put(token, record, batch)
                 await batch.commit()
         return self.render(token, record)
+
+    async def revoke(self, token: str) -> dict[str, Any]:
+        """Stop a token working, keeping its record so the invite page can say it was revoked."""
+        async with self.lock:
+            record = self.get(token)
+            if record is None:
+                raise MatrixError(404, "M_NOT_FOUND", f"no such registration token: {token}")
+            if record.get("revoked_ts") is None:
+                record = {**record, "revoked_ts": self._now_ms(), "pending": {}}
+                batch = self.db.store.batch()
+                with batch:
+                    self.db.registration_tokens.put(token, record, batch)
+                    await batch.commit()
+        return self.render_invite(token, record)
 
     async def delete(self, token: str) -> None:
         async with self.lock:

@@ -2,7 +2,9 @@
 
 - Shared-secret registration: GET/POST /_synapse/admin/v1/register (nonce, then an HMAC-SHA1 mac).
 - Registration tokens: /_synapse/admin/v1/registration_tokens (list with `valid`, get, new,
-  update, delete); server admins only.
+  update, delete); server admins only. Tokens are invites (homeserver/auth/invites.py): `new` also
+  takes a `note` and `rooms` to join on sign-up; answers keep exactly Synapse's fields (admin tools
+  compare them). Invites with all their fields: the invites API in homeserver/api/client/register.py.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from pydantic import Field
 
 from homeserver.api.bodies import Body, read
 from homeserver.api.client.login import session_json
@@ -38,6 +41,8 @@ class NewTokenBody(Body):
     length: int = 16
     uses_allowed: int | None = None
     expiry_time: int | None = None
+    note: str | None = None
+    rooms: list[str] = Field(default_factory=list)
 
 
 class UpdateTokenBody(Body):
@@ -84,10 +89,16 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response(hs.registration_tokens.render(token, record))
 
     async def new_token(request: web.Request) -> web.Response:
-        admin(request)
+        requester = admin(request)
         body = await read(request, NewTokenBody, allow_empty=True, bad="M_INVALID_PARAM")
-        created = await hs.registration_tokens.create(
-            body.token, length=body.length, uses_allowed=body.uses_allowed, expiry_time=body.expiry_time
+        created = await hs.invites.create_token(
+            body.token,
+            length=body.length,
+            uses_allowed=body.uses_allowed,
+            expiry_time=body.expiry_time,
+            note=body.note,
+            rooms=body.rooms,
+            creator=requester.user_id,
         )
         return json_response(created)
 

@@ -1,7 +1,8 @@
 """Login, token refresh and logout (legacy authentication API).
 
 spec: client-server-api "Login" (GET/POST /login), "Refreshing access tokens" (POST /refresh),
-POST /logout, POST /logout/all.
+POST /logout, POST /logout/all, "Client login via SSO" (GET /login/sso/redirect[/{idpId}]; the
+provider's callback is a page: homeserver/api/pages.py).
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ from aiohttp import web
 from homeserver.api.bodies import Body, client_ip, read
 from homeserver.api.http import Router, json_object, json_response
 from homeserver.auth.login import LOGIN_FLOWS
+from homeserver.auth.sso import CALLBACK_PATH, INVITE_PARAM
 from homeserver.auth.tokens import Session
 from homeserver.errors import MatrixError
 from homeserver.validation import validate
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
+
+
+SSO_COOKIE = "hs_sso"
 
 
 class LoginBody(Body):
@@ -48,7 +53,23 @@ def session_json(hs: HomeServer, user_id: str, session: Session | None, *, well_
 
 def register(router: Router, hs: HomeServer) -> None:
     async def get_login(request: web.Request) -> web.Response:
-        return json_response({"flows": LOGIN_FLOWS})
+        flows = list(LOGIN_FLOWS)
+        if hs.sso.enabled:
+            flows.append({"type": "m.login.sso", "identity_providers": hs.sso.identity_providers()})
+        return json_response({"flows": flows})
+
+    async def sso_redirect(request: web.Request) -> web.StreamResponse:
+        provider = request.match_info.get("idpId")
+        invite = request.query.get(INVITE_PARAM)
+        # each attempt is remembered for ten minutes (a bounded table): a flood must not push out real ones
+        hs.ratelimiter.check("login", f"sso:{client_ip(request)}")
+        auth_url, cookie = await hs.sso.start(provider, request.query.get("redirectUrl"), invite)
+        response = web.Response(status=302, headers={"Location": auth_url, "Cache-Control": "no-store"})
+        # Lax: the provider sends the browser back with a top-level GET from its own site
+        response.set_cookie(
+            SSO_COOKIE, cookie, path=CALLBACK_PATH, httponly=True, samesite="Lax", secure=request.secure, max_age=600
+        )
+        return response
 
     async def post_login(request: web.Request) -> web.Response:
         body = await json_object(request)
@@ -89,6 +110,8 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({})
 
     router.client("GET", "/login", get_login)
+    router.client("GET", "/login/sso/redirect", sso_redirect)
+    router.client("GET", "/login/sso/redirect/{idpId}", sso_redirect)
     router.client("POST", "/login", post_login)
     router.add("POST", "/_matrix/client/v1/login/get_token", get_token)
     router.client("POST", "/refresh", refresh)

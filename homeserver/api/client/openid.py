@@ -1,7 +1,7 @@
-"""OpenID tokens and single sign-on entry points.
+"""OpenID tokens.
 
-spec: client-server-api "OpenID" (POST /user/{userId}/openid/request_token) and "Single Sign-On"
-(GET /login/sso/redirect[/{idpId}]).
+spec: client-server-api "OpenID" (POST /user/{userId}/openid/request_token). Single sign-on's
+entry points are in homeserver/api/client/login.py.
 """
 
 from __future__ import annotations
@@ -33,10 +33,4 @@ def register(router: Router, hs: HomeServer) -> None:
             }
         )
 
-    async def sso_redirect(request: web.Request) -> web.Response:
-        # GET /login lists no m.login.sso flow: no identity provider is configured on this server
-        raise MatrixError(404, "M_NOT_FOUND", "single sign-on is not configured on this server")
-
     router.client("POST", "/user/{userId}/openid/request_token", request_token)
-    router.client("GET", "/login/sso/redirect", sso_redirect)
-    router.client("GET", "/login/sso/redirect/{idpId}", sso_redirect)

@@ -2,7 +2,8 @@
 
 spec: client-server-api "Account registration" (POST /register, GET /register/available,
 POST /register/{email,msisdn}/requestToken), "Token-authenticated registration"
-(GET /v1/register/m.login.registration_token/validity), guest_access module.
+(GET /v1/register/m.login.registration_token/validity), guest_access module; and invites made by
+users for their friends (`INVITES_PATH`, this server's own API; homeserver/auth/invites.py).
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from pydantic import Field
 
 from homeserver.api.bodies import Body, client_ip, read
 from homeserver.api.client.login import session_json
-from homeserver.api.http import Router, json_object, json_response
+from homeserver.api.http import Router, json_object, json_response, query_bool
 from homeserver.auth.login import LoginOptions, check_device_id, check_password_value
 from homeserver.errors import MatrixError
 from homeserver.validation import validate
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
 
 # Request fields a UIA session remembers, so later rounds may omit them (spec lets clients resend
 # only `auth`; Element resends everything, others do not).
+INVITES_PATH = "/_matrix/client/unstable/org.homeserver.invites"
+
 _REMEMBERED = ("username", "password", "device_id", "initial_device_display_name", "inhibit_login", "refresh_token")
 
 
@@ -35,6 +39,15 @@ class RegisterBody(Body):
     inhibit_login: bool | None = None
     refresh_token: bool | None = None
     guest_access_token: str | None = None
+
+
+class NewInviteBody(Body):
+    uses: int | None = 1
+    expires_in_ms: int | None = None
+    never_expires: bool = False  # admins only (users' invites always expire)
+    admin: bool = False  # admins only: the account becomes a server admin
+    note: str | None = None
+    rooms: list[str] = Field(default_factory=list)
 
 
 class GuestRegisterBody(Body):
@@ -122,6 +135,36 @@ def register(router: Router, hs: HomeServer) -> None:
         await read(request, MsisdnTokenBody)
         raise MatrixError(403, "M_THREEPID_DENIED", "this server does not register accounts by phone number")
 
+    async def create_invite(request: web.Request) -> web.Response:
+        requester = hs.auth.requester(request)
+        body = await read(request, NewInviteBody, allow_empty=True, bad="M_INVALID_PARAM")
+        created = await hs.invites.create(
+            creator=requester.user_id,
+            as_admin=requester.is_admin,
+            uses=body.uses,
+            expires_in_ms=body.expires_in_ms,
+            never_expires=body.never_expires,
+            note=body.note,
+            rooms=body.rooms,
+            admin=body.admin,
+        )
+        return json_response(created)
+
+    async def list_invites(request: web.Request) -> web.Response:
+        requester = hs.auth.requester(request)
+        # admins see every invite with ?all=true (the CLI's `invite list` over HTTP)
+        everyone = requester.is_admin and query_bool(request, "all")
+        return json_response({"invites": hs.invites.list(creator=None if everyone else requester.user_id)})
+
+    async def revoke_invite(request: web.Request) -> web.Response:
+        requester = hs.auth.requester(request)
+        token = request.match_info["token"]
+        revoked = await hs.invites.revoke(token, by=requester.user_id, as_admin=requester.is_admin)
+        return json_response(revoked)
+
+    router.add("POST", INVITES_PATH, create_invite)
+    router.add("GET", INVITES_PATH, list_invites)
+    router.add("DELETE", f"{INVITES_PATH}/{{token}}", revoke_invite)
     router.client("POST", "/register", post_register)
     router.client("GET", "/register/available", available)
     router.client("POST", "/register/email/requestToken", email_request_token)

@@ -1,0 +1,251 @@
+"""Single sign-on (`m.login.sso`) with upstream providers, and the hand-off back to the client.
+
+spec: client-server-api "Client login via SSO":
+  1. the client sends the browser to GET /login/sso/redirect[/{idpId}]?redirectUrl=…;
+  2. we send it on to the provider, remembering the attempt: a random `state` (in the URL) bound
+     to a random cookie (in the browser), a `nonce` and a PKCE verifier, single use, ten minutes;
+  3. the provider sends it back to our callback with `code` and `state`: the state must be known,
+     unused, fresh and the cookie must match; the code is exchanged and the ID token validated;
+  4. the account: the one linked to (provider, subject); else, with `allow_existing_users`, the
+     user of the same localpart (then linked); else a new one under the provider's `registration`
+     policy (open, invite, closed), its localpart from the configured claim;
+  5. a single-use, short-lived login token is added to `redirectUrl` (`loginToken`), which the
+     client spends with `POST /login` `m.login.token`. Unless its host is in `sso.client_hosts`
+     the user confirms first on a page of ours, so a crafted link cannot send their login away.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from homeserver.auth.accounts import Accounts
+from homeserver.auth.login_tokens import LoginTokens
+from homeserver.auth.oidc import Identity, OidcProvider, ProviderError, pkce_pair
+from homeserver.auth.registration import Registration
+from homeserver.config import Config, OidcProviderConfig
+from homeserver.errors import MatrixError
+from storage.engine import Batch
+from storage.external_ids import ExternalIdStore
+
+ATTEMPT_LIFETIME_S = 600
+MAX_ATTEMPTS = 10_000
+MAX_REDIRECT_URL = 2048
+CALLBACK_PATH = "/_homeserver/sso/callback"
+INVITE_PARAM = "org.homeserver.invite"  # on /login/sso/redirect: sign up with this invite
+
+
+class SsoFailed(Exception):
+    """A login that cannot go on; `reason` picks the page's words, `status` its HTTP status."""
+
+    def __init__(self, reason: str, status: int = 400, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.reason = reason
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Attempt:
+    provider: str
+    cookie: str
+    nonce: str
+    verifier: str
+    redirect_url: str
+    invite: str | None
+    expires: float
+
+
+@dataclass(frozen=True)
+class Completed:
+    user_id: str
+    redirect_to: str  # redirectUrl with the login token
+    confirm: bool  # show the confirmation page first
+    client_host: str
+    welcome: bool = False  # signed up from the invite page: show its welcome page, no login token
+
+
+def check_redirect_url(url: object) -> str:
+    """spec: `redirectUrl` is required; we hand tokens only to absolute http(s) URLs."""
+    if not isinstance(url, str) or not url:
+        raise MatrixError(400, "M_MISSING_PARAM", "redirectUrl is required")
+    parts = urlsplit(url)
+    if len(url) > MAX_REDIRECT_URL or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise MatrixError(400, "M_INVALID_PARAM", "redirectUrl must be an absolute http(s) URL")
+    return url
+
+
+def _localpart_from(value: object) -> str | None:
+    """A claim as a localpart: lower-cased, characters outside the grammar replaced."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    local = re.sub(r"[^a-z0-9._=/+-]", "_", value.strip().lower().split("@")[0])
+    return local[:64].strip("_") or None
+
+
+class SingleSignOn:
+    def __init__(
+        self,
+        config: Config,
+        accounts: Accounts,
+        registration: Registration,
+        login_tokens: LoginTokens,
+        external_ids: ExternalIdStore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.accounts = accounts
+        self.registration = registration
+        self.login_tokens = login_tokens
+        self.external_ids = external_ids
+        self.clock = clock
+        self.providers: dict[str, OidcProvider] = {p.id: OidcProvider(p, clock) for p in config.sso.oidc}
+        self._configs: dict[str, OidcProviderConfig] = {p.id: p for p in config.sso.oidc}
+        self._attempts: OrderedDict[str, Attempt] = OrderedDict()  # state -> attempt
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.providers)
+
+    def identity_providers(self) -> list[dict[str, Any]]:
+        """spec: the `identity_providers` of the m.login.sso flow."""
+        out = []
+        for p in self._configs.values():
+            entry: dict[str, Any] = {"id": p.id, "name": p.name}
+            if p.icon:
+                entry["icon"] = p.icon
+            out.append(entry)
+        return out
+
+    def base_url(self) -> str:
+        return (self.config.public_baseurl or f"http://{self.config.listen}").rstrip("/")
+
+    def invite_page(self, token: str) -> str:
+        return f"{self.base_url()}/invite/{token}"
+
+    def signup_links(self, invite: str) -> list[tuple[str, str]]:
+        """(provider name, URL) to sign up with each provider from the invite page."""
+        back = quote(self.invite_page(invite), safe="")
+        return [
+            (p.name, f"/_matrix/client/v3/login/sso/redirect/{p.id}?redirectUrl={back}&{INVITE_PARAM}={quote(invite)}")
+            for p in self._configs.values()
+        ]
+
+    def callback_url(self, provider: str) -> str:
+        return f"{self.base_url()}{CALLBACK_PATH}/{provider}"
+
+    # -- 1-2: off to the provider ------------------------------------------------------------------
+
+    async def start(self, provider: str | None, redirect_url: object, invite: str | None = None) -> tuple[str, str]:
+        """(the provider's authorization URL, the cookie value binding this attempt to the browser)."""
+        url = check_redirect_url(redirect_url)
+        if provider is None:
+            if len(self.providers) != 1:
+                raise MatrixError(400 if self.providers else 404, "M_NOT_FOUND", "choose an identity provider")
+            provider = next(iter(self.providers))
+        upstream = self.providers.get(provider)
+        if upstream is None:
+            raise MatrixError(404, "M_NOT_FOUND", f"unknown identity provider {provider}")
+        now = self.clock()
+        while self._attempts and (
+            len(self._attempts) >= MAX_ATTEMPTS or next(iter(self._attempts.values())).expires <= now
+        ):
+            self._attempts.popitem(last=False)
+        state, cookie, nonce = (secrets.token_urlsafe(24) for _ in range(3))
+        verifier, challenge = pkce_pair()
+        try:
+            auth_url = await upstream.authorization_url(self.callback_url(provider), state, nonce, challenge)
+        except ProviderError as e:
+            raise MatrixError(502, "M_UNKNOWN", f"the identity provider is unavailable: {e}") from None
+        self._attempts[state] = Attempt(provider, cookie, nonce, verifier, url, invite, now + ATTEMPT_LIFETIME_S)
+        return auth_url, cookie
+
+    # -- 3-5: back from the provider ---------------------------------------------------------------
+
+    async def finish(self, provider: str, query: dict[str, str], cookie: str | None) -> Completed:
+        state = query.get("state", "")
+        attempt = self._attempts.pop(state, None)  # single use, whatever happens next
+        if attempt is None or attempt.provider != provider or attempt.expires <= self.clock():
+            raise SsoFailed("state", 400, "unknown, used or expired state")
+        if not cookie or not secrets.compare_digest(cookie, attempt.cookie):
+            raise SsoFailed("state", 400, "the state is not this browser's")
+        if "error" in query:
+            reason = "denied" if query["error"] == "access_denied" else "provider"
+            raise SsoFailed(reason, 403 if reason == "denied" else 502, query["error"][:100])
+        code = query.get("code")
+        if not code:
+            raise SsoFailed("provider", 400, "no code")
+        try:
+            identity = await self.providers[provider].exchange(
+                code, self.callback_url(provider), attempt.verifier, attempt.nonce
+            )
+        except ProviderError as e:
+            raise SsoFailed("provider", 502, str(e)) from None
+        user_id = await self._account_for(identity, attempt.invite)
+        if attempt.invite is not None and attempt.redirect_url == self.invite_page(attempt.invite):
+            return Completed(user_id, "", False, "", welcome=True)
+        token, _ = self.login_tokens.issue(user_id)
+        sep = "&" if urlsplit(attempt.redirect_url).query else "?"
+        fragment_free, hash_sign, fragment = attempt.redirect_url.partition("#")
+        redirect_to = f"{fragment_free}{sep}loginToken={token}{hash_sign}{fragment}"
+        host = urlsplit(attempt.redirect_url).hostname or ""
+        return Completed(user_id, redirect_to, host not in self.config.sso.client_hosts, host)
+
+    async def _account_for(self, identity: Identity, invite: str | None) -> str:
+        linked = self.external_ids.get(identity.provider, identity.subject)
+        if linked is not None:
+            return str(linked["user_id"])
+        settings = self._configs[identity.provider]
+        localpart = _localpart_from(identity.claims.get(settings.localpart_claim)) or _localpart_from(
+            identity.claims.get("preferred_username")
+        )
+        if settings.allow_existing_users and localpart is not None:
+            user_id = self.accounts.user_id(localpart)
+            if self.accounts.exists(user_id):
+                await self._link(identity, user_id)
+                return user_id
+        if settings.registration == "closed":
+            raise SsoFailed("no_account", 403, "this provider does not create accounts")
+        if settings.registration == "invite" and invite is None:
+            raise SsoFailed("invite_needed", 403, "an invite is needed")
+        display = identity.claims.get(settings.display_name_claim)
+        return await self._create(identity, localpart, display if isinstance(display, str) else None, invite)
+
+    async def _link(self, identity: Identity, user_id: str) -> None:
+        batch = self.external_ids.store.batch()
+        with batch:
+            self.external_ids.put(identity.provider, identity.subject, self._record(user_id), batch)
+            await batch.commit()
+
+    def _record(self, user_id: str) -> dict[str, Any]:
+        return {"user_id": user_id, "linked_ts": int(self.clock() * 1000)}
+
+    async def _create(self, identity: Identity, localpart: str | None, display: str | None, invite: str | None) -> str:
+        """A new account linked to the identity in the same batch (with the invite used, if any)."""
+        candidates: list[str | None] = [None]  # none from the claims: a generated localpart
+        if localpart:
+            candidates = [localpart, *(f"{localpart}{n}" for n in range(2, 10))]
+        for candidate in candidates:
+            if candidate is not None:
+                try:
+                    self.accounts.check_available(candidate)
+                except MatrixError:
+                    continue
+
+            def link(batch: Batch, user_id: str) -> None:
+                self.external_ids.put(identity.provider, identity.subject, self._record(user_id), batch)
+
+            try:
+                return await self.registration.register_upstream(candidate, display, link, invite)
+            except MatrixError as e:
+                if e.errcode == "M_FORBIDDEN":
+                    raise SsoFailed("invite_needed", 403, e.message) from None
+                if e.errcode != "M_USER_IN_USE":
+                    raise SsoFailed("provider", 400, e.message) from None
+        raise SsoFailed("username", 409, "no free username for this account")

@@ -1,0 +1,114 @@
+"""Every string the web pages show, by language (English first). Templates use `t.key`; a missing
+translation falls back to English, so a partial catalogue is safe to add."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+ENGLISH: dict[str, str] = {
+    "lang_name": "English",
+    "site_title": "Matrix on {server}",
+    "invited_by": "{inviter} invited you to chat on {server}.",
+    "invited_anon": "You are invited to chat on {server}.",
+    "invited_rooms": "You will join:",
+    "admin_invite": "This invite makes you an administrator of the server.",
+    "note": "Their note:",
+    "what_is": "{server} is a Matrix server: chat with friends here and with people on any other Matrix server.",
+    "step_app": "1. Get an app",
+    "step_app_help": "Install one of these Matrix apps. They all work with this server.",
+    "recommended": "Suggested for your device",
+    "other_apps": "Other apps",
+    "step_account": "2. Create your account",
+    "username": "Username",
+    "username_help": "Lower-case letters, digits and . _ = - / + only. Your address will be @name:{server}.",
+    "password": "Password",
+    "password_help": "At least {min} characters; a few unusual words make a strong password.",
+    "password_again": "Password again",
+    "sign_up": "Create account",
+    "or_app": "You can also create the account inside the app: choose {server} as the server and give this "
+    "invite code when asked:",
+    "qr_title": "Open this page on your phone",
+    "qr_help": "Scan the code with your phone's camera to continue there.",
+    "error_title": "Your account was not created",
+    "err_passwords_differ": "The two passwords are not the same.",
+    "err_password_short": "The password must have at least {min} characters.",
+    "err_username_taken": "That username is taken. Please choose another one.",
+    "err_username_invalid": "That username cannot be used: use lower-case letters, digits and . _ = - / + only.",
+    "err_form_expired": "The form expired. Please try again.",
+    "err_too_many": "Too many attempts. Please wait a minute and try again.",
+    "err_invite_gone": "This invite was used up or withdrawn while you were signing up.",
+    "err_generic": "Something went wrong: {message}",
+    "done_title": "Welcome, {user_id}!",
+    "done_lead": "Your account is ready.",
+    "done_open_app": "Open your app and sign in to {server} as {user_id}.",
+    "done_server_url": "If the app asks for a homeserver, use this address:",
+    "done_deeplinks": "Or open one of these directly:",
+    "status_used_title": "This invite has been used up",
+    "status_used": "Every use of this invite has been taken. Ask whoever sent it for a new one.",
+    "status_expired_title": "This invite has expired",
+    "status_expired": "This invite is too old to use. Ask whoever sent it for a new one.",
+    "status_revoked_title": "This invite was withdrawn",
+    "status_revoked": "Whoever made this invite has withdrawn it. Ask them for a new one.",
+    "status_unknown_title": "This invite does not exist",
+    "status_unknown": "Check that the link is complete. If it is, ask whoever sent it for a new one.",
+    "status_closed_title": "Sign-up is closed",
+    "status_closed": "This server does not accept new accounts at the moment.",
+    "platform_android": "Android",
+    "platform_ios": "iPhone and iPad",
+    "platform_desktop": "Computer",
+    "platform_web": "In the browser",
+    "get_on": "Get it on {store}",
+    "sso_confirm_title": "Continue to {host}?",
+    "sso_confirm_lead": "You signed in as {user_id}.",
+    "sso_confirm_warning": "{host} will get access to your account. Continue only if you were signing in "
+    "to an app there just now.",
+    "sso_continue": "Continue to {host}",
+    "sso_cancel": "If you did not start this, close this page: nothing more happens.",
+    "sso_with": "Or sign up with",
+    "sso_error_title": "Sign-in did not work",
+    "sso_error_state": "This sign-in link was already used, has expired or was opened in another browser. "
+    "Go back to your app and start again.",
+    "sso_error_denied": "The sign-in was cancelled at the provider.",
+    "sso_error_provider": "The sign-in provider did not answer as expected. Please try again later.",
+    "sso_error_no_account": "There is no account on {server} for this sign-in, and this provider does not "
+    "create new ones.",
+    "sso_error_invite_needed": "New accounts on {server} need an invite. Open the invite link you were sent "
+    "and sign up from there.",
+    "sso_error_username": "No free username could be found for this account. Ask the server's admin.",
+}
+
+CATALOGUE: dict[str, dict[str, str]] = {"en": ENGLISH}
+
+
+class Strings(Mapping[str, str]):
+    """The strings for one language, falling back to English; `t.key` and `t["key"]` both work."""
+
+    def __init__(self, lang: str) -> None:
+        self.lang = lang if lang in CATALOGUE else "en"
+        self._own = CATALOGUE[self.lang]
+
+    def __getitem__(self, key: str) -> str:
+        return self._own.get(key) or ENGLISH[key]
+
+    def __getattr__(self, key: str) -> str:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(ENGLISH)
+
+    def __len__(self) -> int:
+        return len(ENGLISH)
+
+
+def best_language(accept_language: str | None) -> str:
+    """The first language of an Accept-Language header the catalogue has (RFC 9110 12.5.4; q ignored
+    beyond order, which browsers already sort by)."""
+    for part in (accept_language or "").split(","):
+        tag = part.split(";")[0].strip().lower()
+        for candidate in (tag, tag.split("-")[0]):
+            if candidate in CATALOGUE:
+                return candidate
+    return "en"
