@@ -13,7 +13,6 @@ from typing import Any, Protocol
 
 import nacl.signing
 
-from federation.addresses import AddressPolicy
 from federation.client import FederationClient, path_of, ssl_context
 from federation.dns import DnsPython
 from federation.inbound import Inbound
@@ -22,6 +21,7 @@ from federation.membership import RemoteMembership
 from federation.resident import Resident
 from federation.sender import FederationSender
 from federation.transactions import AclCheck, EduHandler, Transactions
+from homeserver.protocol.addresses import AddressPolicy
 from homeserver.rooms.federation_reads import FederationReads
 from homeserver.rooms.pipeline import EventPipeline, PersistedEvent
 from storage.cache import CacheRegistry
