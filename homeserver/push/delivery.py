@@ -76,8 +76,8 @@ class PushDelivery:
         self.retry_max_s = retry_max_s
         self.stale_after_s = stale_after_s
         self.sleep = sleep
-        # who has a pusher: the send path asks for every notified user (one set lookup each)
-        self._users: set[str] = set(push.users_with_pushers())
+        # who has an HTTP pusher: the send path asks for every notified user (one set lookup each)
+        self._users: set[str] = {u for u in push.users_with_pushers() if self._has_http_pusher(u)}
         self._pending: dict[PusherKey, _Pending] = {}
         self._badges: dict[PusherKey, int] = {}  # last unread count sent (bounded)
         self._started = False
@@ -105,7 +105,7 @@ class PushDelivery:
 
     def pushers_changed(self, user_id: str) -> None:
         """The user's pushers were set or deleted (after the batch committed)."""
-        if self.push.pushers(user_id):
+        if self._has_http_pusher(user_id):
             self._users.add(user_id)
         else:
             self._users.discard(user_id)
@@ -115,6 +115,9 @@ class PushDelivery:
         for pusher in self.push.pushers(user_id):
             if pusher.get("kind") == "http":
                 self._pending_for((user_id, pusher["app_id"], pusher["pushkey"]))
+
+    def _has_http_pusher(self, user_id: str) -> bool:
+        return any(p.get("kind") == "http" for p in self.push.pushers(user_id))  # email: not sent
 
     def wake_many(self, user_ids: list[str]) -> None:
         for user_id in user_ids:
@@ -223,7 +226,8 @@ class PushDelivery:
         batch = self.store.batch()
         with batch:
             self.push.delete_pusher(user_id, app_id, pushkey, batch)
-            if not any((p["app_id"], p["pushkey"]) != (app_id, pushkey) for p in self.push.pushers(user_id)):
+            others = [p for p in self.push.pushers(user_id) if (p["app_id"], p["pushkey"]) != (app_id, pushkey)]
+            if not any(p.get("kind") == "http" for p in others):
                 self.push.prune_outbox(user_id, None, batch)
             await batch.commit()
         self._badges.pop(key, None)

@@ -90,7 +90,9 @@ class Pushers:
                         self.push.delete_pusher(other, app_id, pushkey, batch)
                         self._forget_outbox_if_last(other, {(app_id, pushkey)}, batch)
                         batch.on_commit.append(functools.partial(self.on_change, other))
-            if not self.push.has_pusher(user_id, app_id, pushkey):
+            if kind != "http":
+                self._forget_outbox_if_last(user_id, {(app_id, pushkey)}, batch)  # email pushers are not sent to
+            elif not self.push.has_pusher(user_id, app_id, pushkey):
                 # a new pusher is owed what is notified from now on, not what came before
                 self.push.set_pusher_position(user_id, app_id, pushkey, self.push.outbox_end(user_id), batch)
             self.push.put_pusher(user_id, pusher, batch)
@@ -110,6 +112,6 @@ class Pushers:
         batch.on_commit.append(lambda: self.on_change(user_id))
 
     def _forget_outbox_if_last(self, user_id: str, deleted: set[tuple[str, str]], batch: Batch) -> None:
-        """Nothing is owed to a user without pushers: their outbox goes with the last one."""
-        if all((p["app_id"], p["pushkey"]) in deleted for p in self.push.pushers(user_id)):
+        """Nothing is owed to a user without HTTP pushers: their outbox goes with the last one."""
+        if all((p["app_id"], p["pushkey"]) in deleted or p.get("kind") != "http" for p in self.push.pushers(user_id)):
             self.push.prune_outbox(user_id, None, batch)

@@ -295,3 +295,14 @@ async def test_a_gateway_name_resolving_to_loopback_is_refused_at_connection() -
     finally:
         await refused.close()
         await allowed.close()
+
+
+async def test_email_pushers_are_stored_but_owe_nothing(tmp_path: Path) -> None:
+    async with running(make_config(tmp_path)) as harness:
+        alice, bob, carol = [await harness.user(n) for n in ("alice", "bob", "carol")]
+        room_id = await group_room(harness, alice, bob, carol)
+        email = {**pusher_body("x"), "kind": "email", "pushkey": "bob@example.com", "app_id": "m.email", "data": {}}
+        assert (await harness.request("POST", "pushers/set", bob, json=email))[0] == 200
+        assert not harness.hs.push.delivery.has_pushers(bob.user_id)
+        await send(harness, alice, room_id, "hi")
+        assert outbox_rows(harness) == 0
