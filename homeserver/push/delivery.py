@@ -77,7 +77,10 @@ class PushDelivery:
         self.stale_after_s = stale_after_s
         self.sleep = sleep
         # who has an HTTP pusher: the send path asks for every notified user (one set lookup each)
-        self._users: set[str] = {u for u in push.users_with_pushers() if self._has_http_pusher(u)}
+        # user -> their HTTP pushers (email pushers are not sent to), for every user who has one
+        self._users: dict[str, tuple[PusherKey, ...]] = {}
+        for user_id in push.users_with_pushers():
+            self.pushers_changed(user_id)
         self._pending: dict[PusherKey, _Pending] = {}
         self._badges: dict[PusherKey, int] = {}  # last unread count sent (bounded)
         self._started = False
@@ -105,19 +108,19 @@ class PushDelivery:
 
     def pushers_changed(self, user_id: str) -> None:
         """The user's pushers were set or deleted (after the batch committed)."""
-        if self._has_http_pusher(user_id):
-            self._users.add(user_id)
+        keys = tuple(
+            (user_id, p["app_id"], p["pushkey"]) for p in self.push.pushers(user_id) if p.get("kind") == "http"
+        )
+        if keys:
+            self._users[user_id] = keys
         else:
-            self._users.discard(user_id)
+            self._users.pop(user_id, None)
 
     def wake(self, user_id: str) -> None:
-        """New notifications for the user may be owed (after their batch committed)."""
-        for pusher in self.push.pushers(user_id):
-            if pusher.get("kind") == "http":
-                self._pending_for((user_id, pusher["app_id"], pusher["pushkey"]))
-
-    def _has_http_pusher(self, user_id: str) -> bool:
-        return any(p.get("kind") == "http" for p in self.push.pushers(user_id))  # email: not sent
+        """New notifications for the user may be owed (after their batch committed): in memory only,
+        as it runs on the send path for every notified user."""
+        for key in self._users.get(user_id, ()):
+            self._pending_for(key)
 
     def wake_many(self, user_ids: list[str]) -> None:
         for user_id in user_ids:
@@ -125,17 +128,16 @@ class PushDelivery:
 
     def read_moved(self, user_id: str, room: int) -> None:
         """A read receipt moved (a `Receipts` read listener): the badge may have changed."""
-        if user_id not in self._users:
-            return
-        for pusher in self.push.pushers(user_id):
-            if pusher.get("kind") == "http":
-                self._pending_for((user_id, pusher["app_id"], pusher["pushkey"])).badge = True
+        for key in self._users.get(user_id, ()):
+            self._pending_for(key).badge = True
 
     def _pending_for(self, key: PusherKey) -> _Pending:
         pending = self._pending.get(key)
         if pending is None:
             pending = self._pending[key] = _Pending()
-        if pending.task is None and self._started and not self._closed:
+        elif pending.task is not None:
+            return pending  # running: it looks at the outbox again before it stops
+        if self._started and not self._closed:
             pending.task = asyncio.get_running_loop().create_task(self._run(key, pending))
         return pending
 

@@ -9,6 +9,7 @@ one gateway are capped, so a slow gateway holds only its own share.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from collections.abc import Mapping
@@ -83,13 +84,27 @@ class _PolicyResolver(AbstractResolver):
         await self.inner.close()
 
 
+class _Slots:
+    """Requests in flight to one gateway (host and port), and the semaphore that caps them."""
+
+    __slots__ = ("semaphore", "users")
+
+    def __init__(self, limit: int) -> None:
+        self.semaphore = asyncio.Semaphore(limit)
+        self.users = 0
+
+
 class GatewayClient:
     def __init__(self, policy: AddressPolicy, *, timeout_s: float, max_connections: int, per_gateway: int) -> None:
         self.policy = policy
+        # the deadline starts once a connection slot is ours: waiting for one is not the gateway's fault
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.max_connections = max_connections
         self.per_gateway = per_gateway
+        self._all = asyncio.Semaphore(max_connections)
+        self._gateways: dict[str, _Slots] = {}  # only gateways with requests in flight or waiting
         self._session: aiohttp.ClientSession | None = None
+        self._checked: dict[str, str | None] = {}  # url -> problem: a check per pusher URL, not per request
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -109,9 +124,28 @@ class GatewayClient:
 
     async def notify(self, url: str, body: Mapping[str, Any]) -> list[str]:
         """POST a notification; the pushkeys the gateway rejected. `GatewayError` when it was not taken."""
-        problem = url_problem(url, self.policy)
+        problem = self._checked.get(url, "")
+        if problem == "":
+            if len(self._checked) >= 10_000:
+                self._checked.clear()
+            problem = self._checked[url] = url_problem(url, self.policy)
         if problem is not None:  # the policy may have changed since the pusher was set
             raise GatewayError(problem, permanent=True)
+        parts = urlsplit(url)
+        where = f"{parts.scheme}://{parts.netloc}"
+        slots = self._gateways.get(where)
+        if slots is None:
+            slots = self._gateways[where] = _Slots(self.per_gateway)
+        slots.users += 1
+        try:
+            async with slots.semaphore, self._all:
+                return await self._post(url, body)
+        finally:
+            slots.users -= 1
+            if not slots.users:
+                del self._gateways[where]
+
+    async def _post(self, url: str, body: Mapping[str, Any]) -> list[str]:
         try:
             async with self._http().post(
                 url,
