@@ -153,9 +153,11 @@ class PushStore:
 
     # -- delivery to push gateways ---------------------------------------------------------------
 
-    def add_outbox(self, user_id: str, position: int, room: int, batch: Batch) -> None:
-        """The notification at `position` (in `room`) is owed to the user's pushers."""
-        batch.put(PUSH_OUTBOX, user_id.encode() + SEP + u64(position), u64(room))
+    def add_outbox(self, user_ids: list[str], position: int, room: int, batch: Batch) -> None:
+        """The notification at `position` (in `room`) is owed to these users' pushers: a row each,
+        appended as `add_notifications` does (this runs on the send path for every such user)."""
+        suffix, value, prefix = SEP + u64(position), u64(room), PUSH_OUTBOX.prefix
+        batch.ops.extend([(prefix + user_id.encode() + suffix, value) for user_id in user_ids])
 
     def outbox(self, user_id: str, after: int) -> Iterator[tuple[int, int]]:
         """(position, room) of the user's notifications after `after`, oldest first."""

@@ -267,8 +267,7 @@ class PushService:
             has_pushers = self.delivery.has_pushers
             owed = [u for _, users in notify for u in users if has_pushers(u)]
             if owed:
-                for user_id in owed:
-                    self.push.add_outbox(user_id, persisted.stream, room, batch)
+                self.push.add_outbox(owed, persisted.stream, room, batch)
                 batch.on_commit.append(lambda: self.delivery.wake_many(owed))
 
     def forget_members(self, room: int) -> None:
