@@ -37,6 +37,7 @@ RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 3600.0
 STALE_AFTER_S = 24 * 3600.0
 MAX_BADGES_REMEMBERED = 10_000
+IN_FLIGHT_POLL_S = 0.005
 
 PusherKey = tuple[str, str, str]  # user, app id, pushkey
 
@@ -157,7 +158,11 @@ class PushDelivery:
                     return
                 position = self.push.pusher_position(user_id, app_id, pushkey)
                 owed = next(self.push.outbox(user_id, position), None)
-                if owed is not None:
+                if owed is not None and owed[0] > self.store.counter.visible:
+                    # a write with a smaller position may still land: moving past this one now could
+                    # skip it for good (storage/engine.py StreamCounter); such writes take milliseconds
+                    await self.sleep(IN_FLIGHT_POLL_S)
+                elif owed is not None:
                     await self._deliver(key, owed[0], owed[1])
                 elif pending.badge:
                     pending.badge = False

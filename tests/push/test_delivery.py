@@ -306,3 +306,19 @@ async def test_email_pushers_are_stored_but_owe_nothing(tmp_path: Path) -> None:
         assert not harness.hs.push.delivery.has_pushers(bob.user_id)
         await send(harness, alice, room_id, "hi")
         assert outbox_rows(harness) == 0
+
+
+async def test_a_write_still_in_flight_below_is_not_skipped(tmp_path: Path, gateway: FakeGateway) -> None:
+    """Positions are taken before batches land: a notification above a write still in flight waits,
+    or the pusher would move past the smaller position that lands later."""
+    async with running(make_config(tmp_path, push=LOOPBACK)) as harness:
+        alice, bob, carol = [await harness.user(n) for n in ("alice", "bob", "carol")]
+        room_id = await group_room(harness, alice, bob, carol)
+        await set_pusher(harness, bob, gateway.url)
+        counter = harness.hs.db.store.counter
+        in_flight = counter.allocate()  # a write elsewhere that has not landed yet
+        event_id = await send(harness, alice, room_id, "after the gap")
+        await asyncio.sleep(0.2)  # asserting that nothing happens: give the worker its chance
+        assert gateway.received == []
+        counter.release([in_flight])
+        await until(lambda: gateway.events() == [event_id])
