@@ -25,6 +25,7 @@ class FakeGateway:
         self.received: list[dict[str, Any]] = []  # every body, in arrival order
         self.taken: list[dict[str, Any]] = []  # the bodies answered 200
         self.failing = False  # answer 502
+        self.status = 200  # answer this status (with an error body) when not 200
         self.rejected: set[str] = set()  # pushkeys to answer as rejected
         self.hold: asyncio.Event | None = None  # when set: wait for it before answering
         self.problems: list[str] = []
@@ -61,6 +62,8 @@ class FakeGateway:
             await self.hold.wait()
         if self.failing:
             return web.Response(status=502, text="bad gateway")
+        if self.status != 200:
+            return web.json_response({"errcode": "M_UNKNOWN", "error": "no"}, status=self.status)
         devices = body.get("notification", {}).get("devices", [])
         answer = {"rejected": [d["pushkey"] for d in devices if d.get("pushkey") in self.rejected]}
         assert not list(RESPONSE.iter_errors(answer))

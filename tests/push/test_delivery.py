@@ -322,3 +322,31 @@ async def test_a_write_still_in_flight_below_is_not_skipped(tmp_path: Path, gate
         assert gateway.received == []
         counter.release([in_flight])
         await until(lambda: gateway.events() == [event_id])
+
+
+async def test_a_notification_the_gateway_refuses_for_good_is_skipped(tmp_path: Path, gateway: FakeGateway) -> None:
+    """A 4xx (but 429) will not change on retry: that notification is dropped, the next ones go."""
+    async with running(make_config(tmp_path, push=LOOPBACK)) as harness:
+        alice, bob, carol = [await harness.user(n) for n in ("alice", "bob", "carol")]
+        room_id = await group_room(harness, alice, bob, carol)
+        await set_pusher(harness, bob, gateway.url)
+        gateway.status = 400
+        refused = await send(harness, alice, room_id, "refused")
+        await until(lambda: outbox_rows(harness) == 0)
+        assert [b["notification"]["event_id"] for b in gateway.received] == [refused]
+        gateway.status = 200
+        taken = await send(harness, alice, room_id, "taken")
+        await until(lambda: gateway.events() == [taken])
+        assert len(harness.hs.push.pushers.pushers(bob.user_id)) == 1  # the pusher stays
+
+
+async def test_stale_notifications_are_skipped(tmp_path: Path, gateway: FakeGateway) -> None:
+    """A notification older than a day (here: any, the limit set below zero) is not sent late."""
+    async with running(make_config(tmp_path, push=LOOPBACK)) as harness:
+        alice, bob, carol = [await harness.user(n) for n in ("alice", "bob", "carol")]
+        room_id = await group_room(harness, alice, bob, carol)
+        await set_pusher(harness, bob, gateway.url)
+        harness.hs.push.delivery.stale_after_s = -1.0
+        await send(harness, alice, room_id, "old news")
+        await until(lambda: outbox_rows(harness) == 0)
+        assert gateway.received == []
