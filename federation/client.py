@@ -22,9 +22,9 @@ import nacl.signing
 import orjson
 from yarl import URL
 
-from federation.addresses import AddressPolicy
 from federation.discovery import Destination, Dns, ServerResolver, WellKnown, parse_well_known
 from federation.request_auth import authorization_header
+from homeserver.protocol.addresses import AddressPolicy
 from storage.cache import LruCache
 
 log = logging.getLogger(__name__)

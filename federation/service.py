@@ -16,7 +16,6 @@ from typing import Any, Protocol
 
 import nacl.signing
 
-from federation.addresses import AddressPolicy
 from federation.backfill import Backfiller
 from federation.client import FederationClient, FederationError, Unreachable, path_of, ssl_context
 from federation.dns import DnsPython
@@ -27,6 +26,7 @@ from federation.resident import Resident
 from federation.sender import FederationSender
 from federation.transactions import AclCheck, EduHandler, Transactions
 from homeserver.errors import MatrixError
+from homeserver.protocol.addresses import AddressPolicy
 from homeserver.rooms.federation_reads import FederationReads
 from homeserver.rooms.pipeline import EventPipeline, PersistedEvent
 from storage.cache import CacheRegistry

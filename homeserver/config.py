@@ -213,6 +213,25 @@ class SsoConfig(BaseModel):
         return self
 
 
+class PushConfig(BaseModel):
+    """Delivering notifications to push gateways (homeserver/push/delivery.py). Email pushers are
+    not supported."""
+
+    model_config = CLOSED
+    ip_range_allow: list[Annotated[str, AfterValidator(_cidr)]] = Field(
+        default_factory=list,
+        description="IP ranges push gateways may be at although private or loopback (a gateway on the LAN, tests)",
+    )
+    include_content: bool = Field(
+        default=True, description="send the event's content to gateways (off: ids, sender and room name only)"
+    )
+    timeout_s: float = Field(default=10.0, gt=0, description="a gateway must answer a notification within this time")
+    max_connections: int = Field(default=100, ge=1, description="connections to push gateways at once, in all")
+    max_connections_per_gateway: int = Field(
+        default=10, ge=1, description="connections to one push gateway at once (a slow one holds no more)"
+    )
+
+
 class SupportContact(BaseModel):
     model_config = CLOSED
     role: str = Field(default="m.role.admin", description="m.role.admin or m.role.security")
@@ -276,6 +295,7 @@ class Config(BaseModel):
     federation: FederationConfig = FederationConfig()
     invites: InvitesConfig = InvitesConfig()
     sso: SsoConfig = SsoConfig()
+    push: PushConfig = PushConfig()
 
     @property
     def listen_host(self) -> str:

@@ -226,9 +226,13 @@ class HomeServer:
             self.notifier,
             clock,
             ignored=self.account_data.ignored,
+            settings=config.push,
         )
         self.account_data.add_ignore_listener(self.push.ignores_changed)
         self.receipts.add_read_listener(self.push.notifications.forget_counts)
+        # push gateways: pushers go with their devices; a moved read receipt sends a badge update
+        self.accounts.add_devices_deleted_listener(self.push.pushers.devices_deleted)
+        self.receipts.add_read_listener(self.push.delivery.read_moved)
         # notifications are written in the event's own batch; wake-ups once it has landed
         self.pipeline.add_write_hook(self.push.write_hook)
         self.typing = Typing(db.store, self.notifier)
@@ -385,10 +389,15 @@ class HomeServer:
         # no middlewares: `Router` wraps each handler once with the error and CORS rules
         app = web.Application(client_max_size=self.config.max_upload_size + 64 * 1024)
         self.routes().install(app)
+        app.on_startup.append(self._startup)
         app.on_cleanup.append(self._cleanup)
         return app
 
+    async def _startup(self, app: web.Application) -> None:
+        self.push.delivery.start()  # resume sending what push gateways are owed
+
     async def _cleanup(self, app: web.Application) -> None:
+        await self.push.delivery.close()
         if self.federation is not None:
             await self.federation.close()
         self.typing.close()

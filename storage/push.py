@@ -31,7 +31,22 @@ NOTIFY_EVENT = Table(
     "notify_event", ("room", "u64"), "json", "room, event position -> what it notified: groups of actions, ts, thread"
 )
 LAST_SENT = Table("last_sent", ("str", "room", "str"), "u64", "user, room, thread -> position of their last event")
-TABLES = (PUSH_RULES, PUSHERS, PUSHERS_BY_KEY, NOTIFY_ROOM, NOTIFY_EVENT, LAST_SENT)
+PUSH_OUTBOX = Table(
+    "push_outbox", ("str", "u64"), "u64", "user, event position -> room: notifications owed to the user's pushers"
+)
+PUSHER_POSITIONS = Table(
+    "pusher_positions", ("str", "str", "str"), "u64", "user, app id, pushkey -> last outbox position delivered"
+)
+TABLES = (
+    PUSH_RULES,
+    PUSHERS,
+    PUSHERS_BY_KEY,
+    NOTIFY_ROOM,
+    NOTIFY_EVENT,
+    LAST_SENT,
+    PUSH_OUTBOX,
+    PUSHER_POSITIONS,
+)
 
 # notify_room values: a flags byte, then (with GROUPED) a 2-byte group index, then the thread id.
 # Schema 1 rows (flags 0 or 1, then the thread) read as group 0.
@@ -120,8 +135,67 @@ class PushStore:
         batch.put(PUSHERS_BY_KEY, SEP.join(s.encode() for s in (app_id, pushkey, user_id)), b"")
 
     def delete_pusher(self, user_id: str, app_id: str, pushkey: str, batch: Batch) -> None:
-        batch.delete(PUSHERS, SEP.join(s.encode() for s in (user_id, app_id, pushkey)))
+        key = SEP.join(s.encode() for s in (user_id, app_id, pushkey))
+        batch.delete(PUSHERS, key)
+        batch.delete(PUSHER_POSITIONS, key)
         batch.delete(PUSHERS_BY_KEY, SEP.join(s.encode() for s in (app_id, pushkey, user_id)))
+
+    def users_with_pushers(self) -> Iterator[str]:
+        """Every user with at least one pusher, once each (skipping from user to user)."""
+        start: bytes | None = None
+        while True:
+            key = next(self.store.keys(PUSHERS, b"", start=start), None)
+            if key is None:
+                return
+            user = key.split(SEP, 1)[0]
+            yield user.decode()
+            start = user + SEP + b"\xff"
+
+    # -- delivery to push gateways ---------------------------------------------------------------
+
+    def add_outbox(self, user_ids: list[str], position: int, room: int, batch: Batch) -> None:
+        """The notification at `position` (in `room`) is owed to these users' pushers: a row each,
+        appended as `add_notifications` does (this runs on the send path for every such user)."""
+        suffix, value, prefix = SEP + u64(position), u64(room), PUSH_OUTBOX.prefix
+        batch.ops.extend([(prefix + user_id.encode() + suffix, value) for user_id in user_ids])
+
+    def outbox(self, user_id: str, after: int) -> Iterator[tuple[int, int]]:
+        """(position, room) of the user's notifications after `after`, oldest first."""
+        prefix = user_id.encode() + SEP
+        for k, v in self.store.iterate(PUSH_OUTBOX, prefix, start=u64(after + 1)):
+            yield read_u64(k, len(prefix)), read_u64(v)
+
+    def outbox_end(self, user_id: str) -> int:
+        """The position of the user's newest outbox entry (0: none)."""
+        prefix = user_id.encode() + SEP
+        key = next(self.store.keys(PUSH_OUTBOX, prefix, reverse=True), None)
+        return read_u64(key, len(prefix)) if key is not None else 0
+
+    def prune_outbox(self, user_id: str, upto: int | None, batch: Batch) -> None:
+        """Forget the user's outbox entries up to `upto` (None: all of them)."""
+        prefix = user_id.encode() + SEP
+        stop = u64(upto + 1) if upto is not None else None
+        for key in self.store.keys(PUSH_OUTBOX, prefix, stop=stop):
+            batch.delete(PUSH_OUTBOX, key)
+
+    def pusher_position(self, user_id: str, app_id: str, pushkey: str) -> int:
+        raw = self.store.get(PUSHER_POSITIONS, SEP.join(s.encode() for s in (user_id, app_id, pushkey)))
+        return read_u64(raw) if raw is not None else 0
+
+    def set_pusher_position(self, user_id: str, app_id: str, pushkey: str, position: int, batch: Batch) -> None:
+        batch.put(PUSHER_POSITIONS, SEP.join(s.encode() for s in (user_id, app_id, pushkey)), u64(position))
+
+    def notification_at(self, user_id: str, room: int, position: int) -> tuple[dict[str, Any], bool, list[Any]] | None:
+        """(the event's notification record, highlight, the user's actions) of a notification."""
+        value = self.store.get(NOTIFY_ROOM, user_id.encode() + SEP + u64(room) + u64(position))
+        raw = self.store.get(NOTIFY_EVENT, u64(room) + u64(position))
+        if value is None or raw is None:
+            return None
+        record = orjson.loads(raw)
+        highlight, group, _ = read_notify_value(value)
+        groups = record.get("groups") or []
+        actions = groups[group]["actions"] if group < len(groups) else []
+        return record, highlight, actions
 
     def has_pusher(self, user_id: str, app_id: str, pushkey: str) -> bool:
         return self.store.get(PUSHERS, SEP.join(s.encode() for s in (user_id, app_id, pushkey))) is not None

@@ -1,20 +1,35 @@
 """Pushers (spec: modules/push.md "Client behaviour": GET /pushers, POST /pushers/set). They are
-stored; delivering notifications to push gateways is separate work."""
+stored here; the pusher worker (`delivery.py`) sends to them. A pusher goes with its device (logout,
+device deletion, deactivation). Email pushers are stored but never sent to (not supported)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from homeserver.errors import MatrixError
-from storage.engine import Store
+from homeserver.protocol.addresses import AddressPolicy
+from homeserver.push.gateway import url_problem
+from storage.engine import Batch, Store
 from storage.push import PushStore
 
 
 class Pushers:
-    def __init__(self, store: Store, push: PushStore) -> None:
+    def __init__(
+        self,
+        store: Store,
+        push: PushStore,
+        policy: AddressPolicy,
+        on_change: Callable[[str], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.push = push
+        self.policy = policy
+        self.on_change = on_change  # told the user whose pushers changed, once written
+        self.clock = clock
 
     def pushers(self, user_id: str) -> list[dict[str, Any]]:
         return [{k: v for k, v in p.items() if not k.startswith("_")} for p in self.push.pushers(user_id)]
@@ -34,6 +49,8 @@ class Pushers:
         with batch:
             if kind is None:
                 self.push.delete_pusher(user_id, app_id, pushkey, batch)
+                self._forget_outbox_if_last(user_id, {(app_id, pushkey)}, batch)
+                batch.on_commit.append(lambda: self.on_change(user_id))
                 await batch.commit()
                 return
             if not isinstance(kind, str):
@@ -48,11 +65,9 @@ class Pushers:
                 if not isinstance(body[name], str):
                     raise MatrixError(400, "M_INVALID_PARAM", f"{name} must be a string")
             if kind == "http":
-                url = data.get("url")
-                if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-                    raise MatrixError(400, "M_INVALID_PARAM", "'url' must be an http(s) URL for an http pusher")
-                if not url.split("?", 1)[0].endswith("/_matrix/push/v1/notify"):
-                    raise MatrixError(400, "M_INVALID_PARAM", "'url' must have the path /_matrix/push/v1/notify")
+                problem = url_problem(data.get("url"), self.policy)
+                if problem is not None:
+                    raise MatrixError(400, "M_INVALID_PARAM", problem)
             elif kind != "email":
                 raise MatrixError(400, "M_INVALID_PARAM", f"unknown pusher kind {kind!r}")
             pusher: dict[str, Any] = {
@@ -64,6 +79,7 @@ class Pushers:
                 "lang": body["lang"],
                 "data": data,
                 "_device_id": device_id,
+                "_ts": int(self.clock() * 1000),  # sent as the device's pushkey_ts
             }
             if isinstance(body.get("profile_tag"), str):
                 pusher["profile_tag"] = body["profile_tag"]
@@ -72,5 +88,30 @@ class Pushers:
                 for other in self.push.pusher_users(app_id, pushkey):
                     if other != user_id:
                         self.push.delete_pusher(other, app_id, pushkey, batch)
+                        self._forget_outbox_if_last(other, {(app_id, pushkey)}, batch)
+                        batch.on_commit.append(functools.partial(self.on_change, other))
+            if kind != "http":
+                self._forget_outbox_if_last(user_id, {(app_id, pushkey)}, batch)  # email pushers are not sent to
+            elif not self.push.has_pusher(user_id, app_id, pushkey):
+                # a new pusher is owed what is notified from now on, not what came before
+                self.push.set_pusher_position(user_id, app_id, pushkey, self.push.outbox_end(user_id), batch)
             self.push.put_pusher(user_id, pusher, batch)
+            batch.on_commit.append(lambda: self.on_change(user_id))
             await batch.commit()
+
+    def devices_deleted(self, user_id: str, device_ids: list[str], batch: Batch) -> None:
+        """An accounts listener, in the batch that deletes devices (logout, deletion, deactivation):
+        their pushers go too."""
+        gone = set(device_ids)
+        doomed = {(p["app_id"], p["pushkey"]) for p in self.push.pushers(user_id) if p.get("_device_id") in gone}
+        if not doomed:
+            return
+        for app_id, pushkey in doomed:
+            self.push.delete_pusher(user_id, app_id, pushkey, batch)
+        self._forget_outbox_if_last(user_id, doomed, batch)
+        batch.on_commit.append(lambda: self.on_change(user_id))
+
+    def _forget_outbox_if_last(self, user_id: str, deleted: set[tuple[str, str]], batch: Batch) -> None:
+        """Nothing is owed to a user without HTTP pushers: their outbox goes with the last one."""
+        if all((p["app_id"], p["pushkey"]) in deleted or p.get("kind") != "http" for p in self.push.pushers(user_id)):
+            self.push.prune_outbox(user_id, None, batch)

@@ -4,7 +4,9 @@ local member of its room (but its sender) and the invitee of an invite (spec: mo
 stream position, so `/sync` reports the new counts with the event.
 
 The push service is made of this evaluation and its parts, one module each: the users' rules
-(`user_rules.py`), unread counts and the notification list (`notifications.py`), pushers (`pushers.py`).
+(`user_rules.py`), unread counts and the notification list (`notifications.py`), pushers (`pushers.py`),
+and their delivery to push gateways (`delivery.py` over `gateway.py`): a notified user with pushers
+gets an outbox row in the event's batch too, and the worker is woken once it has landed.
 """
 
 from __future__ import annotations
@@ -14,11 +16,15 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from homeserver.config import PushConfig
 from homeserver.notifier import Notifier
+from homeserver.protocol.addresses import AddressPolicy
 from homeserver.protocol.events import Event
 from homeserver.protocol.glob import compile_glob
 from homeserver.protocol.power_levels import get_notification_level, get_user_power_level
+from homeserver.push.delivery import PushDelivery
 from homeserver.push.evaluator import CompiledRuleset, EventContext, is_highlight, key_path
+from homeserver.push.gateway import GatewayClient
 from homeserver.push.notifications import Notifications
 from homeserver.push.pushers import Pushers
 from homeserver.push.user_rules import PushRules
@@ -164,7 +170,9 @@ class PushService:
         clock: Callable[[], float] = time.time,
         *,
         ignored: Callable[[str], frozenset[str]],
+        settings: PushConfig | None = None,
     ) -> None:
+        settings = settings if settings is not None else PushConfig()
         self.push = push
         self.queries = queries
         self.clock = clock
@@ -180,7 +188,17 @@ class PushService:
         # pure functions with small fixed caches (module level, shared by every server in a process)
         caches.add_reporter(function_cache_stats("glob_patterns", compile_glob, PATTERN_BYTES))
         caches.add_reporter(function_cache_stats("push.key_paths", key_path, 300))
-        self.pushers = Pushers(store, push)
+        policy = AddressPolicy(settings.ip_range_allow)
+        gateways = GatewayClient(
+            policy,
+            timeout_s=settings.timeout_s,
+            max_connections=settings.max_connections,
+            per_gateway=settings.max_connections_per_gateway,
+        )
+        self.delivery = PushDelivery(
+            store, push, queries, self.notifications, gateways, clock, include_content=settings.include_content
+        )
+        self.pushers = Pushers(store, push, policy, self.delivery.pushers_changed, clock)
         # who a user ignores (spec: ignore_users): their events notify nobody who ignores them
         self.ignored = ignored
 
@@ -245,6 +263,12 @@ class PushService:
             position, own_id = persisted.stream, str(sender) if own else None
             notified = [users for _, users in notify]
             batch.on_commit.append(lambda: self.notifications.landed(room, position, notified, own_id))
+        if notify:
+            has_pushers = self.delivery.has_pushers
+            owed = [u for _, users in notify for u in users if has_pushers(u)]
+            if owed:
+                self.push.add_outbox(owed, persisted.stream, room, batch)
+                batch.on_commit.append(lambda: self.delivery.wake_many(owed))
 
     def forget_members(self, room: int) -> None:
         self._local_members.discard(room)

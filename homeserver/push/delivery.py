@@ -1,0 +1,318 @@
+"""The pusher worker: every notification of a user with pushers reaches each of their HTTP pushers'
+gateways, once, in order (spec: modules/push.md "Push gateway", push-gateway-api).
+
+What is owed is in the store: the event's batch adds a `push_outbox` row (user, position) for each
+notified user who has pushers, and each pusher keeps the outbox position its gateway last took
+(`pusher_positions`). A restart resends what was not acknowledged and never what was: the position
+moves only after the gateway answered. Rows every pusher of the user has passed are pruned.
+
+One task per pusher with work, gone once it has caught up (memory follows the pushers that are
+behind, not the users). A failed request is retried after 1 s, doubling up to an hour; a
+notification older than a day is skipped rather than delivered late (as Synapse does). A pushkey
+the gateway `rejected` loses its pusher. Requests have a deadline and connections per gateway are
+capped (`gateway.py`), so one slow or dead gateway delays only its own pushers.
+
+Badge updates: when a read receipt moves, each pusher is sent the user's new unread count (a
+notification with counts and devices only), if it changed since the last one sent to it. These are
+not kept through a restart: the next notification carries the count anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from homeserver.push.gateway import GatewayClient, GatewayError, counts_of, device_of, tweaks_of
+from homeserver.push.notifications import Notifications
+from homeserver.rooms.queries import RoomQueries
+from storage.engine import Store
+from storage.push import PushStore
+
+log = logging.getLogger(__name__)
+
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 3600.0
+STALE_AFTER_S = 24 * 3600.0
+MAX_BADGES_REMEMBERED = 10_000
+IN_FLIGHT_POLL_S = 0.005
+
+PusherKey = tuple[str, str, str]  # user, app id, pushkey
+
+
+class _Pending:
+    __slots__ = ("badge", "task")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.badge = False
+
+
+class PushDelivery:
+    def __init__(
+        self,
+        store: Store,
+        push: PushStore,
+        queries: RoomQueries,
+        notifications: Notifications,
+        client: GatewayClient,
+        clock: Callable[[], float] = time.time,
+        *,
+        include_content: bool = True,
+        retry_first_s: float = RETRY_FIRST_S,
+        retry_max_s: float = RETRY_MAX_S,
+        stale_after_s: float = STALE_AFTER_S,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.store = store
+        self.push = push
+        self.queries = queries
+        self.notifications = notifications
+        self.client = client
+        self.clock = clock
+        self.include_content = include_content
+        self.retry_first_s = retry_first_s
+        self.retry_max_s = retry_max_s
+        self.stale_after_s = stale_after_s
+        self.sleep = sleep
+        # who has an HTTP pusher: the send path asks for every notified user (one set lookup each)
+        # user -> their HTTP pushers (email pushers are not sent to), for every user who has one
+        self._users: dict[str, tuple[PusherKey, ...]] = {}
+        for user_id in push.users_with_pushers():
+            self.pushers_changed(user_id)
+        self._pending: dict[PusherKey, _Pending] = {}
+        self._badges: dict[PusherKey, int] = {}  # last unread count sent (bounded)
+        self._started = False
+        self._closed = False
+
+    # -- what the rest of the push service tells it ----------------------------------------------
+
+    def has_pushers(self, user_id: str) -> bool:
+        return user_id in self._users
+
+    def start(self) -> None:
+        """Resume: every pusher that is behind gets its task."""
+        self._started = True
+        for user_id in list(self._users):
+            self.wake(user_id)
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = [p.task for p in self._pending.values() if p.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._pending.clear()
+        await self.client.close()
+
+    def pushers_changed(self, user_id: str) -> None:
+        """The user's pushers were set or deleted (after the batch committed)."""
+        keys = tuple(
+            (user_id, p["app_id"], p["pushkey"]) for p in self.push.pushers(user_id) if p.get("kind") == "http"
+        )
+        if keys:
+            self._users[user_id] = keys
+        else:
+            self._users.pop(user_id, None)
+
+    def wake(self, user_id: str) -> None:
+        """New notifications for the user may be owed (after their batch committed): in memory only,
+        as it runs on the send path for every notified user."""
+        for key in self._users.get(user_id, ()):
+            self._pending_for(key)
+
+    def wake_many(self, user_ids: list[str]) -> None:
+        """`wake` for the users an event notified (inlined: a pusher whose task runs costs two lookups)."""
+        users, pending = self._users, self._pending
+        for user_id in user_ids:
+            for key in users.get(user_id, ()):
+                found = pending.get(key)
+                if found is None or found.task is None:
+                    self._pending_for(key)
+
+    def read_moved(self, user_id: str, room: int) -> None:
+        """A read receipt moved (a `Receipts` read listener): the badge may have changed."""
+        for key in self._users.get(user_id, ()):
+            self._pending_for(key).badge = True
+
+    def _pending_for(self, key: PusherKey) -> _Pending:
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = _Pending()
+        elif pending.task is not None:
+            return pending  # running: it looks at the outbox again before it stops
+        if self._started and not self._closed:
+            pending.task = asyncio.get_running_loop().create_task(self._run(key, pending))
+        return pending
+
+    # -- one pusher's task -----------------------------------------------------------------------
+
+    async def _run(self, key: PusherKey, pending: _Pending) -> None:
+        user_id, app_id, pushkey = key
+        try:
+            while True:
+                pusher = self._pusher(key)
+                if pusher is None:
+                    return
+                position = self.push.pusher_position(user_id, app_id, pushkey)
+                owed = next(self.push.outbox(user_id, position), None)
+                if owed is not None and owed[0] > self.store.counter.visible:
+                    # a write with a smaller position may still land: moving past this one now could
+                    # skip it for good (storage/engine.py StreamCounter); such writes take milliseconds
+                    await self.sleep(IN_FLIGHT_POLL_S)
+                elif owed is not None:
+                    await self._deliver(key, owed[0], owed[1])
+                elif pending.badge:
+                    pending.badge = False
+                    await self._send_badge(key, pusher)
+                else:
+                    return  # caught up: no await between the last look and leaving
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("push: the task of a pusher of %s failed", user_id)
+        finally:
+            if self._pending.get(key) is pending:
+                del self._pending[key]
+
+    def _pusher(self, key: PusherKey) -> dict[str, Any] | None:
+        user_id, app_id, pushkey = key
+        for pusher in self.push.pushers(user_id):
+            if pusher["app_id"] == app_id and pusher["pushkey"] == pushkey:
+                return pusher if pusher.get("kind") == "http" else None
+        return None
+
+    async def _deliver(self, key: PusherKey, position: int, room: int) -> None:
+        """Deliver the notification at `position`, retrying until taken, refused for good, stale, or
+        the pusher gone; then move the pusher past it."""
+        user_id = key[0]
+        delay = self.retry_first_s
+        while True:
+            pusher = self._pusher(key)
+            if pusher is None:
+                return
+            body, ts = self._notification(user_id, pusher, room, position)
+            if body is None or self.clock() - ts / 1000 > self.stale_after_s:
+                break  # gone (redacted room, purged) or too old to ring a phone for
+            try:
+                rejected = await self.client.notify(pusher["data"]["url"], body)
+            except GatewayError as e:
+                if e.permanent:
+                    log.warning("push: %s refused a notification for %s: %s", pusher["data"]["url"], user_id, e)
+                    break
+                log.info(
+                    "push: %s unreachable for %s, retrying in %.0f s: %s", pusher["data"]["url"], user_id, delay, e
+                )
+                await self.sleep(delay)
+                delay = min(delay * 2, self.retry_max_s)
+                continue
+            if key[2] in rejected:
+                await self._delete(key)
+                return
+            self._remember_badge(key, body["notification"]["counts"].get("unread", 0))
+            break
+        await self._advance(key, position)
+
+    async def _advance(self, key: PusherKey, position: int) -> None:
+        user_id, app_id, pushkey = key
+        batch = self.store.batch()
+        with batch:
+            if not self.push.has_pusher(user_id, app_id, pushkey):
+                return  # deleted meanwhile: no position row for a pusher that is gone
+            self.push.set_pusher_position(user_id, app_id, pushkey, position, batch)
+            others = [
+                self.push.pusher_position(user_id, p["app_id"], p["pushkey"])
+                for p in self.push.pushers(user_id)
+                if p.get("kind") == "http" and (p["app_id"], p["pushkey"]) != (app_id, pushkey)
+            ]
+            self.push.prune_outbox(user_id, min([position, *others]), batch)
+            await batch.commit()
+
+    async def _delete(self, key: PusherKey) -> None:
+        """The gateway rejected the pushkey (spec: "Homeservers must cease sending notification
+        requests for these pushkeys and remove the associated pushers")."""
+        user_id, app_id, pushkey = key
+        log.info("push: the gateway rejected a pushkey of %s (app %s): pusher removed", user_id, app_id)
+        batch = self.store.batch()
+        with batch:
+            self.push.delete_pusher(user_id, app_id, pushkey, batch)
+            others = [p for p in self.push.pushers(user_id) if (p["app_id"], p["pushkey"]) != (app_id, pushkey)]
+            if not any(p.get("kind") == "http" for p in others):
+                self.push.prune_outbox(user_id, None, batch)
+            await batch.commit()
+        self._badges.pop(key, None)
+        self.pushers_changed(user_id)
+
+    # -- what is sent ----------------------------------------------------------------------------
+
+    def unread(self, user_id: str) -> int:
+        """spec: Counts "unread" — unread messages across all the user's rooms."""
+        return sum(
+            self.notifications.counts(user_id, room).total.notification_count
+            for room in self.queries.joined_rooms(user_id)
+        )
+
+    def _notification(
+        self, user_id: str, pusher: Mapping[str, Any], room: int, position: int
+    ) -> tuple[dict[str, Any] | None, int]:
+        """The body of the notification at `position` for this pusher, and its time (ms)."""
+        found = self.push.notification_at(user_id, room, position)
+        if found is None:
+            return None, 0
+        record, highlight, actions = found
+        event = self.queries.event(int(record["event"]))
+        if event is None or event.event_id is None:
+            return None, 0
+        tweaks = tweaks_of(actions)
+        # spec leaves prio to us: high when it should ring (a mention, a sound) or cannot be read by
+        # the gateway (encrypted: the app decrypts it to decide)
+        high = highlight or event.type == "m.room.encrypted" or "sound" in tweaks
+        note: dict[str, Any] = {
+            "event_id": event.event_id,
+            "room_id": record["room_id"],
+            "counts": counts_of(self.unread(user_id)),
+            "prio": "high" if high else "low",
+            "devices": [device_of(pusher, tweaks)],
+        }
+        if (pusher.get("data") or {}).get("format") != "event_id_only":
+            note["type"] = event.type
+            note["sender"] = event.sender
+            sender = self.queries.current_state_event(room, "m.room.member", event.sender)
+            name = sender.content.get("displayname") if sender is not None else None
+            if isinstance(name, str) and name:
+                note["sender_display_name"] = name
+            room_name = self.queries.current_state_event(room, "m.room.name")
+            value = room_name.content.get("name") if room_name is not None else None
+            if isinstance(value, str) and value:
+                note["room_name"] = value
+            alias_event = self.queries.current_state_event(room, "m.room.canonical_alias")
+            alias = alias_event.content.get("alias") if alias_event is not None else None
+            if isinstance(alias, str) and alias:
+                note["room_alias"] = alias
+            if event.type == "m.room.member":
+                note["user_is_target"] = event.state_key == user_id
+            if self.include_content and event.content:
+                note["content"] = dict(event.content)
+        return {"notification": note}, int(record.get("ts") or 0)
+
+    async def _send_badge(self, key: PusherKey, pusher: Mapping[str, Any]) -> None:
+        unread = self.unread(key[0])
+        if self._badges.get(key) == unread:
+            return
+        body = {"notification": {"counts": {"unread": unread}, "devices": [device_of(pusher, {})]}}
+        try:
+            rejected = await self.client.notify(pusher["data"]["url"], body)
+        except GatewayError as e:
+            log.info("push: badge update to %s failed: %s", pusher["data"]["url"], e)
+            return  # counts are idempotent: the next notification carries them
+        if key[2] in rejected:
+            await self._delete(key)
+            return
+        self._remember_badge(key, unread)
+
+    def _remember_badge(self, key: PusherKey, unread: int) -> None:
+        if len(self._badges) >= MAX_BADGES_REMEMBERED:
+            self._badges.clear()
+        self._badges[key] = unread
