@@ -304,7 +304,13 @@ class Membership:
                 raise forbidden(f"You cannot knock on a room you are {'banned from' if current == 'ban' else 'in'}")
             content = self._with_reason({"membership": "knock", **self.profile(user_id)}, reason)
             servers = self._join_servers(user_id, room_id, via, alias_servers)
-            await self.remote.knock_and_record(room_id, user_id, servers, content)
+            try:
+                await self.remote.knock_and_record(room_id, user_id, servers, content)
+            except MatrixError as e:
+                if e.status != 502:
+                    raise
+                # spec: POST /knock documents no 502; a room no server lets us reach is not found
+                raise not_found(f"Could not knock on {room_id} over federation: {e.message}") from None
             return room_id
         room = self.room(room_id)
         current = self.queries.current_membership(user_id, room)

@@ -194,3 +194,13 @@ async def test_an_invite_from_an_unreachable_server_is_refused_here(harness: Har
     assert room_id not in body["rooms"].get("invite", {})
     status, body = await harness.request("POST", f"rooms/{q(room_id)}/forget", bob, json={})
     assert status == 200
+
+
+async def test_a_knock_no_server_can_carry_is_not_found_never_a_5xx(harness: Harness) -> None:
+    """spec: POST /knock documents 403, 404, 429: a room on servers nobody can reach is not found."""
+    bob = await harness.user("bob")
+    room = "!room:unreachable.invalid"
+    status, body = await harness.request("POST", f"knock/{q(room)}?via=elsewhere.invalid", bob, json={})
+    assert status == 404 and body["errcode"] == "M_NOT_FOUND", body
+    status, body = await harness.request("POST", f"knock/{q(V12_ROOM_ID)}", bob, json={})
+    assert status == 404 and body["errcode"] == "M_NOT_FOUND", body
