@@ -348,7 +348,9 @@ async def wait_for_event(
 # -- (a) inbound PDUs ------------------------------------------------------------------------------
 
 
-async def inbound_pdus(target: RunningServer, ca: LoopbackCA, pdus: int, rooms: int) -> dict[str, Any]:
+async def inbound_pdus(
+    target: RunningServer, ca: LoopbackCA, pdus: int, rooms: int, room_version: str
+) -> dict[str, Any]:
     """PDUs/s and CPU per PDU for `pdus` messages into `rooms` rooms of `target`, 50 per transaction."""
     owner, token = register(target, "owner" + uuid.uuid4().hex[:6])
     fake = FakeServer(ca, "f_send")
@@ -357,7 +359,8 @@ async def inbound_pdus(target: RunningServer, ca: LoopbackCA, pdus: int, rooms: 
         async with aiohttp.ClientSession() as session:
             chains = []
             for _ in range(rooms):
-                made = await client_ok(session, target, "POST", "/createRoom", token, {"preset": "public_chat"})
+                body = {"preset": "public_chat", "room_version": room_version}
+                made = await client_ok(session, target, "POST", "/createRoom", token, body)
                 chains.append(await remote_join(fake, target.server_name, made["room_id"], fake.user("sender")))
         sender = fake.user("sender")
         # Sign everything first: the clock measures the target, not the making of PDUs.
@@ -410,7 +413,7 @@ class BigRoom:
     fakes: list[FakeServer]
 
 
-async def build_big_room(host: RunningServer, ca: LoopbackCA, members: int, servers: int) -> BigRoom:
+async def build_big_room(host: RunningServer, ca: LoopbackCA, members: int, servers: int, room_version: str) -> BigRoom:
     """A public room on `host` with `members` remote members from `servers` fake servers: each fake
     joins its first user with make_join/send_join, the rest arrive as join PDUs in transactions of 50,
     one server after the other (each PDU on the previous one, so the room has no forks)."""
@@ -420,7 +423,14 @@ async def build_big_room(host: RunningServer, ca: LoopbackCA, members: int, serv
     for fake in fakes:
         await fake.start()
     async with aiohttp.ClientSession() as session:
-        made = await client_ok(session, host, "POST", "/createRoom", token, {"preset": "public_chat", "name": "big"})
+        made = await client_ok(
+            session,
+            host,
+            "POST",
+            "/createRoom",
+            token,
+            {"preset": "public_chat", "name": "big", "room_version": room_version},
+        )
     room_id = made["room_id"]
     chain: RoomChain | None = None
     for fake in fakes:
@@ -541,11 +551,12 @@ class _FilteredSync:
 # -- (c) latency across servers --------------------------------------------------------------------
 
 
-async def cross_latency(ours: RunningServer, synapse: RunningServer, rounds: int) -> dict[str, Any]:
+async def cross_latency(ours: RunningServer, synapse: RunningServer, rounds: int, room_version: str) -> dict[str, Any]:
     _alice, alice_token = register(ours, "alice" + uuid.uuid4().hex[:6])
     bob, bob_token = register(synapse, "bob" + uuid.uuid4().hex[:6])
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
-        made = await client_ok(session, ours, "POST", "/createRoom", alice_token, {"preset": "public_chat"})
+        body = {"preset": "public_chat", "room_version": room_version}
+        made = await client_ok(session, ours, "POST", "/createRoom", alice_token, body)
         room_id = made["room_id"]
         via = quote(ours.server_name, safe="")
         await client_ok(
@@ -662,14 +673,14 @@ async def run(args: argparse.Namespace, tmp: Path, log: Any) -> dict[str, Any]:
         ours, syn = servers["ours"], servers["synapse"]
         for label, target in (("homeserver", ours), ("synapse", syn)):
             say(f"(a) {args.pdus} PDUs into one room of {label} ...")
-            out["inbound"][label] = await inbound_pdus(target, ca, args.pdus, 1)
+            out["inbound"][label] = await inbound_pdus(target, ca, args.pdus, 1, args.room_version)
             say(f"(a) {args.pdus} PDUs over {args.rooms} rooms of {label} ...")
-            out["inbound_rooms"][label] = await inbound_pdus(target, ca, args.pdus, args.rooms)
+            out["inbound_rooms"][label] = await inbound_pdus(target, ca, args.pdus, args.rooms, args.room_version)
         say(f"(c) latency across servers, {args.wakeups} rounds each way ...")
-        out["latency"] = await cross_latency(ours, syn, args.wakeups)
+        out["latency"] = await cross_latency(ours, syn, args.wakeups, args.room_version)
         for members in args.members:
             say(f"(b) a Synapse room with {members} members from {args.member_servers} fake servers ...")
-            room = await build_big_room(syn, ca, members, args.member_servers)
+            room = await build_big_room(syn, ca, members, args.member_servers, args.room_version)
             say(f"    setup took {room.setup_s:.1f} s; Synapse joins it ...")
             try:
                 entry: dict[str, Any] = {"members": members, "servers": args.member_servers, "setup_s": room.setup_s}
@@ -729,7 +740,7 @@ def rows_of(out: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any
         m = f"{entry['members']:,}"
         ours, theirs = entry["homeserver"], entry["synapse"]
         if ours.get("join_status") != 200:
-            ours_text = f"refused: {ours.get('join_status')} {json.dumps(ours.get('refused'))[:80]}"
+            ours_text = f"refused: {ours.get('join_status')} {json.dumps(ours.get('refused'))[:300]}"
             add(f"(b) join {m}-member room: /join answer", "s", ours_text, theirs["join_call_s"], False)
             add("    time until in /sync", "s", "-", theirs.get("in_sync_s"), False)
             add("    time until in lazy-loading /sync", "s", "-", theirs.get("in_lazy_sync_s"), False)
@@ -778,7 +789,8 @@ def print_table(report: dict[str, Any]) -> None:
     meta = report["meta"]
     print(
         f"\nratio: how many times better ours is (>1 = ours better). Synapse {meta['synapse_version']}, "
-        f"{meta['pdus']} PDUs per (a) run in transactions of {TXN_PDUS}, one in flight."
+        f"room version {meta['room_version']}, {meta['pdus']} PDUs per (a) run in transactions of {TXN_PDUS}, "
+        "one in flight."
     )
     print(
         "(b): the host is a Synapse in both cases; the Synapse joiner asks for a partial-state join "
@@ -805,6 +817,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--member-servers", type=int, default=10, help="(b) fake servers the members come from")
     parser.add_argument("--join-limit", type=float, default=900.0, help="(b) seconds a join may take")
     parser.add_argument("--wakeups", type=int, default=100, help="(c) rounds in each direction")
+    parser.add_argument("--room-version", default="12", help="of every room made (Synapse's default: 12)")
     parser.add_argument("--quick", action="store_true", help="a small workload, to try the script out")
     args = parser.parse_args(argv)
     args.members = [int(m) for m in args.members.split(",") if int(m) > 0]
@@ -831,6 +844,7 @@ def main(argv: list[str] | None = None) -> int:
             "members": args.members,
             "member_servers": args.member_servers,
             "wakeups": args.wakeups,
+            "room_version": args.room_version,
             "cpus": os.cpu_count(),
         },
     }
