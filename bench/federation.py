@@ -553,29 +553,38 @@ class _FilteredSync:
 
 
 async def cross_latency(ours: RunningServer, synapse: RunningServer, rounds: int, room_version: str) -> dict[str, Any]:
+    """Send -> waiting /sync across the servers, both ways, and on each server alone (a second local
+    user in the same room), the baseline each direction's figure contains part of."""
     _alice, alice_token = register(ours, "alice" + uuid.uuid4().hex[:6])
+    carol, carol_token = register(ours, "carol" + uuid.uuid4().hex[:6])
     bob, bob_token = register(synapse, "bob" + uuid.uuid4().hex[:6])
+    dave, dave_token = register(synapse, "dave" + uuid.uuid4().hex[:6])
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
         body = {"preset": "public_chat", "room_version": room_version}
         made = await client_ok(session, ours, "POST", "/createRoom", alice_token, body)
         room_id = made["room_id"]
         via = quote(ours.server_name, safe="")
-        await client_ok(
-            session, synapse, "POST", f"/join/{room_path(room_id)}?server_name={via}&via={via}", bob_token, {}
-        )
-        # Both sides see both members before timing starts.
-        deadline = time.monotonic() + 60
-        while True:
-            members = await client_ok(session, ours, "GET", f"/rooms/{room_path(room_id)}/joined_members", alice_token)
-            if bob in members.get("joined", {}):
-                break
-            if time.monotonic() > deadline:
-                raise BenchError("our server never saw the Synapse user's join")
-            await asyncio.sleep(0.05)
+        for token in (bob_token, dave_token):
+            join = f"/join/{room_path(room_id)}?server_name={via}&via={via}"
+            await client_ok(session, synapse, "POST", join, token, {})
+        await client_ok(session, ours, "POST", f"/join/{room_path(room_id)}", carol_token, {})
+        # Both sides see all four members before timing starts.
+        for server, token in ((ours, alice_token), (synapse, bob_token)):
+            deadline = time.monotonic() + 60
+            while True:
+                path = f"/rooms/{room_path(room_id)}/joined_members"
+                joined = (await client_ok(session, server, "GET", path, token)).get("joined", {})
+                if {bob, carol, dave} <= set(joined):
+                    break
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{server.kind} never saw every member join")
+                await asyncio.sleep(0.05)
     out: dict[str, Any] = {"room_id": room_id}
     for label, (src, src_token), (dst, dst_token) in (
         ("ours_to_synapse", (ours, alice_token), (synapse, bob_token)),
         ("synapse_to_ours", (synapse, bob_token), (ours, alice_token)),
+        ("ours_alone", (ours, carol_token), (ours, alice_token)),
+        ("synapse_alone", (synapse, dave_token), (synapse, bob_token)),
     ):
         latencies = await wakeups(src, src_token, dst, dst_token, room_id, rounds)
         out[label] = {
@@ -764,6 +773,8 @@ def rows_of(out: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any
         False,
     )
     add("    p99", "ms", lat["synapse_to_ours"]["p99_ms"], lat["ours_to_synapse"]["p99_ms"], False)
+    add("(c) the same on one server, p50", "ms", lat["ours_alone"]["p50_ms"], lat["synapse_alone"]["p50_ms"], False)
+    add("    p99", "ms", lat["ours_alone"]["p99_ms"], lat["synapse_alone"]["p99_ms"], False)
     return rows
 
 
@@ -806,7 +817,8 @@ def print_table(report: dict[str, Any]) -> None:
         )
     print(
         "(c): 'homeserver' = a send on Synapse until our waiting /sync has it; 'synapse' = a send on ours "
-        "until Synapse's waiting /sync has it (the room lives on our server)."
+        "until Synapse's waiting /sync has it (the room lives on our server); 'the same on one server': "
+        "two local users of each server in that room."
     )
 
 
