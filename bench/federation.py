@@ -1,0 +1,876 @@
+"""Federation under load, on our server and on Synapse, measured in one run over TLS on loopback.
+
+    bash scripts/setup-synapse                                # once: .venv-synapse (or bash bench/setup.sh)
+    .venv/bin/python bench/federation.py                      # (a), (b) with 1,000 members, (c)
+    .venv/bin/python bench/federation.py --quick              # a small workload, to try it out
+    .venv/bin/python bench/federation.py --members 1000,5000  # (b) with 5,000 members too
+    .venv/bin/python bench/federation.py --json bench/results/federation.json
+
+Every server is a subprocess on 127.0.0.1 with a fresh data directory, named `127.0.0.1:<TLS port>`
+and trusting a throw-away CA (`tests/interop/federation.py`: `LoopbackCA`, `start_synapse_peer`,
+`start_homeserver_peer`); presence off, every rate limit open (Synapse's `rc_federation` too), logging
+at WARNING, Synapse's sync response cache off. The fake remote servers live in this process: each has
+its own ed25519 key published at `/_matrix/key/v2/server` on a TLS listener with a certificate from
+the same CA, signs its requests with X-Matrix (`federation/client.py`) and its PDUs with the protocol
+functions, answers `/send` with an empty result (a peer that accepts everything) and `/event` and
+`/get_missing_events` for the events it made.
+
+(a) inbound PDUs: a fake server joins a public room on the target through the target's `make_join`
+    and `send_join` (v2), then sends `--pdus` signed `m.room.message` PDUs, each on the previous one,
+    in transactions of 50, one transaction in flight (as a sending server does): the next leaves once
+    this one's last PDU can be read through the client API (Synapse answers `/send` before handling
+    the PDUs; see `send_processed`). Measured: PDUs accepted per second (every PDU's result must be
+    `{}`) and the target's CPU (all threads) per PDU.
+    The same with `--rooms` rooms, the 50 PDUs of each transaction spread over them (the target may
+    handle rooms in parallel).
+(b) joining a big room: a Synapse ("host") user makes a public room; fake servers join it with
+    `make_join`/`send_join` and then send `--members` users' joins in `/send` transactions of 50 (the
+    time this takes is printed as setup). A second Synapse and our server each join it through the
+    client API (`POST /join/{roomId}?via=<host>`). Measured for each joiner: the time until the join
+    call answers, the time until the room is in a waiting `/sync` (no filter) and in a lazy-loading
+    `/sync`, and the joiner's peak RSS during the join (`VmHWM` after resetting it through
+    `/proc/PID/clear_refs`) next to its RSS before. A joiner that refuses is reported as such.
+(c) latency across servers: a user on our server makes a public room, a Synapse user joins it
+    through Synapse's client API; then, `--wakeups` times in each direction, one side long-polls
+    `/sync` and the other sends: the time from the start of the send to the waiting `/sync` answer
+    holding it (p50/p99).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from aiohttp import web
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = REPO_ROOT / "bench"
+
+
+def _package_before_bench() -> None:
+    """This file is named like the `federation` package: bench/ goes after the repository root on
+    the path (client_api puts it first), so `federation` is the package and bench modules resolve."""
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() not in (BENCH_DIR, REPO_ROOT)]
+    sys.path[:0] = [str(REPO_ROOT)]
+    sys.path.append(str(BENCH_DIR))
+
+
+_package_before_bench()
+from client_api import PATH_SAFE, Connection, compile_bytecode, cpu_seconds, percentile  # noqa: E402
+
+_package_before_bench()
+
+from federation.addresses import AddressPolicy  # noqa: E402
+from federation.client import FederationClient, path_of  # noqa: E402
+from federation.dns import DnsPython  # noqa: E402
+from federation.keys import OurKeys  # noqa: E402
+from homeserver.protocol.event_ids import event_id as compute_event_id  # noqa: E402
+from homeserver.protocol.event_signing import add_hashes_and_signatures  # noqa: E402
+from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version  # noqa: E402
+from homeserver.protocol.signing import generate_signing_key  # noqa: E402
+from storage.cache import LruCache  # noqa: E402
+from tests.interop.federation import (  # noqa: E402
+    SYNAPSE_PYTHON,
+    LoopbackCA,
+    start_homeserver_peer,
+    start_synapse_peer,
+)
+from tests.interop.server import RunningServer, register, rss_kib  # noqa: E402
+
+TXN_PDUS = 50  # spec: a transaction carries at most 50 PDUs
+LOOPBACK_ALLOW = ["127.0.0.0/8", "::1/128"]
+POLLS = [0]  # client API reads made while waiting for PDUs to be handled (reported with (a))
+SYNAPSE_OVERRIDES: dict[str, Any] = {"caches": {"sync_response_cache_duration": 0}}
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# -- a fake remote server ------------------------------------------------------------------------
+
+
+class FakeServer:
+    """Another homeserver as far as the target can tell: a name `127.0.0.1:<port>`, a key served
+    over TLS, X-Matrix-signed requests, signed PDUs; it accepts whatever is sent to it."""
+
+    def __init__(self, ca: LoopbackCA, label: str) -> None:
+        self.ca = ca
+        self.key_id, self.key = generate_signing_key(label)
+        self.server_name = ""
+        self.keys: OurKeys | None = None
+        self.runner: web.AppRunner | None = None
+        self.client: FederationClient | None = None
+        self.events: dict[str, dict[str, Any]] = {}  # what it made, for /event and /get_missing_events
+        self.clock = 0
+
+    def now(self) -> int:
+        """Milliseconds that never repeat (so later events sort later, as on a real server)."""
+        self.clock = max(self.clock + 1, int(time.time() * 1000))
+        return self.clock
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.path == "/_matrix/key/v2/server":
+            assert self.keys is not None
+            return web.json_response(self.keys.response())
+        if request.path.startswith("/_matrix/federation/v1/send/"):
+            await request.read()
+            return web.json_response({"pdus": {}})
+        if request.path.startswith("/_matrix/federation/v1/get_missing_events/"):
+            return web.json_response({"events": self.missing_events(await request.json())})
+        if request.path.startswith("/_matrix/federation/v1/event/"):
+            pdu = self.events.get(request.match_info["tail"].rsplit("/", 1)[-1])
+            if pdu is not None:
+                return web.json_response({"origin": self.server_name, "origin_server_ts": self.now(), "pdus": [pdu]})
+        if request.path == "/_matrix/federation/v1/version":
+            return web.json_response({"server": {"name": "bench-fake", "version": "1"}})
+        return web.json_response({"errcode": "M_UNRECOGNIZED", "error": "not served here"}, status=404)
+
+    def missing_events(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """spec: "/get_missing_events": the events before `latest_events` back to `earliest_events`,
+        of those this server made (a target may ask when it handles PDUs out of order)."""
+        earliest = set(body.get("earliest_events") or [])
+        limit = min(int(body.get("limit") or 10), 100)
+        found: dict[str, dict[str, Any]] = {}
+        todo = [p for e in body.get("latest_events") or [] for p in self.events.get(e, {}).get("prev_events", [])]
+        while todo and len(found) < limit:
+            eid = todo.pop()
+            if eid in earliest or eid in found or eid not in self.events:
+                continue
+            found[eid] = self.events[eid]
+            todo.extend(found[eid]["prev_events"])
+        return sorted(found.values(), key=lambda e: int(e["depth"]))
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.ca.server_context())
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.server_name = f"127.0.0.1:{port}"
+        self.keys = OurKeys(self.server_name, self.key_id, self.key)
+        self.client = FederationClient(
+            self.server_name,
+            self.key_id,
+            self.key,
+            DnsPython(),
+            LruCache("well-known", 64),
+            AddressPolicy(LOOPBACK_ALLOW),
+            self.ca.client_context(),
+        )
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def request(self, destination: str, method: str, path: str, content: Any = None, timeout: float = 600) -> Any:
+        assert self.client is not None
+        return await self.client.request(destination, method, path, content=content, timeout=timeout)
+
+    def user(self, localpart: str) -> str:
+        return f"@{localpart}:{self.server_name}"
+
+    def sign(self, event: dict[str, Any], rv: RoomVersion) -> tuple[str, dict[str, Any]]:
+        add_hashes_and_signatures(event, rv, self.server_name, self.key_id, self.key)
+        eid = compute_event_id(event, rv)
+        self.events[eid] = event
+        return eid, event
+
+
+@dataclass
+class RoomChain:
+    """A room as a fake server sees it after joining: the auth events it needs and the newest event,
+    which every PDU it makes builds on (one line, no forks)."""
+
+    room_id: str
+    rv: RoomVersion
+    create: str | None  # None in rooms v12, where the create event is implied
+    power_levels: str
+    join_rules: str
+    last: str
+    depth: int
+    members: dict[str, str] = field(default_factory=dict)  # user id -> their member event id
+
+    def _auth(self, *extra: str) -> list[str]:
+        return [e for e in (self.create, self.power_levels, *extra) if e]
+
+    def build(
+        self, fake: FakeServer, sender: str, event_type: str, content: dict[str, Any], **kw: Any
+    ) -> dict[str, Any]:
+        state_key = kw.get("state_key")
+        auth = self._auth(self.join_rules) if event_type == "m.room.member" else self._auth(self.members[sender])
+        event: dict[str, Any] = {
+            "room_id": self.room_id,
+            "sender": sender,
+            "origin": fake.server_name,
+            "origin_server_ts": fake.now(),
+            "type": event_type,
+            "content": content,
+            "prev_events": [self.last],
+            "auth_events": auth,
+            "depth": self.depth + 1,
+        }
+        if state_key is not None:
+            event["state_key"] = state_key
+        eid, signed = fake.sign(event, self.rv)
+        self.last, self.depth = eid, self.depth + 1
+        if event_type == "m.room.member" and state_key is not None:
+            self.members[state_key] = eid
+        return signed
+
+    def message(self, fake: FakeServer, sender: str, n: int) -> dict[str, Any]:
+        return self.build(fake, sender, "m.room.message", {"msgtype": "m.text", "body": f"federated message {n}"})
+
+    def join(self, fake: FakeServer, user_id: str) -> dict[str, Any]:
+        content = {"membership": "join", "displayname": user_id.split(":")[0][1:]}
+        return self.build(fake, user_id, "m.room.member", content, state_key=user_id)
+
+
+async def remote_join(fake: FakeServer, target: str, room_id: str, user_id: str) -> RoomChain:
+    """`make_join` then `send_join` v2 on `target`, as a joining server does; the room as it answers."""
+    versions = sorted(KNOWN_ROOM_VERSIONS)
+    answer = await fake.request(
+        target,
+        "GET",
+        path_of("_matrix", "federation", "v1", "make_join", room_id, user_id, query={"ver": versions}),
+    )
+    rv = get_room_version(answer.get("room_version", "1"))
+    template = answer["event"]
+    template["origin"] = fake.server_name
+    template["origin_server_ts"] = fake.now()
+    eid, event = fake.sign(template, rv)
+    sent = await fake.request(
+        target, "PUT", path_of("_matrix", "federation", "v2", "send_join", room_id, eid), content=event
+    )
+    state = {(e["type"], e.get("state_key")): compute_event_id(e, rv) for e in sent["state"]}
+    create_id = state[("m.room.create", "")]
+    return RoomChain(
+        room_id=room_id,
+        rv=rv,
+        create=create_id if create_id in template["auth_events"] else None,
+        power_levels=state[("m.room.power_levels", "")],
+        join_rules=state[("m.room.join_rules", "")],
+        last=eid,
+        depth=int(template["depth"]),
+        members={user_id: eid},
+    )
+
+
+async def send_processed(
+    fake: FakeServer, target: RunningServer, token: str, pdus: list[dict[str, Any]], rv: RoomVersion
+) -> None:
+    """One transaction, then wait until its last PDU in each room can be read by a local user.
+
+    Synapse answers `/send` once the PDUs are staged and handles them in the background; with more
+    than 100 staged in a room it prunes the queue and fetches the dropped events later with
+    `/get_missing_events` and `/state_ids`, so a sender that only waited for the answers would measure
+    that recovery path, not accepting PDUs. Both servers are driven the same way: the next
+    transaction leaves once this one is in the room (ours answers after handling, so its first
+    poll finds the events)."""
+    await send_txn(fake, target.server_name, pdus)
+    t0 = time.perf_counter()
+    for room_id, eid in newest_per_room([pdus], rv).items():
+        await wait_for_event(target, token, room_id, eid, t0)
+
+
+async def send_txn(fake: FakeServer, target: str, pdus: list[dict[str, Any]]) -> None:
+    """One transaction; every PDU must be accepted (an empty result)."""
+    body = {"origin": fake.server_name, "origin_server_ts": fake.now(), "pdus": pdus, "edus": []}
+    answer = await fake.request(target, "PUT", path_of("_matrix", "federation", "v1", "send", uuid.uuid4().hex), body)
+    refused = {k: v for k, v in (answer.get("pdus") or {}).items() if v}
+    if refused:
+        first = next(iter(refused.items()))
+        raise BenchError(f"{target} refused {len(refused)} of {len(pdus)} PDUs, e.g. {first}")
+
+
+# -- HTTP helpers for the client API ---------------------------------------------------------------
+
+
+async def client_call(
+    session: aiohttp.ClientSession, server: RunningServer, method: str, path: str, token: str, body: Any = None
+) -> tuple[int, Any]:
+    url = server.base_url + "/_matrix/client/v3" + path
+    async with session.request(method, url, json=body, headers={"Authorization": f"Bearer {token}"}) as r:
+        return r.status, await r.json(content_type=None)
+
+
+async def client_ok(
+    session: aiohttp.ClientSession, server: RunningServer, method: str, path: str, token: str, body: Any = None
+) -> Any:
+    status, answer = await client_call(session, server, method, path, token, body)
+    if status != 200:
+        raise BenchError(f"{server.kind} {method} {path} -> {status} {answer}")
+    return answer
+
+
+def room_path(room_id: str) -> str:
+    return quote(room_id, safe=PATH_SAFE)
+
+
+async def wait_for_event(
+    server: RunningServer, token: str, room_id: str, event_id: str, t0: float, limit_s: float = 60.0
+) -> float:
+    """Poll the client API until `event_id` can be read (Synapse answers `/send` once the PDUs are
+    staged and handles them afterwards, so the answer alone does not mean they are in the room);
+    seconds since `t0`. The pause between polls is 5% of the time so far (5-200 ms): the poll adds at
+    most ~5% to the time and little load."""
+    conn = Connection(server.base_url, token)
+    path = f"/rooms/{room_path(room_id)}/event/{quote(event_id, safe='')}"
+    POLLS[0] += 1
+    deadline = time.monotonic() + limit_s
+    try:
+        while True:
+            status, answer = await conn.request("GET", path)
+            if status == 200:
+                return time.perf_counter() - t0
+            if status != 404 or time.monotonic() > deadline:
+                raise BenchError(f"{server.kind}: {event_id} never became readable: {status} {answer}")
+            await asyncio.sleep(min(0.2, max(0.005, 0.05 * (time.perf_counter() - t0))))
+            POLLS[0] += 1
+    finally:
+        conn.close()
+
+
+# -- (a) inbound PDUs ------------------------------------------------------------------------------
+
+
+async def inbound_pdus(
+    target: RunningServer, ca: LoopbackCA, pdus: int, rooms: int, room_version: str
+) -> dict[str, Any]:
+    """PDUs/s and CPU per PDU for `pdus` messages into `rooms` rooms of `target`, 50 per transaction."""
+    owner, token = register(target, "owner" + uuid.uuid4().hex[:6])
+    fake = FakeServer(ca, "f_send")
+    await fake.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            chains = []
+            for _ in range(rooms):
+                body = {"preset": "public_chat", "room_version": room_version}
+                made = await client_ok(session, target, "POST", "/createRoom", token, body)
+                chains.append(await remote_join(fake, target.server_name, made["room_id"], fake.user("sender")))
+        sender = fake.user("sender")
+        # Sign everything first: the clock measures the target, not the making of PDUs.
+        total = pdus + TXN_PDUS  # the first transaction is a warm-up (connection, keys, caches)
+        batches = [
+            [chains[(start + i) % rooms].message(fake, sender, start + i) for i in range(min(TXN_PDUS, total - start))]
+            for start in range(0, total, TXN_PDUS)
+        ]
+        rv = chains[0].rv
+        await send_processed(fake, target, token, batches[0], rv)
+        polls0 = POLLS[0]
+        cpu0 = cpu_seconds(target.pid)
+        t0 = time.perf_counter()
+        for batch in batches[1:]:
+            await send_processed(fake, target, token, batch, rv)
+        elapsed = time.perf_counter() - t0
+        timed = sum(len(b) for b in batches[1:])
+        return {
+            "pdus_per_s": timed / elapsed,
+            "cpu_ms_per_pdu": (cpu_seconds(target.pid) - cpu0) * 1000 / timed,
+            "pdus": timed,
+            "rooms": rooms,
+            "room_version": chains[0].rv.identifier,
+            "seconds": elapsed,
+            "readability_polls": POLLS[0] - polls0,
+            "owner": owner,
+        }
+    finally:
+        await fake.stop()
+
+
+def newest_per_room(batches: list[list[dict[str, Any]]], rv: RoomVersion) -> dict[str, str]:
+    """The id of the last PDU of each room in `batches` (each room's PDUs form one line)."""
+    newest = {}
+    for batch in batches:
+        for pdu in batch:
+            newest[pdu["room_id"]] = pdu
+    return {room_id: compute_event_id(pdu, rv) for room_id, pdu in newest.items()}
+
+
+# -- (b) joining a big room ------------------------------------------------------------------------
+
+
+@dataclass
+class BigRoom:
+    room_id: str
+    members: int
+    setup_s: float
+    servers: int
+    fakes: list[FakeServer]
+
+
+async def build_big_room(host: RunningServer, ca: LoopbackCA, members: int, servers: int, room_version: str) -> BigRoom:
+    """A public room on `host` with `members` remote members from `servers` fake servers: each fake
+    joins its first user with make_join/send_join, the rest arrive as join PDUs in transactions of 50,
+    one server after the other (each PDU on the previous one, so the room has no forks)."""
+    _, token = register(host, "big" + uuid.uuid4().hex[:6])  # reads the room while it fills
+    t0 = time.perf_counter()
+    fakes = [FakeServer(ca, f"f_{i}") for i in range(servers)]
+    for fake in fakes:
+        await fake.start()
+    async with aiohttp.ClientSession() as session:
+        made = await client_ok(
+            session,
+            host,
+            "POST",
+            "/createRoom",
+            token,
+            {"preset": "public_chat", "name": "big", "room_version": room_version},
+        )
+    room_id = made["room_id"]
+    chain: RoomChain | None = None
+    for fake in fakes:
+        joined = await remote_join(fake, host.server_name, room_id, fake.user("m0"))
+        if chain is None:
+            chain = joined
+        else:  # the newest event is this server's join; the auth events are the same
+            chain.last, chain.depth = joined.last, joined.depth
+            chain.members.update(joined.members)
+    assert chain is not None
+    per_server = [members // servers + (1 if i < members % servers else 0) for i in range(servers)]
+    pending = {i: list(range(1, per_server[i])) for i in range(servers)}
+    while any(pending.values()):
+        for i, fake in enumerate(fakes):
+            take, pending[i] = pending[i][:TXN_PDUS], pending[i][TXN_PDUS:]
+            if take:
+                joins = [chain.join(fake, fake.user(f"m{n}")) for n in take]
+                await send_processed(fake, host, token, joins, chain.rv)
+    # The host answers each joiner from the same warm state: ask it once for the full state first.
+    await fakes[0].request(
+        host.server_name,
+        "GET",
+        path_of("_matrix", "federation", "v1", "state", room_id, query={"event_id": chain.last}),
+    )
+    return BigRoom(room_id, members, time.perf_counter() - t0, servers, fakes)
+
+
+def peak_rss_reset(pid: int) -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) of a process we started (Linux: clear_refs 5)."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def vm_hwm_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise BenchError(f"no VmHWM for pid {pid}")
+
+
+async def wait_in_sync(conn: Connection, since: str, room_id: str, t0: float, deadline: float) -> float:
+    """Long-poll /sync until `room_id` is under rooms.join; seconds since `t0`."""
+    while time.monotonic() < deadline:
+        answer = await conn.sync(since, timeout_ms=10_000)
+        since = answer["next_batch"]
+        if room_id in answer.get("rooms", {}).get("join", {}):
+            return time.perf_counter() - t0
+    raise BenchError(f"{room_id} never reached /sync")
+
+
+async def join_big_room(joiner: RunningServer, room: BigRoom, host: RunningServer, limit_s: float) -> dict[str, Any]:
+    """Join `room` from `joiner` through its client API; times, RSS before and peak during."""
+    _, token = register(joiner, "joiner" + uuid.uuid4().hex[:6])
+    out: dict[str, Any] = {"rss_before_mib": rss_kib(joiner.pid) / 1024}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=limit_s)) as session:
+        since_plain = (await client_ok(session, joiner, "GET", "/sync?timeout=0", token))["next_batch"]
+        lazy_filter = quote(json.dumps({"room": {"state": {"lazy_load_members": True}}}), safe="")
+        since_lazy = (await client_ok(session, joiner, "GET", f"/sync?timeout=0&filter={lazy_filter}", token))[
+            "next_batch"
+        ]
+        plain, lazy = Connection(joiner.base_url, token), Connection(joiner.base_url, token)
+        peak_reset = peak_rss_reset(joiner.pid)
+        cpu0 = cpu_seconds(joiner.pid)
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + limit_s
+        plain_task = asyncio.create_task(wait_in_sync(plain, since_plain, room.room_id, t0, deadline))
+        lazy_task = asyncio.create_task(
+            wait_in_sync(_FilteredSync(lazy, lazy_filter), since_lazy, room.room_id, t0, deadline)  # type: ignore[arg-type]
+        )
+        via = quote(host.server_name, safe="")
+        status, answer = await client_call(
+            session, joiner, "POST", f"/join/{room_path(room.room_id)}?via={via}&server_name={via}", token, {}
+        )
+        out["join_call_s"] = time.perf_counter() - t0
+        out["join_status"] = status
+        if status != 200:
+            for task in (plain_task, lazy_task):
+                task.cancel()
+            out["refused"] = answer
+            plain.close()
+            lazy.close()
+            return out
+        try:
+            out["in_sync_s"] = await plain_task
+            out["in_lazy_sync_s"] = await lazy_task
+        finally:
+            plain.close()
+            lazy.close()
+        out["cpu_s"] = cpu_seconds(joiner.pid) - cpu0
+        if peak_reset:
+            out["peak_rss_mib"] = vm_hwm_kib(joiner.pid) / 1024
+        out["rss_after_mib"] = rss_kib(joiner.pid) / 1024
+        state = await client_ok(session, joiner, "GET", f"/rooms/{room_path(room.room_id)}/joined_members", token)
+        out["joined_members_seen"] = len(state.get("joined", {}))
+    return out
+
+
+class _FilteredSync:
+    """A `Connection` whose /sync carries a filter (the lazy-loading one)."""
+
+    def __init__(self, conn: Connection, filter_param: str) -> None:
+        self.conn = conn
+        self.filter_param = filter_param
+
+    async def sync(self, since: str, timeout_ms: int) -> Any:
+        path = f"/sync?timeout={timeout_ms}&filter={self.filter_param}&since={quote(since, safe='')}"
+        status, answer = await self.conn.request("GET", path, timeout=timeout_ms / 1000 + 30)
+        if status != 200:
+            raise BenchError(f"GET /sync -> {status} {answer}")
+        return answer
+
+
+# -- (c) latency across servers --------------------------------------------------------------------
+
+
+async def cross_latency(ours: RunningServer, synapse: RunningServer, rounds: int, room_version: str) -> dict[str, Any]:
+    """Send -> waiting /sync across the servers, both ways, and on each server alone (a second local
+    user in the same room), the baseline each direction's figure contains part of."""
+    _alice, alice_token = register(ours, "alice" + uuid.uuid4().hex[:6])
+    carol, carol_token = register(ours, "carol" + uuid.uuid4().hex[:6])
+    bob, bob_token = register(synapse, "bob" + uuid.uuid4().hex[:6])
+    dave, dave_token = register(synapse, "dave" + uuid.uuid4().hex[:6])
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        body = {"preset": "public_chat", "room_version": room_version}
+        made = await client_ok(session, ours, "POST", "/createRoom", alice_token, body)
+        room_id = made["room_id"]
+        via = quote(ours.server_name, safe="")
+        for token in (bob_token, dave_token):
+            join = f"/join/{room_path(room_id)}?server_name={via}&via={via}"
+            await client_ok(session, synapse, "POST", join, token, {})
+        await client_ok(session, ours, "POST", f"/join/{room_path(room_id)}", carol_token, {})
+        # Both sides see all four members before timing starts.
+        for server, token in ((ours, alice_token), (synapse, bob_token)):
+            deadline = time.monotonic() + 60
+            while True:
+                path = f"/rooms/{room_path(room_id)}/joined_members"
+                joined = (await client_ok(session, server, "GET", path, token)).get("joined", {})
+                if {bob, carol, dave} <= set(joined):
+                    break
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{server.kind} never saw every member join")
+                await asyncio.sleep(0.05)
+    out: dict[str, Any] = {"room_id": room_id}
+    for label, (src, src_token), (dst, dst_token) in (
+        ("ours_to_synapse", (ours, alice_token), (synapse, bob_token)),
+        ("synapse_to_ours", (synapse, bob_token), (ours, alice_token)),
+        ("ours_alone", (ours, carol_token), (ours, alice_token)),
+        ("synapse_alone", (synapse, dave_token), (synapse, bob_token)),
+    ):
+        latencies = await wakeups(src, src_token, dst, dst_token, room_id, rounds)
+        out[label] = {
+            "p50_ms": percentile(latencies, 50) * 1000,
+            "p99_ms": percentile(latencies, 99) * 1000,
+            "rounds": len(latencies),
+        }
+    return out
+
+
+async def wakeups(
+    src: RunningServer, src_token: str, dst: RunningServer, dst_token: str, room_id: str, rounds: int
+) -> list[float]:
+    syncing, sending = Connection(dst.base_url, dst_token), Connection(src.base_url, src_token)
+    since = await _first_since(syncing)
+    latencies: list[float] = []
+    for i in range(rounds + 1):  # the first round warms the path up and is not counted
+        poll = asyncio.create_task(syncing.sync(since, timeout_ms=30_000))
+        await asyncio.sleep(0.05)  # let the long poll park
+        if poll.done():
+            since = (await poll)["next_batch"]
+            continue
+        t0 = time.perf_counter()
+        event_id = await sending.send(room_id, f"across {i}")
+        deadline = time.monotonic() + 60
+        while True:
+            answer = await poll
+            since = answer["next_batch"]
+            timeline = answer.get("rooms", {}).get("join", {}).get(room_id, {}).get("timeline", {}).get("events", [])
+            if any(e.get("event_id") == event_id for e in timeline):
+                if i:
+                    latencies.append(time.perf_counter() - t0)
+                break
+            if time.monotonic() > deadline:
+                raise BenchError(f"{dst.kind}'s /sync never delivered {event_id}")
+            poll = asyncio.create_task(syncing.sync(since, timeout_ms=30_000))
+    syncing.close()
+    sending.close()
+    return latencies
+
+
+async def _first_since(conn: Connection) -> str:
+    status, answer = await conn.request("GET", "/sync?timeout=0")
+    if status != 200:
+        raise BenchError(f"GET /sync -> {status} {answer}")
+    return str(answer["next_batch"])
+
+
+# -- servers and the run ---------------------------------------------------------------------------
+
+
+def synapse_python() -> Path:
+    """Synapse's interpreter: the test venv (`scripts/setup-synapse`), else the bench venv."""
+    for candidate in (SYNAPSE_PYTHON, REPO_ROOT / "bench" / ".venv" / "bin" / "python"):
+        if candidate.exists():
+            return candidate
+    raise BenchError("no Synapse: run `bash scripts/setup-synapse` (or `bash bench/setup.sh`)")
+
+
+def start_ours(data_dir: Path, ca: LoopbackCA) -> RunningServer:
+    return start_homeserver_peer(data_dir, ca, presence=False, password_hash_cost="low")
+
+
+def start_synapse(data_dir: Path, ca: LoopbackCA) -> RunningServer:
+    return start_synapse_peer(
+        data_dir, ca, python=synapse_python(), log_level="WARNING", presence=False, overrides=SYNAPSE_OVERRIDES
+    )
+
+
+def synapse_version(python: Path) -> str:
+    import subprocess
+
+    done = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m; print(m.version('matrix-synapse'))"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() or "?"
+
+
+async def run(args: argparse.Namespace, tmp: Path, log: Any) -> dict[str, Any]:
+    ca = LoopbackCA(tmp / "ca")
+    servers: dict[str, RunningServer] = {}
+    out: dict[str, Any] = {"inbound": {}, "inbound_rooms": {}, "big_room": [], "latency": None}
+
+    def say(text: str) -> None:
+        print(text, file=log, flush=True)
+
+    try:
+        say("starting our server and two Synapses ...")
+        servers["ours"] = start_ours(tmp / "ours", ca)
+        servers["synapse"] = start_synapse(tmp / "synapse", ca)
+        if args.members:
+            servers["synapse2"] = start_synapse(tmp / "synapse2", ca)
+        ours, syn = servers["ours"], servers["synapse"]
+        for label, target in (("homeserver", ours), ("synapse", syn)):
+            say(f"(a) {args.pdus} PDUs into one room of {label} ...")
+            out["inbound"][label] = await inbound_pdus(target, ca, args.pdus, 1, args.room_version)
+            say(f"(a) {args.pdus} PDUs over {args.rooms} rooms of {label} ...")
+            out["inbound_rooms"][label] = await inbound_pdus(target, ca, args.pdus, args.rooms, args.room_version)
+        say(f"(c) latency across servers, {args.wakeups} rounds each way ...")
+        out["latency"] = await cross_latency(ours, syn, args.wakeups, args.room_version)
+        for members in args.members:
+            say(f"(b) a Synapse room with {members} members from {args.member_servers} fake servers ...")
+            room = await build_big_room(syn, ca, members, args.member_servers, args.room_version)
+            say(f"    setup took {room.setup_s:.1f} s; Synapse joins it ...")
+            try:
+                entry: dict[str, Any] = {"members": members, "servers": args.member_servers, "setup_s": room.setup_s}
+                entry["synapse"] = await join_big_room(servers["synapse2"], room, syn, args.join_limit)
+                say("    our server joins it ...")
+                entry["homeserver"] = await join_big_room(ours, room, syn, args.join_limit)
+                out["big_room"].append(entry)
+            finally:
+                for fake in room.fakes:
+                    await fake.stop()
+    except Exception as e:
+        tails = "\n".join(f"--- {k} log ---\n{s.log_tail()}" for k, s in servers.items())
+        raise BenchError(f"{e}\n{tails}") from e
+    finally:
+        for server in servers.values():
+            server.stop()
+    return out
+
+
+def _ratio(ours: float | None, theirs: float | None, higher_better: bool) -> float | None:
+    if not ours or not theirs:
+        return None
+    return ours / theirs if higher_better else theirs / ours
+
+
+def rows_of(out: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+
+    def add(label: str, unit: str, ours: Any, theirs: Any, higher: bool) -> None:
+        rows.append(
+            {
+                "label": label,
+                "unit": unit,
+                "homeserver": ours,
+                "synapse": theirs,
+                "ratio": _ratio(ours, theirs, higher) if isinstance(ours, float | int) else None,
+            }
+        )
+
+    for key, label in (("inbound", "one room"), ("inbound_rooms", f"{args.rooms} rooms")):
+        res = out[key]
+        add(
+            f"(a) PDUs/s via /send, {label}",
+            "PDU/s",
+            res["homeserver"]["pdus_per_s"],
+            res["synapse"]["pdus_per_s"],
+            True,
+        )
+        add(
+            "    server CPU per PDU",
+            "ms",
+            res["homeserver"]["cpu_ms_per_pdu"],
+            res["synapse"]["cpu_ms_per_pdu"],
+            False,
+        )
+    for entry in out["big_room"]:
+        m = f"{entry['members']:,}"
+        ours, theirs = entry["homeserver"], entry["synapse"]
+        if ours.get("join_status") != 200:
+            ours_text = f"refused: {ours.get('join_status')} {json.dumps(ours.get('refused'))[:300]}"
+            add(f"(b) join {m}-member room: /join answer", "s", ours_text, theirs["join_call_s"], False)
+            add("    time until in /sync", "s", "-", theirs.get("in_sync_s"), False)
+            add("    time until in lazy-loading /sync", "s", "-", theirs.get("in_lazy_sync_s"), False)
+            add("    joiner peak RSS during the join", "MiB", "-", theirs.get("peak_rss_mib"), False)
+            add("    joiner RSS before the join", "MiB", ours["rss_before_mib"], theirs["rss_before_mib"], False)
+            continue
+        add(f"(b) join {m}-member room: /join answer", "s", ours["join_call_s"], theirs["join_call_s"], False)
+        add("    time until in /sync", "s", ours["in_sync_s"], theirs["in_sync_s"], False)
+        add("    time until in lazy-loading /sync", "s", ours["in_lazy_sync_s"], theirs["in_lazy_sync_s"], False)
+        add("    joiner CPU for the join", "s", ours["cpu_s"], theirs["cpu_s"], False)
+        add("    joiner peak RSS during the join", "MiB", ours.get("peak_rss_mib"), theirs.get("peak_rss_mib"), False)
+        add("    joiner RSS before the join", "MiB", ours["rss_before_mib"], theirs["rss_before_mib"], False)
+    lat = out["latency"]
+    # (c) has one value per direction: "ours" is the direction that ends at our server's /sync.
+    add(
+        "(c) send -> other side's /sync, p50",
+        "ms",
+        lat["synapse_to_ours"]["p50_ms"],
+        lat["ours_to_synapse"]["p50_ms"],
+        False,
+    )
+    add("    p99", "ms", lat["synapse_to_ours"]["p99_ms"], lat["ours_to_synapse"]["p99_ms"], False)
+    add("(c) the same on one server, p50", "ms", lat["ours_alone"]["p50_ms"], lat["synapse_alone"]["p50_ms"], False)
+    add("    p99", "ms", lat["ours_alone"]["p99_ms"], lat["synapse_alone"]["p99_ms"], False)
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return f"{value:.3f}" if abs(value) < 1 else f"{value:.2f}" if abs(value) < 10 else f"{value:,.1f}"
+
+
+def print_table(report: dict[str, Any]) -> None:
+    head = f"{'metric':<40} {'unit':>5} {'homeserver':>12} {'synapse':>12} {'ratio':>8}"
+    print(head)
+    print("-" * len(head))
+    for row in report["rows"]:
+        ours = _cell(row["homeserver"])
+        if len(ours) > 12:  # a refusal: print it on its own line
+            print(f"{row['label']:<40} {row['unit']:>5} {'(see below)':>12} {_cell(row['synapse']):>12} {'-':>8}")
+            print(f"      ours: {ours}")
+            continue
+        ratio = f"{row['ratio']:.2f}x" if row["ratio"] else "-"
+        print(f"{row['label']:<40} {row['unit']:>5} {ours:>12} {_cell(row['synapse']):>12} {ratio:>8}")
+    meta = report["meta"]
+    print(
+        f"\nratio: how many times better ours is (>1 = ours better). Synapse {meta['synapse_version']}, "
+        f"room version {meta['room_version']}, {meta['pdus']} PDUs per (a) run in transactions of {TXN_PDUS}, "
+        "one in flight."
+    )
+    if report["raw"]["big_room"]:
+        print(
+            "(b): the host is a Synapse in both cases; the Synapse joiner asks for a partial-state join "
+            "(omit_members) as Synapse does by default, so its /join answers before the room's member list "
+            "has arrived; its plain /sync shows the room once the full state has been synced."
+        )
+    for entry in report["raw"]["big_room"]:
+        print(
+            f"(b) setup of the {entry['members']:,}-member room (create, {entry['servers']} fake servers' "
+            f"make_join/send_join, the other joins over /send): {entry['setup_s']:.1f} s"
+        )
+    print(
+        "(c): 'homeserver' = a send on Synapse until our waiting /sync has it; 'synapse' = a send on ours "
+        "until Synapse's waiting /sync has it (the room lives on our server); 'the same on one server': "
+        "two local users of each server in that room."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", nargs="?", const="-", metavar="FILE", help="write JSON (to stdout: no table)")
+    parser.add_argument("--pdus", type=int, default=2000, help="(a) PDUs sent per run (plus a warm-up transaction)")
+    parser.add_argument("--rooms", type=int, default=5, help="(a) rooms of the parallel variant")
+    parser.add_argument("--members", default="1000", help="(b) member counts, comma-separated; 0 skips (b)")
+    parser.add_argument("--member-servers", type=int, default=10, help="(b) fake servers the members come from")
+    parser.add_argument("--join-limit", type=float, default=900.0, help="(b) seconds a join may take")
+    parser.add_argument("--wakeups", type=int, default=100, help="(c) rounds in each direction")
+    parser.add_argument("--room-version", default="12", help="of every room made (Synapse's default: 12)")
+    parser.add_argument("--quick", action="store_true", help="a small workload, to try the script out")
+    args = parser.parse_args(argv)
+    args.members = [int(m) for m in args.members.split(",") if int(m) > 0]
+    if args.quick:
+        args.pdus, args.rooms, args.wakeups, args.member_servers = 200, 3, 10, 3
+        args.members = [100] if args.members else []
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+    log = sys.stderr if args.json == "-" else sys.stdout
+    compile_bytecode(REPO_ROOT)
+    with tempfile.TemporaryDirectory(prefix="bench-federation-") as tmp:
+        raw = asyncio.run(run(args, Path(tmp), log))
+    report = {
+        "rows": rows_of(raw, args),
+        "raw": raw,
+        "meta": {
+            "synapse_version": synapse_version(synapse_python()),
+            "pdus": args.pdus,
+            "rooms": args.rooms,
+            "members": args.members,
+            "member_servers": args.member_servers,
+            "wakeups": args.wakeups,
+            "room_version": args.room_version,
+            "cpus": os.cpu_count(),
+        },
+    }
+    if args.json:
+        text = json.dumps(report, indent=2)
+        if args.json == "-":
+            print(text)
+            return 0
+        Path(args.json).write_text(text + "\n", encoding="utf-8")
+    print_table(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
