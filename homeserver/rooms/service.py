@@ -50,6 +50,7 @@ from homeserver.rooms.upgrades import RoomUpgrades
 from storage.batch_view import BatchView
 from storage.database import Database
 from storage.engine import Batch
+from storage.events import BACKFILLED
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +151,11 @@ class Rooms:
 
     def _index(self, batch: Batch, ctx: RoomContext, persisted: PersistedEvent) -> None:
         meta = ctx.pending_meta.get(persisted.short)
-        if persisted.rejected or not persisted.stream or meta is None:
-            return  # only accepted timeline events are indexed
+        if persisted.rejected or meta is None:
+            return
+        backfilled = bool(meta.flags & BACKFILLED)  # history fetched from another server
+        if not persisted.stream and not backfilled:
+            return  # only accepted timeline events are indexed (not outliers, not soft-failed ones)
         view = self._view(batch)
         events = BatchEvents(self.db, ctx, view)
         event = persisted.event
@@ -166,10 +170,11 @@ class Rooms:
             ctx.rv,
             persisted.fresh,
         )
-        self.sender.record_txn(view, w)
+        if not backfilled:  # history is neither our send nor a change of anyone's membership now
+            self.sender.record_txn(view, w)
         ts = event.get("origin_server_ts")
         self.db.room_extras.put_timestamp(view, w.room, ts if isinstance(ts, int) else 0, w.order, w.short)
-        if w.type == "m.room.member" and isinstance(event.get("state_key"), str):
+        if not backfilled and w.type == "m.room.member" and isinstance(event.get("state_key"), str):
             self._member_written(view, events, ctx, w)
         if not self.redactions.on_event(view, events, w):
             self.relations.on_event(view, events, w)

@@ -173,6 +173,14 @@ def test_messages_backfills_history_written_on_synapse_before_we_joined(
     # the same history as Synapse's own timeline
     synapse_ids = [e["event_id"] for e in timeline(synapse, bob, room_id)]
     assert set(synapse_ids) <= set(ids)
+    # backfilled history is indexed like any timeline event: our search finds it
+    found = http_json(
+        "POST",
+        f"{ours.base_url}/_matrix/client/v3/search",
+        {"search_categories": {"room_events": {"search_term": "came", "filter": {"rooms": [room_id]}}}},
+        alice,
+    )["search_categories"]["room_events"]
+    assert found["count"] == 40 and {r["result"]["event_id"] for r in found["results"]} <= set(written)
     print(f"backfill scenario: {time.monotonic() - started:.1f} s, {len(ids)} events paged back")
 
 
