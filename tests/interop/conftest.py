@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from .federation import LoopbackCA, start_homeserver_peer, start_synapse_peer, synapse_installed
 from .server import RunningServer, start_homeserver
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -100,3 +101,41 @@ SYNC = "GET /_matrix/client/v3/sync"
 JOIN = "POST /_matrix/client/v3/join/{roomIdOrAlias}"
 INVITE = "POST /_matrix/client/v3/rooms/{roomId}/invite"
 MESSAGES = "GET /_matrix/client/v3/rooms/{roomId}/messages"
+
+
+# -- federation peers (one of each per test module): a throw-away CA, Synapse, our server ----------
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> LoopbackCA:
+    return LoopbackCA(tmp_path_factory.mktemp("ca"))
+
+
+def _stop_peer(server: RunningServer) -> None:
+    crashed = not server.alive()
+    status = server.stop(timeout=10)
+    if crashed:
+        pytest.fail(f"{server.kind} died during the tests (status {status}); log:\n{server.log_tail()}")
+
+
+@pytest.fixture(scope="module")
+def synapse(ca: LoopbackCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """Synapse as a TLS federation peer. The test command installs it (scripts/setup-synapse): a
+    missing venv is a broken setup, so the test fails saying so rather than skipping."""
+    if not synapse_installed():
+        pytest.fail("no Synapse venv at .venv-synapse: run scripts/setup-synapse (scripts/test does)")
+    server = start_synapse_peer(tmp_path_factory.mktemp("synapse"), ca)
+    try:
+        yield server
+    finally:
+        _stop_peer(server)
+
+
+@pytest.fixture(scope="module")
+def ours(ca: LoopbackCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """Our server as a TLS federation peer trusting the same CA."""
+    server = start_homeserver_peer(tmp_path_factory.mktemp("homeserver"), ca)
+    try:
+        yield server
+    finally:
+        _stop_peer(server)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -37,37 +37,14 @@ from storage.cache import LruCache
 from storage.database import Database
 from storage.server_keys import ServerKeyStore
 
-from .federation import LoopbackCA, start_homeserver_peer, start_synapse_peer, synapse_installed
+from .federation import LoopbackCA, start_synapse_peer
 from .server import RunningServer, http_json, register
 from .test_federation_synapse import Origin
-
-pytestmark = pytest.mark.skipif(
-    not synapse_installed(), reason="the Synapse peer is installed by scripts/setup-synapse (the test command runs it)"
-)
 
 DEADLINE_S = 60.0
 SPLIT_MESSAGES = 60  # more than one transaction (50 PDUs) and more than one get_missing_events (10)
 QUEUED = 120  # queued for a stopped Synapse: more than two transactions
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> LoopbackCA:
-    return LoopbackCA(tmp_path_factory.mktemp("ca"))
-
-
-@pytest.fixture(scope="module")
-def synapse(ca: LoopbackCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    server = start_synapse_peer(tmp_path_factory.mktemp("synapse"), ca)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def ours(ca: LoopbackCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    server = start_homeserver_peer(tmp_path_factory.mktemp("homeserver"), ca)
-    yield server
-    server.stop()
 
 
 def q(value: str) -> str:

@@ -7,35 +7,8 @@ information". Both servers are named `127.0.0.1:<TLS port>` (no discovery); each
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Iterator
 
-import pytest
-
-from .federation import LoopbackCA, start_homeserver_peer, start_synapse_peer, synapse_installed
 from .server import RunningServer, http_json, register
-
-pytestmark = pytest.mark.skipif(
-    not synapse_installed(), reason="the Synapse peer is installed by scripts/setup-synapse (the test command runs it)"
-)
-
-
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> LoopbackCA:
-    return LoopbackCA(tmp_path_factory.mktemp("ca"))
-
-
-@pytest.fixture(scope="module")
-def synapse(ca: LoopbackCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    server = start_synapse_peer(tmp_path_factory.mktemp("synapse"), ca)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def ours(ca: LoopbackCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    server = start_homeserver_peer(tmp_path_factory.mktemp("homeserver"), ca)
-    yield server
-    server.stop()
 
 
 def quoted(user_id: str) -> str:

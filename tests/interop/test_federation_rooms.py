@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -31,38 +31,12 @@ from nio import (
 )
 from nio.api import RoomPreset
 
-from .federation import LoopbackCA, start_homeserver_peer, start_synapse_peer, synapse_installed
 from .server import RunningServer, http_json
 
-pytestmark = [
-    pytest.mark.asyncio,
-    pytest.mark.skipif(
-        not synapse_installed(),
-        reason="the Synapse peer is installed by scripts/setup-synapse (the test command runs it)",
-    ),
-]
+pytestmark = pytest.mark.asyncio
 
 PASSWORD = "interop password 1"
 DEADLINE_S = 20.0
-
-
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> LoopbackCA:
-    return LoopbackCA(tmp_path_factory.mktemp("ca"))
-
-
-@pytest.fixture(scope="module")
-def synapse(ca: LoopbackCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    server = start_synapse_peer(tmp_path_factory.mktemp("synapse"), ca)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def ours(ca: LoopbackCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    server = start_homeserver_peer(tmp_path_factory.mktemp("homeserver"), ca)
-    yield server
-    server.stop()
 
 
 @asynccontextmanager

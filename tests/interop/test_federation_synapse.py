@@ -16,7 +16,7 @@ import re
 import ssl
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,30 +32,11 @@ from homeserver.protocol.errors import SignatureError
 from homeserver.protocol.signing import encode_verify_key, generate_signing_key
 from storage.cache import LruCache
 
-from .federation import LoopbackCA, start_synapse_peer, synapse_installed
+from .federation import LoopbackCA
 from .server import RunningServer, http_json, register
 
 SYNAPSE_VERSION = "1.163.2"  # what scripts/setup-synapse pins
 LOOPBACK_ALLOW = ["127.0.0.0/8", "::1/128"]
-
-
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> LoopbackCA:
-    return LoopbackCA(tmp_path_factory.mktemp("ca"))
-
-
-@pytest.fixture(scope="module")
-def synapse(ca: LoopbackCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    if not synapse_installed():
-        pytest.skip("no Synapse venv at .venv-synapse (scripts/setup-synapse makes it; scripts/test runs that)")
-    server = start_synapse_peer(tmp_path_factory.mktemp("synapse"), ca)
-    try:
-        yield server
-    finally:
-        crashed = not server.alive()
-        status = server.stop(timeout=10)
-        if crashed:
-            pytest.fail(f"synapse died during the tests (status {status}); log:\n{server.log_tail()}")
 
 
 class Origin:
