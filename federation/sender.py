@@ -168,7 +168,11 @@ class FederationSender:
             edus = list(itertools.islice(d.edus, MAX_EDUS))
             if not entries and not edus:
                 if not d.edus and not self.queue.pending(d.name, self.store.counter.visible, 1):
-                    return  # nothing owed: the task ends; the next wake() starts another
+                    # Nothing owed and healthy: the record goes too (one per peer ever reached would
+                    # grow without bound); the next wake() makes a fresh one.
+                    if d.failures == 0 and self._destinations.get(d.name) is d:
+                        del self._destinations[d.name]
+                    return
                 continue
             if not await self._send(d, entries, edus):
                 d.failures += 1

@@ -148,3 +148,20 @@ async def test_catch_up_after_an_outage_sends_the_newest_event_of_each_room(stor
     await write_events(store, s, [201, 202], ["a.test"])
     await until(lambda: peer.events("a.test")[-2:] == [201, 202])
     await s.close()
+
+
+async def test_a_destination_that_owes_nothing_leaves_no_record_behind(store: Store) -> None:
+    peer = Peer()
+    s = sender(store, peer)
+    names = [f"p{i}.test" for i in range(50)]
+    await write_events(store, s, [1], names)
+    for name in names:
+        s.send_edu(name, "m.typing", {"n": 1})
+    await until(lambda: all(peer.events(n) == [1] for n in names))
+    await until(lambda: not s._destinations)  # memory does not grow with every peer ever reached
+    peer.down.add("p0.test")
+    await write_events(store, s, [2], ["p0.test"])
+    await until(lambda: s.backing_off("p0.test"))  # a failing one keeps its back-off
+    await asyncio.sleep(0.05)
+    assert list(s._destinations) == ["p0.test"]
+    await s.close()
