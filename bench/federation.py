@@ -516,6 +516,7 @@ async def join_big_room(joiner: RunningServer, room: BigRoom, host: RunningServe
             for task in (plain_task, lazy_task):
                 task.cancel()
             out["refused"] = answer
+            out["log_tail"] = joiner.log_tail()
             plain.close()
             lazy.close()
             return out
@@ -697,6 +698,8 @@ async def run(args: argparse.Namespace, tmp: Path, log: Any) -> dict[str, Any]:
                 entry["synapse"] = await join_big_room(servers["synapse2"], room, syn, args.join_limit)
                 say("    our server joins it ...")
                 entry["homeserver"] = await join_big_room(ours, room, syn, args.join_limit)
+                if entry["homeserver"].get("join_status") != 200:
+                    say(f"    our join was refused; our log ends:\n{entry['homeserver'].get('log_tail')}")
                 out["big_room"].append(entry)
             finally:
                 for fake in room.fakes:

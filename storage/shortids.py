@@ -2,7 +2,10 @@
 
 State snapshots, timelines and indexes store the 8-byte short ids instead of the long strings.
 Ids are handed out in memory at once and written by the batch that first needs them; if that
-batch is dropped, they are forgotten (a gap in the numbering is harmless).
+batch is dropped, they are forgotten (a gap in the numbering is harmless). Until a batch lands, its
+new ids live in `pending`, not only in the LRU caches: one batch may make more ids than a cache
+holds (a join's send_join answer brings thousands of state keys), and an id evicted before it is
+written would be looked up in vain, or handed out twice.
 """
 
 from __future__ import annotations
@@ -40,13 +43,17 @@ class _Namespace:
         self.last = read_u64(last) if last else 0
         self.cache = cache
         self.reverse_cache = reverse_cache
-        # names given an id by batches not yet committed -> those batches
-        self.pending: dict[bytes, list[Batch]] = {}
+        # names given an id by batches not yet committed -> (the id, those batches), and back
+        self.pending: dict[bytes, tuple[int, list[Batch]]] = {}
+        self.pending_names: dict[int, bytes] = {}
 
     def get(self, name: bytes) -> int | None:
         short = self.cache.get(name)
         if short is not None:
             return short
+        entry = self.pending.get(name)
+        if entry is not None:
+            return entry[0]
         raw = self.store.get(self.forward, name)
         if raw is None:
             return None
@@ -57,11 +64,11 @@ class _Namespace:
     def get_or_create(self, name: bytes, batch: Batch) -> int:
         short = self.get(name)
         if short is not None:
-            owners = self.pending.get(name)
-            if owners is not None and batch not in owners:
+            entry = self.pending.get(name)
+            if entry is not None and batch not in entry[1]:
                 # Made by a batch that is not written yet (e.g. waiting for a group commit): write the
                 # mapping here too, so this batch never depends on that one landing.
-                self._adopt(name, short, batch, owners)
+                self._adopt(name, short, batch, entry[1])
             return short
         return self.create(name, batch)
 
@@ -78,25 +85,32 @@ class _Namespace:
         batch.put(self.forward, name, u64(short))
         batch.put(self.reverse, u64(short), name)
         owners.append(batch)
-        self.pending[name] = owners
+        self.pending[name] = (short, owners)
+        self.pending_names[short] = name
 
-        def committed() -> None:
-            self.pending.pop(name, None)  # durable now
+        def forget() -> None:
+            entry = self.pending.get(name)
+            if entry is not None and entry[1] is owners:
+                del self.pending[name]
+                self.pending_names.pop(short, None)
 
         def aborted() -> None:
             if batch in owners:
                 owners.remove(batch)
-            if not owners and self.pending.get(name) is owners:
+            if not owners and self.pending.get(name, (0, None))[1] is owners:
                 # no batch will write it: forget it (a gap in the numbering is harmless)
-                del self.pending[name]
+                forget()
                 self.cache.discard(name)
                 self.reverse_cache.discard(short)
 
-        batch.on_commit.append(committed)
+        batch.on_commit.append(forget)  # durable now: the store answers for it
         batch.on_abort.append(aborted)
 
     def name_of(self, short: int) -> bytes | None:
         name = self.reverse_cache.get(short)
+        if name is not None:
+            return name
+        name = self.pending_names.get(short)
         if name is not None:
             return name
         name = self.store.get(self.reverse, u64(short))

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from homeserver.rooms.pipeline import EventRefused, MissingEventsError
+from homeserver.rooms.pipeline import EventPipeline, EventRefused, MissingEventsError
+from storage.database import Database
 from tests.rooms.remote import ALICE_R as ALICE
 from tests.rooms.remote import BOB_L as BOB
 from tests.rooms.remote import CAROL_R as CAROL
@@ -168,3 +169,22 @@ async def test_an_event_after_a_gap_with_the_states_after_its_missing_prevs(pair
     assert got.rejected is None and not got.soft_failed
     assert ours.current_state(room_id) == res.current_state(room_id)
     assert ours.extremities(room_id) == {got.event_id}  # our message was a prev: no longer a tip
+
+
+async def test_a_join_larger_than_every_cache_lands_whole(pair: Pair) -> None:
+    # Seen joining a 5,000-member room: the send_join answer made more ids in one batch than the
+    # caches hold, and the join failed with 500. Smallest caches here, a few hundred members.
+    room_id = await pair.room("10")
+    res = pair.resident
+    members = [f"@m{i}:{RESIDENT}" for i in range(300)]
+    for user in members:
+        await res.pipe.send(room_id, user, "m.room.member", {"membership": "join"}, user)
+    join, state, auth_chain = await pair.send_join(room_id)
+    ours = pair.local
+    ours.db.close()
+    ours.db = Database(ours.path, cache_mb=0)
+    ours.pipe = EventPipeline(ours.db, ours.identity, clock=ours._seconds)
+    persisted = await ours.pipe.receive_join(room_id, "10", join, state, auth_chain, ours.keys)
+    assert persisted.rejected is None
+    assert ours.current_state(room_id) == res.current_state(room_id)
+    assert set(ours.members(room_id, "join")) == {ALICE, CAROL, BOB, *members}
