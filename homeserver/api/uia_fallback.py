@@ -114,12 +114,13 @@ def register(router: Router, hs: HomeServer) -> None:
         return error_page(request, "uia_unsupported", 404)
 
     async def post_fallback(request: web.Request) -> web.Response:
-        if request.match_info["stage"] != PASSWORD:
-            return error_page(request, "uia_unsupported", 404)
         if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            # not a browser's form: a program gets a Matrix error it can read
             raise MatrixError(415, "M_UNRECOGNIZED", "this page takes an HTML form")
         if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
             raise MatrixError(413, "M_TOO_LARGE", "form too large")
+        if request.match_info["stage"] != PASSWORD:
+            return error_page(request, "uia_unsupported", 404)
         found = password_session(request)
         if isinstance(found, str):
             return error_page(request, found, 400)

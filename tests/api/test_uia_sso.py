@@ -209,7 +209,10 @@ async def test_password_fallback_form(tmp_path: Path) -> None:
         resp = await h.client.get(url)
         page = await resp.text()
         assert resp.status == 200 and "asks to deactivate your account, which cannot be undone" in page
-        # a forged form (no matching token) and a wrong password do nothing
+        # a program posting JSON gets a Matrix error; a forged form (no matching token) and a wrong
+        # password do nothing
+        resp = await h.client.post(url, json={"password": "correct horse"})
+        assert resp.status == 415 and (await resp.json())["errcode"] == "M_UNRECOGNIZED"
         resp = await h.client.post(url, data={"csrf": "forged", "password": "correct horse"})
         page = await resp.text()
         assert resp.status == 400 and "The form expired" in page
