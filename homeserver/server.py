@@ -41,6 +41,7 @@ from homeserver.auth.registration_tokens import RegistrationTokens
 from homeserver.auth.sso import SingleSignOn
 from homeserver.auth.tokens import Tokens
 from homeserver.auth.uia import UserInteractiveAuth
+from homeserver.auth.uia_sso import SsoReauth
 from homeserver.config import Config
 from homeserver.e2ee.device_lists import DeviceLists
 from homeserver.e2ee.service import E2EE
@@ -113,6 +114,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "homeserver.api.client.admin_users",
     "homeserver.api.client.openid",
     "homeserver.api.pages",
+    "homeserver.api.uia_fallback",
 )
 
 
@@ -199,6 +201,7 @@ class HomeServer:
         )
         self.registration.add_token_signup_listener(self.invites.joined_on_signup)
         self.sso = SingleSignOn(config, self.accounts, self.registration, self.login_tokens, db.external_ids, clock)
+        self.sso_reauth = SsoReauth(self.uia, self.sso, db.external_ids)  # m.login.sso in UIA
         self.deactivation = Deactivation(self.queries, self.accounts, self.pipeline)
         self.e2ee = E2EE(
             db.store,

@@ -189,6 +189,7 @@ Migration = Callable[["Store", Batch], None]
 MIGRATIONS: list[str] = [
     "storage.push:migrate_notification_records",  # 1 -> 2: one notification record per event
     "storage.json_repair:remove_unencodable_json",  # 2 -> 3: client JSON nested too deep to re-encode
+    "storage.external_ids:index_by_user",  # 3 -> 4: which external ids each user has
 ]
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 

@@ -48,7 +48,12 @@ class RequestAuth:
             locked_admitted=request.path.endswith(LOCKED_MAY_CALL),
         )
 
-    async def require(self, request: web.Request, requester: Requester, body: dict[str, Any], action: str) -> None:
-        """Make the requester confirm `action` with their password before the route goes on (e.g.
-        replacing cross-signing keys). Returns once authenticated; otherwise raises the 401."""
-        await self.uia.confirm(requester, body, action, kind=f"{request.method} {request.path}", ip=request.remote)
+    async def require(
+        self, request: web.Request, requester: Requester, body: dict[str, Any], action: str, action_key: str = ""
+    ) -> None:
+        """Make the requester confirm `action` (password or single sign-on) before the route goes on
+        (e.g. replacing cross-signing keys); `action_key` names it for the fallback page. Returns once
+        authenticated; otherwise raises the 401."""
+        await self.uia.confirm(
+            requester, body, action, kind=f"{request.method} {request.path}", ip=request.remote, action_key=action_key
+        )

@@ -1,6 +1,7 @@
 """The web pages' routes (templates and strings in homeserver/web/): the invite page at
 `/invite/<token>` and its sign-up form, and the single-sign-on callback with its confirmation and
-error pages (homeserver/auth/sso.py).
+error pages (homeserver/auth/sso.py), and the page that ends a user-interactive auth stage done in
+the browser (homeserver/api/uia_fallback.py).
 
 Pages answer in HTML, never Matrix JSON: every refusal is a page with the right status (404 an
 unknown invite, 410 one used up, expired or revoked, 403 sign-up closed, 400/409 a form to fix,
@@ -10,6 +11,8 @@ look-ups and sign-ups are rate limited per address against guessing tokens.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import logging
 import secrets
@@ -17,6 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from markupsafe import Markup
 
 from homeserver.api.bodies import client_ip
 from homeserver.api.client.login import SSO_COOKIE
@@ -45,10 +49,27 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+# spec: UIA "Fallback" — the page that ends a stage MUST run this script; it is the only script we serve
+AUTH_DONE_SCRIPT = (
+    "if (window.onAuthDone) {\n    window.onAuthDone();\n"
+    "} else if (window.opener && window.opener.postMessage) {\n"
+    '    window.opener.postMessage("authDone", "*");\n}'
+)
+_AUTH_DONE_HASH = base64.b64encode(hashlib.sha256(AUTH_DONE_SCRIPT.encode()).digest()).decode()
 
 
 def html(body: str, status: int = 200) -> web.Response:
     return web.Response(text=body, status=status, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS)
+
+
+def auth_done_page(hs: HomeServer, lang: str) -> web.Response:
+    """spec: UIA "Fallback" — a stage completed in the browser: tell the client (the spec's script,
+    allowed by its hash alone) and the user (go back to the app)."""
+    body = hs.pages.render("uia_done.html", lang, script=Markup(AUTH_DONE_SCRIPT))
+    response = html(body)
+    csp = PAGE_HEADERS["Content-Security-Policy"]
+    response.headers["Content-Security-Policy"] = f"{csp}; script-src 'sha256-{_AUTH_DONE_HASH}'"
+    return response
 
 
 def register(router: Router, hs: HomeServer) -> None:
@@ -178,7 +199,9 @@ def register(router: Router, hs: HomeServer) -> None:
         except SsoFailed as e:
             log.info("single sign-on with %s failed: %s", provider, e.detail or e.reason)
             return html(pages.render("sso_error.html", lang, reason=e.reason), e.status)
-        if done.welcome:
+        if done.page == "uia_done":
+            response = auth_done_page(hs, lang)
+        elif done.welcome:
             response = html(signed_up_page(lang, done.user_id))
         elif not done.confirm:
             response = web.Response(status=302, headers={**PAGE_HEADERS, "Location": done.redirect_to})

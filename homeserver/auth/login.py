@@ -66,6 +66,7 @@ class Login:
         self.ratelimiter = ratelimiter
         self.login_tokens = login_tokens
         uia.add_stage(PASSWORD, self._password_stage)
+        uia.add_user_stage(PASSWORD, self.has_password)
 
     # -- identifiers ---------------------------------------------------------------------------------
 
@@ -111,6 +112,11 @@ class Login:
         raise MatrixError(400, "M_UNKNOWN", f"unknown identifier type {kind}")
 
     # -- password checks -----------------------------------------------------------------------------
+
+    def has_password(self, user_id: str) -> bool:
+        """Whether the user can confirm with a password (accounts made by single sign-on have none)."""
+        account = self.accounts.account(user_id)
+        return account is not None and bool(account.get("password_hash"))
 
     async def verify(self, user_id: str, password: str, ip: str | None) -> None:
         """403 `M_FORBIDDEN` unless `password` is the user's; `M_USER_DEACTIVATED` for deactivated ones."""

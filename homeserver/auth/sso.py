@@ -12,6 +12,11 @@ spec: client-server-api "Client login via SSO":
   5. a single-use, short-lived login token is added to `redirectUrl` (`loginToken`), which the
      client spends with `POST /login` `m.login.token`. Unless its host is in `sso.client_hosts`
      the user confirms first on a page of ours, so a crafted link cannot send their login away.
+
+An attempt started with a `purpose` skips 4-5: the upstream identity, checked the same way, goes to
+the handler registered for that purpose (`add_identity_handler`: it receives the provider id, the
+subject and the attempt's context), e.g. completing the `m.login.sso` stage of a user-interactive
+auth session (homeserver/auth/uia_sso.py) instead of logging in.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -60,6 +65,8 @@ class Attempt:
     redirect_url: str
     invite: str | None
     expires: float
+    purpose: str | None = None  # not a login: the identity goes to this purpose's handler
+    context: str = ""  # what the handler needs to know (e.g. the UIA session id)
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,11 @@ class Completed:
     confirm: bool  # show the confirmation page first
     client_host: str
     welcome: bool = False  # signed up from the invite page: show its welcome page, no login token
+    page: str = ""  # an identity handler's result page to show instead of the hand-off (e.g. "uia_done")
+
+
+# (provider id, subject, the attempt's context) -> what the callback shows; raises SsoFailed to refuse
+IdentityHandler = Callable[[str, str, str], Awaitable[Completed]]
 
 
 def check_redirect_url(url: object) -> str:
@@ -108,6 +120,11 @@ class SingleSignOn:
         self.providers: dict[str, OidcProvider] = {p.id: OidcProvider(p, clock) for p in config.sso.oidc}
         self._configs: dict[str, OidcProviderConfig] = {p.id: p for p in config.sso.oidc}
         self._attempts: OrderedDict[str, Attempt] = OrderedDict()  # state -> attempt
+        self._handlers: dict[str, IdentityHandler] = {}
+
+    def add_identity_handler(self, purpose: str, handler: IdentityHandler) -> None:
+        """Send the identities of attempts started with `purpose` to `handler` instead of logging in."""
+        self._handlers[purpose] = handler
 
     @property
     def enabled(self) -> bool:
@@ -142,9 +159,21 @@ class SingleSignOn:
 
     # -- 1-2: off to the provider ------------------------------------------------------------------
 
-    async def start(self, provider: str | None, redirect_url: object, invite: str | None = None) -> tuple[str, str]:
-        """(the provider's authorization URL, the cookie value binding this attempt to the browser)."""
-        url = check_redirect_url(redirect_url)
+    async def start(
+        self,
+        provider: str | None,
+        redirect_url: object,
+        invite: str | None = None,
+        *,
+        purpose: str | None = None,
+        context: str = "",
+        cookie: str | None = None,
+    ) -> tuple[str, str]:
+        """(the provider's authorization URL, the cookie value binding this attempt to the browser).
+
+        With `purpose` (a registered identity handler) there is no `redirectUrl`; `cookie` lets one
+        page offer several providers under the one cookie it sets."""
+        url = check_redirect_url(redirect_url) if purpose is None else ""
         if provider is None:
             if len(self.providers) != 1:
                 raise MatrixError(400 if self.providers else 404, "M_NOT_FOUND", "choose an identity provider")
@@ -157,13 +186,16 @@ class SingleSignOn:
             len(self._attempts) >= MAX_ATTEMPTS or next(iter(self._attempts.values())).expires <= now
         ):
             self._attempts.popitem(last=False)
-        state, cookie, nonce = (secrets.token_urlsafe(24) for _ in range(3))
+        state, new_cookie, nonce = (secrets.token_urlsafe(24) for _ in range(3))
+        cookie = cookie or new_cookie
         verifier, challenge = pkce_pair()
         try:
             auth_url = await upstream.authorization_url(self.callback_url(provider), state, nonce, challenge)
         except ProviderError as e:
             raise MatrixError(502, "M_UNKNOWN", f"the identity provider is unavailable: {e}") from None
-        self._attempts[state] = Attempt(provider, cookie, nonce, verifier, url, invite, now + ATTEMPT_LIFETIME_S)
+        self._attempts[state] = Attempt(
+            provider, cookie, nonce, verifier, url, invite, now + ATTEMPT_LIFETIME_S, purpose, context
+        )
         return auth_url, cookie
 
     # -- 3-5: back from the provider ---------------------------------------------------------------
@@ -187,6 +219,8 @@ class SingleSignOn:
             )
         except ProviderError as e:
             raise SsoFailed("provider", 502, str(e)) from None
+        if attempt.purpose is not None:
+            return await self._handlers[attempt.purpose](identity.provider, identity.subject, attempt.context)
         user_id = await self._account_for(identity, attempt.invite)
         if attempt.invite is not None and attempt.redirect_url == self.invite_page(attempt.invite):
             return Completed(user_id, "", False, "", welcome=True)

@@ -75,6 +75,33 @@ ENGLISH: dict[str, str] = {
     "sso_error_invite_needed": "New accounts on {server} need an invite. Open the invite link you were sent "
     "and sign up from there.",
     "sso_error_username": "No free username could be found for this account. Ask the server's admin.",
+    "uia_title": "Confirm it is you",
+    "uia_lead": "An app signed in as {user_id} asks to {action}.",
+    "uia_sso_explain": "To allow it, sign in again with the account your Matrix account is linked to:",
+    "uia_continue_with": "Continue with {provider}",
+    "uia_password_explain": "To allow it, enter your password.",
+    "uia_confirm": "Confirm",
+    "uia_warning": "If you did not ask for this just now, close this page: nothing will happen. Someone else may "
+    "be using your account, so sign out the sessions you do not recognise.",
+    "uia_wrong_password": "That password is not right. Please try again.",
+    "uia_action_delete_device": "sign out and remove one of your devices",
+    "uia_action_delete_devices": "sign out and remove devices from your account",
+    "uia_action_deactivate": "deactivate your account, which cannot be undone",
+    "uia_action_password": "change your password",
+    "uia_action_cross_signing": "replace your cross-signing keys (your identity for encrypted messages)",
+    "uia_action_login_token": "sign you in on another device",
+    "uia_action_other": "make a change to your account",
+    "uia_done_title": "Confirmed",
+    "uia_done_lead": "You can close this page and go back to your app: it will finish what it was doing.",
+    "uia_error_title": "Nothing was confirmed",
+    "sso_error_uia_session": "This confirmation has expired or was already used. Go back to your app and try again.",
+    "sso_error_uia_no_provider": "This account cannot be confirmed with single sign-on. Go back to your app and "
+    "confirm another way.",
+    "sso_error_uia_no_password": "This account has no password. Go back to your app and confirm another way.",
+    "sso_error_uia_wrong_user": "You signed in at the provider as someone other than the account that asked for "
+    "this, so nothing was confirmed. Go back to your app and try again, signing in as yourself.",
+    "sso_error_uia_unsupported": "This step cannot be completed in the browser on {server}. Go back to your app.",
+    "sso_error_uia_too_many": "Too many attempts. Please wait a minute and try again.",
 }
 
 CATALOGUE: dict[str, dict[str, str]] = {"en": ENGLISH}

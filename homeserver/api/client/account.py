@@ -22,7 +22,7 @@ from homeserver.errors import MatrixError
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
-PASSWORD_FLOWS = [[PASSWORD]]
+PASSWORD_FLOWS = [[PASSWORD]]  # without an access token: the password stage names the user
 
 
 class PasswordBody(Body):
@@ -81,7 +81,7 @@ def register(router: Router, hs: HomeServer) -> None:
         check_password_value(body.new_password, name="new_password")
         session = await hs.uia.authenticate(
             body.auth,
-            PASSWORD_FLOWS,
+            hs.uia.flows_for(requester.user_id) if requester else PASSWORD_FLOWS,
             kind="password",
             user_id=requester.user_id if requester else None,
             ip=client_ip(request),
@@ -101,7 +101,7 @@ def register(router: Router, hs: HomeServer) -> None:
         body = await read(request, DeactivateBody)
         session = await hs.uia.authenticate(
             body.auth,
-            PASSWORD_FLOWS,
+            hs.uia.flows_for(requester.user_id) if requester else PASSWORD_FLOWS,
             kind="deactivate",
             user_id=requester.user_id if requester else None,
             ip=client_ip(request),

@@ -13,7 +13,6 @@ from aiohttp import web
 from pydantic import Field
 
 from homeserver.api.bodies import Body, client_ip, read
-from homeserver.api.client.account import PASSWORD_FLOWS
 from homeserver.api.http import Router, json_response
 from homeserver.auth.accounts import MAX_DEVICE_NAME_CHARS
 from homeserver.errors import MatrixError
@@ -69,7 +68,12 @@ def register(router: Router, hs: HomeServer) -> None:
         requester = hs.auth.requester(request)
         body = await read(request, DeleteDeviceBody, allow_empty=True)
         session = await hs.uia.authenticate(
-            body.auth, PASSWORD_FLOWS, kind="delete_devices", user_id=requester.user_id, ip=client_ip(request)
+            body.auth,
+            hs.uia.flows_for(requester.user_id),
+            kind="delete_devices",
+            user_id=requester.user_id,
+            ip=client_ip(request),
+            action="delete_device",
         )
         # spec: 200 also when the device had been removed already
         await hs.accounts.delete_devices(requester.user_id, [request.match_info["device_id"]])
@@ -80,7 +84,12 @@ def register(router: Router, hs: HomeServer) -> None:
         requester = hs.auth.requester(request)
         body = await read(request, DeleteDevicesBody)
         session = await hs.uia.authenticate(
-            body.auth, PASSWORD_FLOWS, kind="delete_devices", user_id=requester.user_id, ip=client_ip(request)
+            body.auth,
+            hs.uia.flows_for(requester.user_id),
+            kind="delete_devices",
+            user_id=requester.user_id,
+            ip=client_ip(request),
+            action="delete_devices",
         )
         await hs.accounts.delete_devices(requester.user_id, body.devices)
         hs.uia.forget(session)

@@ -77,8 +77,8 @@ def register(router: Router, hs: HomeServer) -> None:
         req = hs.auth.requester(request)
         body = await json_object(request)
         if e2ee.keys.cross_signing_needs_auth(req.user_id, body):
-            # spec: replacing cross-signing keys needs user-interactive auth with the password
-            await hs.auth.require(request, req, body, "replace your cross-signing keys")
+            # spec: replacing cross-signing keys needs user-interactive auth (password or single sign-on)
+            await hs.auth.require(request, req, body, "replace your cross-signing keys", "cross_signing")
         await e2ee.keys.upload_cross_signing(req.user_id, {k: v for k, v in body.items() if k != "auth"})
         return json_response({})
 

@@ -86,7 +86,7 @@ def register(router: Router, hs: HomeServer) -> None:
         # spec: POST /login/get_token — user-interactive auth, then a single-use token for m.login.token
         requester = hs.auth.requester(request)
         body = await json_object(request, allow_empty=True)
-        await hs.auth.require(request, requester, body, "create a login token")
+        await hs.auth.require(request, requester, body, "create a login token", "login_token")
         hs.ratelimiter.check("login", f"user:{requester.user_id}")
         token, lifetime = hs.login_tokens.issue(requester.user_id)
         return json_response({"login_token": token, "expires_in_ms": lifetime})
