@@ -65,6 +65,7 @@ ENGLISH: dict[str, str] = {
     "sso_continue": "Continue to {host}",
     "sso_cancel": "If you did not start this, close this page: nothing more happens.",
     "sso_with": "Or sign up with",
+    "sso_only": "Sign up with your account at",
     "sso_error_title": "Sign-in did not work",
     "sso_error_state": "This sign-in link was already used, has expired or was opened in another browser. "
     "Go back to your app and start again.",
@@ -75,6 +76,11 @@ ENGLISH: dict[str, str] = {
     "sso_error_invite_needed": "New accounts on {server} need an invite. Open the invite link you were sent "
     "and sign up from there.",
     "sso_error_username": "No free username could be found for this account. Ask the server's admin.",
+    "sso_error_account_bot": "Accounts marked as bots cannot sign in to {server} this way.",
+    "sso_error_account_restricted": "Your account at the sign-in provider cannot sign in to {server}: it is "
+    "suspended, limited, awaiting approval, or its e-mail address is not confirmed yet.",
+    "sso_error_account_young": "Your account at the sign-in provider is too new to sign in to {server}. "
+    "Please try again in a few days.",
 }
 
 CATALOGUE: dict[str, dict[str, str]] = {"en": ENGLISH}
