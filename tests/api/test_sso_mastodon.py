@@ -24,7 +24,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from homeserver.auth import mastodon
-from homeserver.config import Config
+from homeserver.config import Config, load_config
 from homeserver.server import HomeServer
 from tests.e2e.mastodon_double import MastodonDouble
 
@@ -130,6 +130,17 @@ async def test_config_by_url_alone() -> None:
         Config.model_validate(
             {"sso": {"mastodon": [{"url": "https://a.example", "id": "x"}, {"url": "https://b.example", "id": "x"}]}}
         )
+
+
+def test_the_readme_example_is_a_valid_config(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Log in with Mastodon", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "homeserver.toml"
+    path.write_text(example)
+    config = load_config(path, environ={})
+    assert config.registration == "token"
+    assert [(m.url, m.id, m.registration) for m in config.sso.mastodon] == [("https://my.social", "my.social", "open")]
 
 
 async def test_login_flows_list_the_mastodon_server(tmp_path: Path) -> None:
