@@ -14,7 +14,8 @@ spec/oauth):
   3. the code is exchanged at `/oauth/token` (client_secret_post);
   4. the account from `GET /api/v1/accounts/verify_credentials` (the server refuses it with 403 for
      unconfirmed, unapproved, disabled or suspended logins), cross-checked against `/oauth/userinfo`
-     when the metadata advertises it; then the access token is revoked, it is not needed again;
+     when the metadata advertises it (4.4+): a userinfo naming another account stops the login;
+     then the access token is revoked, it is not needed again;
   5. the subject is the account's `id` at that server (a rename keeps the Matrix account); the
      configured rules (bots, limited accounts, account age) are checked at every login.
 """
@@ -331,11 +332,12 @@ class MastodonProvider:
             raise ProviderError(f"{self.id}: the account has no username")
         userinfo_url = doc.get("userinfo_endpoint")
         if isinstance(userinfo_url, str):
+            # a second opinion only: verify_credentials decides; a userinfo that cannot be read is
+            # logged, one that names another account stops the login
             status, info = await self._json("GET", userinfo_url, token=access_token)
             if status != 200 or info is None:
-                raise ProviderError(f"{self.id}: userinfo answered {status}")
-            named = info.get("preferred_username")
-            if named is not None and named != username:
+                log.info("%s: userinfo answered %s; going by verify_credentials", self.id, status)
+            elif info.get("preferred_username", username) != username:
                 raise ProviderError(f"{self.id}: userinfo and verify_credentials name different accounts")
         return account
 

@@ -314,6 +314,15 @@ async def test_provider_errors_are_clear_pages_and_create_nothing(
         assert h.hs.db.external_ids.get("masto", fake.account("jo").id) is None
 
 
+async def test_userinfo_is_a_second_opinion(tmp_path: Path) -> None:
+    async with mastodon_server(tmp_path) as (h, fake):
+        fake.userinfo_status = 403  # unreadable: verify_credentials decides
+        assert await full_login(h, "uma") == "@uma:hs.test"
+        fake.userinfo_status, fake.userinfo_name = 200, "somebody-else"
+        status, page = await sign_in(h, "uma")
+        assert status == 502 and 'data-reason="provider"' in page
+
+
 async def test_an_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
     async with mastodon_server(tmp_path) as (h, _fake):
         h.hs.sso.providers["masto"].url = "http://127.0.0.1:9"  # type: ignore[attr-defined]

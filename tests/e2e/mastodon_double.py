@@ -70,6 +70,8 @@ class MastodonDouble:
         self.base = ""
         self.metadata = metadata
         self.userinfo = userinfo
+        self.userinfo_status = 200  # another status: userinfo fails; "userinfo_name" makes it lie
+        self.userinfo_name: str | None = None
         self.mode: str | None = None  # "slow", "500", "bad_json": the token and account endpoints misbehave
         self.slow_s = 30.0
         self.register_delay_s = 0.0  # widens the window in which two first logins could both register
@@ -384,12 +386,16 @@ class MastodonDouble:
         account = self._bearer(request)
         if isinstance(account, web.Response):
             return account
+        if self.userinfo_status != 200:
+            return web.json_response(
+                {"error": "This action is outside the authorized scopes"}, status=self.userinfo_status
+            )
         return web.json_response(
             {
                 "iss": f"{self.base}/",
                 "sub": f"{self.base}/users/{account.username}",
                 "name": account.display_name,
-                "preferred_username": account.username,
+                "preferred_username": self.userinfo_name or account.username,
                 "profile": f"{self.base}/@{account.username}",
                 "picture": self._avatar_url(account),
             }
