@@ -167,10 +167,6 @@ class SingleSignOn:
             if p.registration != "closed"
         ]
 
-    def takes_invites(self) -> bool:
-        """Whether some provider creates accounts (so an invite is useful even with password sign-up closed)."""
-        return any(p.registration != "closed" for p in self._configs.values())
-
     def callback_url(self, provider: str) -> str:
         return f"{self.base_url()}{CALLBACK_PATH}/{provider}"
 
