@@ -195,11 +195,64 @@ class OidcProviderConfig(BaseModel):
     )
 
 
+def _mastodon_url(v: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(v.strip())
+    loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if parts.scheme not in ("https", "http") or not parts.hostname or (parts.scheme == "http" and not loopback):
+        raise ValueError(f"{v!r} is not an https:// URL of a Mastodon server")
+    if parts.query or parts.fragment or parts.path.strip("/"):
+        raise ValueError(f"{v!r}: give the server's address alone, e.g. https://mastodon.example")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class MastodonProviderConfig(BaseModel):
+    """A Mastodon server whose users may sign in (homeserver/auth/mastodon.py): its URL is enough; the
+    homeserver registers itself there as an app on first use. The rules apply at every login."""
+
+    model_config = CLOSED
+    url: Annotated[str, AfterValidator(_mastodon_url)] = Field(
+        description="the Mastodon server, e.g. https://my.social"
+    )
+    id: Annotated[str, AfterValidator(_provider_id)] = Field(
+        default="", description="in URLs and the login button's id (default: the server's host name)"
+    )
+    name: str = Field(default="", description="shown on the login button (default: the server's host name)")
+    icon: str | None = Field(default=None, description="an mxc:// URI for the login button")
+    registration: Literal["open", "invite", "closed"] = Field(
+        default="open", description="who may get a new account through this server: open, invite or closed"
+    )
+    allow_existing_users: bool = Field(
+        default=False, description="link a Mastodon account to an existing user with the same localpart"
+    )
+    allow_bots: bool = Field(default=False, description="accounts marked as bots may sign in")
+    allow_limited: bool = Field(default=False, description="accounts the server's moderators limited may sign in")
+    min_account_age_days: float = Field(
+        default=0, ge=0, description="a Mastodon account must be at least this many days old to sign in"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_from_url(cls, data: Any) -> Any:
+        # the id and name default to the server's host name (a port becomes `_port` in the id)
+        if isinstance(data, dict) and isinstance(data.get("url"), str):
+            from urllib.parse import urlsplit
+
+            netloc = urlsplit(data["url"].strip()).netloc
+            if netloc:
+                data = {"id": netloc.replace(":", "_"), "name": netloc, **data}
+        return data
+
+
 class SsoConfig(BaseModel):
     """Single sign-on (`m.login.sso`): upstream providers and where logins may be handed back."""
 
     model_config = CLOSED
     oidc: list[OidcProviderConfig] = Field(default_factory=list, description="OpenID Connect providers")
+    mastodon: list[MastodonProviderConfig] = Field(
+        default_factory=list, description="Mastodon servers whose users may sign in"
+    )
     client_hosts: list[str] = Field(
         default_factory=list,
         description="hosts a login is handed back to without a confirmation page (e.g. app.element.io)",
@@ -207,7 +260,7 @@ class SsoConfig(BaseModel):
 
     @model_validator(mode="after")
     def _unique_ids(self) -> SsoConfig:
-        ids = [p.id for p in self.oidc]
+        ids = [p.id for p in self.oidc] + [p.id for p in self.mastodon]
         if len(ids) != len(set(ids)):
             raise ValueError("provider ids must be unique")
         return self

@@ -12,7 +12,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -198,10 +198,12 @@ class HomeServer:
             self.profiles.get_profile,
             self.registration.invite_usable,
             clock,
+            password_usable=self.registration.password_invite_usable,
         )
         self.registration.add_token_signup_listener(self.invites.joined_on_signup)
         self.sso = SingleSignOn(config, self.accounts, self.registration, self.login_tokens, db.external_ids, clock)
         self.sso_reauth = SsoReauth(self.uia, self.sso, db.external_ids)  # m.login.sso in UIA
+        self.sso.store_avatar = self._store_avatar  # Mastodon pictures go into the media repository
         self.deactivation = Deactivation(self.queries, self.accounts, self.pipeline)
         self.e2ee = E2EE(
             db.store,
@@ -277,6 +279,14 @@ class HomeServer:
         files = MediaFiles(self.config.data_dir / "media")
         return MediaRepository(
             self.db, files, self.server_name, max_upload_size=self.config.max_upload_size, clock=self.clock
+        )
+
+    async def _store_avatar(self, user_id: str, data: bytes, content_type: str) -> str:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield data
+
+        return await self.media.upload(
+            user_id, chunks(), content_type=content_type, filename=None, content_length=len(data)
         )
 
     @functools.cached_property

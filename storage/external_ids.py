@@ -2,7 +2,8 @@
 (provider id, subject), mapped to one of our users. Keyed by the subject, never by a name the
 provider lets people change, so a renamed upstream account keeps its Matrix account. A second
 table answers the other way round (which identities a user has, for re-authentication by single
-sign-on); both are written in the same batch."""
+sign-on); both are written in the same batch. Also the client credentials the server registered
+for itself at a provider that hands them out (a Mastodon server's `POST /api/v1/apps`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,13 @@ EXTERNAL_IDS = Table(
 USER_EXTERNAL_IDS = Table(
     "user_external_ids", ("str", "str", "str"), "empty", "(user id, provider id, subject): a user's external ids"
 )
-TABLES = (EXTERNAL_IDS, USER_EXTERNAL_IDS)
+SSO_CLIENTS = Table(
+    "sso_clients",
+    ("str",),
+    "json",
+    "provider id -> the client credentials the server registered there for itself (Mastodon apps)",
+)
+TABLES = (EXTERNAL_IDS, USER_EXTERNAL_IDS, SSO_CLIENTS)
 
 
 def _key(provider: str, subject: str) -> bytes:
@@ -51,6 +58,16 @@ class ExternalIdStore:
             provider, _, subject = key[len(user_id.encode()) + 1 :].partition(b"\xff")
             out.append((provider.decode(), subject.decode()))
         return out
+
+    def client(self, provider: str) -> dict[str, Any] | None:
+        raw = self.store.get(SSO_CLIENTS, provider.encode())
+        return orjson.loads(raw) if raw is not None else None
+
+    def put_client(self, provider: str, record: dict[str, Any], batch: Batch) -> None:
+        batch.put(SSO_CLIENTS, provider.encode(), orjson.dumps(record, option=orjson.OPT_SORT_KEYS))
+
+    def delete_client(self, provider: str, batch: Batch) -> None:
+        batch.delete(SSO_CLIENTS, provider.encode())
 
 
 def index_by_user(store: Store, batch: Batch) -> None:

@@ -161,8 +161,8 @@ def register(router: Router, hs: HomeServer) -> None:
         csrf_cookie = request.cookies.get(CSRF_COOKIE, "")
         fresh = secrets.token_urlsafe(24)
         view = hs.invites.view(token)
-        if view.status != "valid":
-            return status_page(request, view.status)
+        if view.status != "valid" or not view.password:  # no password sign-up: single sign-on only
+            return status_page(request, view.status if view.status != "valid" else "closed")
         username = fields.get("username", "").strip()
         if limited(request, "invite-signup"):
             return invite_page(request, token, fresh, errors=[t.err_too_many], username=username, status=429)

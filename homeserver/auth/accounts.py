@@ -139,6 +139,7 @@ class Accounts:
         guest: bool = False,
         extra: dict[str, Any] | None = None,
         displayname: str | None = None,
+        avatar_url: str | None = None,
         login: LoginOptions | None = None,
         also: Callable[[Batch], None] | None = None,
     ) -> tuple[str, Session | None]:
@@ -161,6 +162,8 @@ class Accounts:
                 }
                 self.db.accounts.put_account(user_id, account, batch)
                 fields = {"displayname": displayname if displayname is not None else localpart}
+                if avatar_url is not None:
+                    fields["avatar_url"] = avatar_url
                 for listener in self.account_created_listeners:
                     listener(user_id, fields, batch)
                 if also is not None:

@@ -45,6 +45,7 @@ class InviteView:
     note: str | None = None
     rooms: list[str] = field(default_factory=list)  # room names (or aliases / ids)
     admin: bool = False
+    password: bool = True  # the page may offer a password sign-up (else only single sign-on)
 
 
 class Invites:
@@ -57,6 +58,8 @@ class Invites:
         profile: Callable[[str], dict[str, Any]],
         usable: Callable[[str], bool],
         clock: Callable[[], float] = time.time,
+        *,
+        password_usable: Callable[[str], bool] | None = None,
     ) -> None:
         self.config = config
         self.settings = config.invites
@@ -65,6 +68,8 @@ class Invites:
         self.membership = membership
         self.profile = profile  # a local user's stored profile (Profiles.get_profile)
         self.usable = usable  # the registration policy's word on a token (Registration.invite_usable)
+        # ... for password sign-up alone (Registration.password_invite_usable)
+        self.password_usable = password_usable or usable
         self.clock = clock
 
     # -- making, listing, revoking -----------------------------------------------------------------
@@ -220,6 +225,7 @@ class Invites:
             note=record.get("note"),
             rooms=[self._room_label(r) for r in record.get("rooms", [])],
             admin=bool(record.get("admin")),
+            password=status != "valid" or self.password_usable(token),
         )
 
     def _room_label(self, room: str) -> str:

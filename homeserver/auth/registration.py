@@ -186,7 +186,17 @@ class Registration:
         return Registered(user_id, new_session)
 
     def invite_usable(self, token: str) -> bool:
-        """Whether `token` may create an account now under the registration policy (the invite page)."""
+        """Whether `token` may create an account now by some path (the invite page): password sign-up
+        under `registration`, or a single-sign-on provider whose own policy creates accounts."""
+        if self.password_invite_usable(token):
+            return True
+        sso = self.config.sso
+        if all(p.registration == "closed" for p in sso.oidc) and all(p.registration == "closed" for p in sso.mastodon):
+            return False
+        return self.registration_tokens.check(token, admin_allowed=self._bootstrapping())
+
+    def password_invite_usable(self, token: str) -> bool:
+        """Whether `token` may create an account with a password now (the invite page's form)."""
         if self.config.registration == "closed" and not self._bootstrapping():
             return False
         return self.registration_tokens.check(
@@ -201,7 +211,7 @@ class Registration:
         check_password_value(password)
         password_hash = await self.passwords.hash(password)
         async with self.registration_tokens.lock:
-            if not self.invite_usable(token):
+            if not self.password_invite_usable(token):
                 raise MatrixError(403, "M_FORBIDDEN", "This invite cannot be used any more")
             record = self.registration_tokens.get(token)
             assert record is not None  # invite_usable found it, and the lock is held
@@ -220,6 +230,8 @@ class Registration:
         displayname: str | None,
         link: Callable[[Batch, str], None],
         invite: str | None,
+        *,
+        avatar_url: str | None = None,
     ) -> str:
         """An account for a single-sign-on identity: no password, `link` writes the external id in
         the account's batch; with `invite`, the invite is used in the same batch (and its rooms joined)."""
@@ -245,7 +257,9 @@ class Registration:
                 if complete is not None:
                     complete(batch)
 
-            await self.accounts.register(localpart, None, admin=admin, displayname=displayname, also=also)
+            await self.accounts.register(
+                localpart, None, admin=admin, displayname=displayname, avatar_url=avatar_url, also=also
+            )
         if record is not None:
             await self._signed_up_with(user_id, record)
         return user_id

@@ -8,7 +8,8 @@ spec: client-server-api "Client login via SSO":
      unused, fresh and the cookie must match; the code is exchanged and the ID token validated;
   4. the account: the one linked to (provider, subject); else, with `allow_existing_users`, the
      user of the same localpart (then linked); else a new one under the provider's `registration`
-     policy (open, invite, closed), its localpart from the configured claim;
+     policy, its localpart from the configured claim (Mastodon: the username), a number added when
+     taken, its display name and (Mastodon) avatar imported, created with its link in one batch;
   5. a single-use, short-lived login token is added to `redirectUrl` (`loginToken`), which the
      client spends with `POST /login` `m.login.token`. Unless its host is in `sso.client_hosts`
      the user confirms first on a page of ours, so a crafted link cannot send their login away.
@@ -17,6 +18,17 @@ An attempt started with a `purpose` skips 4-5: the upstream identity, checked th
 the handler registered for that purpose (`add_identity_handler`: it receives the provider id, the
 subject and the attempt's context), e.g. completing the `m.login.sso` stage of a user-interactive
 auth session (homeserver/auth/uia_sso.py) instead of logging in.
+
+Providers: OpenID Connect (oidc.py) and Mastodon servers (mastodon.py), the same steps for both.
+
+Registration policy, one per path (the password path is `registration` at the top of the config:
+token, open or closed; each provider has its own `registration`, never affected by the password's):
+  open    anyone with an account there gets one here (an invite, if brought along, is used too:
+          its rooms are joined);
+  invite  a new account needs an invite (a registration token: the same ones `token` asks for),
+          brought from the invite page's button for the provider (`org.homeserver.invite`);
+  closed  no new accounts through this provider: only accounts already linked (or, with
+          `allow_existing_users`, the user of the same localpart) sign in.
 """
 
 from __future__ import annotations
@@ -27,14 +39,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 from homeserver.auth.accounts import Accounts
 from homeserver.auth.login_tokens import LoginTokens
+from homeserver.auth.mastodon import AccountRefused, MastodonProvider
 from homeserver.auth.oidc import Identity, OidcProvider, ProviderError, pkce_pair
 from homeserver.auth.registration import Registration
-from homeserver.config import Config, OidcProviderConfig
+from homeserver.config import Config, MastodonProviderConfig, OidcProviderConfig
 from homeserver.errors import MatrixError
 from storage.engine import Batch
 from storage.external_ids import ExternalIdStore
@@ -44,6 +57,18 @@ MAX_ATTEMPTS = 10_000
 MAX_REDIRECT_URL = 2048
 CALLBACK_PATH = "/_homeserver/sso/callback"
 INVITE_PARAM = "org.homeserver.invite"  # on /login/sso/redirect: sign up with this invite
+
+
+class Upstream(Protocol):
+    """What the hand-off needs of a provider (OpenID Connect or Mastodon)."""
+
+    async def authorization_url(self, redirect_uri: str, state: str, nonce: str, code_challenge: str) -> str: ...
+
+    async def exchange(self, code: str, redirect_uri: str, code_verifier: str, nonce: str) -> Identity: ...
+
+
+# (user id, picture bytes, content type) -> the mxc:// URI it is stored at (the media repository)
+AvatarStore = Callable[[str, bytes, str], Awaitable[str]]
 
 
 class SsoFailed(Exception):
@@ -117,8 +142,11 @@ class SingleSignOn:
         self.login_tokens = login_tokens
         self.external_ids = external_ids
         self.clock = clock
-        self.providers: dict[str, OidcProvider] = {p.id: OidcProvider(p, clock) for p in config.sso.oidc}
-        self._configs: dict[str, OidcProviderConfig] = {p.id: p for p in config.sso.oidc}
+        self.providers: dict[str, Upstream] = {p.id: OidcProvider(p, clock) for p in config.sso.oidc}
+        self.providers.update({p.id: MastodonProvider(p, external_ids, clock) for p in config.sso.mastodon})
+        self._configs: dict[str, OidcProviderConfig | MastodonProviderConfig] = {p.id: p for p in config.sso.oidc}
+        self._configs.update({p.id: p for p in config.sso.mastodon})
+        self.store_avatar: AvatarStore | None = None  # set at wiring: the media repository's upload
         self._attempts: OrderedDict[str, Attempt] = OrderedDict()  # state -> attempt
         self._handlers: dict[str, IdentityHandler] = {}
 
@@ -147,11 +175,13 @@ class SingleSignOn:
         return f"{self.base_url()}/invite/{token}"
 
     def signup_links(self, invite: str) -> list[tuple[str, str]]:
-        """(provider name, URL) to sign up with each provider from the invite page."""
+        """(provider name, URL) to sign up with each provider from the invite page (not those whose
+        registration is closed)."""
         back = quote(self.invite_page(invite), safe="")
         return [
             (p.name, f"/_matrix/client/v3/login/sso/redirect/{p.id}?redirectUrl={back}&{INVITE_PARAM}={quote(invite)}")
             for p in self._configs.values()
+            if p.registration != "closed"
         ]
 
     def callback_url(self, provider: str) -> str:
@@ -217,6 +247,8 @@ class SingleSignOn:
             identity = await self.providers[provider].exchange(
                 code, self.callback_url(provider), attempt.verifier, attempt.nonce
             )
+        except AccountRefused as e:
+            raise SsoFailed(f"account_{e.rule}", 403, str(e)) from None
         except ProviderError as e:
             raise SsoFailed("provider", 502, str(e)) from None
         if attempt.purpose is not None:
@@ -236,7 +268,10 @@ class SingleSignOn:
         if linked is not None:
             return str(linked["user_id"])
         settings = self._configs[identity.provider]
-        localpart = _localpart_from(identity.claims.get(settings.localpart_claim)) or _localpart_from(
+        localpart_claim, display_claim = "preferred_username", "name"  # Mastodon's, as mastodon.py names them
+        if isinstance(settings, OidcProviderConfig):
+            localpart_claim, display_claim = settings.localpart_claim, settings.display_name_claim
+        localpart = _localpart_from(identity.claims.get(localpart_claim)) or _localpart_from(
             identity.claims.get("preferred_username")
         )
         if settings.allow_existing_users and localpart is not None:
@@ -248,7 +283,7 @@ class SingleSignOn:
             raise SsoFailed("no_account", 403, "this provider does not create accounts")
         if settings.registration == "invite" and invite is None:
             raise SsoFailed("invite_needed", 403, "an invite is needed")
-        display = identity.claims.get(settings.display_name_claim)
+        display = identity.claims.get(display_claim)
         return await self._create(identity, localpart, display if isinstance(display, str) else None, invite)
 
     async def _link(self, identity: Identity, user_id: str) -> None:
@@ -265,6 +300,7 @@ class SingleSignOn:
         candidates: list[str | None] = [None]  # none from the claims: a generated localpart
         if localpart:
             candidates = [localpart, *(f"{localpart}{n}" for n in range(2, 10))]
+        avatar = await self._import_avatar(identity, candidates[0])
         for candidate in candidates:
             if candidate is not None:
                 try:
@@ -276,10 +312,26 @@ class SingleSignOn:
                 self.external_ids.put(identity.provider, identity.subject, self._record(user_id), batch)
 
             try:
-                return await self.registration.register_upstream(candidate, display, link, invite)
+                return await self.registration.register_upstream(candidate, display, link, invite, avatar_url=avatar)
             except MatrixError as e:
                 if e.errcode == "M_FORBIDDEN":
                     raise SsoFailed("invite_needed", 403, e.message) from None
                 if e.errcode != "M_USER_IN_USE":
                     raise SsoFailed("provider", 400, e.message) from None
         raise SsoFailed("username", 409, "no free username for this account")
+
+    async def _import_avatar(self, identity: Identity, localpart: str | None) -> str | None:
+        """The upstream picture copied into our media repository (Mastodon), before the account is
+        made so that it is created with it; None when there is none or it cannot be had."""
+        upstream = self.providers.get(identity.provider)
+        picture = identity.claims.get("picture")
+        if self.store_avatar is None or not isinstance(upstream, MastodonProvider) or not isinstance(picture, str):
+            return None
+        fetched = await upstream.fetch_avatar(picture)
+        if fetched is None:
+            return None
+        uploader = self.accounts.user_id(localpart) if localpart else f"@{identity.provider}:{self.config.server_name}"
+        try:
+            return await self.store_avatar(uploader, *fetched)
+        except MatrixError:
+            return None  # too large for this server, say: the account comes without a picture

@@ -65,6 +65,7 @@ ENGLISH: dict[str, str] = {
     "sso_continue": "Continue to {host}",
     "sso_cancel": "If you did not start this, close this page: nothing more happens.",
     "sso_with": "Or sign up with",
+    "sso_only": "Sign up with your account at",
     "sso_error_title": "Sign-in did not work",
     "sso_error_state": "This sign-in link was already used, has expired or was opened in another browser. "
     "Go back to your app and start again.",
@@ -102,6 +103,11 @@ ENGLISH: dict[str, str] = {
     "this, so nothing was confirmed. Go back to your app and try again, signing in as yourself.",
     "sso_error_uia_unsupported": "This step cannot be completed in the browser on {server}. Go back to your app.",
     "sso_error_uia_too_many": "Too many attempts. Please wait a minute and try again.",
+    "sso_error_account_bot": "Accounts marked as bots cannot sign in to {server} this way.",
+    "sso_error_account_restricted": "Your account at the sign-in provider cannot sign in to {server}: it is "
+    "suspended, limited, awaiting approval, or its e-mail address is not confirmed yet.",
+    "sso_error_account_young": "Your account at the sign-in provider is too new to sign in to {server}. "
+    "Please try again in a few days.",
 }
 
 CATALOGUE: dict[str, dict[str, str]] = {"en": ENGLISH}
