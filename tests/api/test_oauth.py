@@ -15,7 +15,6 @@ from .oauth_helpers import (
     DEVICE_SCOPE,
     FORM,
     OAUTH,
-    WEB_CLIENT,
     Clock,
     login_with_code,
     oauth_server,
