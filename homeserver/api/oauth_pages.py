@@ -39,7 +39,7 @@ from homeserver.auth.oauth.metadata import (
     OAUTH_PREFIX,
     UNSTABLE_ACTIONS,
 )
-from homeserver.auth.sso import INVITE_PARAM
+from homeserver.auth.sso import INVITE_PARAM, check_redirect_url
 from homeserver.auth.tokens import Requester
 from homeserver.errors import MatrixError
 from homeserver.web.catalogue import Strings, best_language
@@ -545,6 +545,27 @@ def register(router: Router, hs: HomeServer) -> None:
         browser.allow_cross_signing_reset(user_id)
         return message(request, t.account_cross_signing, t.account_cross_signing_done)
 
+    async def legacy_sso(request: web.Request) -> web.Response:
+        # the end of `m.login.sso` for OAuth aware clients: the signed-in user's login token to the
+        # client, after a confirmation unless its host is trusted (as homeserver/auth/sso.py does)
+        try:
+            redirect_url = check_redirect_url(request.query.get("redirectUrl"))
+        except MatrixError:
+            return not_redirectable(request, "bad_redirect")
+        user_id = user_of(request)
+        if user_id is None:
+            return login_page(request, safe_next(request.path_qs))
+        token, _ = hs.login_tokens.issue(user_id)
+        without_fragment, hash_sign, fragment = redirect_url.partition("#")
+        sep = "&" if urlsplit(without_fragment).query else "?"
+        redirect_to = f"{without_fragment}{sep}{urlencode({'loginToken': token})}{hash_sign}{fragment}"
+        host = urlsplit(redirect_url).hostname or ""
+        if host in hs.config.sso.client_hosts:
+            return go(redirect_to)
+        body = pages.render("sso_confirm.html", lang_of(request), host=host, user_id=user_id, redirect_to=redirect_to)
+        return html(body)
+
+    router.add("GET", f"{OAUTH_PREFIX}/legacy_sso", legacy_sso)
     router.add("GET", AUTHORIZE_PATH, authorize)
     router.add("GET", CONSENT_PATH, consent_page)
     router.add("POST", CONSENT_PATH, consent)

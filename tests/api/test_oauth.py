@@ -209,3 +209,44 @@ async def test_uia_is_skipped_for_oauth_sessions_but_cross_signing_reset_asks_m_
         )
         assert status == 200, body
         assert urlsplit(url).path == "/_homeserver/account"
+
+
+async def test_legacy_sso_leads_oauth_aware_clients_through_the_sign_in_page(tmp_path: Path) -> None:
+    async with oauth_server(tmp_path, sso={"client_hosts": ["trusted.example"]}) as h:
+        await h.user("alice", password=PASSWORD)
+        status, flows = await h.request("GET", "login")
+        assert status == 200
+        sso = [f for f in flows["flows"] if f["type"] == "m.login.sso"]
+        assert sso == [{"type": "m.login.sso", "identity_providers": [], "oauth_aware_preferred": True}]
+        assert {"type": "m.login.password"} in flows["flows"]
+        resp = await h.client.get(
+            "/_matrix/client/v3/login/sso/redirect",
+            params={"redirectUrl": "https://trusted.example/app?x=1", "action": "login"},
+            allow_redirects=False,
+        )
+        assert resp.status == 302
+        page = await h.client.get(resp.headers["Location"], allow_redirects=False)
+        text = await page.text()
+        assert page.status == 200 and 'name="password"' in text
+        from .oauth_helpers import csrf_of, hidden, post_form
+
+        fields = {"csrf": csrf_of(text), "next": hidden(text, "next"), "username": "alice", "password": PASSWORD}
+        status, _, location = await post_form(h, f"{OAUTH}/login", fields)
+        assert status == 303 and location is not None
+        resp = await h.client.get(location, allow_redirects=False)
+        target = resp.headers["Location"]
+        assert resp.status == 303 and target.startswith("https://trusted.example/app?x=1&loginToken=")
+        token = target.split("loginToken=")[1]
+        status, body = await h.request("POST", "login", json={"type": "m.login.token", "token": token})
+        assert status == 200 and body["user_id"] == "@alice:hs.test"
+        resp = await h.client.get(
+            "/_matrix/client/v3/login/sso/redirect",
+            params={"redirectUrl": "https://other.example/", "action": "register"},
+            allow_redirects=False,
+        )
+        assert resp.status == 302 and resp.headers["Location"].startswith(f"{OAUTH}/signup?")
+        # an untrusted client host gets the confirmation page first
+        resp = await h.client.get(
+            f"{OAUTH}/legacy_sso", params={"redirectUrl": "https://other.example/"}, allow_redirects=False
+        )
+        assert resp.status == 200 and "Continue to other.example" in await resp.text()
