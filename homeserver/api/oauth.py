@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 
 from homeserver.api.bodies import client_ip
-from homeserver.api.http import Router, json_object, json_response
+from homeserver.api.http import Router, json_object, json_response, read_body
 from homeserver.auth.oauth.errors import OAuthError
 from homeserver.auth.oauth.metadata import (
     DEVICE_AUTHORIZATION_PATH,
@@ -40,10 +41,17 @@ async def read_form(request: web.Request) -> dict[str, str]:
     format); `invalid_request` for anything else."""
     if request.content_type != "application/x-www-form-urlencoded":
         raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
-    if request.content_length is None or request.content_length > MAX_FORM_BYTES:
-        raise OAuthError("invalid_request", f"the body must be at most {MAX_FORM_BYTES} bytes, with a length")
-    form = await request.post()
-    return {k: v for k, v in form.items() if isinstance(v, str)}
+    try:
+        raw = await read_body(request, MAX_FORM_BYTES)
+        pairs = parse_qsl(raw.decode(), keep_blank_values=True, strict_parsing=False)
+    except (MatrixError, UnicodeDecodeError):
+        raise OAuthError("invalid_request", f"the body must be a form of at most {MAX_FORM_BYTES} bytes") from None
+    form: dict[str, str] = {}
+    for key, value in pairs:
+        if key in form:  # RFC 6749 3.2: parameters must not be repeated
+            raise OAuthError("invalid_request", f"{key} is repeated")
+        form[key] = value
+    return form
 
 
 def oauth_errors(

@@ -75,6 +75,14 @@ def safe_next(value: str | None, default: str = ACCOUNT_PATH) -> str:
     return value
 
 
+def form_action_source(uri: str) -> str:
+    """The CSP source that admits `uri`: its origin, or its scheme for a private-use scheme."""
+    parts = urlsplit(uri)
+    if parts.scheme in ("http", "https") and parts.netloc:
+        return f"{parts.scheme}://{parts.netloc}"
+    return f"{parts.scheme}:"
+
+
 def _when(ms: object) -> str:
     if not isinstance(ms, int):
         return ""
@@ -96,8 +104,22 @@ def register(router: Router, hs: HomeServer) -> None:
     def csrf_of(request: web.Request) -> str:
         return request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
 
-    def page(request: web.Request, template: str, csrf: str, status: int = 200, **context: Any) -> web.Response:
+    def page(
+        request: web.Request,
+        template: str,
+        csrf: str,
+        status: int = 200,
+        *,
+        redirect_to: str | None = None,
+        **context: Any,
+    ) -> web.Response:
         response = html(pages.render(template, lang_of(request), csrf=csrf, **context), status)
+        if redirect_to is not None:
+            # browsers apply form-action to the redirect that answers a form: allow the client's one
+            csp = PAGE_HEADERS["Content-Security-Policy"]
+            response.headers["Content-Security-Policy"] = csp.replace(
+                "form-action 'self'", f"form-action 'self' {form_action_source(redirect_to)}"
+            )
         response.set_cookie(
             CSRF_COOKIE, csrf, path=COOKIE_PATH, httponly=True, samesite="Strict", secure=request.secure, max_age=3600
         )
@@ -258,6 +280,7 @@ def register(router: Router, hs: HomeServer) -> None:
             request,
             "oauth_consent.html",
             csrf_of(request),
+            redirect_to=auth.redirect_uri,
             client=auth.client_name,
             host=urlsplit(auth.redirect_uri).hostname or urlsplit(str(client.get("client_uri", ""))).hostname,
             user_id=user_id,

@@ -328,3 +328,27 @@ async def test_oauth_endpoints_are_rate_limited(tmp_path: Path) -> None:
             resp = await h.client.post(f"{OAUTH}/register", json=WEB_CLIENT)
             statuses.append(resp.status)
         assert statuses == [201, 201, 201, 429, 429]
+
+
+async def test_consent_page_lets_the_form_answer_redirect_to_the_client_only(tmp_path: Path) -> None:
+    async with oauth_server(tmp_path) as h:
+        await h.user("alice", password=PASSWORD)
+        client_id = await register_client(h)
+        _, challenge = pkce()
+        status, page, _ = await get(h, f"{OAUTH}/authorize", **authorize_query(client_id, challenge))
+        fields = {"csrf": csrf_of(page), "next": hidden(page, "next"), "username": "alice", "password": PASSWORD}
+        _, _, location = await post_form(h, f"{OAUTH}/login", fields)
+        assert location is not None
+        resp = await h.client.get(location)
+        # browsers apply form-action to the redirect answering the consent form
+        assert "form-action 'self' https://chat.example;" in resp.headers["Content-Security-Policy"]
+        login = await h.client.get(f"{OAUTH}/login")
+        assert "form-action 'self';" in login.headers["Content-Security-Policy"]
+
+
+async def test_token_endpoint_refuses_repeated_parameters(tmp_path: Path) -> None:
+    async with oauth_server(tmp_path) as h:
+        client_id = await register_client(h)
+        body = f"grant_type=refresh_token&client_id={client_id}&refresh_token=a&refresh_token=b"
+        resp = await h.client.post(f"{OAUTH}/token", data=body, headers=FORM)
+        assert resp.status == 400 and (await resp.json())["error"] == "invalid_request"
