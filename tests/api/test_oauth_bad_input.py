@@ -335,7 +335,7 @@ async def test_consent_page_lets_the_form_answer_redirect_to_the_client_only(tmp
         await h.user("alice", password=PASSWORD)
         client_id = await register_client(h)
         _, challenge = pkce()
-        status, page, _ = await get(h, f"{OAUTH}/authorize", **authorize_query(client_id, challenge))
+        _, page, _ = await get(h, f"{OAUTH}/authorize", **authorize_query(client_id, challenge))
         fields = {"csrf": csrf_of(page), "next": hidden(page, "next"), "username": "alice", "password": PASSWORD}
         _, _, location = await post_form(h, f"{OAUTH}/login", fields)
         assert location is not None
