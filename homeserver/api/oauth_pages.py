@@ -261,7 +261,7 @@ def register(router: Router, hs: HomeServer) -> None:
         except RedirectError as e:
             return go(e.location)
         consent = f"{CONSENT_PATH}?{urlencode({'req': auth.id})}"
-        if auth.prompt == "create":
+        if auth.prompt == "create" and browser.signup_open():
             return signup_page(request, consent)  # spec: "User registration"
         if user_of(request) is not None and auth.prompt != "login":
             return go(consent)

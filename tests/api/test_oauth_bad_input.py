@@ -242,6 +242,11 @@ async def test_wrong_or_missing_verifier_and_other_clients_get_invalid_grant(tmp
         status, body = await token_request(h, {**exchange(client_id, code, verifier), "client_id": "oc_nope"})
         assert (status, body["error"]) == (401, "invalid_client")
         status, body = await token_request(h, {"grant_type": "password", "client_id": client_id})
+        assert (status, body["error"]) == (400, "unsupported_grant_type")
+        code_only = await register_client(h, {**WEB_CLIENT, "grant_types": ["authorization_code", "refresh_token"]})
+        status, body = await token_request(
+            h, {"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "client_id": code_only}
+        )
         assert (status, body["error"]) == (400, "unauthorized_client")
 
 

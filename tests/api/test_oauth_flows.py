@@ -380,3 +380,14 @@ async def test_account_page_cross_signing_reset_and_deactivation(tmp_path: Path)
         assert status == 200 and h.hs.accounts.account(alice.user_id)["deactivated"]  # type: ignore[index]
         status, page, _ = await get(h, "/_homeserver/account")
         assert 'name="password"' in page  # signed out with the account
+
+
+async def test_prompt_create_on_a_closed_server_shows_sign_in_without_sign_up(tmp_path: Path) -> None:
+    async with oauth_server(tmp_path, registration="closed") as h:
+        await h.user("alice", password=PASSWORD)
+        client_id = await register_client(h)
+        _, challenge = pkce()
+        status, page, _ = await get(h, f"{OAUTH}/authorize", **authorize_query(client_id, challenge, prompt="create"))
+        assert status == 200 and 'name="password2"' not in page and 'id="signup"' not in page
+        status, page, _ = await get(h, f"{OAUTH}/signup")
+        assert status == 403

@@ -32,7 +32,14 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 from homeserver.auth.accounts import Accounts
-from homeserver.auth.oauth.clients import AUTHORIZATION_CODE, DEVICE_CODE, REFRESH_TOKEN, OAuthClients, redirect_matches
+from homeserver.auth.oauth.clients import (
+    AUTHORIZATION_CODE,
+    DEVICE_CODE,
+    GRANT_TYPES,
+    REFRESH_TOKEN,
+    OAuthClients,
+    redirect_matches,
+)
 from homeserver.auth.oauth.errors import OAuthError
 from homeserver.auth.oauth.scopes import Grant, parse_scope
 from homeserver.auth.tokens import OAuthGrant, RefreshReplayed, Session, Tokens
@@ -242,15 +249,15 @@ class OAuthServer:
         client = self.clients.get(client_id)
         if client is None or client_id is None:
             raise OAuthError("invalid_client", "unknown client", 401)
+        if grant_type not in GRANT_TYPES:
+            raise OAuthError("unsupported_grant_type", "grant types: authorization_code, refresh_token, device_code")
         if grant_type not in client.get("grant_types", []) and grant_type != REFRESH_TOKEN:
             raise OAuthError("unauthorized_client", f"the client did not register the {grant_type} grant")
         if grant_type == AUTHORIZATION_CODE:
             return (await self._code_grant(form, client_id, client)).to_json()
         if grant_type == REFRESH_TOKEN:
             return (await self._refresh_grant(form, client_id)).to_json()
-        if grant_type == DEVICE_CODE:
-            return (await self._device_grant(form, client_id, client)).to_json()
-        raise OAuthError("unsupported_grant_type", "grant types: authorization_code, refresh_token, device_code")
+        return (await self._device_grant(form, client_id, client)).to_json()
 
     async def _code_grant(self, form: dict[str, str], client_id: str, client: dict[str, Any]) -> TokenAnswer:
         code = self._codes.get(form.get("code", ""))
