@@ -5,6 +5,10 @@ required field; `prompt_values_supported: ["create"]` when accounts can be made;
 authorization endpoint; `account_management_uri` with the actions it supports. Every URL is built
 from `public_baseurl`, so it is https whenever that is (Element X refuses http metadata); the
 issuer is the base URL with a slash and never has a query or fragment.
+
+No `jwks_uri` and no ID tokens: the Matrix OAuth 2.0 API needs neither. Clients of the older
+OpenID Connect drafts (matrix-js-sdk up to 41, which fetch the signing keys through oidc-client-ts)
+fail their discovery on that and keep to the legacy login API, which works as before.
 """
 
 from __future__ import annotations
