@@ -76,6 +76,8 @@ class RateLimits(BaseModel):
     media: RateLimit = RateLimit(per_second=2, burst=20)
     # per origin server, over every authenticated federation request (transactions, fetches, joins)
     federation: RateLimit = RateLimit(per_second=50, burst=300)
+    # per client address, over the OAuth 2.0 endpoints and pages (registration, token, device codes)
+    oauth: RateLimit = RateLimit(per_second=2, burst=30)
 
 
 class HttpLimits(BaseModel):
@@ -266,6 +268,33 @@ class SsoConfig(BaseModel):
         return self
 
 
+class OAuthConfig(BaseModel):
+    """The OAuth 2.0 API (homeserver/auth/oauth/): how Element X and other OAuth clients log in and
+    sign up. The pages live under /_homeserver/oauth/ and /_homeserver/account."""
+
+    model_config = CLOSED
+    enabled: bool = Field(default=True, description="serve the OAuth 2.0 API (auth_metadata and its endpoints)")
+    access_token_lifetime_s: int = Field(
+        default=300, ge=30, description="seconds an OAuth access token works before the client refreshes it"
+    )
+    refresh_grace_s: int = Field(
+        default=60,
+        ge=0,
+        description="seconds a used refresh token may be used again (a client that lost the answer); later "
+        "reuse ends the session",
+    )
+    code_lifetime_s: int = Field(default=300, ge=10, description="seconds an authorization code can be exchanged")
+    device_code_lifetime_s: int = Field(
+        default=900, ge=60, description="seconds a device code (device authorization grant) stays valid"
+    )
+    device_poll_interval_s: int = Field(
+        default=5, ge=1, description="seconds a device must wait between polls of the token endpoint"
+    )
+    web_session_lifetime_s: int = Field(
+        default=3600, ge=60, description="seconds the browser stays signed in to the login and account pages"
+    )
+
+
 class PushConfig(BaseModel):
     """Delivering notifications to push gateways (homeserver/push/delivery.py). Email pushers are
     not supported."""
@@ -349,6 +378,7 @@ class Config(BaseModel):
     invites: InvitesConfig = InvitesConfig()
     sso: SsoConfig = SsoConfig()
     push: PushConfig = PushConfig()
+    oauth: OAuthConfig = OAuthConfig()
 
     @property
     def listen_host(self) -> str:

@@ -34,6 +34,9 @@ from homeserver.auth.invites import Invites
 from homeserver.auth.login import Login
 from homeserver.auth.login_tokens import LoginTokens
 from homeserver.auth.moderation import Moderation
+from homeserver.auth.oauth.browser import BrowserAccounts
+from homeserver.auth.oauth.clients import OAuthClients
+from homeserver.auth.oauth.grants import OAuthServer
 from homeserver.auth.openid import OpenIdTokens
 from homeserver.auth.passwords import Passwords
 from homeserver.auth.registration import Registration
@@ -115,6 +118,8 @@ ROUTE_MODULES: tuple[str, ...] = (
     "homeserver.api.client.openid",
     "homeserver.api.pages",
     "homeserver.api.uia_fallback",
+    "homeserver.api.oauth",
+    "homeserver.api.oauth_pages",
 )
 
 
@@ -139,7 +144,12 @@ class HomeServer:
         self._persisted_listeners: list[Callable[[PersistedEvent], None]] = []
         self.pipeline = EventPipeline(self.db, self.identity, clock=clock, on_persisted=self._on_persisted)
         self.passwords = Passwords(config.password_hash_cost)
-        self.tokens = Tokens(self.db, clock)
+        self.tokens = Tokens(
+            self.db,
+            clock,
+            oauth_lifetime_ms=config.oauth.access_token_lifetime_s * 1000,
+            oauth_grace_ms=config.oauth.refresh_grace_s * 1000,
+        )
         self.accounts = Accounts(self.db, config.server_name, self.passwords, self.tokens, clock)
         self.ratelimiter = RateLimiter(config.rate_limits)
         # the half of federation that asks other servers, which rooms and profiles use; None when off
@@ -204,6 +214,14 @@ class HomeServer:
         self.sso = SingleSignOn(config, self.accounts, self.registration, self.login_tokens, db.external_ids, clock)
         self.sso_reauth = SsoReauth(self.uia, self.sso, db.external_ids)  # m.login.sso in UIA
         self.sso.store_avatar = self._store_avatar  # Mastodon pictures go into the media repository
+        # the OAuth 2.0 API: clients, grants and tokens, and the pages' signed-in browsers
+        self.oauth_clients = OAuthClients(db.oauth_clients, clock)
+        self.oauth = OAuthServer(config.oauth, self.oauth_clients, self.accounts, self.tokens, clock)
+        self.browser_accounts = BrowserAccounts(
+            config, self.accounts, self.login, self.registration, self.ratelimiter, clock
+        )
+        self.auth.oauth_reset_allowed = self.browser_accounts.cross_signing_reset_allowed
+        self.auth.account_url = f"{self.invites.base_url()}/_homeserver/account"
         self.deactivation = Deactivation(self.queries, self.accounts, self.pipeline)
         self.e2ee = E2EE(
             db.store,

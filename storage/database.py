@@ -18,6 +18,7 @@ from storage import (
     federation_queue,
     key_backup,
     media,
+    oauth_clients,
     one_time_keys,
     openid,
     profiles,
@@ -45,6 +46,7 @@ from storage.external_ids import ExternalIdStore
 from storage.filters import FilterStore
 from storage.key_backup import KeyBackupStore
 from storage.media import MediaStore
+from storage.oauth_clients import OAuthClientStore
 from storage.one_time_keys import OneTimeKeyStore
 from storage.openid import OpenIdStore
 from storage.presence import PresenceStore
@@ -87,6 +89,7 @@ ALL_TABLES: tuple[Table, ...] = (
     *key_backup.TABLES,
     *openid.TABLES,
     *external_ids.TABLES,
+    *oauth_clients.TABLES,
     *server_keys.TABLES,
     *federation_queue.TABLES,
 )
@@ -120,6 +123,7 @@ class Database:
         self.key_backup = KeyBackupStore(self.store)
         self.openid = OpenIdStore(self.store)
         self.external_ids = ExternalIdStore(self.store)
+        self.oauth_clients = OAuthClientStore(self.store)
         self.registration_tokens = RegistrationTokenStore(self.store)
         self.media = MediaStore(self.store)
         self.profiles = ProfileStore(self.store)

@@ -146,7 +146,18 @@ def register(router: Router, hs: HomeServer) -> None:
                 return html(pages.render("invite_status.html", language(request), status="unknown"), 429)
             return status_page(request, view.status)
         csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
-        return invite_page(request, token, csrf)
+        response = invite_page(request, token, csrf)
+        # an app that signs up through the OAuth pages (Element X) finds the invite filled in there
+        response.set_cookie(
+            "hs_invite",
+            token,
+            path="/_homeserver/",
+            httponly=True,
+            samesite="Lax",
+            secure=request.secure,
+            max_age=86_400,
+        )
+        return response
 
     async def post_invite(request: web.Request) -> web.Response:
         token = request.match_info["token"]
@@ -199,11 +210,13 @@ def register(router: Router, hs: HomeServer) -> None:
         except SsoFailed as e:
             log.info("single sign-on with %s failed: %s", provider, e.detail or e.reason)
             return html(pages.render("sso_error.html", lang, reason=e.reason), e.status)
+        # the OAuth pages' own hand-off (homeserver/api/oauth_pages.py) needs no confirmation
+        own = done.redirect_to.startswith(f"{hs.invites.base_url()}/_homeserver/oauth/")
         if done.page == "uia_done":
             response = auth_done_page(hs, lang)
         elif done.welcome:
             response = html(signed_up_page(lang, done.user_id))
-        elif not done.confirm:
+        elif not done.confirm or own:
             response = web.Response(status=302, headers={**PAGE_HEADERS, "Location": done.redirect_to})
         else:
             body = pages.render(

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from homeserver.auth.passwords import Passwords
-from homeserver.auth.tokens import Session, Tokens
+from homeserver.auth.tokens import OAuthGrant, Session, Tokens
 from homeserver.errors import MatrixError
 from homeserver.protocol.identifiers import is_valid_localpart
 from storage.database import Database
@@ -202,11 +202,18 @@ class Accounts:
         display_name: str | None = None,
         refreshable: bool = False,
         ip: str | None = None,
+        oauth: OAuthGrant | None = None,
     ) -> Session:
-        """Log a device in: create (or reuse) the device and issue its tokens."""
+        """Log a device in: create (or reuse) the device and issue its tokens (`oauth`: of an OAuth
+        2.0 session, which Requester.oauth_client then names)."""
         batch = self.db.store.batch()
         with batch:
-            session = self._start_session(batch, user_id, LoginOptions(device_id, display_name, refreshable, ip))
+            account = self.db.accounts.account(user_id) if oauth is not None else {}
+            if account is None or account.get("deactivated"):  # checked in the batch: no device for a gone account
+                raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
+            options = LoginOptions(device_id, display_name, refreshable, ip)
+            options.oauth = oauth
+            session = self._start_session(batch, user_id, options)
             await batch.commit()
         return session
 
@@ -228,7 +235,7 @@ class Accounts:
         if login.ip is not None:
             device["last_seen_ip"] = login.ip
         self.db.accounts.put_device(user_id, device_id, device, batch)
-        return self.tokens.issue(user_id, device_id, batch, refreshable=login.refreshable)
+        return self.tokens.issue(user_id, device_id, batch, refreshable=login.refreshable, oauth=login.oauth)
 
     def devices(self, user_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
         return self.db.accounts.devices(user_id)
@@ -326,7 +333,7 @@ class Accounts:
 class LoginOptions:
     """What a new session asks for: the device (new or reused), its name, refresh support, the client ip."""
 
-    __slots__ = ("device_id", "display_name", "ip", "refreshable")
+    __slots__ = ("device_id", "display_name", "ip", "oauth", "refreshable")
 
     def __init__(
         self,
@@ -339,6 +346,7 @@ class LoginOptions:
         self.display_name = display_name
         self.refreshable = refreshable
         self.ip = ip
+        self.oauth: OAuthGrant | None = None
 
 
 def checked_device_name(name: str) -> str:

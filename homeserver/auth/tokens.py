@@ -25,7 +25,16 @@ REFRESHABLE_TOKEN_LIFETIME_MS = 5 * 60 * 1000
 
 
 class Requester:
-    __slots__ = ("device_id", "is_admin", "is_guest", "is_locked", "is_suspended", "token_hash", "user_id")
+    __slots__ = (
+        "device_id",
+        "is_admin",
+        "is_guest",
+        "is_locked",
+        "is_suspended",
+        "oauth_client",
+        "token_hash",
+        "user_id",
+    )
 
     user_id: Final[str]
     device_id: Final[str]
@@ -34,6 +43,7 @@ class Requester:
     is_admin: Final[bool]
     is_locked: Final[bool]
     is_suspended: Final[bool]
+    oauth_client: Final[str | None]  # the OAuth client the token was issued to; None for legacy logins
 
     def __init__(
         self,
@@ -44,6 +54,7 @@ class Requester:
         is_admin: bool = False,
         is_locked: bool = False,
         is_suspended: bool = False,
+        oauth_client: str | None = None,
     ) -> None:
         self.user_id = user_id
         self.device_id = device_id
@@ -52,6 +63,26 @@ class Requester:
         self.is_admin = is_admin
         self.is_locked = is_locked
         self.is_suspended = is_suspended
+        self.oauth_client = oauth_client
+
+
+class OAuthGrant:
+    """What an OAuth 2.0 session was granted: the client and the scope (spec: OAuth 2.0 API "Scope")."""
+
+    __slots__ = ("client_id", "scope")
+
+    def __init__(self, client_id: str, scope: str) -> None:
+        self.client_id = client_id
+        self.scope = scope
+
+
+class RefreshReplayed(Exception):
+    """An OAuth refresh token was used again after its grace period: the session must end."""
+
+    def __init__(self, user_id: str, device_id: str) -> None:
+        super().__init__(f"refresh token replayed for {user_id} {device_id}")
+        self.user_id = user_id
+        self.device_id = device_id
 
 
 class Session:
@@ -76,9 +107,18 @@ def new_token(prefix: str) -> str:
 
 
 class Tokens:
-    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Callable[[], float] = time.time,
+        *,
+        oauth_lifetime_ms: int = REFRESHABLE_TOKEN_LIFETIME_MS,
+        oauth_grace_ms: int = 60_000,
+    ) -> None:
         self.db = db
         self.clock = clock
+        self.oauth_lifetime_ms = oauth_lifetime_ms
+        self.oauth_grace_ms = oauth_grace_ms
         self._cache: LruCache[bytes, tuple[Requester, int | None]] = db.caches.lru("auth.tokens", "auth.tokens")
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -86,17 +126,30 @@ class Tokens:
         return int(self.clock() * 1000)
 
     def issue(
-        self, user_id: str, device_id: str, batch: Batch, *, refreshable: bool, prev_refresh: bytes | None = None
+        self,
+        user_id: str,
+        device_id: str,
+        batch: Batch,
+        *,
+        refreshable: bool,
+        prev_refresh: bytes | None = None,
+        oauth: OAuthGrant | None = None,
     ) -> Session:
         """New tokens for a device, written by `batch`. `prev_refresh`: the refresh token these replace,
-        revoked once the new ones are used (spec: "Refreshing access tokens")."""
+        revoked once the new ones are used (spec: "Refreshing access tokens"). `oauth`: tokens of an
+        OAuth 2.0 session, always refreshable, with the OAuth access-token lifetime."""
         token = new_token("mat")
-        expires_at = self._now_ms() + REFRESHABLE_TOKEN_LIFETIME_MS if refreshable else None
+        lifetime = self.oauth_lifetime_ms if oauth is not None else REFRESHABLE_TOKEN_LIFETIME_MS
+        refreshable = refreshable or oauth is not None
+        expires_at = self._now_ms() + lifetime if refreshable else None
         info: dict[str, object] = {"user_id": user_id, "device_id": device_id, "created_ts": self._now_ms()}
         if expires_at is not None:
             info["expires_at"] = expires_at
-        if prev_refresh is not None:
+        if prev_refresh is not None and oauth is None:
             info["prev_refresh"] = prev_refresh.hex()
+        if oauth is not None:
+            info["oauth"] = oauth.client_id
+            info["scope"] = oauth.scope
         self.db.accounts.put_access_token(token_hash(token), info, batch)
         refresh = None
         if refreshable:
@@ -104,8 +157,64 @@ class Tokens:
             refresh_info = {"user_id": user_id, "device_id": device_id, "access_token": token_hash(token).hex()}
             if prev_refresh is not None:
                 refresh_info["prev"] = prev_refresh.hex()
+            if oauth is not None:
+                refresh_info["oauth"] = oauth.client_id
+                refresh_info["scope"] = oauth.scope
             self.db.accounts.put_refresh_token(token_hash(refresh), refresh_info, batch)
-        return Session(token, device_id, refresh, REFRESHABLE_TOKEN_LIFETIME_MS if refreshable else None)
+        return Session(token, device_id, refresh, lifetime if refreshable else None)
+
+    async def refresh_oauth(self, refresh_token: str, client_id: str) -> tuple[Session, str]:
+        """spec: OAuth 2.0 API "Refresh token grant": new access and refresh tokens; (session, scope).
+
+        The used refresh token is kept as spent. Used again within the grace period (the client lost
+        the answer), the tokens that answer carried are revoked and new ones issued; used again later,
+        the session is taken as compromised: `RefreshReplayed`. Unknown tokens, tokens of another
+        client or of a deactivated account: `LookupError`.
+        """
+        h = token_hash(refresh_token)
+        info = self.db.accounts.refresh_token(h)
+        if info is None or info.get("oauth") != client_id:
+            raise LookupError("unknown refresh token")
+        user_id, device_id = info["user_id"], info["device_id"]
+        account = self.db.accounts.account(user_id) or {}
+        if account.get("deactivated"):
+            raise LookupError("deactivated account")
+        now = self._now_ms()
+        dropped: list[bytes] = []
+        batch = self.db.store.batch()
+        with batch:
+            successor = info.get("next")
+            if successor is not None:
+                if now - int(info.get("used_ts", 0)) > self.oauth_grace_ms:
+                    raise RefreshReplayed(user_id, device_id)
+                nxt = self.db.accounts.refresh_token(bytes.fromhex(successor))
+                if nxt is not None:  # the answer the client lost: its tokens go
+                    dropped.append(bytes.fromhex(nxt["access_token"]))
+                    self.db.accounts.delete_access_token(dropped[-1], user_id, device_id, batch)
+                    self.db.accounts.delete_refresh_token(bytes.fromhex(successor), user_id, device_id, batch)
+            else:
+                dropped.append(bytes.fromhex(info["access_token"]))
+                self.db.accounts.delete_access_token(dropped[-1], user_id, device_id, batch)
+                previous = info.pop("prev", None)
+                if previous is not None:  # two steps back: no longer kept to detect replays
+                    self.db.accounts.delete_refresh_token(bytes.fromhex(previous), user_id, device_id, batch)
+                info["used_ts"] = now
+            grant = OAuthGrant(client_id, str(info.get("scope", "")))
+            session = self.issue(user_id, device_id, batch, refreshable=True, prev_refresh=h, oauth=grant)
+            assert session.refresh_token is not None
+            info["next"] = token_hash(session.refresh_token).hex()
+            self.db.accounts.put_refresh_token(h, info, batch)
+            await batch.commit()
+        self.forget(dropped)
+        return session, grant.scope
+
+    def token_owner(self, token: str) -> tuple[str, str] | None:
+        """(user id, device id) of an access or refresh token, for revocation; None if unknown."""
+        h = token_hash(token)
+        info = self.db.accounts.access_token(h) or self.db.accounts.refresh_token(h)
+        if info is None:
+            return None
+        return str(info["user_id"]), str(info["device_id"])
 
     async def refresh(self, refresh_token: str) -> Session:
         """New access and refresh tokens for a refresh token (spec: POST /refresh).
@@ -116,7 +225,7 @@ class Tokens:
         """
         h = token_hash(refresh_token)
         info = self.db.accounts.refresh_token(h)
-        if info is None:
+        if info is None or "oauth" in info:  # OAuth sessions refresh at the OAuth token endpoint
             raise MatrixError(401, "M_UNKNOWN_TOKEN", "Unknown refresh token", soft_logout=False)
         user_id, device_id = info["user_id"], info["device_id"]
         account = self.db.accounts.account(user_id) or {}
@@ -179,6 +288,7 @@ class Tokens:
                 is_admin=bool(account.get("admin")),
                 is_locked=bool(account.get("locked")),
                 is_suspended=bool(account.get("suspended")),
+                oauth_client=info.get("oauth"),
             )
             cached = (requester, info.get("expires_at"))
             if "prev_refresh" in info:

@@ -134,7 +134,10 @@ class Crawl:
                 error = None
             # spec: "User-interactive authentication API" — a 401 may be the flows, without errcode
             uia = resp.status == 401 and isinstance(error, dict) and "flows" in error
-            if not uia and not (isinstance(error, dict) and isinstance(error.get("errcode"), str)):
+            # the OAuth 2.0 API's endpoints answer OAuth's errors (RFC 6749 5.2: `error`), not Matrix's
+            oauth = path.startswith("/_homeserver/oauth/")
+            oauth = oauth and isinstance(error, dict) and isinstance(error.get("error"), str)
+            if not uia and not oauth and not (isinstance(error, dict) and isinstance(error.get("errcode"), str)):
                 self.failures.append(f"no errcode: {what}")
         self.statuses[str(resp.status)] = self.statuses.get(str(resp.status), 0) + 1
         return resp.status, answer

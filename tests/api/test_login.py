@@ -10,6 +10,7 @@ from .auth_helpers import NO_LIMITS, PASSWORD, bearer, login
 from .conftest import Harness
 
 
+@pytest.mark.parametrize("harness", [{"oauth": {"enabled": False}}], indirect=True)  # OAuth adds m.login.sso
 async def test_login_flows(harness: Harness) -> None:
     status, body = await harness.request("GET", "login")
     assert status == 200 and body == {

@@ -136,6 +136,7 @@ async def test_support_well_known_configured(harness: Harness) -> None:
     assert body["contacts"] == [{"role": "m.role.admin", "matrix_id": "@admin:hs.test"}]
 
 
+@pytest.mark.parametrize("harness", [{"oauth": {"enabled": False}}], indirect=True)  # OAuth offers m.login.sso
 async def test_support_well_known_unconfigured_and_sso_absent(harness: Harness) -> None:
     status, body = await harness.request("GET", "/.well-known/matrix/support")
     assert status == 404 and body["errcode"] == "M_NOT_FOUND"

@@ -171,6 +171,7 @@ async def test_login_flows_list_the_provider(tmp_path: Path) -> None:
             {
                 "type": "m.login.sso",
                 "identity_providers": [{"id": "idp", "name": "Our Provider", "icon": "mxc://hs.example/icon"}],
+                "oauth_aware_preferred": True,  # the OAuth 2.0 API is on by default
             }
         ]
 

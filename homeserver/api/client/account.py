@@ -79,6 +79,7 @@ def register(router: Router, hs: HomeServer) -> None:
         requester = hs.auth.optional_requester(request)
         body = await read(request, PasswordBody)
         check_password_value(body.new_password, name="new_password")
+        hs.auth.refuse_oauth_uia(requester)
         session = await hs.uia.authenticate(
             body.auth,
             hs.uia.flows_for(requester.user_id) if requester else PASSWORD_FLOWS,
@@ -99,6 +100,7 @@ def register(router: Router, hs: HomeServer) -> None:
     async def deactivate(request: web.Request) -> web.Response:
         requester = hs.auth.optional_requester(request)
         body = await read(request, DeactivateBody)
+        hs.auth.refuse_oauth_uia(requester)
         session = await hs.uia.authenticate(
             body.auth,
             hs.uia.flows_for(requester.user_id) if requester else PASSWORD_FLOWS,

@@ -67,6 +67,7 @@ def register(router: Router, hs: HomeServer) -> None:
     async def delete_device(request: web.Request) -> web.Response:
         requester = hs.auth.requester(request)
         body = await read(request, DeleteDeviceBody, allow_empty=True)
+        hs.auth.refuse_oauth_uia(requester)
         session = await hs.uia.authenticate(
             body.auth,
             hs.uia.flows_for(requester.user_id),
@@ -83,6 +84,7 @@ def register(router: Router, hs: HomeServer) -> None:
     async def delete_devices(request: web.Request) -> web.Response:
         requester = hs.auth.requester(request)
         body = await read(request, DeleteDevicesBody)
+        hs.auth.refuse_oauth_uia(requester)
         session = await hs.uia.authenticate(
             body.auth,
             hs.uia.flows_for(requester.user_id),

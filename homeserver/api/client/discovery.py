@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 # endpoints outside the appservice ones; tests/api/test_endpoint_coverage.py). Clients decide by
 # version: authenticated media from v1.11 (js-sdk, ruma), threads and private receipts from v1.4,
 # jump-to-date from v1.6 (Element), room summary from v1.15, extended profiles and the stable
-# `use_state_after` from v1.16. The OAuth 2.0 API (v1.15) is optional: `auth_metadata` says it is
-# not offered, and clients then log in with the legacy API.
+# `use_state_after` from v1.16. The OAuth 2.0 API (v1.15) is optional: with `oauth.enabled` off,
+# `auth_metadata` says it is not offered, and clients then log in with the legacy API.
 SPEC_VERSIONS = ["r0.6.1", *(f"v1.{minor}" for minor in range(1, 20))]  # r0.6.1, v1.1 … v1.19
 
 # spec: GET /versions `unstable_features` — only features clients look up by flag (where no version
@@ -81,4 +81,5 @@ def register(router: Router, hs: HomeServer) -> None:
     router.add("GET", "/.well-known/matrix/server", well_known_server)
     router.add("GET", "/.well-known/matrix/support", support)
     router.add("GET", "/.well-known/matrix/policy_server", policy_server)
-    router.add("GET", "/_matrix/client/v1/auth_metadata", auth_metadata)
+    if not hs.config.oauth.enabled:  # otherwise homeserver/api/oauth.py serves the metadata
+        router.add("GET", "/_matrix/client/v1/auth_metadata", auth_metadata)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import Field
 
+from homeserver.api.auth import CROSS_SIGNING_RESET
 from homeserver.api.bodies import Body, read
 from homeserver.api.http import BULK_JSON_BODY_LIMIT, Router, json_object, json_response
 from homeserver.errors import MatrixError
@@ -78,7 +79,7 @@ def register(router: Router, hs: HomeServer) -> None:
         body = await json_object(request)
         if e2ee.keys.cross_signing_needs_auth(req.user_id, body):
             # spec: replacing cross-signing keys needs user-interactive auth (password or single sign-on)
-            await hs.auth.require(request, req, body, "replace your cross-signing keys", "cross_signing")
+            await hs.auth.require(request, req, body, CROSS_SIGNING_RESET, "cross_signing")
         await e2ee.keys.upload_cross_signing(req.user_id, {k: v for k, v in body.items() if k != "auth"})
         return json_response({})
 

@@ -8,13 +8,14 @@ provider's callback is a page: homeserver/api/pages.py).
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
 from homeserver.api.bodies import Body, client_ip, read
 from homeserver.api.http import Router, json_object, json_response
 from homeserver.auth.login import LOGIN_FLOWS
-from homeserver.auth.sso import CALLBACK_PATH, INVITE_PARAM
+from homeserver.auth.sso import CALLBACK_PATH, INVITE_PARAM, check_redirect_url
 from homeserver.auth.tokens import Session
 from homeserver.errors import MatrixError
 from homeserver.validation import validate
@@ -54,13 +55,25 @@ def session_json(hs: HomeServer, user_id: str, session: Session | None, *, well_
 def register(router: Router, hs: HomeServer) -> None:
     async def get_login(request: web.Request) -> web.Response:
         flows = list(LOGIN_FLOWS)
-        if hs.sso.enabled:
-            flows.append({"type": "m.login.sso", "identity_providers": hs.sso.identity_providers()})
+        if hs.sso.enabled or hs.config.oauth.enabled:
+            sso: dict[str, Any] = {"type": "m.login.sso", "identity_providers": hs.sso.identity_providers()}
+            if hs.config.oauth.enabled:
+                # spec: "OAuth 2.0 aware clients" — the SSO flow leads to the OAuth sign-in page
+                sso["oauth_aware_preferred"] = True
+            flows.append(sso)
         return json_response({"flows": flows})
 
     async def sso_redirect(request: web.Request) -> web.StreamResponse:
         provider = request.match_info.get("idpId")
         invite = request.query.get(INVITE_PARAM)
+        if provider is None and hs.config.oauth.enabled:
+            # spec: "OAuth 2.0 aware clients": our sign-in (or, with action=register, sign-up) page,
+            # then a login token back to redirectUrl (homeserver/api/oauth_pages.py)
+            back = check_redirect_url(request.query.get("redirectUrl"))
+            done = f"/_homeserver/oauth/legacy_sso?{urlencode({'redirectUrl': back})}"
+            page = "signup" if request.query.get("action") == "register" else "login"
+            location = f"/_homeserver/oauth/{page}?{urlencode({'next': done})}"
+            return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
         # each attempt is remembered for ten minutes (a bounded table): a flood must not push out real ones
         hs.ratelimiter.check("login", f"sso:{client_ip(request)}")
         auth_url, cookie = await hs.sso.start(provider, request.query.get("redirectUrl"), invite)
