@@ -152,6 +152,7 @@ async def test_login_flows_list_the_mastodon_server(tmp_path: Path) -> None:
             {
                 "type": "m.login.sso",
                 "identity_providers": [{"id": "masto", "name": "My Mastodon", "icon": "mxc://hs.example/mastodon"}],
+                "oauth_aware_preferred": True,  # the OAuth 2.0 API is on by default
             }
         ]
 
