@@ -189,6 +189,7 @@ Migration = Callable[["Store", Batch], None]
 MIGRATIONS: list[str] = [
     "storage.push:migrate_notification_records",  # 1 -> 2: one notification record per event
     "storage.json_repair:remove_unencodable_json",  # 2 -> 3: client JSON nested too deep to re-encode
+    "storage.sliding_sync:backfill_room_activity",  # 3 -> 4: each user's rooms ordered by activity
 ]
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
