@@ -159,7 +159,7 @@ class ExtensionResults:
                     else self._changed_types(user_id, room_id, after, upto)
                 )
                 entries = [(t, c) for t in sorted(types) if (c := data.get(user_id, t, room_id)) is not None]
-            if entries:
+            if entries or status is None:  # a room new to the connection is listed even without data (as Synapse)
                 by_room[room_id] = [{"type": t, "content": c} for t, c in entries]
             new.account_data[room_id] = LIVE
         if since is not None:

@@ -106,8 +106,15 @@ class RoomResults:
         if membership in ("invite", "knock"):
             if initial or ur.stream > (since or 0):
                 params = SyncParams(user_id, device_id, None, upto, SyncFilter())
-                entry["invite_state"] = self.room_sync.stripped(ur, params)
+                stripped = self.room_sync.stripped(ur, params)
+                entry["invite_state"] = stripped
                 entry["initial"] = True
+                for event in stripped:  # the name and avatar the invite shows
+                    content = event.get("content") or {}
+                    if event.get("type") == "m.room.name" and isinstance(content.get("name"), str) and content["name"]:
+                        entry["name"] = content["name"]
+                    if event.get("type") == "m.room.avatar" and isinstance(content.get("url"), str) and content["url"]:
+                        entry["avatar"] = content["url"]
             entry.update(notification_count=0, highlight_count=0, bump_stamp=bump_stamp)
             if is_dm:
                 entry["is_dm"] = True
