@@ -109,11 +109,11 @@ class RoomResults:
                 stripped = self.room_sync.stripped(ur, params)
                 entry["invite_state"] = stripped
                 entry["initial"] = True
-                for event in stripped:  # the name and avatar the invite shows
-                    content = event.get("content") or {}
-                    if event.get("type") == "m.room.name" and isinstance(content.get("name"), str) and content["name"]:
+                for shown in stripped:  # the name and avatar the invite shows
+                    content = shown.get("content") or {}
+                    if shown.get("type") == "m.room.name" and isinstance(content.get("name"), str) and content["name"]:
                         entry["name"] = content["name"]
-                    if event.get("type") == "m.room.avatar" and isinstance(content.get("url"), str) and content["url"]:
+                    if shown.get("type") == "m.room.avatar" and isinstance(content.get("url"), str) and content["url"]:
                         entry["avatar"] = content["url"]
             entry.update(notification_count=0, highlight_count=0, bump_stamp=bump_stamp)
             if is_dm:
