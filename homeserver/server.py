@@ -268,7 +268,7 @@ class HomeServer:
         )
         self.add_persisted_listener(self._wake_syncs)
         # simplified sliding sync (Element X): rooms by activity, indexed in the events' own batches
-        self.room_activity = RoomActivity(db.room_activity, self.queries)
+        self.room_activity = RoomActivity(db.room_activity, self.queries, self.caches)
         db.rooms.membership_hooks.append(self.room_activity.membership_written)
         self.pipeline.add_write_hook(self.room_activity.write_hook)
         self.sliding_sync = SlidingSync(
@@ -281,6 +281,7 @@ class HomeServer:
             ExtensionResults(self.queries, self.e2ee, self.account_data, self.receipts, self.typing, self.push),
             self.account_data,
             self.presence,
+            self.caches,
         )
         self.accounts.add_devices_deleted_listener(self.sliding_sync.devices_deleted)
         # federation: other servers, both ways (federation/); None when the config turns it off

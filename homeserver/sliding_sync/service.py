@@ -30,10 +30,11 @@ from homeserver.notifier import Notifier
 from homeserver.rooms.membership import INVITE_PERMISSION_CONFIG, blocks_invites
 from homeserver.rooms.queries import RoomQueries
 from homeserver.sliding_sync.extensions import ExtensionResults, ExtensionScope
-from homeserver.sliding_sync.index import RoomActivity
+from homeserver.sliding_sync.index import RoomActivity, UserRooms
 from homeserver.sliding_sync.request import Filters, ListParams, RoomParams, SlidingSyncBody
 from homeserver.sliding_sync.rooms import RoomRequest, RoomResults
 from homeserver.sliding_sync.state import ConnState, RoomConfig, RoomSent
+from storage.cache import CacheRegistry, LruCache
 from storage.engine import Batch, Store
 from storage.rooms import UserRoom
 from storage.sliding_sync import ConnectionStore
@@ -115,6 +116,7 @@ class SlidingSync:
         extensions: ExtensionResults,
         account_data: AccountData,
         presence: Presence,
+        caches: CacheRegistry,
     ) -> None:
         self.store = store
         self.connections = connections
@@ -128,7 +130,13 @@ class SlidingSync:
         self.facts = RoomFacts(queries)
         # (user, device, conn_id) -> (pos asked from, body, answer, pos answered): a retry of the
         # same request gets the same answer
-        self._last: dict[tuple[str, str, str], tuple[int | None, bytes, dict[str, Any]]] = {}
+        self._last: LruCache[tuple[str, str, str], tuple[int | None, bytes, dict[str, Any]]] = caches.lru(
+            "sliding_sync.answers", "sync", part=0.25
+        )
+        # the state at each connection's newest position, as the store holds it
+        self._states: LruCache[tuple[str, str, str], tuple[int, ConnState]] = caches.lru(
+            "sliding_sync.connections", "sync", part=0.25
+        )
 
     # -- the request -----------------------------------------------------------------------------
 
@@ -145,10 +153,14 @@ class SlidingSync:
                 return remembered[2]
         old: ConnState | None = None
         if parent is not None:
-            stored = self.connections.position(req.user_id, device, conn_id, parent)
-            if stored is None:
-                raise MatrixError(400, "M_UNKNOWN_POS", "Unknown position: start the connection again")
-            old = ConnState.from_json(stored)
+            cached = self._states.get(key)
+            if cached is not None and cached[0] == parent:
+                old = cached[1]
+            else:
+                stored = self.connections.position(req.user_id, device, conn_id, parent)
+                if stored is None:
+                    raise MatrixError(400, "M_UNKNOWN_POS", "Unknown position: start the connection again")
+                old = ConnState.from_json(stored)
         await self.presence.syncing(req.user_id, req.set_presence)
         timeout = min(max(req.timeout_ms, 0), MAX_TIMEOUT_MS) / 1000
         if old is None or timeout <= 0:
@@ -159,17 +171,19 @@ class SlidingSync:
         with batch:
             position = self.connections.save(req.user_id, device, conn_id, parent, answer.state.to_json(), batch)
             await batch.commit()
+        self._states.put(key, (position, answer.state))
         body = answer.body
         body["pos"] = str(position)
-        self._last[key] = (parent, fingerprint, body)
+        self._last.put(key, (parent, fingerprint, body))
         return body
 
     def devices_deleted(self, user_id: str, device_ids: list[str], batch: Batch) -> None:
         """In the batch that deletes devices: their connections go too."""
         for device_id in device_ids:
             self.connections.delete_device(user_id, device_id, batch)
-            for key in [k for k in self._last if k[0] == user_id and k[1] == device_id]:
-                del self._last[key]
+            for cache in (self._last, self._states):
+                for key in [k for k in cache.list_keys() if k[0] == user_id and k[1] == device_id]:
+                    cache.discard(key)
 
     @staticmethod
     def _parse_pos(pos: str | None) -> int | None:
@@ -197,16 +211,21 @@ class SlidingSync:
         body = req.body
         since = old.stream if old is not None else None
         new = old.copy(upto) if old is not None else ConnState(upto)
-        memberships = {ur.room: ur for ur in self.queries.memberships(user_id)}
+        user_rooms = self.activity.rooms_of(user_id)
+        memberships = user_rooms.memberships
         dms = self._dm_rooms(user_id)
         ignored = self.account_data.ignored(user_id)
-        shown = self._shown(user_id, memberships, since, ignored)
+        shown = self._shown(user_id, user_rooms, since, ignored)
         configs: dict[int, RoomConfig] = {}
         lists_out: dict[str, Any] = {}
         list_rooms: dict[str, list[str]] = {}
         room_ids: dict[int, str] = {}
         for name, params in (body.lists or {}).items():
-            rooms = [r for r in shown if self._passes(user_id, memberships[r], params.filters, dms)]
+            filters = params.filters
+            if filters is None or not filters.model_fields_set - {"spaces", "room_name_like"}:
+                rooms = shown
+            else:
+                rooms = [r for r in shown if self._passes(user_id, memberships[r], filters, dms)]
             ops = []
             in_ranges: list[str] = []
             for start, end in params.ranges or ():
@@ -307,23 +326,12 @@ class SlidingSync:
 
     # -- lists -----------------------------------------------------------------------------------
 
-    def _shown(
-        self, user_id: str, memberships: dict[int, UserRoom], since: int | None, ignored: frozenset[str]
-    ) -> list[int]:
-        """The user's rooms a list may show, most recently active first (the index's order; a room
-        missing from it goes last). Left rooms only when someone else removed the user, or the
-        leave is new to this connection (as Synapse); no invites from ignored users."""
-        order: list[int] = []
-        seen: set[int] = set()
-        for room, _stamp in self.activity.by_activity(user_id):
-            ur = memberships.get(room)
-            if ur is not None and room not in seen:
-                seen.add(room)
-                if self._listed(user_id, ur, since, ignored):
-                    order.append(room)
-        missing = sorted((ur for r, ur in memberships.items() if r not in seen), key=lambda u: -u.stream)
-        order.extend(ur.room for ur in missing if self._listed(user_id, ur, since, ignored))
-        return order
+    def _shown(self, user_id: str, rooms: UserRooms, since: int | None, ignored: frozenset[str]) -> list[int]:
+        """The user's rooms a list may show, most recently active first. Left rooms only when
+        someone else removed the user, or the leave is new to this connection (as Synapse); no
+        invites from ignored users."""
+        memberships = rooms.memberships
+        return [r for r in rooms.order if self._listed(user_id, memberships[r], since, ignored)]
 
     def _listed(self, user_id: str, ur: UserRoom, since: int | None, ignored: frozenset[str]) -> bool:
         if ur.membership in ("join", "knock", "ban"):
@@ -344,7 +352,7 @@ class SlidingSync:
         return event is not None and event.sender in ignored
 
     def _passes(self, user_id: str, ur: UserRoom, filters: Filters | None, dms: set[str]) -> bool:
-        if filters is None:
+        if filters is None or not filters.model_fields_set - {"spaces", "room_name_like"}:
             return True
         room = ur.room
         if filters.is_invite is not None and (ur.membership == "invite") != filters.is_invite:
