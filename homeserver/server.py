@@ -417,6 +417,7 @@ class HomeServer:
 
     async def _startup(self, app: web.Application) -> None:
         self.push.delivery.start()  # resume sending what push gateways are owed
+        asyncio.get_running_loop().call_later(0.5, self.sliding_sync.warm)  # off the start's path
 
     async def _cleanup(self, app: web.Application) -> None:
         await self.push.delivery.close()

@@ -177,6 +177,12 @@ class SlidingSync:
         self._last.put(key, (parent, fingerprint, body))
         return body
 
+    def warm(self) -> None:
+        """Build the request body's validator now (models are built on first use, and this one takes
+        tens of milliseconds): called once the server is up, so a phone's first sync does not wait."""
+        SlidingSyncBody.model_rebuild()
+        SlidingSyncBody.model_validate({"lists": {}, "room_subscriptions": {}, "extensions": {}})
+
     def devices_deleted(self, user_id: str, device_ids: list[str], batch: Batch) -> None:
         """In the batch that deletes devices: their connections go too."""
         for device_id in device_ids:
