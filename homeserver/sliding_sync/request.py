@@ -39,6 +39,7 @@ class RoomParams(BaseModel):
 
 class ListParams(RoomParams):
     ranges: list[Range] | None = None
+    range: Range | None = None  # the MSC's newer spelling: one range
     filters: Filters | None = None
 
     @field_validator("ranges")
@@ -48,6 +49,17 @@ class ListParams(RoomParams):
             if start > end:
                 raise ValueError("each range must be [start, end] with start <= end")
         return ranges
+
+    @field_validator("range")
+    @classmethod
+    def _one_ordered(cls, one: list[int] | None) -> list[int] | None:
+        if one is not None and one[0] > one[1]:
+            raise ValueError("the range must be [start, end] with start <= end")
+        return one
+
+    def windows(self) -> list[list[int]]:
+        """The ranges asked for, in either spelling."""
+        return [*(self.ranges or ()), *([self.range] if self.range is not None else [])]
 
 
 class ToDeviceExtension(BaseModel):

@@ -234,7 +234,7 @@ class SlidingSync:
                 rooms = [r for r in shown if self._passes(user_id, memberships[r], filters, dms)]
             ops = []
             in_ranges: list[str] = []
-            for start, end in params.ranges or ():
+            for start, end in params.windows():
                 window = rooms[start : end + 1]
                 ids = [room_ids.setdefault(r, self.queries.room_id(r)) for r in window]
                 ops.append({"op": "SYNC", "range": [start, end], "room_ids": ids})

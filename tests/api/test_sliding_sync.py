@@ -42,6 +42,9 @@ async def test_list_orders_rooms_by_activity_and_counts_them(harness: Harness) -
     assert listed["count"] == 4
     assert listed["ops"] == [{"op": "SYNC", "range": [0, 1], "room_ids": [rooms[1], rooms[3]]}]
     assert set(resp["rooms"]) == {rooms[1], rooms[3]}
+    # the MSC's newer spelling of one range
+    newer = await ss(harness, alice, {"conn_id": "newer", "lists": {"all": {"range": [0, 1], "timeline_limit": 1}}})
+    assert newer["lists"]["all"]["ops"][0]["room_ids"] == [rooms[1], rooms[3]]
     room = resp["rooms"][rooms[1]]
     assert room["initial"] is True
     assert room["name"] == "room 1"
