@@ -267,7 +267,7 @@ class SlidingSync:
             if room_since is not None and not self.rooms.needs_sending(request, room_since):
                 new.rooms[room_id] = RoomSent(RoomSent.LIVE, 0, config.timeline_limit, config.required, ur.membership)
                 continue
-            lazy_known = new.lazy.get(room_id, set()) if room_since is not None else set()
+            lazy_known = set(new.lazy.get(room_id, ())) if room_since is not None else set()
             stamp = self.activity.stamp(user_id, room)
             answer = self.rooms.answer(
                 request,
@@ -285,8 +285,9 @@ class SlidingSync:
                 rooms_out[room_id] = answer.entry
             if answer.entry.get("initial") or answer.entry.get("unstable_expanded_timeline"):
                 initial_rooms[room_id] = answer.timeline_ids
-            known = (lazy_known if room_since is not None else set()) - answer.lazy_unsent
-            new.lazy[room_id] = known | answer.lazy_sent
+            known = (lazy_known - answer.lazy_unsent) | answer.lazy_sent
+            if known != lazy_known or room_since is None:
+                new.lazy[room_id] = tuple(sorted(known))
             new.rooms[room_id] = RoomSent(RoomSent.LIVE, 0, config.timeline_limit, config.required, ur.membership)
         if old is not None and since is not None:
             self._mark_unsent(new, memberships, configs, since)

@@ -9,7 +9,11 @@ The room-scoped extensions (receipts, account data) keep the same three statuses
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from typing import Any
+
+import orjson
 
 MEMBER = "m.room.member"
 WILDCARD = "*"
@@ -57,8 +61,15 @@ class StateSelector:
         return self.all or event_type in self.types or (event_type, state_key) in self.keys
 
 
+@functools.lru_cache(maxsize=1024)
+def config_id(required: frozenset[Pair]) -> str:
+    """A short stable name for a required-state config, so each stored position lists every config
+    once and its rooms name it."""
+    return hashlib.blake2b(orjson.dumps(sorted(required)), digest_size=6).hexdigest()
+
+
 class RoomSent:
-    __slots__ = ("last", "membership", "required", "status", "timeline_limit")
+    __slots__ = ("last", "membership", "required", "row", "status", "timeline_limit")
 
     NEVER, LIVE, PREVIOUSLY = 0, 1, 2
 
@@ -68,6 +79,7 @@ class RoomSent:
         self.timeline_limit = timeline_limit
         self.required = required
         self.membership = membership
+        self.row = (status, last, timeline_limit, config_id(required), membership)  # as stored
 
 
 class ConnState:
@@ -76,29 +88,28 @@ class ConnState:
     def __init__(self, stream: int) -> None:
         self.stream = stream
         self.rooms: dict[str, RoomSent] = {}
-        self.lazy: dict[str, set[str]] = {}
+        self.lazy: dict[str, tuple[str, ...]] = {}  # sorted user ids
         self.receipts: dict[str, int] = {}
         self.account_data: dict[str, int] = {}
 
     def copy(self, stream: int) -> ConnState:
         new = ConnState(stream)
         new.rooms = dict(self.rooms)
-        new.lazy = {room: set(users) for room, users in self.lazy.items()}
+        new.lazy = dict(self.lazy)
         new.receipts = dict(self.receipts)
         new.account_data = dict(self.account_data)
         return new
 
     def to_json(self) -> dict[str, Any]:
-        configs: dict[frozenset[Pair], int] = {}
-        rooms: dict[str, list[Any]] = {}
-        for room_id, sent in self.rooms.items():
-            index = configs.setdefault(sent.required, len(configs))
-            rooms[room_id] = [sent.status, sent.last, sent.timeline_limit, index, sent.membership]
+        rooms = {room_id: sent.row for room_id, sent in self.rooms.items()}
+        configs: dict[str, frozenset[Pair]] = {}
+        for sent in self.rooms.values():
+            configs.setdefault(sent.row[3], sent.required)
         return {
             "stream": self.stream,
-            "configs": [sorted(list(p) for p in c) for c in configs],
+            "configs": {cid: sorted(required) for cid, required in configs.items()},
             "rooms": rooms,
-            "lazy": {room: sorted(users) for room, users in self.lazy.items() if users},
+            "lazy": {room: users for room, users in self.lazy.items() if users},
             "receipts": self.receipts,
             "account_data": self.account_data,
         }
@@ -106,10 +117,10 @@ class ConnState:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ConnState:
         state = cls(int(data["stream"]))
-        configs = [frozenset((str(t), str(k)) for t, k in c) for c in data.get("configs", [])]
-        for room_id, (status, last, limit, index, membership) in data.get("rooms", {}).items():
-            state.rooms[room_id] = RoomSent(status, last, limit, configs[index], membership)
-        state.lazy = {room: set(users) for room, users in data.get("lazy", {}).items()}
+        configs = {cid: frozenset((str(t), str(k)) for t, k in c) for cid, c in data.get("configs", {}).items()}
+        for room_id, (status, last, limit, cid, membership) in data.get("rooms", {}).items():
+            state.rooms[room_id] = RoomSent(status, last, limit, configs[cid], membership)
+        state.lazy = {room: tuple(users) for room, users in data.get("lazy", {}).items()}
         state.receipts = dict(data.get("receipts", {}))
         state.account_data = dict(data.get("account_data", {}))
         return state
