@@ -277,7 +277,9 @@ class HomeServer:
             self.queries,
             self.room_activity,
             self.notifier,
-            RoomResults(self.queries, self.timeline, visibility, self.rooms.serializer, self.push, self.room_sync),
+            RoomResults(
+                self.queries, self.timeline, visibility, self.rooms.serializer, self.push, self.room_sync, self.caches
+            ),
             ExtensionResults(self.queries, self.e2ee, self.account_data, self.receipts, self.typing, self.push),
             self.account_data,
             self.presence,

@@ -24,6 +24,7 @@ from homeserver.rooms.visibility import Visibility
 from homeserver.sliding_sync.state import MEMBER, RoomConfig, RoomSent, StateSelector
 from homeserver.sync.filters import SyncFilter
 from homeserver.sync.rooms import RoomSync, SyncParams
+from storage.cache import CacheRegistry, LruCache
 from storage.rooms import UserRoom
 
 HEROES = 5
@@ -61,6 +62,7 @@ class RoomResults:
         serializer: EventSerializer,
         push: PushService,
         room_sync: RoomSync,
+        caches: CacheRegistry,
     ) -> None:
         self.queries = queries
         self.timeline = timeline
@@ -68,6 +70,9 @@ class RoomResults:
         self.serializer = serializer
         self.push = push
         self.room_sync = room_sync
+        self._member_counts: LruCache[tuple[int, int], tuple[int, int]] = caches.lru(
+            "sliding_sync.member_counts", "sync", part=0.25
+        )
 
     def needs_sending(self, req: RoomRequest, since: int) -> bool:
         """Whether a room already sent (up to `since`) has anything new to say."""
@@ -173,7 +178,9 @@ class RoomResults:
         if chosen:
             required_state = []
             for short in sorted(set(chosen)):
-                event = self.serializer.serialize(short, viewer, vis=vis, bundle=False)
+                # no `unsigned.membership` on state (as Synapse): it is the user's membership at
+                # each event, a lookup per event for what the timeline's events already carry
+                event = self.serializer.serialize(short, viewer, bundle=False)
                 if event is not None:
                     event.pop("room_id", None)
                     required_state.append(event)
@@ -191,8 +198,7 @@ class RoomResults:
                 heroes = self._heroes(room, user_id, state_map)
                 if heroes:
                     entry["heroes"] = heroes
-            entry["joined_count"] = self.queries.member_count(room, "join")
-            entry["invited_count"] = self.queries.member_count(room, "invite")
+            entry["joined_count"], entry["invited_count"] = self._counts(room, snapshot)
         if membership == "join":
             counts = self.push.notifications.counts(user_id, room).total
             entry["notification_count"] = counts.notification_count
@@ -270,6 +276,15 @@ class RoomResults:
                 if event_type == MEMBER:
                     out.lazy_sent.add(state_key)
         return list(chosen.values())
+
+    def _counts(self, room: int, snapshot: int) -> tuple[int, int]:
+        """Joined and invited members, kept per state: they change only with it."""
+        key = (room, snapshot)
+        found = self._member_counts.get(key)
+        if found is None:
+            found = (self.queries.member_count(room, "join"), self.queries.member_count(room, "invite"))
+            self._member_counts.put(key, found)
+        return found
 
     def _content(self, state_map: Mapping[int, int], event_type: str) -> Mapping[str, Any]:
         sk = self.queries.state_key(event_type, "")
