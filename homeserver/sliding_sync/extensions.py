@@ -205,7 +205,8 @@ class ExtensionResults:
             else:
                 after = since if status == LIVE else status
                 assert after is not None
-                event = self.receipts.event_for_sync(room, user_id, after, upto)
+                changed = self.receipts.changed_since(room, after)
+                event = self.receipts.event_for_sync(room, user_id, after, upto) if changed else None
             if event is not None:
                 out[room_id] = event
             new.receipts[room_id] = LIVE

@@ -281,6 +281,14 @@ async def test_extensions(harness: Harness) -> None:
     assert ext["account_data"] == {"global": [], "rooms": {}}
     assert ext["receipts"]["rooms"] == {} and ext["typing"]["rooms"] == {}
     assert ext["e2ee"]["device_lists"] == {"changed": [], "left": []}
+    # a new receipt comes in the next answer, alone
+    later = await send(harness, alice, room, "read this too")
+    status, _ = await harness.request("POST", f"rooms/{q(room)}/receipt/m.read/{q(later)}", bob, json={})
+    assert status == 200
+    extensions["to_device"] = {"enabled": True, "since": ext["to_device"]["next_batch"]}
+    resp = await ss(harness, alice, body, resp["pos"])
+    receipts = resp["extensions"]["receipts"]["rooms"][room]["content"]
+    assert list(receipts) == [later] and list(receipts[later]["m.read"]) == [bob.user_id]
     # scoping: extensions limited to a list that does not exist carry no rooms
     scoped = {"receipts": {"enabled": True, "lists": ["nope"], "rooms": []}}
     resp = await ss(harness, alice, {"lists": {"all": a_list()}, "extensions": scoped})
