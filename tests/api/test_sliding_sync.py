@@ -391,3 +391,29 @@ async def test_store_upgrade_builds_the_activity_index(tmp_path: Path) -> None:
         assert (await ss(harness, alice, body))["lists"] == before_alice
         assert (await ss(harness, bob, body))["lists"] == before_bob
         assert before_alice["all"]["ops"][0]["room_ids"][0] == rooms[0]
+
+
+async def test_long_poll_wakes_for_account_data_and_typing(harness: Harness) -> None:
+    alice, bob = await harness.user("alice"), await harness.user("bob")
+    room = await create_room(harness, alice, preset="public_chat")
+    await join(harness, bob, room)
+    body = {"lists": {"all": a_list()}, "extensions": {"account_data": {"enabled": True}, "typing": {"enabled": True}}}
+    pos = (await ss(harness, alice, body))["pos"]
+    poll = asyncio.create_task(ss(harness, alice, body, pos, timeout=10000))
+    await asyncio.sleep(0.05)
+    assert not poll.done()
+    status, _ = await harness.request(
+        "PUT", f"user/{q(alice.user_id)}/account_data/org.example.x", alice, json={"v": 1}
+    )
+    assert status == 200
+    woken = await asyncio.wait_for(poll, 5)
+    assert woken["extensions"]["account_data"]["global"] == [{"type": "org.example.x", "content": {"v": 1}}]
+    poll = asyncio.create_task(ss(harness, alice, body, woken["pos"], timeout=10000))
+    await asyncio.sleep(0.05)
+    assert not poll.done()
+    status, _ = await harness.request(
+        "PUT", f"rooms/{q(room)}/typing/{q(bob.user_id)}", bob, json={"typing": True, "timeout": 30000}
+    )
+    assert status == 200
+    woken = await asyncio.wait_for(poll, 5)
+    assert woken["extensions"]["typing"]["rooms"][room]["content"]["user_ids"] == [bob.user_id]
