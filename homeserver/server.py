@@ -62,6 +62,10 @@ from homeserver.rooms.queries import RoomQueries
 from homeserver.rooms.service import Rooms
 from homeserver.rooms.timeline import Timeline
 from homeserver.rooms.visibility import Visibility
+from homeserver.sliding_sync.extensions import ExtensionResults
+from homeserver.sliding_sync.index import RoomActivity
+from homeserver.sliding_sync.rooms import RoomResults
+from homeserver.sliding_sync.service import SlidingSync
 from homeserver.sync.filters import Filters
 from homeserver.sync.handler import SyncHandler
 from homeserver.sync.legacy import LegacySync
@@ -106,6 +110,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "homeserver.api.client.directory",
     "homeserver.api.client.search",
     "homeserver.api.client.sync",
+    "homeserver.api.client.sliding_sync",
     "homeserver.api.client.filters",
     "homeserver.api.client.account_data",
     "homeserver.api.client.receipts",
@@ -285,6 +290,25 @@ class HomeServer:
             self.e2ee.sync_extensions,
         )
         self.add_persisted_listener(self._wake_syncs)
+        # simplified sliding sync (Element X): rooms by activity, indexed in the events' own batches
+        self.room_activity = RoomActivity(db.room_activity, self.queries, self.caches)
+        db.rooms.membership_hooks.append(self.room_activity.membership_written)
+        self.pipeline.add_write_hook(self.room_activity.write_hook)
+        self.sliding_sync = SlidingSync(
+            db.store,
+            db.sliding_sync,
+            self.queries,
+            self.room_activity,
+            self.notifier,
+            RoomResults(
+                self.queries, self.timeline, visibility, self.rooms.serializer, self.push, self.room_sync, self.caches
+            ),
+            ExtensionResults(self.queries, self.e2ee, self.account_data, self.receipts, self.typing, self.push),
+            self.account_data,
+            self.presence,
+            self.caches,
+        )
+        self.accounts.add_devices_deleted_listener(self.sliding_sync.devices_deleted)
         # federation: other servers, both ways (federation/); None when the config turns it off
         self.federation = self._federation() if config.federation.enabled else None
 
@@ -426,6 +450,7 @@ class HomeServer:
 
     async def _startup(self, app: web.Application) -> None:
         self.push.delivery.start()  # resume sending what push gateways are owed
+        asyncio.get_running_loop().call_later(0.5, self.sliding_sync.warm)  # off the start's path
 
     async def _cleanup(self, app: web.Application) -> None:
         await self.push.delivery.close()

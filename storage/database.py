@@ -30,6 +30,7 @@ from storage import (
     search_index,
     server_keys,
     shortids,
+    sliding_sync,
     state_snapshots,
     to_device,
 )
@@ -60,6 +61,7 @@ from storage.room_extras import RoomExtrasStore
 from storage.rooms import RoomStore
 from storage.search_index import SearchIndexStore
 from storage.shortids import ShortIds
+from storage.sliding_sync import ConnectionStore, RoomActivityStore
 from storage.state_snapshots import StateSnapshots
 from storage.sync_tables import TABLES as SYNC_TABLES
 from storage.to_device import ToDeviceStore
@@ -92,6 +94,7 @@ ALL_TABLES: tuple[Table, ...] = (
     *oauth_clients.TABLES,
     *server_keys.TABLES,
     *federation_queue.TABLES,
+    *sliding_sync.TABLES,
 )
 
 
@@ -139,6 +142,9 @@ class Database:
         self.search_index = SearchIndexStore(self.store)
         self.room_directory = RoomDirectoryStore(self.store)
         self.room_extras = RoomExtrasStore(self.store)
+        # simplified sliding sync: rooms by activity, connections
+        self.room_activity = RoomActivityStore(self.store)
+        self.sliding_sync = ConnectionStore(self.store)
 
     @classmethod
     @contextlib.contextmanager

@@ -190,6 +190,7 @@ MIGRATIONS: list[str] = [
     "storage.push:migrate_notification_records",  # 1 -> 2: one notification record per event
     "storage.json_repair:remove_unencodable_json",  # 2 -> 3: client JSON nested too deep to re-encode
     "storage.external_ids:index_by_user",  # 3 -> 4: which external ids each user has
+    "storage.sliding_sync:backfill_room_activity",  # 4 -> 5: each user's rooms ordered by activity
 ]
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 

@@ -4,7 +4,7 @@ and the servers in each room. The room service decides what goes in; this module
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import orjson
@@ -42,6 +42,17 @@ LIVE_BASE = 2**63
 MEMBERSHIPS = ("join", "invite", "leave", "ban", "knock")
 _USER_ROOM = struct.Struct(">BQQ")  # membership index, stream position, short event id
 
+# Told of every membership change in its batch: (batch, room, user id, membership or None when
+# removed, the membership it replaces, stream position). Indexes kept beside memberships (sliding
+# sync's activity index) use it.
+MembershipHook = Callable[[Batch, int, str, "str | None", "str | None", int], None]
+
+
+def read_user_room(raw: bytes) -> tuple[str, int]:
+    """(membership, stream position) of a `USER_ROOMS` value."""
+    m, stream, _ = _USER_ROOM.unpack(raw)
+    return MEMBERSHIPS[m], stream
+
 
 class UserRoom:
     __slots__ = ("event", "membership", "room", "stream")
@@ -71,6 +82,7 @@ class RoomStore:
         self._info: LruCache[int, dict[str, Any]] = caches.lru("rooms.info", "rooms.info", part=0.5)
         # room -> forward extremities, in key order
         self._extremities: LruCache[int, list[int]] = caches.lru("rooms.extremities", "rooms.info", part=0.5)
+        self.membership_hooks: list[MembershipHook] = []
 
     # -- room info -------------------------------------------------------------------------------
 
@@ -189,6 +201,8 @@ class RoomStore:
             batch.delete(ROOM_SERVERS, server_key)
         if membership not in ("invite", "knock"):
             batch.delete(INVITE_STATE, uid + SEP + u64(room))
+        for hook in self.membership_hooks:
+            hook(batch, room, user_id, membership, previous, stream)
 
     def remove_membership(self, room: int, user_id: str, batch: Batch, *, previous: str, server: str) -> None:
         """Forget `user_id`'s membership (its member event left the room's state)."""
@@ -197,6 +211,8 @@ class RoomStore:
         batch.delete(USER_ROOMS, uid + SEP + u64(room))
         batch.delete(ROOM_SERVERS, u64(room) + server.encode() + SEP + uid)
         batch.delete(INVITE_STATE, uid + SEP + u64(room))
+        for hook in self.membership_hooks:
+            hook(batch, room, user_id, None, previous, 0)
 
     def members(self, room: int, membership: str = "join") -> Iterator[tuple[str, int]]:
         """(user id, member event) of everyone in `room` with that membership."""

@@ -32,9 +32,10 @@ async def test_unstable_features_element_reads(harness: Harness) -> None:
         features = body["unstable_features"]
         assert features["org.matrix.e2e_cross_signing"] is True
         assert features["org.matrix.msc3827.stable"] is True
+        assert features["org.matrix.simplified_msc3575"] is True  # Element X needs it (sliding sync)
         assert all(v is True for v in features.values())
         # not built here: advertising them would send clients down paths that fail
-        for absent in ("org.matrix.simplified_msc3575", "org.matrix.msc3575", "org.matrix.msc2965"):
+        for absent in ("org.matrix.msc3575", "org.matrix.msc2965"):
             assert absent not in features
 
 

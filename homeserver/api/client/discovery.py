@@ -33,9 +33,11 @@ UNSTABLE_FEATURES: dict[str, bool] = {
     # MSC3827 `filter.room_types` on POST /publicRooms. Element Web's room directory search sends
     # the filter only when this flag is set (it does not look at v1.4).
     "org.matrix.msc3827.stable": True,
+    # MSC4186 simplified sliding sync (homeserver/sliding_sync/). Element X refuses a server
+    # without it ("server not supported").
+    "org.matrix.simplified_msc3575": True,
 }
-# Deliberately absent: `org.matrix.simplified_msc3575` (Element X; sliding sync is not built),
-# `org.matrix.msc2965` (OAuth 2.0; not offered), `uk.half-shot.msc2666*` (js-sdk calls only the
+# Deliberately absent: `org.matrix.msc2965` (OAuth 2.0; not offered), `uk.half-shot.msc2666*` (js-sdk calls only the
 # unstable mutual_rooms path; the stable v1 path is served and covered by v1.19), `org.matrix.msc4222`
 # (state_after: js-sdk and matrix-rust-sdk send the parameter without probing; v1.16 covers it),
 # and the flags of features not built: msc3881 (pusher toggles), msc4028, msc4108, msc4140, msc4306.

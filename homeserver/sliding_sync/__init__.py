@@ -1,0 +1,1 @@
+"""Simplified sliding sync (MSC4186 as Synapse serves it; Element X's sync)."""
