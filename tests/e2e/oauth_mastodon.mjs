@@ -1,9 +1,10 @@
 // Sign-in through the OAuth 2.0 authorize page with a Mastodon server, in Chromium: our sign-in page's
 // Mastodon button -> the Mastodon server's authorize page (log in, "Authorize") -> our SSO callback ->
 // our consent page naming the client -> the client's redirect URI with the code. A refused Mastodon
-// account ends on our page saying why. One browser, a fresh context (no cookies) per sign-in.
+// account ends on our page saying why, with a way back to the sign-in page. One browser, a fresh
+// context (no cookies) per sign-in.
 // Usage: node oauth_mastodon.mjs <scenario.json> ; prints one JSON array, an object per sign-in:
-// {signIn, mastodon, consent | refused, redirect}.
+// {signIn, mastodon, consent and redirect | refused and back}.
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
@@ -41,6 +42,11 @@ try {
     } else {
       out.refused = { url: page.url(), h1: await text(page, "h1"), text: await text(page, "main") };
       await shot("refused");
+      if (await page.locator("#back").count()) {  // the way back to our sign-in page, to try another way
+        await Promise.all([page.waitForNavigation(), page.click("#back")]);
+        out.back = { h1: await text(page, "h1"), text: await text(page, "main") };
+        await shot("back-to-sign-in");
+      }
     }
     results.push(out);
     await context.close();

@@ -4,9 +4,10 @@ does (PKCE S256, the unstable MSC2967 scopes, `prompt=consent`, a private-use re
 sign-in page offers the Mastodon server, the Mastodon double's authorize page signs in, our consent
 page names the app, and the code it hands back is exchanged for an access token that
 `/account/whoami` answers for the user mapped from the Mastodon account: made on the first sign-in,
-the same one on the second. A bot, refused by the rules, ends on our page saying why: no code, no
-account. The server runs "Who may join"'s typical setup: password sign-up needs an invite, the
-Mastodon server's users get in."""
+the same one on the second. A bot, refused by the rules, ends on our page saying why, which leads
+back to the sign-in page (an app's browser tab may have no back button): no code, no account.
+The server runs "Who may join"'s typical setup: password sign-up needs an invite, the Mastodon
+server's users get in."""
 
 from __future__ import annotations
 
@@ -133,4 +134,5 @@ def test_oauth_sign_in_with_mastodon_gives_a_working_token(
     assert "consent" not in bot and "redirect" not in bot
     assert bot["refused"]["h1"] == "Sign-in did not work"
     assert "bots cannot sign in" in bot["refused"]["text"]
+    assert bot["back"]["h1"] == "Sign in to localhost" and "to continue to Element X" in bot["back"]["text"]
     assert available(server, "robot")  # nothing was created
