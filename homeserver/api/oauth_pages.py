@@ -10,7 +10,8 @@ registration" (`prompt=create`), "Account management" (the actions and `device_i
   - every form carries a CSRF token matched against a cookie (double submit); `next` (where a form
     continues) must be one of our own pages: no open redirects.
   - upstream providers (OpenID Connect, Mastodon, whatever `hs.sso` offers) sign in through the
-    legacy SSO redirect with a login token handed back to GET sso here, which signs the browser in.
+    legacy SSO redirect with a login token handed back to GET sso here, which signs the browser in;
+    a sign-in the provider or our rules refuse ends on a page that leads back to the sign-in page.
 Pages answer in HTML: 400 for a form to fix or a request that cannot be used, 403 for a refused
 sign-in, 429 when rate limited.
 """

@@ -18,6 +18,7 @@ import logging
 import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
 from markupsafe import Markup
@@ -25,6 +26,7 @@ from markupsafe import Markup
 from homeserver.api.bodies import client_ip
 from homeserver.api.client.login import SSO_COOKIE
 from homeserver.api.http import Router
+from homeserver.auth.oauth.metadata import OAUTH_PREFIX
 from homeserver.auth.sso import CALLBACK_PATH, SsoFailed
 from homeserver.errors import MatrixError
 from homeserver.web import qr_svg
@@ -209,7 +211,8 @@ def register(router: Router, hs: HomeServer) -> None:
             done = await hs.sso.finish(provider, query, request.cookies.get(SSO_COOKIE))
         except SsoFailed as e:
             log.info("single sign-on with %s failed: %s", provider, e.detail or e.reason)
-            return html(pages.render("sso_error.html", lang, reason=e.reason), e.status)
+            back = oauth_sign_in_again(hs, e.redirect_url)
+            return html(pages.render("sso_error.html", lang, reason=e.reason, back=back), e.status)
         # the OAuth pages' own hand-off (homeserver/api/oauth_pages.py) needs no confirmation
         own = done.redirect_to.startswith(f"{hs.invites.base_url()}/_homeserver/oauth/")
         if done.page == "uia_done":
@@ -229,6 +232,17 @@ def register(router: Router, hs: HomeServer) -> None:
     router.add("GET", f"{CALLBACK_PATH}/{{idp_id}}", sso_callback)
     router.add("GET", "/invite/{token}", get_invite)
     router.add("POST", "/invite/{token}", post_invite)
+
+
+def oauth_sign_in_again(hs: HomeServer, redirect_url: str) -> str | None:
+    """The OAuth sign-in page again for a sign-in that the OAuth pages sent to a provider and that
+    failed (refused account, cancelled, …), so the user can try another way: an app's browser tab
+    often has no back button. `next` is checked by that page (homeserver/api/oauth_pages.py)."""
+    prefix = f"{hs.invites.base_url()}{OAUTH_PREFIX}/sso?"
+    if not hs.config.oauth.enabled or not redirect_url.startswith(prefix):
+        return None
+    next_url = dict(parse_qsl(redirect_url[len(prefix) :])).get("next")
+    return f"{OAUTH_PREFIX}/login?{urlencode({'next': next_url})}" if next_url else None
 
 
 def _form_error(e: MatrixError, t: Strings) -> tuple[str, int] | None:

@@ -79,6 +79,7 @@ class SsoFailed(Exception):
         self.reason = reason
         self.status = status
         self.detail = detail
+        self.redirect_url = ""  # the failed attempt's redirectUrl, once the attempt is known to be this browser's
 
 
 @dataclass(frozen=True)
@@ -237,6 +238,13 @@ class SingleSignOn:
             raise SsoFailed("state", 400, "unknown, used or expired state")
         if not cookie or not secrets.compare_digest(cookie, attempt.cookie):
             raise SsoFailed("state", 400, "the state is not this browser's")
+        try:
+            return await self._complete(provider, query, attempt)
+        except SsoFailed as e:
+            e.redirect_url = attempt.redirect_url  # where the page may offer to go back to
+            raise
+
+    async def _complete(self, provider: str, query: dict[str, str], attempt: Attempt) -> Completed:
         if "error" in query:
             reason = "denied" if query["error"] == "access_denied" else "provider"
             raise SsoFailed(reason, 403 if reason == "denied" else 502, query["error"][:100])

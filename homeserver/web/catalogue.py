@@ -70,6 +70,7 @@ ENGLISH: dict[str, str] = {
     "sso_error_state": "This sign-in link was already used, has expired or was opened in another browser. "
     "Go back to your app and start again.",
     "sso_error_denied": "The sign-in was cancelled at the provider.",
+    "sso_error_back": "Back to sign-in",
     "sso_error_provider": "The sign-in provider did not answer as expected. Please try again later.",
     "sso_error_no_account": "There is no account on {server} for this sign-in, and this provider does not "
     "create new ones.",

@@ -351,6 +351,25 @@ async def test_rules_refuse_accounts(tmp_path: Path, attrs: dict[str, Any], reas
         assert h.hs.db.external_ids.get("masto", account.id) is None
 
 
+async def test_a_refusal_during_an_oauth_sign_in_offers_its_sign_in_page_again(tmp_path: Path) -> None:
+    # the OAuth pages hand their sign-ins to the provider with this redirectUrl (homeserver/api/oauth_pages.py)
+    consent = "/_homeserver/oauth/consent?req=R1"
+    oauth_return = f"https://hs.example/_homeserver/oauth/sso?next={quote(consent, safe='')}"
+    async with mastodon_server(tmp_path) as (h, fake):
+        fake.account("robot", bot=True)
+        status, page = await callback(h, await at_mastodon(await begin(h, oauth_return), "robot"))
+        assert status == 403 and 'data-reason="account_bot"' in page
+        back = re.search(r'id="back" href="([^"]+)"', page)
+        assert (
+            back is not None
+            and html_unescape(back.group(1)) == f"/_homeserver/oauth/login?next={quote(consent, safe='')}"
+        )
+        resp = await h.client.get(html_unescape(back.group(1)))
+        assert resp.status == 200 and "My Mastodon" in await resp.text()  # the sign-in page, its button
+        status, page = await callback(h, await at_mastodon(await begin(h), "robot"))
+        assert status == 403 and 'data-reason="account_bot"' in page and 'id="back"' not in page  # an app's login
+
+
 async def test_rules_can_let_bots_and_limited_accounts_in(tmp_path: Path) -> None:
     async with mastodon_server(tmp_path, allow_bots=True, allow_limited=True) as (h, fake):
         fake.account("robot", bot=True)
