@@ -207,7 +207,9 @@ def register(router: Router, hs: HomeServer) -> None:
             username=username,
             errors=list(errors),
             client=client_for(next_url),
-            sso_links=sso_links(next_url),
+            # an invite link opened in this browser goes with a provider button too: Element X lands
+            # on sign-in (prompt=consent), and a provider that takes invites signs them up with it
+            sso_links=sso_links(next_url, request.cookies.get(INVITE_COOKIE) or None),
             signup_url=signup_url,
         )
 

@@ -464,3 +464,18 @@ async def test_check_rules_reads_the_documented_attributes() -> None:
         with pytest.raises(mastodon.AccountRefused) as refused:
             mastodon.check_rules(account, rules, now)
         assert refused.value.rule == rule, account
+
+
+async def test_an_opened_invite_goes_with_the_mastodon_button_of_the_oauth_sign_in(tmp_path: Path) -> None:
+    # Element X lands on the sign-in page (prompt=consent): with a provider that takes invites, the
+    # invite link opened earlier in the same browser must not be lost on the way to Mastodon.
+    async with mastodon_server(tmp_path, registration="invite") as (h, _fake):
+        invite = await h.hs.invites.create(creator=None, as_admin=True)
+        page_url = "/_homeserver/oauth/login?next=" + quote("/_homeserver/oauth/consent?req=R1", safe="")
+        button = re.compile(r'href="(/_matrix/client/v3/login/sso/redirect/masto[^"]*)"')
+        without = button.search(await (await h.client.get(page_url)).text())
+        assert without is not None and "org.homeserver.invite" not in html_unescape(without.group(1))
+        assert (await h.client.get(f"/invite/{invite['token']}")).status == 200  # sets the browser's invite
+        found = button.search(await (await h.client.get(page_url)).text())
+        assert found is not None
+        assert f"org.homeserver.invite={invite['token']}" in html_unescape(found.group(1))
