@@ -213,10 +213,13 @@ class RegistrationTokens:
         return self.render(token, record)
 
     def _generate(self, length: int) -> str:
-        while True:
-            token = "".join(secrets.choice(_GENERATED_ALPHABET) for _ in range(length))
+        for _ in range(100):  # short lengths run out (62 tokens of length 1): never loop for ever
+            # never a leading "-": `homeserver invite revoke -kS2…` would read it as an option
+            first = secrets.choice(_GENERATED_ALPHABET[:-2])
+            token = first + "".join(secrets.choice(_GENERATED_ALPHABET) for _ in range(length - 1))
             if self.db.registration_tokens.get(token) is None:
                 return token
+        raise MatrixError(400, "M_INVALID_PARAM", f"no unused token of length {length} was found: ask for a longer one")
 
     def _check_limits(self, uses_allowed: Any, expiry_time: Any) -> None:
         if uses_allowed is not None and uses_allowed is not _UNSET and uses_allowed < 0:

@@ -148,6 +148,20 @@ async def test_create_tokens(harness: Harness) -> None:
     assert body == {"token": "welcome-2026", "uses_allowed": 1, "pending": 0, "completed": 0, "expiry_time": expiry}
     resp = await harness.client.post(f"{TOKENS}/new", headers=admin.headers)  # no body at all is {}
     assert resp.status == 200
+    # generated tokens never start with "-" (a command line would read one as an option): 1 in 32
+    # did, so 150 tokens would have shown one with a probability of 1 - (31/32)^150 > 99%
+    firsts = set()
+    for _ in range(150):
+        status, body = await harness.request("POST", f"{TOKENS}/new", admin, json={"length": 3})
+        assert status == 200
+        firsts.add(body["token"][0])
+    assert "-" not in firsts and len(firsts) > 20
+    # and a length that has run out is a clear error, not a server looping for ever
+    for _ in range(63):  # 62 tokens of length 1 exist at most: one of these must be refused
+        status, body = await harness.request("POST", f"{TOKENS}/new", admin, json={"length": 1})
+        if status != 200:
+            break
+    assert (status, body["errcode"]) == (400, "M_INVALID_PARAM") and "longer" in body["error"]
 
 
 async def test_create_token_validation(harness: Harness) -> None:
