@@ -26,11 +26,11 @@ from homeserver.locks import KeyedLocks
 from homeserver.protocol.errors import InvalidIdentifier
 from homeserver.protocol.events import content_of
 from homeserver.protocol.identifiers import UserID
-from homeserver.protocol.power_levels import get_named_level, get_user_power_level
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.messages import require_room_id
 from homeserver.rooms.pipeline import EventPipeline, PersistedEvent
 from homeserver.rooms.queries import RoomQueries
+from homeserver.rooms.restricted import join_authoriser
 from homeserver.rooms.stripped_state import room_stripped_state
 from storage.engine import Store
 from storage.room_extras import RoomExtrasStore
@@ -267,30 +267,7 @@ class Membership:
     def _restricted_authoriser(self, room: int, user_id: str) -> str | None:
         """For a restricted room the user may join through an allow condition, a local member who
         can invite (spec: "Restricted rooms"; rooms v8 auth rules `join_authorised_via_users_server`)."""
-        join_rules = content_of(self.queries.current_state_event(room, "m.room.join_rules"))
-        rule = join_rules.get("join_rule")
-        rv = self.queries.room_version(room)
-        if rule not in ("restricted", "knock_restricted") or not rv.restricted_join_rule:
-            return None
-        allow = join_rules.get("allow")
-        allowed = False
-        for condition in allow if isinstance(allow, list) else []:
-            if not isinstance(condition, dict) or condition.get("type") != "m.room_membership":
-                continue
-            other_id = condition.get("room_id")
-            other = self.queries.room(other_id) if isinstance(other_id, str) else None
-            if other is not None and self.queries.is_joined(user_id, other):
-                allowed = True
-                break
-        if not allowed:
-            raise forbidden("You are not invited to this room and meet none of its join conditions")
-        pl = self.queries.current_state_event(room, "m.room.power_levels")
-        create = self.queries.current_state_event(room, "m.room.create")
-        invite_level = get_named_level(pl, "invite", rv)
-        for member in self.queries.local_joined_members(room):
-            if get_user_power_level(member, pl, create, rv) >= invite_level:
-                return member
-        raise forbidden("No member of this server may let you in to this restricted room")
+        return join_authoriser(self.queries, room, user_id)
 
     async def knock(
         self, user_id: str, room_id_or_alias: str, *, reason: str | None = None, via: Sequence[str] = ()

@@ -28,7 +28,9 @@ from homeserver.protocol.errors import AuthError, EventFormatError, ProtocolErro
 from homeserver.protocol.event_format import check_pdu_format
 from homeserver.protocol.event_ids import new_v1_event_id
 from homeserver.protocol.hashes import reference_hash
+from homeserver.protocol.redaction import redact
 from homeserver.protocol.room_versions import EventFormat, RoomVersion, get_room_version
+from homeserver.protocol.signing import sign_json
 from homeserver.rooms.signing import SignedEvent, hash_and_sign
 from homeserver.rooms.state_access import resolve_snapshots
 from homeserver.rooms.tokens import live_order
@@ -453,10 +455,13 @@ class EventPipeline:
             raise MatrixError(413, "M_TOO_LARGE", f"type and state_key may not exceed {MAX_KEY_BYTES} bytes")
         return event, prevs, state_before, auth_map
 
-    def membership_template(self, room_id: str, user_id: str, membership: str) -> tuple[dict[str, Any], RoomVersion]:
+    def membership_template(
+        self, room_id: str, user_id: str, membership: str, content: Mapping[str, Any] | None = None
+    ) -> tuple[dict[str, Any], RoomVersion]:
         """What `make_join`, `make_leave` and `make_knock` answer: a membership event of a user of
         another server on top of this room, not hashed or signed (its server does that), and
-        allowed by the room's current state. 403 `M_FORBIDDEN` when it would not be.
+        allowed by the room's current state. 403 `M_FORBIDDEN` when it would not be. `content` adds
+        to the membership (the `join_authorised_via_users_server` of a restricted join).
         spec: server-server-api "Joining rooms", "Leaving rooms", "Knocking upon a room".
         """
         ctx = self.load_context(room_id)
@@ -464,7 +469,14 @@ class EventPipeline:
         batch = self.db.store.batch()
         with batch:  # a resolution computed here is not kept: the batch is never committed
             event, _, _, auth_map = self._skeleton(
-                ctx, batch, user_id, "m.room.member", {"membership": membership}, user_id, None, origin
+                ctx,
+                batch,
+                user_id,
+                "m.room.member",
+                {**(content or {}), "membership": membership},
+                user_id,
+                None,
+                origin,
             )
         try:
             check_auth(event, auth_map, ctx.rv, create_event_id=ctx.info.get("create_event_id"))
@@ -472,6 +484,18 @@ class EventPipeline:
             if not _needs_a_signature(e):
                 raise forbidden(f"not allowed: {e.reason} (auth rule {e.rule})") from None
         return event, ctx.rv
+
+    def countersign(self, event: dict[str, Any], rv: RoomVersion) -> dict[str, Any]:
+        """Another server's event with this server's signature added (its hashes and other
+        signatures untouched, so its id stays): a restricted join one of our users authorises.
+        spec: server-server-api "Joining rooms" — the resident adds its signature; rooms/v8 auth
+        rule 4.2.1."""
+        identity = self.identity
+        redacted = redact(event, rv)
+        sign_json(
+            redacted, identity.server_name, identity.key_id, identity.signing_key, strict=rv.strict_canonical_json
+        )
+        return {**event, "signatures": redacted["signatures"]}
 
     def sign_membership_template(
         self, template: Any, rv: RoomVersion, room_id: str, user_id: str, membership: str
