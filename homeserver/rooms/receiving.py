@@ -142,7 +142,7 @@ async def _receive(
             raise ValueError(f"backfill order {backfill_order} is taken in {room_id}")
         batch = pipe.db.store.batch()
         with batch:
-            persisted = _accept_remote(
+            persisted = await _accept_remote(
                 pipe,
                 ctx,
                 batch,
@@ -253,11 +253,11 @@ async def receive_join(
                     continue
                 pdu, flags = candidates[eid]
                 try:
-                    _accept_remote(pipe, ctx, batch, pdu, eid, flags, outlier=True)
+                    await _accept_remote(pipe, ctx, batch, pdu, eid, flags, outlier=True)
                 except MissingEventsError:
                     continue  # its auth events were dropped or never sent: it is dropped too
             kept = [eid for eid in state_ids if pipe.stored_short(ctx, eid) is not None]
-            persisted = _accept_remote(
+            persisted = await _accept_remote(
                 pipe, ctx, batch, join_pdu, join_id, join_flags, supplied_state=kept, check_current=False
             )
             if persisted.rejected is not None:  # nothing is kept of a room we cannot join
@@ -488,7 +488,7 @@ async def _check_signatures(pdu: Mapping[str, Any], rv: RoomVersion, keys: KeyLo
             raise EventRefused(str(e)) from None
 
 
-def _accept_remote(
+async def _accept_remote(
     pipe: EventPipeline,
     ctx: RoomContext,
     batch: Batch,
@@ -568,9 +568,11 @@ def _accept_remote(
     elif prev_states is not None:
         snapshots = [_supplied_snapshot(pipe, ctx, batch, state) for state in prev_states]
         snapshots += [pipe.meta(ctx, p).state_after for p in prevs]
-        state_before = pipe.resolved(ctx, snapshots, batch) if snapshots else 0
+        state_before = await pipe.resolve_ahead(ctx, snapshots, batch) if snapshots else 0
     else:
-        state_before = pipe.state_after_prevs(ctx, prevs, batch) if prevs else 0
+        state_before = (
+            await pipe.resolve_ahead(ctx, [pipe.meta(ctx, p).state_after for p in prevs], batch) if prevs else 0
+        )
     if rejection is None:
         before_map = {k: pipe.event(ctx, s) for k, s in pipe.auth_selection(ctx, state_before, pdu).items()}
         rejection = _auth_failure(pdu, before_map, rv, create_id)
@@ -579,6 +581,8 @@ def _accept_remote(
         current_map = {k: pipe.event(ctx, s) for k, s in pipe.auth_selection(ctx, ctx.state, pdu).items()}
         if _auth_failure(pdu, current_map, rv, create_id) is not None:
             flags |= SOFT_FAILED
+    if rejection is None and not flags & SOFT_FAILED and backfill_order is None:
+        await _resolve_current_ahead(pipe, ctx, batch, pdu, eid, prevs, state_before)
     # rooms v6+: the format check proved the PDU strict canonical JSON, so no second validating walk
     encoded = canonical_json.encode_trusted(pdu) if rv.strict_canonical_json else canonical_json.encode_lenient(pdu)
     return pipe.write_event(
@@ -593,6 +597,34 @@ def _accept_remote(
         rejection=rejection,
         backfill_order=backfill_order,
     )
+
+
+async def _resolve_current_ahead(
+    pipe: EventPipeline,
+    ctx: RoomContext,
+    batch: Batch,
+    pdu: dict[str, Any],
+    eid: str,
+    prevs: list[int],
+    state_before: int,
+) -> None:
+    """A timeline event that leaves other forward extremities beside it (the room is forked): the
+    room's current state after it is the resolution of the states after all of them. Resolved here,
+    where it may leave the event loop, for `write_event` to find (it asks for the same snapshots:
+    the event's own state after is stored alike, and found again, within the batch)."""
+    taken = set(prevs)
+    others = [e for e in ctx.extremities if e not in taken]
+    if not others:
+        return
+    state_after = state_before
+    state_key = pdu.get("state_key")
+    if isinstance(state_key, str):
+        db = pipe.db
+        short = db.ids.event_or_create(eid, batch)
+        sk = db.ids.state_key_or_create(pdu["type"], state_key, batch)
+        state_after = db.snapshots.save_changes(state_before or None, {sk: short}, batch=batch)
+    snapshots = [pipe.meta(ctx, e).state_after for e in others] + [state_after]
+    await pipe.resolve_ahead(ctx, snapshots, batch, {eid: pdu})
 
 
 def _supplied_snapshot(pipe: EventPipeline, ctx: RoomContext, batch: Batch, state_ids: list[str]) -> int:
