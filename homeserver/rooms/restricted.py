@@ -13,7 +13,8 @@ spec: server-server-api "Restricted rooms" — for a user of another server (mak
   `M_UNABLE_TO_AUTHORISE_JOIN`, the joining server tries another resident;
 - none met and we are in every allowed room (or there are no valid conditions): 403 `M_FORBIDDEN`;
 - allowed, but none of our joined users may invite: 400 `M_UNABLE_TO_GRANT_JOIN`.
-A local user is in an allowed room only if this server is too, so for them every refusal is 403.
+A local user is in an allowed room only if this server is too, so the first is not theirs; the
+last means that another server of the room may let them in (homeserver/rooms/membership.py).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def join_authoriser(queries: RoomQueries, room: int, user_id: str) -> str | None
             unknowable = True
             continue
         if queries.is_joined(user_id, other):
-            return _inviter(queries, room, user_id)
+            return _inviter(queries, room)
     if unknowable and not queries.is_local(user_id):
         raise MatrixError(
             400, UNABLE_TO_AUTHORISE_JOIN, "this server cannot check the room's join conditions: try another server"
@@ -63,7 +64,7 @@ def join_authoriser(queries: RoomQueries, room: int, user_id: str) -> str | None
     raise forbidden("You are not invited to this room and meet none of its join conditions")
 
 
-def _inviter(queries: RoomQueries, room: int, user_id: str) -> str:
+def _inviter(queries: RoomQueries, room: int) -> str:
     """Our joined member with the most power who may invite (ties: the smallest id)."""
     rv = queries.room_version(room)
     power_levels = queries.current_state_event(room, "m.room.power_levels")
@@ -75,6 +76,4 @@ def _inviter(queries: RoomQueries, room: int, user_id: str) -> str:
     )
     if ranked and ranked[0][0] >= needed:
         return ranked[0][1]
-    if queries.is_local(user_id):
-        raise forbidden("No member of this server may let you in to this restricted room")
     raise MatrixError(400, UNABLE_TO_GRANT_JOIN, "no member of this server may invite to this room: try another server")

@@ -20,6 +20,8 @@ from homeserver.errors import MatrixError
 from homeserver.protocol.event_ids import event_id as compute_event_id
 from homeserver.protocol.event_signing import verify_event_signature
 from homeserver.rooms.creation import RoomCreation, create_room
+from homeserver.rooms.queries import RoomQueries
+from homeserver.rooms.service import Rooms
 from tests.federation.test_membership import Transport
 from tests.rooms.remote import ALICE_R, BOB_L, LOCAL, RESIDENT, Pair, only
 
@@ -185,3 +187,42 @@ async def test_the_joining_server_keeps_only_its_own_event(pair: Pair) -> None:
         await remote(pair, Swaps(pair)).join(room_id, BOB_L, [RESIDENT])
     assert err.value.status == 502
     assert pair.local.db.rooms.info(pair.local.db.ids.room(room_id) or 0) is None
+
+
+async def test_in_the_room_but_no_member_of_ours_may_invite_joins_through_the_resident(pair: Pair) -> None:
+    """spec: "Restricted rooms" — our server is in the room, but none of our members there may
+    invite: the join goes through a resident that can authorise it (make_join / send_join)."""
+    allowed = await pair.room("10")
+    room_id = await restricted_room(pair, "10", [allowed], pl={"invite": 50, "users": {ALICE_R: 100}})
+    res, ours = pair.resident, pair.local
+    transport = Transport(pair)
+    membership = remote(pair, transport)
+    dan = f"@dan:{LOCAL}"
+    await res.pipe.send(room_id, ALICE_R, "m.room.member", {"membership": "invite"}, dan)
+    await membership.join(room_id, dan, [RESIDENT])  # our server is in the room now, through Dan
+    await membership.join(allowed, BOB_L, [RESIDENT])
+    queries = RoomQueries(LOCAL, ours.db.ids, ours.db.rooms, ours.db.events, ours.db.snapshots)
+    rooms = Rooms(
+        ours.db,
+        ours.pipe,
+        queries,
+        default_room_version="10",
+        profile_lookup=lambda user_id: None,
+        account_lookup=lambda user_id: None,
+        account_data=lambda user_id, kind: None,
+        remote_rooms=membership,
+    )
+    assert rooms.membership.resident(queries.known_room(room_id))
+    await rooms.membership.join(BOB_L, room_id)
+    joined = ours.current_state(room_id)[("m.room.member", BOB_L)]
+    assert res.current_state(room_id)[("m.room.member", BOB_L)] == joined
+    event = ours.event(joined)
+    assert event["content"]["join_authorised_via_users_server"] == ALICE_R
+    assert set(event["signatures"]) == {LOCAL, RESIDENT}
+    # without another server to ask, the local refusal stays a 403
+    rooms.membership.remote = None
+    fay = f"@fay:{LOCAL}"
+    await rooms.membership.join(fay, allowed)
+    with pytest.raises(MatrixError) as err:
+        await rooms.membership.join(fay, room_id)
+    assert (err.value.status, err.value.errcode) == (403, "M_FORBIDDEN") and "No member" in err.value.message
