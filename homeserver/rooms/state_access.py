@@ -24,6 +24,7 @@ from storage.shortids import ShortIds
 StateKey = tuple[str, str]
 T = TypeVar("T")
 THREAD_CACHE_MB = 16  # the caches of one resolution in a worker thread, dropped with it
+LOOP_ANSWER_TIMEOUT_S = 60.0
 
 
 class IdReads(Protocol):
@@ -222,7 +223,7 @@ class _ThreadIds:
                 done.set_exception(e)
 
         self.loop.call_soon_threadsafe(run)
-        return done.result()
+        return done.result(timeout=LOOP_ANSWER_TIMEOUT_S)  # a loop that stopped must not hang the thread
 
     def event(self, event_id: str) -> int | None:
         found = self.own.event(event_id)

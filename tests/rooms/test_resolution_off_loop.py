@@ -15,6 +15,7 @@ import pytest
 
 from homeserver.protocol.room_versions import RoomVersion
 from homeserver.rooms import pipeline as pipeline_module
+from homeserver.rooms import state_access
 from homeserver.rooms.state_access import resolve_loaded, resolve_snapshots
 from storage.database import Database
 from tests.rooms.forks import forked_room
@@ -70,9 +71,20 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     return rec
 
 
-async def test_a_fork_received_event_by_event_resolves_off_the_loop(local: Local, recorder: Recorder) -> None:
+async def test_a_fork_received_event_by_event_resolves_off_the_loop(
+    local: Local, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Branch B arrives in the timeline while branch A is the room's: each event forks the room,
-    and the current state is the resolution of both tips, made in a worker thread when large."""
+    and the current state is the resolution of both tips, made in a worker thread when large.
+    The event being received has an id no batch has written yet: the thread asks the loop for it."""
+    asked: list[bool] = []
+    real_on_loop = state_access._ThreadIds._on_loop
+
+    def on_loop(self: Any, read: Callable[[], Any]) -> Any:
+        asked.append(threading.current_thread() is not recorder.loop_thread)
+        return real_on_loop(self, read)
+
+    monkeypatch.setattr(state_access._ThreadIds, "_on_loop", on_loop)
     fork = await forked_room(local, N)
     ticks: list[int] = []
     tick = asyncio.create_task(ticker(recorder, ticks))
@@ -89,6 +101,7 @@ async def test_a_fork_received_event_by_event_resolves_off_the_loop(local: Local
     inline = resolve_snapshots(local.db, rv, tips)
     assert dict(local.db.snapshots.load(local.meta(merged.event_id).state_before)) == inline
     assert local.snapshot_state(fork.room_id) == local.current_state(fork.room_id)
+    assert asked and all(asked)
     assert dict(local.db.rooms.current_state(local.room_short(fork.room_id))) == inline
 
 
