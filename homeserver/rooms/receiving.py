@@ -8,6 +8,7 @@ local events.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,9 @@ from storage.rooms import LIVE_BASE
 
 if TYPE_CHECKING:
     from homeserver.rooms.pipeline import EventPipeline
+
+# events of a send_join answer checked or stored between two turns of the event loop (~10-20 ms)
+JOIN_YIELD_EVERY = 100
 
 
 async def receive(
@@ -215,7 +219,9 @@ async def receive_join(
     except ProtocolError as e:
         raise EventRefused(str(e)) from None
     candidates: dict[str, tuple[dict[str, Any], int]] = {}
-    for pdu in [*auth_chain, *state]:
+    for i, pdu in enumerate([*auth_chain, *state]):
+        if i % JOIN_YIELD_EVERY == JOIN_YIELD_EVERY - 1:
+            await asyncio.sleep(0)  # a big room's state: other requests are served between checks
         if not isinstance(pdu, dict):
             continue
         if pdu.get("room_id", room_id) != room_id:
@@ -248,7 +254,9 @@ async def receive_join(
                 )
             if ctx.rv.identifier != rv.identifier or ctx.info.get("create_event_id") != create_id:
                 raise EventRefused("the room's create event differs from the one stored here")
-            for eid in _auth_order(candidates, rv):
+            for i, eid in enumerate(_auth_order(candidates, rv)):
+                if i % JOIN_YIELD_EVERY == JOIN_YIELD_EVERY - 1:
+                    await asyncio.sleep(0)  # the room lock is held and the batch is ours alone
                 if pipe.stored_short(ctx, eid) is not None:
                     continue
                 pdu, flags = candidates[eid]
