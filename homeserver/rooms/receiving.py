@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
 # events of a send_join answer checked or stored between two turns of the event loop (~10-20 ms)
 JOIN_YIELD_EVERY = 100
+# state entries read into a snapshot between two turns of the event loop (~10-20 ms)
+STATE_YIELD_EVERY = 500
 
 
 async def receive(
@@ -572,9 +574,9 @@ async def _accept_remote(
         return pipe.write_event(ctx, batch, pdu, eid, encoded, [], 0, flags=flags, rejection=rejection, outlier=True)
     # step 5: against the state before the event
     if supplied_state is not None:
-        state_before = _supplied_snapshot(pipe, ctx, batch, supplied_state)
+        state_before = await _supplied_snapshot(pipe, ctx, batch, supplied_state)
     elif prev_states is not None:
-        snapshots = [_supplied_snapshot(pipe, ctx, batch, state) for state in prev_states]
+        snapshots = [await _supplied_snapshot(pipe, ctx, batch, state) for state in prev_states]
         snapshots += [pipe.meta(ctx, p).state_after for p in prevs]
         state_before = await pipe.resolve_ahead(ctx, snapshots, batch) if snapshots else 0
     else:
@@ -635,10 +637,12 @@ async def _resolve_current_ahead(
     await pipe.resolve_ahead(ctx, snapshots, batch, {eid: pdu})
 
 
-def _supplied_snapshot(pipe: EventPipeline, ctx: RoomContext, batch: Batch, state_ids: list[str]) -> int:
+async def _supplied_snapshot(pipe: EventPipeline, ctx: RoomContext, batch: Batch, state_ids: list[str]) -> int:
     """A state snapshot of the given stored events: one per (type, state_key), rejected ones left out."""
     state: dict[int, int] = {}
-    for eid in state_ids:
+    for i, eid in enumerate(state_ids):
+        if i % STATE_YIELD_EVERY == STATE_YIELD_EVERY - 1:
+            await asyncio.sleep(0)  # a big room's state: the room lock is held, the batch is ours alone
         short = pipe.known_short(ctx, eid)
         meta = pipe.meta(ctx, short)
         if meta.room != ctx.room_short:
