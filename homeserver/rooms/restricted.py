@@ -41,8 +41,11 @@ def join_authoriser(queries: RoomQueries, room: int, user_id: str) -> str | None
     """The local member to name in `join_authorised_via_users_server` for `user_id` joining `room`
     now; None when none is needed (the room is not restricted, or the user is invited or joined
     already). Raises `MatrixError` as the module docstring says when the user may not join."""
-    if not is_restricted(queries, room) or queries.current_membership(user_id, room) in ("join", "invite"):
+    membership = queries.current_membership(user_id, room)
+    if not is_restricted(queries, room) or membership in ("join", "invite"):
         return None
+    if membership == "ban":  # spec: rooms/v8 join rule 3 — no condition lets a banned user in
+        raise forbidden("You are banned from this room")
     allow = content_of(queries.current_state_event(room, "m.room.join_rules")).get("allow")
     unknowable = False  # an allowed room this server is not in: the user may be joined there
     for condition in allow if isinstance(allow, list) else []:

@@ -74,6 +74,11 @@ async def test_our_user_joins_through_membership_of_an_allowed_room(pair: Pair, 
     assert ours.current_state(room_id) == res.current_state(room_id)
     assert res.current_state(room_id)[("m.room.member", BOB_L)] == joined.event_id
     assert transport.forwarded[-1] == (joined.event_id, (LOCAL,))
+    # a banned user meets the conditions still, and gets no template
+    await res.pipe.send(room_id, ALICE_R, "m.room.member", {"membership": "ban"}, BOB_L)
+    with pytest.raises(MatrixError) as err:
+        transport.resident.make(LOCAL, "join", room_id, BOB_L, [version])
+    assert (err.value.status, err.value.errcode) == (403, "M_FORBIDDEN")
 
 
 async def test_an_invited_user_needs_no_authoriser(pair: Pair) -> None:
