@@ -30,6 +30,7 @@ T = TypeVar("T")
 
 SEND_JOIN_MAX_BYTES = 128 * 1024 * 1024  # the whole state of a very large room
 SEND_JOIN_TIMEOUT_S = 600.0
+RETRY_ELSEWHERE = frozenset({"M_UNABLE_TO_AUTHORISE_JOIN", "M_UNABLE_TO_GRANT_JOIN"})
 
 
 class _Knocked(NamedTuple):
@@ -161,6 +162,10 @@ class RemoteMembership:
                     refusal = MatrixError(e.status, e.errcode or "M_FORBIDDEN", f"{server} refused: {e.message}")
                 if e.errcode == "M_INCOMPATIBLE_ROOM_VERSION":
                     refusal = MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION", e.message)
+                if e.errcode in RETRY_ELSEWHERE and (refusal is None or refusal.status == 404):
+                    # spec: "Restricted rooms" — this resident cannot let the user in; another may.
+                    # Passed on to the client when none does (spec: send_join 400).
+                    refusal = MatrixError(400, e.errcode, f"{server}: {e.message}")
             except (Unreachable, EventRefused, ProtocolError) as e:
                 last = f"{server}: {e}"
             log.info("membership through %s failed: %s", server, last)
@@ -203,8 +208,18 @@ class RemoteMembership:
             raise EventRefused(f"{server} answered send_join without state or auth_chain")
         if answer.get("members_omitted") is True:
             raise EventRefused(f"{server} left the members out of the room state (partial joins are not supported)")
+        # spec: send_join v2 `event` — a restricted join comes back with the resident's signature,
+        # which the auth rules need; it must be our event still (the id covers all but signatures)
         countersigned = answer.get("event")
-        joined = countersigned if isinstance(countersigned, dict) else event
+        joined = event
+        if isinstance(countersigned, dict):
+            try:
+                same = compute_event_id(countersigned, rv) == event_id
+            except ProtocolError:
+                same = False
+            if not same:
+                raise EventRefused(f"{server} answered send_join with another event than our join")
+            joined = countersigned
         return await self.pipeline.receive_join(room_id, version, joined, state, chain, self.keys)
 
     async def _send_membership(

@@ -2,7 +2,8 @@
 and knocking on rooms this server is in.
 
 spec: server-server-api "Joining rooms" (`make_join`, `send_join` v2: the full state, never
-`members_omitted`), "Leaving rooms (rejecting invites)", "Knocking upon a room". The event a server
+`members_omitted`), "Restricted rooms" (we name one of our members who may invite as the join's
+authoriser and sign the join), "Leaving rooms (rejecting invites)", "Knocking upon a room". The event a server
 sends back must be the membership it asked for, of one of its own users, with the event id it
 names; it goes through the one pipeline like any PDU, and is then passed on to the room's other
 servers (we are the only one that has it).
@@ -16,6 +17,7 @@ from typing import Any
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.protocol.errors import ProtocolError
 from homeserver.protocol.event_ids import event_id as compute_event_id
+from homeserver.protocol.room_versions import RoomVersion
 from homeserver.rooms.federation_reads import FederationReads, NotInRoom
 from homeserver.rooms.pipeline import EventPipeline, EventRefused, KeyLookup, MissingEventsError, PersistedEvent
 from homeserver.rooms.stripped_state import stripped_state
@@ -54,7 +56,13 @@ class Resident:
             raise MatrixError(
                 400, "M_INCOMPATIBLE_ROOM_VERSION", "this room version has no knocking", room_version=rv.identifier
             )
-        template, _ = self.pipeline.membership_template(room_id, user_id, kind)
+        extra: dict[str, Any] = {}
+        if kind == "join":
+            # spec: "Restricted rooms" — our member who lets them in, or the error that says why not
+            via = self.reads.join_authoriser(room, user_id)
+            if via is not None:
+                extra["join_authorised_via_users_server"] = via
+        template, _ = self.pipeline.membership_template(room_id, user_id, kind, extra)
         return {"event": template, "room_version": rv.identifier}
 
     async def send(self, origin: str, kind: str, room_id: str, event_id: str, pdu: Any) -> PersistedEvent:
@@ -62,7 +70,7 @@ class Resident:
         if not isinstance(pdu, dict):
             raise MatrixError(400, "M_BAD_JSON", "the body must be the event")
         try:
-            _, rv = self.reads.room_version(room_id)
+            room, rv = self.reads.room_version(room_id)
         except NotInRoom:
             raise not_found(f"this server does not know room {room_id}") from None
         content = pdu.get("content")
@@ -82,6 +90,8 @@ class Resident:
                 raise MatrixError(400, "M_BAD_JSON", "the event id does not match the event")
         except ProtocolError as e:
             raise MatrixError(400, "M_BAD_JSON", f"not a valid event: {e}") from None
+        if kind == "join":
+            pdu = self._authorised(room, rv, state_key, content, pdu)
         try:
             persisted = await self.pipeline.receive(pdu, self.keys)
         except EventRefused as e:
@@ -94,6 +104,20 @@ class Resident:
             raise forbidden(f"the room's current state does not allow this {kind}")
         self.forward(persisted, (origin,))
         return persisted
+
+    def _authorised(
+        self, room: int, rv: RoomVersion, user_id: str, content: dict[str, Any], pdu: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A restricted join naming one of our users as its authoriser, signed by us too, once the
+        joining user is seen to meet the room's conditions again (a server may skip make_join).
+        spec: server-server-api "Joining rooms" and "Restricted rooms"; rooms/v8 auth rule 4.2.1.
+        A join naming another server's user must carry that server's signature already; the auth
+        rules decide the rest."""
+        via = content.get("join_authorised_via_users_server")
+        if not rv.restricted_join_rule or not isinstance(via, str) or not via.endswith(":" + self.server_name):
+            return pdu
+        self.reads.join_authoriser(room, user_id)  # raises when the user may not join through us
+        return self.pipeline.countersign(pdu, rv)
 
     async def send_join(self, origin: str, room_id: str, event_id: str, pdu: Any) -> dict[str, Any]:
         persisted = await self.send(origin, "join", room_id, event_id, pdu)

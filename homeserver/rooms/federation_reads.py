@@ -22,6 +22,8 @@ from typing import Any
 
 from homeserver.protocol.redaction import redact
 from homeserver.protocol.room_versions import RoomVersion, get_room_version
+from homeserver.rooms.queries import RoomQueries
+from homeserver.rooms.restricted import join_authoriser
 from homeserver.state.event_source import reference_ids
 from storage.cache import LruCache
 from storage.database import Database
@@ -39,6 +41,7 @@ class FederationReads:
     def __init__(self, db: Database, server_name: str) -> None:
         self.db = db
         self.server_name = server_name
+        self.queries = RoomQueries(server_name, db.ids, db.rooms, db.events, db.snapshots)
         # (state snapshot, server) -> the best membership the server's users have in it
         self._server_membership: LruCache[tuple[int, str], str | None] = db.caches.lru(
             "federation.server_membership", "federation", part=0.5
@@ -52,6 +55,12 @@ class FederationReads:
         if room is None or info is None:
             raise NotInRoom(f"unknown room {room_id}")
         return room, get_room_version(info["version"])
+
+    def join_authoriser(self, room: int, user_id: str) -> str | None:
+        """Our member to name in `join_authorised_via_users_server` when `user_id` joins a restricted
+        room now; None when no authoriser is needed. `MatrixError` (400 `M_UNABLE_TO_AUTHORISE_JOIN`,
+        400 `M_UNABLE_TO_GRANT_JOIN`, 403) when we cannot let them in: see `homeserver/rooms/restricted.py`."""
+        return join_authoriser(self.queries, room, user_id)
 
     def servers_in_room(self, room: int) -> list[str]:
         return self.db.rooms.servers(room)

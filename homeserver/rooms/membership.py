@@ -26,11 +26,11 @@ from homeserver.locks import KeyedLocks
 from homeserver.protocol.errors import InvalidIdentifier
 from homeserver.protocol.events import content_of
 from homeserver.protocol.identifiers import UserID
-from homeserver.protocol.power_levels import get_named_level, get_user_power_level
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.messages import require_room_id
 from homeserver.rooms.pipeline import EventPipeline, PersistedEvent
 from homeserver.rooms.queries import RoomQueries
+from homeserver.rooms.restricted import UNABLE_TO_GRANT_JOIN, join_authoriser
 from homeserver.rooms.stripped_state import room_stripped_state
 from storage.engine import Store
 from storage.room_extras import RoomExtrasStore
@@ -231,7 +231,16 @@ class Membership:
                 return room_id  # already joined as this profile: nothing to change
         content = self._with_reason({"membership": "join", **profile}, reason)
         if current not in ("join", "invite"):
-            authoriser = self._restricted_authoriser(room, user_id)
+            try:
+                authoriser = join_authoriser(self.queries, room, user_id)
+            except MatrixError as e:
+                others = [s for s in self.queries.servers_in_room(room) if s != self.queries.server_name]
+                if e.errcode != UNABLE_TO_GRANT_JOIN or self.remote is None or not others:
+                    raise _as_client_error(e) from None
+                # spec: server-server "Restricted rooms" — none of our members may let them in: a
+                # resident server of the room's others may (make_join / send_join through it)
+                async with self._remote_joins(room_id):
+                    return await self._join_remote(user_id, room_id, via, alias_servers, reason, is_guest)
             if authoriser is not None:
                 content["join_authorised_via_users_server"] = authoriser
         await self._send(room_id, user_id, user_id, content)
@@ -267,30 +276,10 @@ class Membership:
     def _restricted_authoriser(self, room: int, user_id: str) -> str | None:
         """For a restricted room the user may join through an allow condition, a local member who
         can invite (spec: "Restricted rooms"; rooms v8 auth rules `join_authorised_via_users_server`)."""
-        join_rules = content_of(self.queries.current_state_event(room, "m.room.join_rules"))
-        rule = join_rules.get("join_rule")
-        rv = self.queries.room_version(room)
-        if rule not in ("restricted", "knock_restricted") or not rv.restricted_join_rule:
-            return None
-        allow = join_rules.get("allow")
-        allowed = False
-        for condition in allow if isinstance(allow, list) else []:
-            if not isinstance(condition, dict) or condition.get("type") != "m.room_membership":
-                continue
-            other_id = condition.get("room_id")
-            other = self.queries.room(other_id) if isinstance(other_id, str) else None
-            if other is not None and self.queries.is_joined(user_id, other):
-                allowed = True
-                break
-        if not allowed:
-            raise forbidden("You are not invited to this room and meet none of its join conditions")
-        pl = self.queries.current_state_event(room, "m.room.power_levels")
-        create = self.queries.current_state_event(room, "m.room.create")
-        invite_level = get_named_level(pl, "invite", rv)
-        for member in self.queries.local_joined_members(room):
-            if get_user_power_level(member, pl, create, rv) >= invite_level:
-                return member
-        raise forbidden("No member of this server may let you in to this restricted room")
+        try:
+            return join_authoriser(self.queries, room, user_id)
+        except MatrixError as e:
+            raise _as_client_error(e) from None
 
     async def knock(
         self, user_id: str, room_id_or_alias: str, *, reason: str | None = None, via: Sequence[str] = ()
@@ -472,3 +461,10 @@ class Membership:
                 if authoriser is not None:
                     content = {**content, "join_authorised_via_users_server": authoriser}
         return await self._send(room_id, sender, target, content)
+
+
+def _as_client_error(e: MatrixError) -> MatrixError:
+    """A refusal of a restricted join as a local user's join gets it: 403 (spec: POST /join)."""
+    if e.errcode == UNABLE_TO_GRANT_JOIN:
+        return forbidden("No member of this server may let you in to this restricted room")
+    return e

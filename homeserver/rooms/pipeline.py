@@ -13,6 +13,7 @@ The checks on events from other servers are in `homeserver.rooms.receiving`.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -28,9 +29,11 @@ from homeserver.protocol.errors import AuthError, EventFormatError, ProtocolErro
 from homeserver.protocol.event_format import check_pdu_format
 from homeserver.protocol.event_ids import new_v1_event_id
 from homeserver.protocol.hashes import reference_hash
+from homeserver.protocol.redaction import redact
 from homeserver.protocol.room_versions import EventFormat, RoomVersion, get_room_version
+from homeserver.protocol.signing import sign_json
 from homeserver.rooms.signing import SignedEvent, hash_and_sign
-from homeserver.rooms.state_access import resolve_snapshots
+from homeserver.rooms.state_access import conflicted_keys, load_states, resolve_loaded, resolve_snapshots, thread_reads
 from homeserver.rooms.tokens import live_order
 from homeserver.state.event_source import reference_ids
 from storage.cache import LruCache
@@ -46,6 +49,10 @@ MAX_KEY_BYTES = 255
 MAX_EVENT_BYTES = 65536
 # the first timeline events of a room looked at for the events /backfill starts from
 HISTORY_EDGE_SCAN = 20
+# A resolution of states that disagree on this many keys or more leaves the event loop (`resolve_ahead`):
+# measured with bench/dag_gen.py forks, ~0.1 ms a conflicted key, 32 keys ≈ 1-4 ms inline (a thread
+# hand-off costs ~0.1 ms); 500 keys (a 10,000-event fork) take ~200 ms.
+RESOLVE_IN_THREAD_AT = 32
 
 # the auth events of an event by (type, state_key), and its `auth_events` as written in the event
 AuthSelection = tuple[dict[tuple[str, str], dict[str, Any]], list[Any]]
@@ -138,6 +145,7 @@ class RoomContext:
         "pending_events",
         "pending_ids",
         "pending_meta",
+        "resolutions",
         "room_id",
         "room_short",
         "rv",
@@ -156,6 +164,9 @@ class RoomContext:
     pending_meta: dict[int, EventMeta]
     pending_ids: dict[int, str]
     pending_chains: dict[int, tuple[int, ...]]
+    # sorted state snapshots -> (the batch, the snapshot of their resolution), made ahead (maybe off
+    # the event loop) by `EventPipeline.resolve_ahead` for `resolved` to find in the same batch
+    resolutions: dict[tuple[int, ...], tuple[Batch, int]]
     written: list[PersistedEvent]
 
     def __init__(
@@ -182,6 +193,7 @@ class RoomContext:
         self.pending_meta = {} if pending_meta is None else pending_meta
         self.pending_ids = {} if pending_ids is None else pending_ids
         self.pending_chains = {} if pending_chains is None else pending_chains
+        self.resolutions = {}
         self.written = [] if written is None else written
 
     def clear_pending(self) -> None:
@@ -189,6 +201,7 @@ class RoomContext:
         self.pending_meta.clear()
         self.pending_ids.clear()
         self.pending_chains.clear()
+        self.resolutions.clear()
         self.written.clear()
 
 
@@ -208,6 +221,8 @@ class EventPipeline:
         self._locks: KeyedLocks[str] = KeyedLocks()  # a room's lock lives only while it is in use
         # state snapshots -> their resolution
         self._resolved: LruCache[tuple[int, ...], int] = db.caches.lru("state.resolutions", "state.resolutions")
+        # from this many conflicted state keys `resolve_ahead` resolves in a worker thread
+        self.resolve_in_thread_at = RESOLVE_IN_THREAD_AT
         # (committed state snapshot, sender) -> the auth events of an event that is neither a membership
         # nor a create event: the same for every such event (create, power levels, the sender's
         # membership), and a snapshot never changes, so consecutive messages look them up once
@@ -453,10 +468,13 @@ class EventPipeline:
             raise MatrixError(413, "M_TOO_LARGE", f"type and state_key may not exceed {MAX_KEY_BYTES} bytes")
         return event, prevs, state_before, auth_map
 
-    def membership_template(self, room_id: str, user_id: str, membership: str) -> tuple[dict[str, Any], RoomVersion]:
+    def membership_template(
+        self, room_id: str, user_id: str, membership: str, content: Mapping[str, Any] | None = None
+    ) -> tuple[dict[str, Any], RoomVersion]:
         """What `make_join`, `make_leave` and `make_knock` answer: a membership event of a user of
         another server on top of this room, not hashed or signed (its server does that), and
-        allowed by the room's current state. 403 `M_FORBIDDEN` when it would not be.
+        allowed by the room's current state. 403 `M_FORBIDDEN` when it would not be. `content` adds
+        to the membership (the `join_authorised_via_users_server` of a restricted join).
         spec: server-server-api "Joining rooms", "Leaving rooms", "Knocking upon a room".
         """
         ctx = self.load_context(room_id)
@@ -464,7 +482,14 @@ class EventPipeline:
         batch = self.db.store.batch()
         with batch:  # a resolution computed here is not kept: the batch is never committed
             event, _, _, auth_map = self._skeleton(
-                ctx, batch, user_id, "m.room.member", {"membership": membership}, user_id, None, origin
+                ctx,
+                batch,
+                user_id,
+                "m.room.member",
+                {**(content or {}), "membership": membership},
+                user_id,
+                None,
+                origin,
             )
         try:
             check_auth(event, auth_map, ctx.rv, create_event_id=ctx.info.get("create_event_id"))
@@ -472,6 +497,18 @@ class EventPipeline:
             if not _needs_a_signature(e):
                 raise forbidden(f"not allowed: {e.reason} (auth rule {e.rule})") from None
         return event, ctx.rv
+
+    def countersign(self, event: dict[str, Any], rv: RoomVersion) -> dict[str, Any]:
+        """Another server's event with this server's signature added (its hashes and other
+        signatures untouched, so its id stays): a restricted join one of our users authorises.
+        spec: server-server-api "Joining rooms" — the resident adds its signature; rooms/v8 auth
+        rule 4.2.1."""
+        identity = self.identity
+        redacted = redact(event, rv)
+        sign_json(
+            redacted, identity.server_name, identity.key_id, identity.signing_key, strict=rv.strict_canonical_json
+        )
+        return {**event, "signatures": redacted["signatures"]}
 
     def sign_membership_template(
         self, template: Any, rv: RoomVersion, room_id: str, user_id: str, membership: str
@@ -545,13 +582,54 @@ class EventPipeline:
         snapshots = tuple(sorted(set(snapshots_in)))
         if len(snapshots) == 1:
             return snapshots[0]
-        # While a room is forked, each message on one branch asks for the same resolution again:
-        # snapshots and events never change, so the answer is kept (once its batch is written).
-        cached = self._resolved.get(snapshots)
-        if cached is not None:
-            return cached
+        known = self._known_resolution(ctx, snapshots, batch)
+        if known is not None:
+            return known
         extra = {self.event_id_of(ctx, s): ev for s, ev in ctx.pending_events.items()}
         resolved = resolve_snapshots(self.db, ctx.rv, snapshots, extra)
+        return self._save_resolution(ctx, snapshots, resolved, batch)
+
+    async def resolve_ahead(
+        self,
+        ctx: RoomContext,
+        snapshots_in: Iterable[int],
+        batch: Batch,
+        extra_events: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> int:
+        """`resolved`, awaitable: a large resolution (`resolve_in_thread_at` conflicted state keys or
+        more) runs in a worker thread, so the event loop serves everyone else meanwhile. The caller
+        holds the room lock: nothing it reads changes. The answer is kept for `resolved` to find in
+        this batch (an event's write asks again). `extra_events`: events not written yet, by id."""
+        snapshots = tuple(sorted(set(snapshots_in)))
+        if len(snapshots) == 1:
+            return snapshots[0]
+        known = self._known_resolution(ctx, snapshots, batch)
+        if known is not None:
+            return known
+        extra: dict[str, Mapping[str, Any]] = {self.event_id_of(ctx, s): ev for s, ev in ctx.pending_events.items()}
+        extra.update(extra_events or {})
+        states = load_states(self.db, snapshots)
+        if conflicted_keys(states) >= self.resolve_in_thread_at:
+            loop = asyncio.get_running_loop()
+            reads = thread_reads(self.db, loop)
+            resolved = await loop.run_in_executor(None, resolve_loaded, reads, ctx.rv, states, extra)
+        else:
+            resolved = resolve_loaded(self.db, ctx.rv, states, extra)
+        sid = self._save_resolution(ctx, snapshots, resolved, batch)
+        ctx.resolutions[snapshots] = (batch, sid)
+        return sid
+
+    def _known_resolution(self, ctx: RoomContext, snapshots: tuple[int, ...], batch: Batch) -> int | None:
+        ahead = ctx.resolutions.get(snapshots)
+        if ahead is not None and ahead[0] is batch:
+            return ahead[1]
+        # While a room is forked, each message on one branch asks for the same resolution again:
+        # snapshots and events never change, so the answer is kept (once its batch is written).
+        return self._resolved.get(snapshots)
+
+    def _save_resolution(
+        self, ctx: RoomContext, snapshots: tuple[int, ...], resolved: Mapping[int, int], batch: Batch
+    ) -> int:
         # stored as a diff against the current state, which a resolution usually differs little from
         sid = self.db.snapshots.save_state(resolved, near=ctx.state or snapshots[0], batch=batch)
 

@@ -8,6 +8,7 @@ local events.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,11 @@ from storage.rooms import LIVE_BASE
 
 if TYPE_CHECKING:
     from homeserver.rooms.pipeline import EventPipeline
+
+# events of a send_join answer checked or stored between two turns of the event loop (~10-20 ms)
+JOIN_YIELD_EVERY = 100
+# state entries read into a snapshot between two turns of the event loop (~10-20 ms)
+STATE_YIELD_EVERY = 500
 
 
 async def receive(
@@ -142,7 +148,7 @@ async def _receive(
             raise ValueError(f"backfill order {backfill_order} is taken in {room_id}")
         batch = pipe.db.store.batch()
         with batch:
-            persisted = _accept_remote(
+            persisted = await _accept_remote(
                 pipe,
                 ctx,
                 batch,
@@ -215,7 +221,9 @@ async def receive_join(
     except ProtocolError as e:
         raise EventRefused(str(e)) from None
     candidates: dict[str, tuple[dict[str, Any], int]] = {}
-    for pdu in [*auth_chain, *state]:
+    for i, pdu in enumerate([*auth_chain, *state]):
+        if i % JOIN_YIELD_EVERY == JOIN_YIELD_EVERY - 1:
+            await asyncio.sleep(0)  # a big room's state: other requests are served between checks
         if not isinstance(pdu, dict):
             continue
         if pdu.get("room_id", room_id) != room_id:
@@ -248,16 +256,18 @@ async def receive_join(
                 )
             if ctx.rv.identifier != rv.identifier or ctx.info.get("create_event_id") != create_id:
                 raise EventRefused("the room's create event differs from the one stored here")
-            for eid in _auth_order(candidates, rv):
+            for i, eid in enumerate(_auth_order(candidates, rv)):
+                if i % JOIN_YIELD_EVERY == JOIN_YIELD_EVERY - 1:
+                    await asyncio.sleep(0)  # the room lock is held and the batch is ours alone
                 if pipe.stored_short(ctx, eid) is not None:
                     continue
                 pdu, flags = candidates[eid]
                 try:
-                    _accept_remote(pipe, ctx, batch, pdu, eid, flags, outlier=True)
+                    await _accept_remote(pipe, ctx, batch, pdu, eid, flags, outlier=True)
                 except MissingEventsError:
                     continue  # its auth events were dropped or never sent: it is dropped too
             kept = [eid for eid in state_ids if pipe.stored_short(ctx, eid) is not None]
-            persisted = _accept_remote(
+            persisted = await _accept_remote(
                 pipe, ctx, batch, join_pdu, join_id, join_flags, supplied_state=kept, check_current=False
             )
             if persisted.rejected is not None:  # nothing is kept of a room we cannot join
@@ -488,7 +498,7 @@ async def _check_signatures(pdu: Mapping[str, Any], rv: RoomVersion, keys: KeyLo
             raise EventRefused(str(e)) from None
 
 
-def _accept_remote(
+async def _accept_remote(
     pipe: EventPipeline,
     ctx: RoomContext,
     batch: Batch,
@@ -564,13 +574,15 @@ def _accept_remote(
         return pipe.write_event(ctx, batch, pdu, eid, encoded, [], 0, flags=flags, rejection=rejection, outlier=True)
     # step 5: against the state before the event
     if supplied_state is not None:
-        state_before = _supplied_snapshot(pipe, ctx, batch, supplied_state)
+        state_before = await _supplied_snapshot(pipe, ctx, batch, supplied_state)
     elif prev_states is not None:
-        snapshots = [_supplied_snapshot(pipe, ctx, batch, state) for state in prev_states]
+        snapshots = [await _supplied_snapshot(pipe, ctx, batch, state) for state in prev_states]
         snapshots += [pipe.meta(ctx, p).state_after for p in prevs]
-        state_before = pipe.resolved(ctx, snapshots, batch) if snapshots else 0
+        state_before = await pipe.resolve_ahead(ctx, snapshots, batch) if snapshots else 0
     else:
-        state_before = pipe.state_after_prevs(ctx, prevs, batch) if prevs else 0
+        state_before = (
+            await pipe.resolve_ahead(ctx, [pipe.meta(ctx, p).state_after for p in prevs], batch) if prevs else 0
+        )
     if rejection is None:
         before_map = {k: pipe.event(ctx, s) for k, s in pipe.auth_selection(ctx, state_before, pdu).items()}
         rejection = _auth_failure(pdu, before_map, rv, create_id)
@@ -579,6 +591,8 @@ def _accept_remote(
         current_map = {k: pipe.event(ctx, s) for k, s in pipe.auth_selection(ctx, ctx.state, pdu).items()}
         if _auth_failure(pdu, current_map, rv, create_id) is not None:
             flags |= SOFT_FAILED
+    if rejection is None and not flags & SOFT_FAILED and backfill_order is None:
+        await _resolve_current_ahead(pipe, ctx, batch, pdu, eid, prevs, state_before)
     # rooms v6+: the format check proved the PDU strict canonical JSON, so no second validating walk
     encoded = canonical_json.encode_trusted(pdu) if rv.strict_canonical_json else canonical_json.encode_lenient(pdu)
     return pipe.write_event(
@@ -595,10 +609,40 @@ def _accept_remote(
     )
 
 
-def _supplied_snapshot(pipe: EventPipeline, ctx: RoomContext, batch: Batch, state_ids: list[str]) -> int:
+async def _resolve_current_ahead(
+    pipe: EventPipeline,
+    ctx: RoomContext,
+    batch: Batch,
+    pdu: dict[str, Any],
+    eid: str,
+    prevs: list[int],
+    state_before: int,
+) -> None:
+    """A timeline event that leaves other forward extremities beside it (the room is forked): the
+    room's current state after it is the resolution of the states after all of them. Resolved here,
+    where it may leave the event loop, for `write_event` to find (it asks for the same snapshots:
+    the event's own state after is stored alike, and found again, within the batch)."""
+    taken = set(prevs)
+    others = [e for e in ctx.extremities if e not in taken]
+    if not others:
+        return
+    state_after = state_before
+    state_key = pdu.get("state_key")
+    if isinstance(state_key, str):
+        db = pipe.db
+        short = db.ids.event_or_create(eid, batch)
+        sk = db.ids.state_key_or_create(pdu["type"], state_key, batch)
+        state_after = db.snapshots.save_changes(state_before or None, {sk: short}, batch=batch)
+    snapshots = [pipe.meta(ctx, e).state_after for e in others] + [state_after]
+    await pipe.resolve_ahead(ctx, snapshots, batch, {eid: pdu})
+
+
+async def _supplied_snapshot(pipe: EventPipeline, ctx: RoomContext, batch: Batch, state_ids: list[str]) -> int:
     """A state snapshot of the given stored events: one per (type, state_key), rejected ones left out."""
     state: dict[int, int] = {}
-    for eid in state_ids:
+    for i, eid in enumerate(state_ids):
+        if i % STATE_YIELD_EVERY == STATE_YIELD_EVERY - 1:
+            await asyncio.sleep(0)  # a big room's state: the room lock is held, the batch is ours alone
         short = pipe.known_short(ctx, eid)
         meta = pipe.meta(ctx, short)
         if meta.room != ctx.room_short:
