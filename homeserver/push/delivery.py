@@ -69,13 +69,12 @@ class _User:
     """A user with HTTP pushers, and their notifications that memory holds: every one that landed
     with a position above `since` is in `owed`, oldest first (below `since`, ask the store)."""
 
-    __slots__ = ("idle", "owed", "pushers", "since")
+    __slots__ = ("owed", "pushers", "since")
 
     def __init__(self, pushers: tuple[PusherKey, ...], since: int) -> None:
         self.pushers = pushers
         self.since = since
-        self.owed: list[Owed] = []
-        self.idle = True  # some pusher may have no task: the next notification starts it
+        self.owed: list[Owed] = []  # the same list all along (`PushDelivery._owed` holds it too)
 
 
 class PushDelivery:
@@ -110,6 +109,9 @@ class PushDelivery:
         # every user with an HTTP pusher (email pushers are not sent to): the send path asks for each
         # notified user, one dict lookup
         self._users: dict[str, _User] = {}
+        self._owed: dict[str, list[Owed]] = {}  # user -> their `owed` list: the send path's one lookup
+        self._idle: set[str] = set()  # users of whom some pusher may have no task
+        self._newest = 0  # the highest position notified: a later one is appended to every list
         self._remembered = 0  # entries in all users' `owed`
         for user_id in push.users_with_pushers():
             self.pushers_changed(user_id)
@@ -127,8 +129,8 @@ class PushDelivery:
         """Resume: every pusher gets a task, which reads from the store what it is owed."""
         self.push.settle_positions(self.store.counter.high)
         self._started = True
-        for user in self._users.values():
-            self._wake(user)
+        for user_id in list(self._idle):
+            self._wake(user_id)
 
     async def close(self) -> None:
         self._closed = True
@@ -147,47 +149,50 @@ class PushDelivery:
         user = self._users.get(user_id)
         if not keys:
             if user is not None:
-                del self._users[user_id]
+                del self._users[user_id], self._owed[user_id]
+                self._idle.discard(user_id)
                 self._remembered -= len(user.owed)
-        elif user is None:
+            return
+        if user is None:
             # what lands from now on is remembered; what landed before is in the store
-            self._users[user_id] = _User(keys, self.store.counter.high)
-        else:
-            user.pushers = keys
-            user.idle = True
+            user = self._users[user_id] = _User(keys, self.store.counter.high)
+            self._owed[user_id] = user.owed
+        user.pushers = keys
+        self._idle.add(user_id)
 
     def notified(self, room: int, position: int, groups: Iterable[list[str]]) -> None:
         """The notifications at `position` (in `room`) of these users have landed: their pushers
-        are owed them. On the send path, for every notified user: a lookup, an append."""
-        users = self._users
-        if not users:
+        are owed them. On the send path: the users with pushers found in C, an append for each."""
+        lists = self._owed
+        if not lists:
             return
         entry = (position, room)
-        added = 0
+        in_order = position > self._newest
+        if in_order:
+            self._newest = position
         for user_ids in groups:
-            for user_id in user_ids:
-                user = users.get(user_id)
-                if user is None:
-                    continue
-                owed = user.owed
-                if not owed or owed[-1][0] < position:
-                    owed.append(entry)
-                else:
-                    bisect.insort(owed, entry)  # landed after a later position did
-                added += 1
-                if user.idle:
-                    self._wake(user)
-        if added:
-            self._remembered += added
-            if self._remembered > self.max_remembered:
-                self._forget_owed()
+            owed = lists.keys() & user_ids
+            if not owed:
+                continue
+            if in_order:
+                for user_id in owed:
+                    lists[user_id].append(entry)
+            else:  # landed after a later position did
+                for user_id in owed:
+                    bisect.insort(lists[user_id], entry)
+            self._remembered += len(owed)
+            if self._idle:
+                for user_id in self._idle & owed:
+                    self._wake(user_id)
+        if self._remembered > self.max_remembered:
+            self._forget_owed()
 
     def _forget_owed(self) -> None:
         """Memory is full: every user's pushers read what they are owed from the store instead."""
         for user in self._users.values():
             if user.owed:
                 user.since = max(user.since, user.owed[-1][0])
-                user.owed = []
+                user.owed.clear()
         self._remembered = 0
 
     def read_moved(self, user_id: str, room: int) -> None:
@@ -196,10 +201,11 @@ class PushDelivery:
         for key in user.pushers if user is not None else ():
             self._pending_for(key).badge = True
 
-    def _wake(self, user: _User) -> None:
-        if not self._started or self._closed:
+    def _wake(self, user_id: str) -> None:
+        user = self._users.get(user_id)
+        if user is None or not self._started or self._closed:
             return
-        user.idle = False
+        self._idle.discard(user_id)
         for key in user.pushers:
             self._pending_for(key)
 
@@ -244,9 +250,8 @@ class PushDelivery:
         finally:
             if self._pending.get(key) is pending:
                 del self._pending[key]
-                user = self._users.get(user_id)
-                if user is not None:
-                    user.idle = True
+                if user_id in self._users:
+                    self._idle.add(user_id)
 
     def _next_owed(self, user_id: str, user: _User, position: int, from_store: deque[Owed]) -> tuple[Owed | None, bool]:
         """The first notification after `position` (None: none), and whether everything up to it

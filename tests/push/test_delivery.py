@@ -4,6 +4,8 @@ in-process, POSTing to a push gateway on loopback that checks every body against
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import pytest_asyncio
 
 from homeserver.protocol.addresses import AddressPolicy
 from homeserver.push.gateway import _PolicyResolver
+from storage.push import NotificationGroup
 from tests.api.conftest import Harness, User, make_config, running
 from tests.api.rooms_helpers import create_room, join, q, send, send_event
 
@@ -453,3 +456,31 @@ def pushed(gateway: FakeGateway) -> list[tuple[str, str]]:
         for b in gateway.taken
         if "event_id" in b["notification"]
     ]
+
+
+async def test_notifications_landing_out_of_order_go_out_in_order(tmp_path: Path, gateway: FakeGateway) -> None:
+    """Two events' batches take positions in one order and land in the other: the pusher waits
+    for the earlier position to land, then sends both, in position order, once each."""
+    async with running(make_config(tmp_path, push=LOOPBACK)) as harness:
+        alice, bob, carol = [await harness.user(n) for n in ("alice", "bob", "carol")]
+        room_id = await group_room(harness, alice, bob, carol)
+        # two real events to point the notifications at, sent before bob has a pusher
+        first, second = [await send(harness, alice, room_id, f"m{i}") for i in range(2)]
+        await set_pusher(harness, bob, gateway.url)
+        hs, store, push = harness.hs, harness.hs.db.store, harness.hs.db.push
+        room = hs.queries.room(room_id) or 0
+        batches = [store.batch(), store.batch()]
+        for batch, event_id in zip(batches, (first, second), strict=True):
+            position, short = batch.next_count(), hs.queries.event_short(event_id) or 0
+            group = NotificationGroup(["notify"], False, [bob.user_id])
+            push.add_notifications(room_id, room, position, short, int(time.time() * 1000), "", [group], batch)
+            batch.on_commit.append(functools.partial(hs.push._landed, room, position, [[bob.user_id]], None))
+        with batches[1]:
+            await batches[1].commit()
+        await asyncio.sleep(0.2)  # asserting that nothing happens: give the worker its chance
+        assert gateway.received == []
+        with batches[0]:
+            await batches[0].commit()
+        await until(lambda: gateway.events() == [first, second])
+        await until(lambda: not hs.push.delivery._pending)
+        assert gateway.events() == [first, second]
