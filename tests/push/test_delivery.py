@@ -484,3 +484,23 @@ async def test_notifications_landing_out_of_order_go_out_in_order(tmp_path: Path
         await until(lambda: gateway.events() == [first, second])
         await until(lambda: not hs.push.delivery._pending)
         assert gateway.events() == [first, second]
+
+
+async def test_a_clean_stop_stores_how_far_caught_up_pushers_are(tmp_path: Path, gateway: FakeGateway) -> None:
+    """A pusher with nothing owed when the server stops is stored as owed nothing up to the end
+    of the stream, so after the restart it has nothing to read back; what comes later still goes."""
+    config = make_config(tmp_path, push=LOOPBACK)
+    async with running(config) as harness:
+        alice, bob, carol = [await harness.user(n) for n in ("alice", "bob", "carol")]
+        room_id = await group_room(harness, alice, bob, carol)
+        await set_pusher(harness, bob, gateway.url)
+        first = await send(harness, alice, room_id, "one")
+        await until(lambda: gateway.events() == [first] and not harness.hs.push.delivery._pending)
+        for i in range(3):  # bob's own messages: the stream moves on, nothing is owed to bob
+            await send(harness, bob, room_id, f"mine {i}")
+        end = harness.hs.db.store.counter.high
+        assert harness.hs.db.push.pusher_position(bob.user_id, "im.example.app", "key-1") < end
+    async with running(config) as harness:
+        assert harness.hs.db.push.pusher_position(bob.user_id, "im.example.app", "key-1") == end
+        later = await send(harness, await login(harness, "alice"), room_id, "after")
+        await until(lambda: gateway.events() == [first, later])
