@@ -4,11 +4,16 @@ A notification is one row per user, keyed by (user, room, event position): unrea
 range scan from the read receipt. What the notification says (actions, time, thread) is the same for
 most of the users an event notifies, so it is written once per event, as a list of groups; each
 user's row names its group. `/notifications` merges the user's rooms by position.
+
+Delivery to push gateways reads the same rows: a pusher's position is the stream position of the last
+notification its gateway took, and what it is owed is the user's notifications after it
+(`notified_after`). Nothing more is written with an event for its pushers.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import struct
 from collections.abc import Iterator
 from typing import Any, Final
@@ -32,10 +37,16 @@ NOTIFY_EVENT = Table(
 )
 LAST_SENT = Table("last_sent", ("str", "room", "str"), "u64", "user, room, thread -> position of their last event")
 PUSH_OUTBOX = Table(
-    "push_outbox", ("str", "u64"), "u64", "user, event position -> room: notifications owed to the user's pushers"
+    "push_outbox",
+    ("str", "u64"),
+    "u64",
+    "user, event position -> room: what pushers were owed before pusher positions read notify_room (emptied at start)",
 )
 PUSHER_POSITIONS = Table(
-    "pusher_positions", ("str", "str", "str"), "u64", "user, app id, pushkey -> last outbox position delivered"
+    "pusher_positions",
+    ("str", "str", "str"),
+    "u64",
+    "user, app id, pushkey -> position of the last notification its gateway took",
 )
 TABLES = (
     PUSH_RULES,
@@ -153,30 +164,44 @@ class PushStore:
 
     # -- delivery to push gateways ---------------------------------------------------------------
 
-    def add_outbox(self, user_ids: list[str], position: int, room: int, batch: Batch) -> None:
-        """The notification at `position` (in `room`) is owed to these users' pushers: a row each,
-        appended as `add_notifications` does (this runs on the send path for every such user)."""
-        suffix, value, prefix = SEP + u64(position), u64(room), PUSH_OUTBOX.prefix
-        batch.ops.extend([(prefix + user_id.encode() + suffix, value) for user_id in user_ids])
+    def notified_after(self, user_id: str, after: int, upto: int, limit: int) -> list[tuple[int, int]]:
+        """(position, room) of the user's notifications with `after` < position <= `upto`, oldest
+        first, at most `limit`: each room the user has notifications in, merged by position."""
+        uid = user_id.encode() + SEP
+        start, stop = u64(after + 1), u64(upto + 1)
 
-    def outbox(self, user_id: str, after: int) -> Iterator[tuple[int, int]]:
-        """(position, room) of the user's notifications after `after`, oldest first."""
-        prefix = user_id.encode() + SEP
-        for k, v in self.store.iterate(PUSH_OUTBOX, prefix, start=u64(after + 1)):
-            yield read_u64(k, len(prefix)), read_u64(v)
+        def room_rows(room: int) -> Iterator[tuple[int, int]]:
+            prefix = uid + u64(room)
+            for key in self.store.keys(NOTIFY_ROOM, prefix, start=start, stop=stop):
+                yield read_u64(key, len(prefix)), room
 
-    def outbox_end(self, user_id: str) -> int:
-        """The position of the user's newest outbox entry (0: none)."""
-        prefix = user_id.encode() + SEP
-        key = next(self.store.keys(PUSH_OUTBOX, prefix, reverse=True), None)
-        return read_u64(key, len(prefix)) if key is not None else 0
+        rows = heapq.merge(*(room_rows(room) for room in self._notified_rooms(user_id)))
+        return list(itertools.islice(rows, limit))
 
-    def prune_outbox(self, user_id: str, upto: int | None, batch: Batch) -> None:
-        """Forget the user's outbox entries up to `upto` (None: all of them)."""
-        prefix = user_id.encode() + SEP
-        stop = u64(upto + 1) if upto is not None else None
-        for key in self.store.keys(PUSH_OUTBOX, prefix, stop=stop):
-            batch.delete(PUSH_OUTBOX, key)
+    def settle_positions(self, high: int) -> None:
+        """At start: every HTTP pusher has a position. A store written before pusher positions read
+        notify_room owed through `push_outbox` rows: a pusher moves to just before the first row it
+        was owed, or to `high` when none (the notifications the user had before the pusher are not
+        owed), and the rows go. A pusher without a position (an email pusher made HTTP, then) starts
+        at `high` too."""
+        outbox = next(self.store.keys(PUSH_OUTBOX), None) is not None
+        batch = self.store.batch()
+        with batch:
+            for key, raw in self.store.iterate(PUSHERS):
+                if orjson.loads(raw).get("kind") != "http":
+                    continue
+                found = self.store.get(PUSHER_POSITIONS, key)
+                if found is not None and not outbox:
+                    continue
+                position = read_u64(found) if found is not None else 0
+                user = key.split(SEP, 1)[0]
+                first = next(self.store.keys(PUSH_OUTBOX, user + SEP, start=u64(position + 1)), None)
+                moved = read_u64(first, len(user) + 1) - 1 if first is not None else high
+                batch.put(PUSHER_POSITIONS, key, u64(max(position, moved)))
+            for key in self.store.keys(PUSH_OUTBOX):
+                batch.delete(PUSH_OUTBOX, key)
+            if batch.ops:
+                self.store.commit_now(batch)
 
     def pusher_position(self, user_id: str, app_id: str, pushkey: str) -> int:
         raw = self.store.get(PUSHER_POSITIONS, SEP.join(s.encode() for s in (user_id, app_id, pushkey)))

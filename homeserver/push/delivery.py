@@ -1,16 +1,23 @@
 """The pusher worker: every notification of a user with pushers reaches each of their HTTP pushers'
 gateways, once, in order (spec: modules/push.md "Push gateway", push-gateway-api).
 
-What is owed is in the store: the event's batch adds a `push_outbox` row (user, position) for each
-notified user who has pushers, and each pusher keeps the outbox position its gateway last took
-(`pusher_positions`). A restart resends what was not acknowledged and never what was: the position
-moves only after the gateway answered. Rows every pusher of the user has passed are pruned.
+What is owed is what the event's batch stores anyway: a row per notified user (`storage/push.py`
+notify_room, which also feeds the counts and `/notifications`). Each pusher keeps the stream position
+of the last notification its gateway took (`pusher_positions`) and is owed the user's notifications
+after it. A restart resends what was not acknowledged and never what was: the position moves only
+after the gateway answered.
 
-One task per pusher with work, gone once it has caught up (memory follows the pushers that are
-behind, not the users). A failed request is retried after 1 s, doubling up to an hour; a
-notification older than a day is skipped rather than delivered late (as Synapse does). A pushkey
-the gateway `rejected` loses its pusher. Requests have a deadline and connections per gateway are
-capped (`gateway.py`), so one slow or dead gateway delays only its own pushers.
+Nothing is written for pushers on the send path: once an event's batch has landed, the worker is
+told which of its notified users have pushers (`notified`) and keeps, per such user, the positions
+it was told of in memory, so a pusher finds its next notification without reading the store. Below
+what memory holds (at start, for a new pusher, or once the memory bound dropped it), a pusher reads
+the user's notifications from the store from its position.
+
+One task per pusher with work, gone once it has caught up (tasks follow the pushers that are behind,
+not the users). A failed request is retried after 1 s, doubling up to an hour; a notification older
+than a day is skipped rather than delivered late (as Synapse does). A pushkey the gateway `rejected`
+loses its pusher. Requests have a deadline and connections per gateway are capped (`gateway.py`), so
+one slow or dead gateway delays only its own pushers.
 
 Badge updates: when a read receipt moves, each pusher is sent the user's new unread count (a
 notification with counts and devices only), if it changed since the last one sent to it. These are
@@ -20,9 +27,11 @@ not kept through a restart: the next notification carries the count anyway.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from homeserver.push.gateway import GatewayClient, GatewayError, counts_of, device_of, tweaks_of
@@ -38,8 +47,14 @@ RETRY_MAX_S = 3600.0
 STALE_AFTER_S = 24 * 3600.0
 MAX_BADGES_REMEMBERED = 10_000
 IN_FLIGHT_POLL_S = 0.005
+# notifications held in memory for all users (a list slot each: the (position, room) pair is shared
+# by the users of one event); beyond it, pushers read what they are owed from the store
+MAX_REMEMBERED = 200_000
+STORE_READ = 64  # notifications read from the store at once by a pusher below what memory holds
+_AFTER = 1 << 64  # sorts after any room: (position, _AFTER) follows every entry at position
 
 PusherKey = tuple[str, str, str]  # user, app id, pushkey
+Owed = tuple[int, int]  # position, room
 
 
 class _Pending:
@@ -48,6 +63,18 @@ class _Pending:
     def __init__(self) -> None:
         self.task: asyncio.Task[None] | None = None
         self.badge = False
+
+
+class _User:
+    """A user with HTTP pushers, and their notifications that memory holds: every one that landed
+    with a position above `since` is in `owed`, oldest first (below `since`, ask the store)."""
+
+    __slots__ = ("owed", "pushers", "since")
+
+    def __init__(self, pushers: tuple[PusherKey, ...], since: int) -> None:
+        self.pushers = pushers
+        self.since = since
+        self.owed: list[Owed] = []  # the same list all along (`PushDelivery._owed` holds it too)
 
 
 class PushDelivery:
@@ -65,6 +92,7 @@ class PushDelivery:
         retry_max_s: float = RETRY_MAX_S,
         stale_after_s: float = STALE_AFTER_S,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_remembered: int = MAX_REMEMBERED,
     ) -> None:
         self.store = store
         self.push = push
@@ -77,12 +105,18 @@ class PushDelivery:
         self.retry_max_s = retry_max_s
         self.stale_after_s = stale_after_s
         self.sleep = sleep
-        # who has an HTTP pusher: the send path asks for every notified user (one set lookup each)
-        # user -> their HTTP pushers (email pushers are not sent to), for every user who has one
-        self._users: dict[str, tuple[PusherKey, ...]] = {}
+        self.max_remembered = max_remembered
+        # every user with an HTTP pusher (email pushers are not sent to): the send path asks for each
+        # notified user, one dict lookup
+        self._users: dict[str, _User] = {}
+        self._owed: dict[str, list[Owed]] = {}  # user -> their `owed` list: the send path's one lookup
+        self._idle: set[str] = set()  # users of whom some pusher may have no task
+        self._newest = 0  # the highest position notified: a later one is appended to every list
+        self._remembered = 0  # entries in all users' `owed`
         for user_id in push.users_with_pushers():
             self.pushers_changed(user_id)
         self._pending: dict[PusherKey, _Pending] = {}
+        self._caught_up: set[PusherKey] = set()  # pushers whose last task found nothing more owed
         self._badges: dict[PusherKey, int] = {}  # last unread count sent (bounded)
         self._started = False
         self._closed = False
@@ -93,12 +127,14 @@ class PushDelivery:
         return user_id in self._users
 
     def start(self) -> None:
-        """Resume: every pusher that is behind gets its task."""
+        """Resume: every pusher gets a task, which reads from the store what it is owed."""
+        self.push.settle_positions(self.store.counter.high)
         self._started = True
-        for user_id in list(self._users):
-            self.wake(user_id)
+        for user_id in list(self._idle):
+            self._wake(user_id)
 
     async def close(self) -> None:
+        self._save_caught_up()
         self._closed = True
         tasks = [p.task for p in self._pending.values() if p.task is not None]
         for task in tasks:
@@ -107,43 +143,97 @@ class PushDelivery:
         self._pending.clear()
         await self.client.close()
 
+    def _save_caught_up(self) -> None:
+        """On the way out: a pusher that caught up (its task left with nothing owed, and none of its
+        user's notifications landed since, or it would have been woken) is owed nothing up to the
+        visible position; storing that spares it reading the store after the restart. Synchronous,
+        so nothing lands between reading the position and writing it."""
+        visible = self.store.counter.visible
+        batch = self.store.batch()
+        with batch:
+            for key in self._caught_up:
+                if self.push.has_pusher(*key) and self.push.pusher_position(*key) < visible:
+                    self.push.set_pusher_position(*key, visible, batch)
+            if batch.ops:
+                self.store.commit_now(batch)
+        self._caught_up.clear()
+
     def pushers_changed(self, user_id: str) -> None:
         """The user's pushers were set or deleted (after the batch committed)."""
         keys = tuple(
             (user_id, p["app_id"], p["pushkey"]) for p in self.push.pushers(user_id) if p.get("kind") == "http"
         )
-        if keys:
-            self._users[user_id] = keys
-        else:
-            self._users.pop(user_id, None)
+        user = self._users.get(user_id)
+        if not keys:
+            if user is not None:
+                del self._users[user_id], self._owed[user_id]
+                self._idle.discard(user_id)
+                self._remembered -= len(user.owed)
+            return
+        if user is None:
+            # what lands from now on is remembered; what landed before is in the store
+            user = self._users[user_id] = _User(keys, self.store.counter.high)
+            self._owed[user_id] = user.owed
+        user.pushers = keys
+        self._idle.add(user_id)
 
-    def wake(self, user_id: str) -> None:
-        """New notifications for the user may be owed (after their batch committed): in memory only,
-        as it runs on the send path for every notified user."""
-        for key in self._users.get(user_id, ()):
-            self._pending_for(key)
+    def notified(self, room: int, position: int, groups: Iterable[list[str]]) -> None:
+        """The notifications at `position` (in `room`) of these users have landed: their pushers
+        are owed them. On the send path: the users with pushers found in C, an append for each."""
+        lists = self._owed
+        if not lists:
+            return
+        entry = (position, room)
+        in_order = position > self._newest
+        if in_order:
+            self._newest = position
+        for user_ids in groups:
+            owed = lists.keys() & user_ids
+            if not owed:
+                continue
+            if in_order:
+                for user_id in owed:
+                    lists[user_id].append(entry)
+            else:  # landed after a later position did
+                for user_id in owed:
+                    bisect.insort(lists[user_id], entry)
+            self._remembered += len(owed)
+            if self._idle:
+                for user_id in self._idle & owed:
+                    self._wake(user_id)
+        if self._remembered > self.max_remembered:
+            self._forget_owed()
 
-    def wake_many(self, user_ids: list[str]) -> None:
-        """`wake` for the users an event notified (inlined: a pusher whose task runs costs two lookups)."""
-        users, pending = self._users, self._pending
-        for user_id in user_ids:
-            for key in users.get(user_id, ()):
-                found = pending.get(key)
-                if found is None or found.task is None:
-                    self._pending_for(key)
+    def _forget_owed(self) -> None:
+        """Memory is full: every user's pushers read what they are owed from the store instead."""
+        for user in self._users.values():
+            if user.owed:
+                user.since = max(user.since, user.owed[-1][0])
+                user.owed.clear()
+        self._remembered = 0
 
     def read_moved(self, user_id: str, room: int) -> None:
         """A read receipt moved (a `Receipts` read listener): the badge may have changed."""
-        for key in self._users.get(user_id, ()):
+        user = self._users.get(user_id)
+        for key in user.pushers if user is not None else ():
             self._pending_for(key).badge = True
+
+    def _wake(self, user_id: str) -> None:
+        user = self._users.get(user_id)
+        if user is None or not self._started or self._closed:
+            return
+        self._idle.discard(user_id)
+        for key in user.pushers:
+            self._pending_for(key)
 
     def _pending_for(self, key: PusherKey) -> _Pending:
         pending = self._pending.get(key)
         if pending is None:
             pending = self._pending[key] = _Pending()
         elif pending.task is not None:
-            return pending  # running: it looks at the outbox again before it stops
+            return pending  # running: it looks at what is owed again before it stops
         if self._started and not self._closed:
+            self._caught_up.discard(key)
             pending.task = asyncio.get_running_loop().create_task(self._run(key, pending))
         return pending
 
@@ -151,14 +241,16 @@ class PushDelivery:
 
     async def _run(self, key: PusherKey, pending: _Pending) -> None:
         user_id, app_id, pushkey = key
+        from_store: deque[Owed] = deque()  # read from the store, below what memory holds
         try:
             while True:
-                pusher = self._pusher(key)
-                if pusher is None:
+                user = self._users.get(user_id)
+                pusher = self._pusher(key) if user is not None else None
+                if user is None or pusher is None:
                     return
                 position = self.push.pusher_position(user_id, app_id, pushkey)
-                owed = next(self.push.outbox(user_id, position), None)
-                if owed is not None and owed[0] > self.store.counter.visible:
+                owed, landed = self._next_owed(user_id, user, position, from_store)
+                if not landed:
                     # a write with a smaller position may still land: moving past this one now could
                     # skip it for good (storage/engine.py StreamCounter); such writes take milliseconds
                     await self.sleep(IN_FLIGHT_POLL_S)
@@ -168,6 +260,7 @@ class PushDelivery:
                     pending.badge = False
                     await self._send_badge(key, pusher)
                 else:
+                    self._caught_up.add(key)
                     return  # caught up: no await between the last look and leaving
         except asyncio.CancelledError:
             raise
@@ -176,6 +269,26 @@ class PushDelivery:
         finally:
             if self._pending.get(key) is pending:
                 del self._pending[key]
+                if user_id in self._users:
+                    self._idle.add(user_id)
+
+    def _next_owed(self, user_id: str, user: _User, position: int, from_store: deque[Owed]) -> tuple[Owed | None, bool]:
+        """The first notification after `position` (None: none), and whether everything up to it
+        has landed (if not, wait: one below it may still come)."""
+        visible = self.store.counter.visible
+        while from_store and from_store[0][0] <= position:
+            from_store.popleft()
+        if not from_store and position < user.since:
+            if user.since > visible:
+                return None, False  # the store is complete up to `since` only once it is visible
+            from_store.extend(self.push.notified_after(user_id, position, user.since, STORE_READ))
+        if from_store:
+            return from_store[0], True
+        owed = user.owed
+        i = bisect.bisect_right(owed, (position, _AFTER))
+        if i == len(owed):
+            return None, True
+        return owed[i], owed[i][0] <= visible
 
     def _pusher(self, key: PusherKey) -> dict[str, Any] | None:
         user_id, app_id, pushkey = key
@@ -222,13 +335,14 @@ class PushDelivery:
             if not self.push.has_pusher(user_id, app_id, pushkey):
                 return  # deleted meanwhile: no position row for a pusher that is gone
             self.push.set_pusher_position(user_id, app_id, pushkey, position, batch)
-            others = [
-                self.push.pusher_position(user_id, p["app_id"], p["pushkey"])
-                for p in self.push.pushers(user_id)
-                if p.get("kind") == "http" and (p["app_id"], p["pushkey"]) != (app_id, pushkey)
-            ]
-            self.push.prune_outbox(user_id, min([position, *others]), batch)
             await batch.commit()
+        user = self._users.get(user_id)
+        if user is not None and user.owed and user.owed[0][0] <= position:
+            # what every pusher of the user has passed is no longer needed
+            others = [self.push.pusher_position(*other) for other in user.pushers if other != key]
+            passed = bisect.bisect_right(user.owed, (min([position, *others]), _AFTER))
+            del user.owed[:passed]
+            self._remembered -= passed
 
     async def _delete(self, key: PusherKey) -> None:
         """The gateway rejected the pushkey (spec: "Homeservers must cease sending notification
@@ -238,9 +352,6 @@ class PushDelivery:
         batch = self.store.batch()
         with batch:
             self.push.delete_pusher(user_id, app_id, pushkey, batch)
-            others = [p for p in self.push.pushers(user_id) if (p["app_id"], p["pushkey"]) != (app_id, pushkey)]
-            if not any(p.get("kind") == "http" for p in others):
-                self.push.prune_outbox(user_id, None, batch)
             await batch.commit()
         self._badges.pop(key, None)
         self.pushers_changed(user_id)

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from homeserver.ephemeral.receipts import Receipts
 
 
+MAX_ROOMS_MARKED = 100_000  # rooms whose newest notification position is kept (~100 bytes each)
+
+
 class Counts:
     __slots__ = ("highlight_count", "notification_count")
 
@@ -54,25 +57,21 @@ class RoomCounts:
 
 class _CachedCounts:
     """A user's counts in a room, with what they were counted from: notifications up to position
-    `scanned`, against the read points `unthreaded`/`threads`. New notifications after `scanned` only
-    mark them `stale`, and the next read adds just those (a change of read points drops the entry)."""
+    `scanned`, against the read points `unthreaded`/`threads`. Once a notification lands in the room
+    after `scanned`, the next read adds those after it (a change of read points drops the entry)."""
 
-    __slots__ = ("counts", "scanned", "stale", "threads", "unthreaded")
+    __slots__ = ("counts", "scanned", "threads", "unthreaded")
 
     counts: RoomCounts
     scanned: int
     unthreaded: int
     threads: dict[str, int]
-    stale: bool
 
-    def __init__(
-        self, counts: RoomCounts, scanned: int, unthreaded: int, threads: dict[str, int], stale: bool = False
-    ) -> None:
+    def __init__(self, counts: RoomCounts, scanned: int, unthreaded: int, threads: dict[str, int]) -> None:
         self.counts = counts
         self.scanned = scanned
         self.unthreaded = unthreaded
         self.threads = threads
-        self.stale = stale
 
 
 class Notifications:
@@ -81,6 +80,10 @@ class Notifications:
         self.receipts = receipts
         # the budget's "push" share, split by how many entries each kind needs (storage/cache.py)
         self._counts: LruCache[tuple[str, int], _CachedCounts] = caches.lru("push.unread_counts", "push", part=0.4)
+        # room -> the highest position of a notification landed in it (any user's): counts scanned
+        # below it may miss some. Rooms not here: `_landed_floor` (kept when the map is emptied).
+        self._landed: dict[int, int] = {}
+        self._landed_floor = 0
 
     # -- unread counts ---------------------------------------------------------------------------
 
@@ -94,7 +97,8 @@ class Notifications:
     def counts(self, user_id: str, room: int) -> RoomCounts:
         key = (user_id, room)
         cached = self._counts.get(key)
-        if cached is not None and not cached.stale:
+        landed = self._landed.get(room, self._landed_floor)
+        if cached is not None and cached.scanned >= landed:
             return cached.counts
         if cached is not None:
             # only notifications after the last count, against the same read points
@@ -109,7 +113,7 @@ class Notifications:
             unthreaded, threads = self.read_points(user_id, room)
             after = min([unthreaded, *threads.values()]) if threads else unthreaded
             out = RoomCounts()
-        scanned = after
+        scanned = max(after, landed)  # every notification up to `landed` is in the store, or goes below
         for unread in self.push.unread(user_id, room, after):
             scanned = max(scanned, unread.position)
             if unread.position <= max(unthreaded, threads.get(unread.thread_id, 0)):
@@ -127,20 +131,26 @@ class Notifications:
 
     def landed(self, room: int, position: int, notified: Iterable[list[str]], sender: str | None) -> None:
         """Notifications at `position` were written for the users in `notified`; `sender` (local)
-        sent the event, which moved their read point: keep cached counts exact."""
+        sent the event, which moved their read point: keep cached counts exact. On the send path:
+        a notification after every other of its room only moves the room's mark."""
         counts = self._counts
-        if not counts:
+        if sender is not None:
+            counts.discard((sender, room))
+        if not notified:
             return
+        landed = self._landed
+        if position > landed.get(room, self._landed_floor):
+            if len(landed) >= MAX_ROOMS_MARKED and room not in landed:
+                self._landed_floor = max(self._landed_floor, *landed.values())
+                landed.clear()
+            landed[room] = position  # counts scanned below it read on from where they stopped
+            return
+        # landed after a later one: counts that scanned past its position missed it
         for users in notified:
             for user_id in users:
                 cached = counts.peek((user_id, room))
-                if cached is not None:
-                    if position > cached.scanned:
-                        cached.stale = True  # the next read counts the new notifications only
-                    else:
-                        counts.discard((user_id, room))
-        if sender is not None:
-            counts.discard((sender, room))
+                if cached is not None and position <= cached.scanned:
+                    counts.discard((user_id, room))
 
     # -- GET /notifications ----------------------------------------------------------------------
 

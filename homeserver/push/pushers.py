@@ -49,7 +49,6 @@ class Pushers:
         with batch:
             if kind is None:
                 self.push.delete_pusher(user_id, app_id, pushkey, batch)
-                self._forget_outbox_if_last(user_id, {(app_id, pushkey)}, batch)
                 batch.on_commit.append(lambda: self.on_change(user_id))
                 await batch.commit()
                 return
@@ -88,13 +87,13 @@ class Pushers:
                 for other in self.push.pusher_users(app_id, pushkey):
                     if other != user_id:
                         self.push.delete_pusher(other, app_id, pushkey, batch)
-                        self._forget_outbox_if_last(other, {(app_id, pushkey)}, batch)
                         batch.on_commit.append(functools.partial(self.on_change, other))
-            if kind != "http":
-                self._forget_outbox_if_last(user_id, {(app_id, pushkey)}, batch)  # email pushers are not sent to
-            elif not self.push.has_pusher(user_id, app_id, pushkey):
+            if kind == "http" and not any(
+                p["app_id"] == app_id and p["pushkey"] == pushkey and p.get("kind") == "http"
+                for p in self.push.pushers(user_id)
+            ):
                 # a new pusher is owed what is notified from now on, not what came before
-                self.push.set_pusher_position(user_id, app_id, pushkey, self.push.outbox_end(user_id), batch)
+                self.push.set_pusher_position(user_id, app_id, pushkey, self.store.counter.high, batch)
             self.push.put_pusher(user_id, pusher, batch)
             batch.on_commit.append(lambda: self.on_change(user_id))
             await batch.commit()
@@ -108,10 +107,4 @@ class Pushers:
             return
         for app_id, pushkey in doomed:
             self.push.delete_pusher(user_id, app_id, pushkey, batch)
-        self._forget_outbox_if_last(user_id, doomed, batch)
         batch.on_commit.append(lambda: self.on_change(user_id))
-
-    def _forget_outbox_if_last(self, user_id: str, deleted: set[tuple[str, str]], batch: Batch) -> None:
-        """Nothing is owed to a user without HTTP pushers: their outbox goes with the last one."""
-        if all((p["app_id"], p["pushkey"]) in deleted or p.get("kind") != "http" for p in self.push.pushers(user_id)):
-            self.push.prune_outbox(user_id, None, batch)

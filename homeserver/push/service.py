@@ -5,8 +5,8 @@ stream position, so `/sync` reports the new counts with the event.
 
 The push service is made of this evaluation and its parts, one module each: the users' rules
 (`user_rules.py`), unread counts and the notification list (`notifications.py`), pushers (`pushers.py`),
-and their delivery to push gateways (`delivery.py` over `gateway.py`): a notified user with pushers
-gets an outbox row in the event's batch too, and the worker is woken once it has landed.
+and their delivery to push gateways (`delivery.py` over `gateway.py`), which sends from the same
+notification rows: nothing more is written for pushers, the worker is told once the batch has landed.
 """
 
 from __future__ import annotations
@@ -262,13 +262,13 @@ class PushService:
         if notify or own:
             position, own_id = persisted.stream, str(sender) if own else None
             notified = [users for _, users in notify]
-            batch.on_commit.append(lambda: self.notifications.landed(room, position, notified, own_id))
-        if notify:
-            has_pushers = self.delivery.has_pushers
-            owed = [u for _, users in notify for u in users if has_pushers(u)]
-            if owed:
-                self.push.add_outbox(owed, persisted.stream, room, batch)
-                batch.on_commit.append(lambda: self.delivery.wake_many(owed))
+            batch.on_commit.append(lambda: self._landed(room, position, notified, own_id))
+
+    def _landed(self, room: int, position: int, notified: list[list[str]], sender: str | None) -> None:
+        """An event's notifications landed: cached counts learn of them, and pushers are owed them."""
+        self.notifications.landed(room, position, notified, sender)
+        if notified:
+            self.delivery.notified(room, position, notified)
 
     def forget_members(self, room: int) -> None:
         self._local_members.discard(room)
