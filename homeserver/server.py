@@ -103,6 +103,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "homeserver.api.client.devices",
     "homeserver.api.admin.registration",
     "homeserver.api.admin.caches",
+    "homeserver.api.admin.certificates",
     "homeserver.api.client.keys",
     "homeserver.api.client.rooms",
     "homeserver.api.client.rooms_read",

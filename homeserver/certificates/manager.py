@@ -2,8 +2,9 @@
 
 - At start: a stored certificate for the domain that is not yet due is used as it is (no new
   order); otherwise one is ordered (homeserver/certificates/acme_order.py, in an executor).
-- Renewal at 2/3 of the certificate's lifetime, or 30 days before expiry if that is sooner
-  (Let's Encrypt's advice for 90-day certificates: renew at 60 days).
+- Renewal at 2/3 of the certificate's lifetime, or 30 days before expiry if that is sooner and
+  past half the lifetime (Let's Encrypt's advice for 90-day certificates: renew at 60 days; its
+  6-day certificates renew at 4 days).
 - A failed order is retried with doubling delays (1 min up to 6 h), never sooner than the CA's
   Retry-After; meanwhile the old certificate keeps being served, the log says so at ERROR and
   `status()` (the admin endpoint) shows the error and the next attempt.
@@ -36,9 +37,12 @@ MAX_RETRY_S = 6 * 3600.0
 
 
 def renewal_time(not_before: float, not_after: float) -> float:
-    """When to renew: at 2/3 of the lifetime, or 30 days before expiry if that comes first."""
+    """When to renew: at 2/3 of the lifetime, or 30 days before expiry if that comes first and is
+    still in the second half of the lifetime (short certificates: 2/3 alone)."""
     lifetime = not_after - not_before
-    return min(not_before + lifetime * 2 / 3, not_after - RENEW_BEFORE_S)
+    two_thirds = not_before + lifetime * 2 / 3
+    month_before = not_after - RENEW_BEFORE_S
+    return min(two_thirds, month_before) if month_before >= not_before + lifetime / 2 else two_thirds
 
 
 def retry_delay(failures: int, retry_after_s: float | None = None) -> float:
@@ -215,7 +219,7 @@ class CertificateManager:
         return {
             "domain": self.domain,
             "acme_directory": self.config.acme_directory,
-            "state": "ok" if self.last_error is None and self.serial is not None else "failing",
+            "state": "failing" if self.last_error is not None else "ok" if self.serial is not None else "pending",
             "serial": self.serial,
             "not_before": _iso(self.not_before),
             "not_after": _iso(self.not_after),

@@ -252,3 +252,28 @@ async def test_port_in_use_is_one_line(tmp_path: Path, ports: Ports) -> None:
         hs.close()
     assert str(e.value).startswith(f"cannot listen on 127.0.0.1:{ports.http} (http-01 challenges and redirect)")
     assert "in use" in str(e.value) and "\n" not in str(e.value)
+
+
+async def test_a_failed_renewal_keeps_serving_the_old_certificate(
+    tmp_path: Path, pebble: Pebble, ports: Ports, servers: list[Running], caplog: pytest.LogCaptureFixture
+) -> None:
+    running = await start(config(tmp_path / "data", pebble, ports))
+    servers.append(running)
+    certificates = running.certificates
+    await until(lambda: certificates.serial is not None, "the first certificate")
+    tls = trusting(pebble, tmp_path)
+    serial = certificates.serial
+    pebble.stop()  # the CA is gone when renewal comes
+    caplog.set_level(logging.ERROR, logger="homeserver.certificates")
+    near = certificates.not_after - 86400
+    certificates.clock = lambda: near
+    certificates.check_now()
+    await until(lambda: certificates.last_error is not None, "the failed renewal")
+    assert certificates.last_error.startswith("cannot reach the CA at ")
+    status = certificates.status()
+    assert status["state"] == "failing" and status["serial"] == serial and status["failures"] == 1
+    assert status["next_attempt"] is not None
+    (record,) = [r for r in caplog.records if r.name == "homeserver.certificates"]
+    assert record.levelno == logging.ERROR and "still serving the certificate valid until" in record.getMessage()
+    served = await off_loop(peer_certificate, ports.https, tls)
+    assert format(served.serial_number, "x") == serial
