@@ -435,7 +435,7 @@ class Config(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _public_defaults(cls, data: Any) -> Any:
-        # with public.domain, discovery is filled in from it unless set by hand
+        # with public.domain, the server name and discovery default to it (unless set by hand)
         public = data.get("public") if isinstance(data, dict) else None
         domain = public.get("domain") if isinstance(public, dict) else None
         if not isinstance(public, dict) or not isinstance(domain, str) or not domain.strip():
@@ -443,7 +443,7 @@ class Config(BaseModel):
         domain = domain.strip().lower().rstrip(".")
         port = public.get("https_port", 443)
         suffix = "" if port == 443 else f":{port}"
-        data = {"public_baseurl": f"https://{domain}{suffix}", **data}
+        data = {"server_name": domain, "public_baseurl": f"https://{domain}{suffix}", **data}
         federation = data.get("federation", {})
         if isinstance(federation, dict) and "well_known_server" not in federation:
             data["federation"] = {**federation, "well_known_server": f"{domain}:{port}"}

@@ -98,3 +98,21 @@ def test_a_privileged_port_gives_the_setcap_and_systemd_hints() -> None:
 def test_a_port_in_use_says_so() -> None:
     message = port_problem("http-01 challenges and redirect", "0.0.0.0", 80, OSError(errno.EADDRINUSE, "in use"))
     assert "in use by another program" in message and "public.http_port" in message
+
+
+def test_the_domain_fills_in_the_server_name_and_discovery() -> None:
+    from homeserver.config import ConfigError, load_config
+
+    env = {"HOMESERVER_PUBLIC__DOMAIN": "Example.org", "HOMESERVER_PUBLIC__EMAIL": "admin@example.org"}
+    config = load_config(environ=env)
+    assert (config.server_name, config.public.domain) == ("example.org", "example.org")
+    assert config.public_baseurl == "https://example.org"
+    assert config.federation.well_known_server == "example.org:443"
+    kept = load_config(environ={**env, "HOMESERVER_SERVER_NAME": "other.org", "HOMESERVER_PUBLIC__HTTPS_PORT": "8443"})
+    assert kept.server_name == "other.org" and kept.public_baseurl == "https://example.org:8443"
+    try:
+        load_config(environ={"HOMESERVER_PUBLIC__DOMAIN": "example.org"})
+    except ConfigError as e:
+        assert "public: domain needs email" in str(e)
+    else:
+        raise AssertionError("a domain without an email was accepted")
