@@ -314,6 +314,57 @@ class PushConfig(BaseModel):
     )
 
 
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+
+
+def _domain(v: str) -> str:
+    v = v.strip().lower().rstrip(".")
+    if ":" in v or not is_valid_server_name(v):
+        raise ValueError(f"{v!r} is not a domain name (no port, no scheme: e.g. example.org)")
+    return v
+
+
+def _email(v: str) -> str:
+    if "@" not in v.strip("@") or any(c.isspace() for c in v):
+        raise ValueError(f"{v!r} is not an email address")
+    return v
+
+
+class PublicConfig(BaseModel):
+    """The server as its own public endpoint (homeserver/certificates/): with `domain` set it gets a
+    TLS certificate from an ACME CA (Let's Encrypt by default), answers the http-01 challenge on
+    `http_port` (which otherwise redirects to https), and serves the client API and federation over
+    TLS on `https_port` and `federation_port`."""
+
+    model_config = CLOSED
+    domain: Annotated[str, AfterValidator(_domain)] | None = Field(
+        default=None, description="the domain pointing at this machine; set it to get certificates automatically"
+    )
+    email: Annotated[str, AfterValidator(_email)] | None = Field(
+        default=None, description="the admin's email, given to the CA (expiry warnings, account recovery)"
+    )
+    acme_directory: str = Field(
+        default=LETS_ENCRYPT,
+        description="the ACME directory URL (Let's Encrypt; staging: "
+        "https://acme-staging-v02.api.letsencrypt.org/directory)",
+    )
+    acme_ca_files: list[Annotated[Path, Field(strict=False)]] = Field(
+        default_factory=list, description="extra CA certificates trusted when talking to the ACME server (test CAs)"
+    )
+    http_port: int = Field(default=80, ge=1, le=65535, description="port of the http-01 challenge and the redirect")
+    https_port: int = Field(default=443, ge=1, le=65535, description="TLS port of the client API and federation")
+    federation_port: int = Field(
+        default=8448, ge=0, le=65535, description="TLS port for servers that skip discovery (0: none)"
+    )
+    bind: str = Field(default="0.0.0.0", description="the address the public ports listen on")
+
+    @model_validator(mode="after")
+    def _needs_email(self) -> PublicConfig:
+        if self.domain is not None and self.email is None:
+            raise ValueError("domain needs email (the CA's contact for this server)")
+        return self
+
+
 class SupportContact(BaseModel):
     model_config = CLOSED
     role: str = Field(default="m.role.admin", description="m.role.admin or m.role.security")
@@ -379,6 +430,24 @@ class Config(BaseModel):
     sso: SsoConfig = SsoConfig()
     push: PushConfig = PushConfig()
     oauth: OAuthConfig = OAuthConfig()
+    public: PublicConfig = PublicConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _public_defaults(cls, data: Any) -> Any:
+        # with public.domain, the server name and discovery default to it (unless set by hand)
+        public = data.get("public") if isinstance(data, dict) else None
+        domain = public.get("domain") if isinstance(public, dict) else None
+        if not isinstance(public, dict) or not isinstance(domain, str) or not domain.strip():
+            return data
+        domain = domain.strip().lower().rstrip(".")
+        port = public.get("https_port", 443)
+        suffix = "" if port == 443 else f":{port}"
+        data = {"server_name": domain, "public_baseurl": f"https://{domain}{suffix}", **data}
+        federation = data.get("federation", {})
+        if isinstance(federation, dict) and "well_known_server" not in federation:
+            data["federation"] = {**federation, "well_known_server": f"{domain}:{port}"}
+        return data
 
     @property
     def listen_host(self) -> str:

@@ -45,6 +45,7 @@ from homeserver.auth.sso import SingleSignOn
 from homeserver.auth.tokens import Tokens
 from homeserver.auth.uia import UserInteractiveAuth
 from homeserver.auth.uia_sso import SsoReauth
+from homeserver.certificates import CertificateManager, port_problem
 from homeserver.config import Config
 from homeserver.e2ee.device_lists import DeviceLists
 from homeserver.e2ee.service import E2EE
@@ -102,6 +103,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "homeserver.api.client.devices",
     "homeserver.api.admin.registration",
     "homeserver.api.admin.caches",
+    "homeserver.api.admin.certificates",
     "homeserver.api.client.keys",
     "homeserver.api.client.rooms",
     "homeserver.api.client.rooms_read",
@@ -132,6 +134,11 @@ class HomeServer:
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
+        # public.domain: certificates from the ACME CA, the TLS listeners of listen() serve them
+        self.certificates = (
+            CertificateManager(config.public, config.data_dir) if config.public.domain is not None else None
+        )
+        self._public_runner: web.AppRunner | None = None
         self.server_name = config.server_name
         data_dir = config.data_dir
         _prepare_data_dir(data_dir)
@@ -453,6 +460,10 @@ class HomeServer:
         asyncio.get_running_loop().call_later(0.5, self.sliding_sync.warm)  # off the start's path
 
     async def _cleanup(self, app: web.Application) -> None:
+        if self.certificates is not None:
+            await self.certificates.close()
+        if self._public_runner is not None:
+            await self._public_runner.cleanup()
         await self.push.delivery.close()
         if self.federation is not None:
             await self.federation.close()
@@ -546,7 +557,42 @@ async def listen(hs: HomeServer) -> web.AppRunner:
             raise StartupError(
                 _bind_problem(fed.listen, e).replace("listen (HOMESERVER_LISTEN)", "federation.listen")
             ) from None
+    if hs.certificates is not None:
+        try:
+            await _serve_public(hs, runner, hs.certificates)
+        except StartupError:
+            await runner.cleanup()
+            raise
     return runner
+
+
+async def _serve_public(hs: HomeServer, runner: web.AppRunner, certificates: CertificateManager) -> None:
+    """public.domain: plain HTTP on http_port (ACME challenges, else a redirect to https), TLS on
+    https_port and federation_port with the certificate the manager keeps (ordered in the background:
+    until the first one arrives, TLS handshakes fail and the log says why)."""
+    from homeserver.api.acme_challenge import challenge_app
+
+    public = hs.config.public
+    plain = web.AppRunner(
+        challenge_app(certificates.challenges, certificates.domain, public.https_port), access_log=None
+    )
+    await plain.setup()
+    hs._public_runner = plain
+    ports = [("http-01 challenges and redirect", public.http_port, None), ("https", public.https_port, "tls")]
+    if hs.config.federation.enabled and public.federation_port not in (0, public.https_port):
+        ports.append(("federation", public.federation_port, "tls"))
+    for what, port, tls in ports:
+        try:
+            if tls is None:
+                await web.TCPSite(plain, public.bind, port, reuse_address=True).start()
+            else:
+                site = web.TCPSite(runner, public.bind, port, ssl_context=certificates.context, reuse_address=True)
+                await site.start()
+        except OSError as e:
+            await plain.cleanup()
+            hs._public_runner = None
+            raise StartupError(port_problem(what, public.bind, port, e)) from None
+    certificates.start()
 
 
 def _tls_context(certificate: Path | None, key: Path | None) -> ssl.SSLContext:

@@ -1,0 +1,231 @@
+"""The certificate of `public.domain`, kept valid while the server runs.
+
+- At start: a stored certificate for the domain that is not yet due is used as it is (no new
+  order); otherwise one is ordered (homeserver/certificates/acme_order.py, in an executor).
+- Renewal at 2/3 of the certificate's lifetime, or 30 days before expiry if that is sooner and
+  past half the lifetime (Let's Encrypt's advice for 90-day certificates: renew at 60 days; its
+  6-day certificates renew at 4 days).
+- A failed order is retried with doubling delays (1 min up to 6 h), never sooner than the CA's
+  Retry-After; meanwhile the old certificate keeps being served, the log says so at ERROR and
+  `status()` (the admin endpoint) shows the error and the next attempt.
+- The new certificate is loaded into the same `ssl.SSLContext`: new connections get it, no restart.
+
+Files in `<data_dir>/certificates/` (0600): account.key, <domain>.key, <domain>.crt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import os
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from homeserver.certificates.problems import AcmeProblem, one_line
+from homeserver.config import PublicConfig
+
+log = logging.getLogger("homeserver.certificates")
+
+RENEW_BEFORE_S = 30 * 86400
+FIRST_RETRY_S = 60.0
+MAX_RETRY_S = 6 * 3600.0
+
+
+def renewal_time(not_before: float, not_after: float) -> float:
+    """When to renew: at 2/3 of the lifetime, or 30 days before expiry if that comes first and is
+    still in the second half of the lifetime (short certificates: 2/3 alone)."""
+    lifetime = not_after - not_before
+    two_thirds = not_before + lifetime * 2 / 3
+    month_before = not_after - RENEW_BEFORE_S
+    return min(two_thirds, month_before) if month_before >= not_before + lifetime / 2 else two_thirds
+
+
+def retry_delay(failures: int, retry_after_s: float | None = None) -> float:
+    """Seconds before the next attempt after `failures` failures in a row (at least 1)."""
+    delay = min(FIRST_RETRY_S * 2.0 ** max(0, failures - 1), MAX_RETRY_S)
+    return max(delay, retry_after_s or 0.0)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def _validity(cert_pem: bytes) -> tuple[float, float, str]:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    return cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp(), format(cert.serial_number, "x")
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="seconds")
+
+
+class CertificateManager:
+    def __init__(self, config: PublicConfig, data_dir: Path, *, clock: Callable[[], float] = time.time) -> None:
+        assert config.domain is not None and config.email is not None
+        self.config = config
+        self.domain: str = config.domain
+        self.email: str = config.email
+        self.clock = clock
+        self.dir = data_dir / "certificates"
+        self.challenges: dict[str, str] = {}  # http-01 token -> key authorization
+        # the TLS listeners hold this context from the start; certificates are loaded into it
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.orders = 0  # orders this process completed
+        self.failures = 0
+        self.last_error: str | None = None
+        self.next_attempt: float | None = None
+        self.not_before: float | None = None
+        self.not_after: float | None = None
+        self.serial: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    @property
+    def cert_path(self) -> Path:
+        return self.dir / f"{self.domain}.crt"
+
+    @property
+    def key_path(self) -> Path:
+        return self.dir / f"{self.domain}.key"
+
+    def load_stored(self) -> bool:
+        """Use the certificate kept from an earlier run, if there is one for the domain."""
+        try:
+            cert_pem = self.cert_path.read_bytes()
+            self.key_path.stat()
+            self._install(cert_pem)
+        except (OSError, ValueError, ssl.SSLError) as e:
+            if self.cert_path.exists():
+                log.warning("the stored certificate %s cannot be used (%s): ordering a new one", self.cert_path, e)
+            return False
+        return True
+
+    def _install(self, cert_pem: bytes) -> None:
+        not_before, not_after, serial = _validity(cert_pem)
+        # in place: connections from now on get the new certificate, open ones keep theirs
+        self.context.load_cert_chain(str(self.cert_path), str(self.key_path))
+        self.not_before, self.not_after, self.serial = not_before, not_after, serial
+
+    def due(self) -> bool:
+        if self.not_before is None or self.not_after is None:
+            return True
+        return self.clock() >= renewal_time(self.not_before, self.not_after)
+
+    async def renew(self) -> None:
+        """Order a certificate now and install it. Raises AcmeProblem; the old one stays in use."""
+        from homeserver.certificates import acme_order
+
+        loop = asyncio.get_running_loop()
+
+        def order() -> acme_order.OrderResult:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.dir, 0o700)
+            account = self.dir / "account.key"
+            if not account.exists():
+                _write_private(account, acme_order.new_account_key_pem())
+            domain_key = self.key_path.read_bytes() if self.key_path.exists() else acme_order.new_domain_key_pem()
+            verify = acme_order.ca_bundle(list(self.config.acme_ca_files), self.dir / "acme-ca-bundle.pem")
+            return acme_order.obtain(
+                directory_url=self.config.acme_directory,
+                email=self.email,
+                domain=self.domain,
+                http_port=self.config.http_port,
+                account_key_pem=account.read_bytes(),
+                domain_key_pem=domain_key,
+                verify=verify,
+                publish=lambda token, answer: loop.call_soon_threadsafe(self.challenges.__setitem__, token, answer),
+                withdraw=lambda token: loop.call_soon_threadsafe(self.challenges.pop, token, None),
+            )
+
+        try:
+            result = await loop.run_in_executor(None, order)
+        except OSError as e:  # the data directory
+            raise AcmeProblem(f"cannot keep certificates in {self.dir}: {e.strerror or e}") from None
+        _write_private(self.key_path, result.key_pem)
+        _write_private(self.cert_path, result.fullchain_pem)
+        self._install(result.fullchain_pem)
+        self.orders += 1
+        until = _iso(self.not_after)
+        log.info("certificate for %s obtained (serial %s), valid until %s", self.domain, self.serial, until)
+
+    async def attempt(self) -> bool:
+        """One renewal attempt: True when a certificate was installed; a failure is recorded."""
+        try:
+            await self.renew()
+        except AcmeProblem as e:
+            self.failures += 1
+            self.last_error = one_line(str(e))
+            delay = retry_delay(self.failures, e.retry_after_s)
+            self.next_attempt = self.clock() + delay
+            keeping = f"; still serving the certificate valid until {_iso(self.not_after)}" if self.not_after else ""
+            log.error("certificate for %s: %s (retrying in %ds%s)", self.domain, self.last_error, delay, keeping)
+            return False
+        self.failures = 0
+        self.last_error = None
+        self.next_attempt = None
+        return True
+
+    def start(self) -> None:
+        """Use the stored certificate or order one, then keep it renewed, in the background."""
+        if self.load_stored():
+            log.info("certificate for %s from %s, valid until %s", self.domain, self.cert_path, _iso(self.not_after))
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def check_now(self) -> None:
+        """Wake the background loop to look at the certificate now (tests, an admin)."""
+        self.next_attempt = None
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            if self.due() and (self.next_attempt is None or self.clock() >= self.next_attempt):
+                await self.attempt()
+            self._wake.clear()
+            wait = self._seconds_to_next()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    def _seconds_to_next(self) -> float:
+        now = self.clock()
+        if self.next_attempt is not None:
+            return max(1.0, self.next_attempt - now)
+        assert self.not_before is not None and self.not_after is not None
+        # wake at least hourly: a clock that jumped (suspend) is noticed
+        return min(3600.0, max(1.0, renewal_time(self.not_before, self.not_after) - now))
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def status(self) -> dict[str, Any]:
+        """What an admin sees: the certificate in use, when it renews, and the last failure."""
+        renews = None
+        if self.not_before is not None and self.not_after is not None:
+            renews = renewal_time(self.not_before, self.not_after)
+        return {
+            "domain": self.domain,
+            "acme_directory": self.config.acme_directory,
+            "state": "failing" if self.last_error is not None else "ok" if self.serial is not None else "pending",
+            "serial": self.serial,
+            "not_before": _iso(self.not_before),
+            "not_after": _iso(self.not_after),
+            "renews_at": _iso(renews),
+            "last_error": self.last_error,
+            "failures": self.failures,
+            "next_attempt": _iso(self.next_attempt),
+            "orders_this_run": self.orders,
+        }

@@ -1,0 +1,279 @@
+"""Certificates from a real ACME CA: pebble (Let's Encrypt's test CA) on loopback, its challenge
+ports pointed at the server's public ports. The server (in-process) obtains a certificate for
+`localhost`, serves the client API and federation over TLS with it (checked by an HTTPS client
+trusting only pebble's root), renews it when its clock says expiry is near, keeps it across a
+restart without a new order, and reports a failed challenge in one line without stopping."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import socket
+import ssl
+import stat
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+
+from homeserver.config import Config
+from homeserver.server import HomeServer, listen
+from tests.acme.pebble import PEBBLE, Pebble, start_pebble
+from tests.interop.server import free_port
+
+pytestmark = pytest.mark.skipif(shutil.which("pebble") is None and not Path(PEBBLE).exists(), reason="no pebble")
+
+DEADLINE_S = 30.0
+
+
+class Ports:
+    def __init__(self) -> None:
+        self.http, self.https, self.federation = free_port(), free_port(), free_port()
+
+
+@pytest.fixture
+def ports() -> Ports:
+    return Ports()
+
+
+@pytest.fixture
+def pebble(tmp_path: Path, ports: Ports) -> Iterator[Pebble]:
+    p = start_pebble(tmp_path / "pebble", http_port=ports.http, https_port=ports.https)
+    yield p
+    p.stop()
+
+
+def config(data_dir: Path, pebble: Pebble, ports: Ports, **public: Any) -> Config:
+    return Config.model_validate(
+        {
+            "server_name": "localhost",
+            "listen": f"127.0.0.1:{free_port()}",
+            "data_dir": str(data_dir),
+            "password_hash_cost": "low",
+            "public": {
+                "domain": "localhost",
+                "email": "admin@example.org",
+                "acme_directory": pebble.directory,
+                "acme_ca_files": [str(pebble.ca_file)],
+                "http_port": ports.http,
+                "https_port": ports.https,
+                "federation_port": ports.federation,
+                "bind": "127.0.0.1",
+                **public,
+            },
+        }
+    )
+
+
+class Running:
+    def __init__(self, hs: HomeServer, runner: Any) -> None:
+        self.hs, self.runner = hs, runner
+
+    @property
+    def certificates(self) -> Any:
+        assert self.hs.certificates is not None
+        return self.hs.certificates
+
+
+async def start(cfg: Config) -> Running:
+    hs = HomeServer(cfg)
+    runner = await listen(hs)
+    return Running(hs, runner)
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[list[Running]]:
+    started: list[Running] = []
+    yield started
+    for r in started:
+        await r.runner.cleanup()
+
+
+async def until(predicate: Any, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def trusting(pebble: Pebble, tmp_path: Path) -> ssl.SSLContext:
+    root = tmp_path / "pebble-root.pem"
+    root.write_text(pebble.root_pem())
+    return ssl.create_default_context(cafile=str(root))
+
+
+def peer_certificate(port: int, context: ssl.SSLContext) -> x509.Certificate:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def get_json(url: str, context: ssl.SSLContext) -> Any:
+    with urllib.request.urlopen(url, context=context, timeout=10) as r:
+        return json.loads(r.read())
+
+
+async def off_loop(fn: Any, *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+async def test_obtains_serves_renews_and_keeps_across_restart(
+    tmp_path: Path, pebble: Pebble, ports: Ports, servers: list[Running]
+) -> None:
+    data = tmp_path / "data"
+    first = await start(config(data, pebble, ports))
+    servers.append(first)
+    await until(lambda: first.certificates.serial is not None, "the first certificate")
+    assert first.certificates.orders == 1
+
+    tls = trusting(pebble, tmp_path)
+    cert = await off_loop(peer_certificate, ports.https, tls)
+    assert format(cert.serial_number, "x") == first.certificates.serial
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in names.get_values_for_type(x509.DNSName)
+    # the client API and federation over TLS, verified against pebble's root only
+    versions = await off_loop(get_json, f"https://localhost:{ports.https}/_matrix/client/versions", tls)
+    assert "versions" in versions
+    fed = await off_loop(get_json, f"https://localhost:{ports.federation}/_matrix/federation/v1/version", tls)
+    assert "server" in fed
+    # discovery filled in from the domain
+    server = await off_loop(get_json, f"https://localhost:{ports.https}/.well-known/matrix/server", tls)
+    assert server == {"m.server": f"localhost:{ports.https}"}
+    client = await off_loop(get_json, f"https://localhost:{ports.https}/.well-known/matrix/client", tls)
+    assert client["m.homeserver"]["base_url"] == f"https://localhost:{ports.https}"
+    # plain http redirects to https (same path)
+    redirect = await off_loop(_no_follow, f"http://127.0.0.1:{ports.http}/_matrix/client/versions?x=1")
+    assert redirect == (308, f"https://localhost:{ports.https}/_matrix/client/versions?x=1")
+    # kept private
+    for name in ("account.key", "localhost.key", "localhost.crt"):
+        assert stat.S_IMODE((data / "certificates" / name).stat().st_mode) == 0o600
+
+    # told that expiry is near: it renews in the background, and new connections get the new one
+    old_serial = first.certificates.serial
+    assert first.certificates.not_after is not None
+    near = first.certificates.not_after - 86400
+    first.certificates.clock = lambda: near
+    first.certificates.check_now()
+    await until(lambda: first.certificates.serial != old_serial, "the renewed certificate")
+    assert first.certificates.orders == 2
+    renewed = await off_loop(peer_certificate, ports.https, tls)
+    assert format(renewed.serial_number, "x") == first.certificates.serial
+    status = first.certificates.status()
+    assert status["state"] == "ok" and status["last_error"] is None
+
+    # restart on the same data: the stored certificate is served, no new order
+    serial = first.certificates.serial
+    await first.runner.cleanup()
+    servers.remove(first)
+    second = await start(config(data, pebble, ports))
+    servers.append(second)
+    assert second.certificates.serial == serial
+    again = await off_loop(peer_certificate, ports.https, tls)
+    assert format(again.serial_number, "x") == serial
+    await asyncio.sleep(0.3)  # the background loop has looked and found nothing due
+    assert second.certificates.orders == 0
+
+
+def _no_follow(url: str) -> tuple[int, str]:
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        opener.open(url, timeout=10)
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers["Location"]
+    raise AssertionError("no redirect")
+
+
+async def test_failed_challenge_is_one_line_and_the_server_keeps_running(
+    tmp_path: Path, ports: Ports, servers: list[Running], caplog: pytest.LogCaptureFixture
+) -> None:
+    # pebble checks the challenge on a port where nothing answers: as if the domain pointed elsewhere
+    pebble = start_pebble(tmp_path / "pebble", http_port=free_port(), https_port=ports.https)
+    try:
+        caplog.set_level(logging.ERROR, logger="homeserver.certificates")
+        running = await start(config(tmp_path / "data", pebble, ports))
+        servers.append(running)
+        await until(lambda: running.certificates.last_error is not None, "the failure")
+        error = running.certificates.last_error
+        assert "\n" not in error
+        assert error.startswith("the CA could not verify localhost: ")
+        assert "connection refused" in error.lower()  # the CA's reason
+        assert "points at this machine" in error
+        records = [r for r in caplog.records if r.name == "homeserver.certificates"]
+        assert records and records[0].exc_info is None and "\n" not in records[0].getMessage()
+        status = running.certificates.status()
+        assert status["state"] == "failing" and status["next_attempt"] is not None
+        # still serving the client API on its plain listener
+        port = running.hs.config.listen_port
+        versions = await off_loop(get_json, f"http://127.0.0.1:{port}/_matrix/client/versions", None)
+        assert "versions" in versions
+    finally:
+        pebble.stop()
+
+
+async def test_port_in_use_is_one_line(tmp_path: Path, ports: Ports) -> None:
+    from homeserver.server import StartupError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", ports.http))
+        taken.listen()
+        hs = HomeServer(
+            Config.model_validate(
+                {
+                    "listen": f"127.0.0.1:{free_port()}",
+                    "data_dir": str(tmp_path / "data"),
+                    "public": {
+                        "domain": "localhost",
+                        "email": "a@example.org",
+                        "http_port": ports.http,
+                        "https_port": ports.https,
+                        "federation_port": 0,
+                        "bind": "127.0.0.1",
+                    },
+                }
+            )
+        )
+        with pytest.raises(StartupError) as e:
+            await listen(hs)
+        hs.close()
+    assert str(e.value).startswith(f"cannot listen on 127.0.0.1:{ports.http} (http-01 challenges and redirect)")
+    assert "in use" in str(e.value) and "\n" not in str(e.value)
+
+
+async def test_a_failed_renewal_keeps_serving_the_old_certificate(
+    tmp_path: Path, pebble: Pebble, ports: Ports, servers: list[Running], caplog: pytest.LogCaptureFixture
+) -> None:
+    running = await start(config(tmp_path / "data", pebble, ports))
+    servers.append(running)
+    certificates = running.certificates
+    await until(lambda: certificates.serial is not None, "the first certificate")
+    tls = trusting(pebble, tmp_path)
+    serial = certificates.serial
+    pebble.stop()  # the CA is gone when renewal comes
+    caplog.set_level(logging.ERROR, logger="homeserver.certificates")
+    near = certificates.not_after - 86400
+    certificates.clock = lambda: near
+    certificates.check_now()
+    await until(lambda: certificates.last_error is not None, "the failed renewal")
+    assert certificates.last_error.startswith("cannot reach the CA at ")
+    status = certificates.status()
+    assert status["state"] == "failing" and status["serial"] == serial and status["failures"] == 1
+    assert status["next_attempt"] is not None
+    (record,) = [r for r in caplog.records if r.name == "homeserver.certificates"]
+    assert record.levelno == logging.ERROR and "still serving the certificate valid until" in record.getMessage()
+    served = await off_loop(peer_certificate, ports.https, tls)
+    assert format(served.serial_number, "x") == serial
