@@ -376,31 +376,27 @@ class DeviceListRelay:
         """A keys listener, in the batch of the change: one update per device, chained by stream id."""
         if not self.queries.is_local(user_id):
             return
-        edus: list[dict[str, Any]] = []
-        for device_id in device_ids:
-            stream_id, prev = self.stream.next_sent(user_id, batch)
-            content: dict[str, Any] = {
-                "user_id": user_id,
-                "device_id": device_id,
-                "stream_id": stream_id,
-                "prev_id": [prev] if prev is not None else [],
-            }
-            if deleted:
-                content["deleted"] = True
-            else:
-                keys = self.keys.device_keys.get(user_id, device_id)
-                if keys is not None:
-                    content["keys"] = keys
-                device = self.accounts.device(user_id, device_id)
-                if device is not None and device.get("display_name"):
-                    content["device_display_name"] = device["display_name"]
-            edus.append(content)
+        chain = [(device_id, *self.stream.next_sent(user_id, batch)) for device_id in device_ids]
 
-        def send() -> None:
+        def send() -> None:  # once written: the keys are read as they now are
             servers = self.servers_sharing(user_id)
-            if servers:
-                for content in edus:
-                    self.send(servers, "m.device_list_update", content)
+            for device_id, stream_id, prev in chain if servers else ():
+                content: dict[str, Any] = {
+                    "user_id": user_id,
+                    "device_id": device_id,
+                    "stream_id": stream_id,
+                    "prev_id": [prev] if prev is not None else [],
+                }
+                if deleted:
+                    content["deleted"] = True
+                else:
+                    keys = self.keys.device_keys.get(user_id, device_id)
+                    if keys is not None:
+                        content["keys"] = keys
+                    device = self.accounts.device(user_id, device_id)
+                    if device is not None and device.get("display_name"):
+                        content["device_display_name"] = device["display_name"]
+                self.send(servers, "m.device_list_update", content)
 
         batch.on_commit.append(send)
 

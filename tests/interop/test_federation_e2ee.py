@@ -9,13 +9,17 @@ through `/keys/claim`, sends the room key as an Olm-encrypted to-device message 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from nio import AsyncClient, AsyncClientConfig, KeysUploadResponse, LoginResponse, SyncResponse
 
 from .server import RunningServer, http_json
 from .test_e2ee_nio import (
+    PASSWORD,
     create_encrypted_room,
     decrypted_text,
     encrypted_client,
@@ -26,6 +30,32 @@ from .test_e2ee_nio import (
 )
 
 pytestmark = pytest.mark.asyncio
+
+
+@asynccontextmanager
+async def another_device(
+    server: RunningServer, store: Path, user: AsyncClient, name: str
+) -> AsyncIterator[AsyncClient]:
+    """A new device of an existing account: logged in by nio, its keys uploaded."""
+    path = store / name
+    path.mkdir(parents=True)
+    config = AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True, request_timeout=30)
+    client = AsyncClient(server.base_url, user.user_id, store_path=str(path), config=config)
+    try:
+        resp = await client.login(PASSWORD, device_name=name)
+        assert isinstance(resp, LoginResponse), resp
+        uploaded = await client.keys_upload()
+        assert isinstance(uploaded, KeysUploadResponse), uploaded
+        yield client
+    finally:
+        await client.close()
+
+
+def knows_device(client: AsyncClient, user_id: str, device_id: str) -> Any:
+    def found(_: SyncResponse) -> bool:
+        return device_id in client.device_store[user_id]
+
+    return found
 
 
 async def test_encrypted_room_across_servers(synapse: RunningServer, ours: RunningServer, tmp_path: Path) -> None:
@@ -49,6 +79,23 @@ async def test_encrypted_room_across_servers(synapse: RunningServer, ours: Runni
         reply_id = await send_encrypted(bob, room_id, "secret from synapse")
         reply = await sync_until(alice, decrypted_text(room_id, "secret from synapse"), "bob's message decrypted")
         assert reply.event_id == reply_id and reply.decrypted
+
+        # A new device on either side is noticed by the other (m.device_list_update both ways) and
+        # receives the keys of new messages.
+        async with (
+            another_device(ours, tmp_path, alice, "alice-laptop") as alice2,
+            another_device(synapse, tmp_path, bob, "bob-laptop") as bob2,
+        ):
+            await sync_until(bob, knows_device(bob, alice.user_id, alice2.device_id), "alice's new device")
+            await sync_until(alice, knows_device(alice, bob.user_id, bob2.device_id), "bob's new device")
+            await sync_until(bob2, lambda _: room_id in bob2.rooms, "the room on bob's new device")
+            await sync_until(alice2, lambda _: room_id in alice2.rooms, "the room on alice's new device")
+            await send_encrypted(alice, room_id, "for all of bob's devices")
+            await sync_until(bob2, decrypted_text(room_id, "for all of bob's devices"), "decrypted on bob's laptop")
+            await send_encrypted(bob, room_id, "for all of alice's devices")
+            await sync_until(
+                alice2, decrypted_text(room_id, "for all of alice's devices"), "decrypted on alice's laptop"
+            )
 
 
 async def test_unreachable_server_is_a_failure(ours: RunningServer, tmp_path: Path) -> None:
