@@ -404,7 +404,7 @@ class HomeServer:
         # end-to-end encryption across servers: device lists, keys, to-device (federation/e2ee.py)
         assert self.outbound is not None
         remote_keys = RemoteDeviceKeys(self.outbound.client, self.db.store, self.db.device_lists, queries)
-        device_updates = DeviceUpdates(
+        self.device_updates = device_updates = DeviceUpdates(
             self.db.store, self.db.device_lists, remote_keys, self.e2ee.to_device, self.notifier.notify_users
         )
         self.device_answers = LocalDeviceAnswers(
@@ -436,7 +436,7 @@ class HomeServer:
         # our local events are owed to the other servers of their room, in the event's own batch
         self.pipeline.add_write_hook(fed.write_hook)
         relay = EduRelay(queries, fed.send_edu)
-        devices = DeviceListRelay(
+        self.device_relay = devices = DeviceListRelay(
             config.server_name, self.e2ee.keys, self.accounts, self.db.device_lists, queries, fed.send_edu
         )
         self.e2ee.keys.add_device_change_listener(devices.devices_changed)
