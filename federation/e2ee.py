@@ -39,6 +39,7 @@ from homeserver.errors import MatrixError
 from homeserver.protocol import unpadded_base64
 from homeserver.protocol.errors import Base64Error, SignatureError
 from homeserver.protocol.signing import verify_json
+from homeserver.rooms.pipeline import PersistedEvent
 from homeserver.rooms.queries import RoomQueries
 from storage.device_lists import DeviceListStore
 from storage.engine import Batch, Store
@@ -208,7 +209,7 @@ class RemoteDeviceKeys:
             server = _server_of(user_id)
             if server is None:
                 continue
-            cached = self.stream.cached(user_id)
+            cached = self.stream.cached(user_id) if self.tracked(user_id) else None
             if cached is not None:
                 self._answer_from(result, user_id, cached, devices)
             else:
@@ -515,6 +516,30 @@ class DeviceUpdates:
         while len(self._seen) > SEEN_MESSAGE_IDS:
             self._seen.popitem(last=False)
         await self.to_device.deliver_remote(content["sender"], event_type, messages)
+
+    def on_persisted(self, persisted: PersistedEvent) -> None:
+        """A join starts (again) the tracking of remote users' device lists: what was cached before
+        may have missed updates sent while no room was shared, so it goes. A remote user who joins:
+        their entry; a local user who joins: the entries of the room's remote members."""
+        event = persisted.event
+        if event.get("type") != "m.room.member" or persisted.rejected is not None or persisted.soft_failed:
+            return
+        content, user_id = event.get("content"), event.get("state_key")
+        if not isinstance(content, dict) or content.get("membership") != "join" or not isinstance(user_id, str):
+            return
+        queries = self.remote.queries
+        if not queries.is_local(user_id):
+            users = [user_id]
+        else:
+            room = queries.room(persisted.room_id)
+            users = [u for u in queries.joined_members(room) if not queries.is_local(u)] if room is not None else []
+        stale = [u for u in users if self.stream.cached(u) is not None]
+        if stale:
+            batch = self.store.batch()
+            with batch:
+                for u in stale:
+                    self.stream.drop_cache(u, batch)
+                self.store.commit_now(batch)
 
     def _resync(self, user_id: str) -> None:
         if user_id in self._resyncs or len(self._resyncs) >= MAX_RESYNCS:

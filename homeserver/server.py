@@ -243,6 +243,7 @@ class HomeServer:
             DeviceLists(db.device_lists, self.queries, self.timeline),
         )
         self.accounts.add_devices_deleted_listener(self.e2ee.devices_deleted)
+        self.accounts.add_device_renamed_listener(self.e2ee.keys.device_renamed)
         # what a /sync reports: each service wakes the notifier when its part changes
         self.e2ee.add_listener(self.notifier.notify_users)
         self.filters = Filters(db.filters, db.caches)
@@ -436,6 +437,7 @@ class HomeServer:
         # our local events are owed to the other servers of their room, in the event's own batch
         self.pipeline.add_write_hook(fed.write_hook)
         relay = EduRelay(queries, fed.send_edu)
+        self.add_persisted_listener(device_updates.on_persisted)
         self.device_relay = devices = DeviceListRelay(
             config.server_name, self.e2ee.keys, self.accounts, self.db.device_lists, queries, fed.send_edu
         )

@@ -498,6 +498,16 @@ class Keys:
         fallback = self.one_time_keys.fallback_keys(user_id, device_id)
         return sorted(algorithm for algorithm, entry in fallback if not entry.get("used"))
 
+    # -- renamed devices ---------------------------------------------------------------------------
+
+    def device_renamed(self, user_id: str, device_id: str, batch: Batch) -> None:
+        """An accounts listener, in the batch that renames a device: its name goes with its keys."""
+        if self.device_keys.get(user_id, device_id) is None:
+            return
+        self.device_lists.mark_changed(user_id, batch)
+        self._devices_changed(user_id, [device_id], False, batch)
+        batch.on_commit.append(lambda: self.notify_users(self.queries.users_sharing_a_room(user_id) | {user_id}))
+
     # -- deleted devices ---------------------------------------------------------------------------
 
     def devices_deleted(self, user_id: str, device_ids: list[str], batch: Batch) -> None:

@@ -9,16 +9,23 @@ through `/keys/claim`, sends the room key as an Olm-encrypted to-device message 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import nacl.signing
 import pytest
 from nio import AsyncClient, AsyncClientConfig, KeysUploadResponse, LoginResponse, SyncResponse
 
+from homeserver.protocol import unpadded_base64
+from homeserver.protocol.signing import sign_json
+
 from .server import RunningServer, http_json
 from .test_e2ee_nio import (
+    DEADLINE_S,
     PASSWORD,
     create_encrypted_room,
     decrypted_text,
@@ -56,6 +63,53 @@ def knows_device(client: AsyncClient, user_id: str, device_id: str) -> Any:
         return device_id in client.device_store[user_id]
 
     return found
+
+
+def query(server: RunningServer, client: AsyncClient, user_id: str) -> dict[str, Any]:
+    url = f"{server.base_url}/_matrix/client/v3/keys/query"
+    answer: dict[str, Any] = http_json("POST", url, {"device_keys": {user_id: []}}, client.access_token)
+    return answer
+
+
+def devices_of(server: RunningServer, client: AsyncClient, user_id: str) -> set[str]:
+    return set(query(server, client, user_id)["device_keys"].get(user_id, {}))
+
+
+def master_of(server: RunningServer, client: AsyncClient, user_id: str) -> str | None:
+    """The public master key of `user_id` as `client`'s server answers, when its self-signing key is there too."""
+    answer = query(server, client, user_id)
+    master, ssk = answer["master_keys"].get(user_id), answer["self_signing_keys"].get(user_id)
+    if master is None or ssk is None:
+        return None
+    ((_, pub),) = master["keys"].items()
+    return str(pub)
+
+
+def upload_cross_signing(server: RunningServer, client: AsyncClient) -> str:
+    """Upload master, self-signing and user-signing keys (the first upload needs no UIA); the master's public key."""
+    user_id = client.user_id
+
+    def key(usage: str) -> dict[str, Any]:
+        pub = unpadded_base64.encode(bytes(nacl.signing.SigningKey.generate().verify_key))
+        return {"user_id": user_id, "usage": [usage], "keys": {f"ed25519:{pub}": pub}}
+
+    master_sk = nacl.signing.SigningKey.generate()
+    master_pub = unpadded_base64.encode(bytes(master_sk.verify_key))
+    master = {"user_id": user_id, "usage": ["master"], "keys": {f"ed25519:{master_pub}": master_pub}}
+    signed: dict[str, Any] = {}
+    for usage in ("self_signing", "user_signing"):
+        signed[f"{usage}_key"] = sign_json(key(usage), user_id, f"ed25519:{master_pub}", master_sk)
+    url = f"{server.base_url}/_matrix/client/v3/keys/device_signing/upload"
+    http_json("POST", url, {"master_key": master, **signed}, client.access_token)
+    return master_pub
+
+
+async def until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not seen within {DEADLINE_S:.0f} s: {what}")
+        await asyncio.sleep(0.2)
 
 
 async def test_encrypted_room_across_servers(synapse: RunningServer, ours: RunningServer, tmp_path: Path) -> None:
@@ -96,6 +150,18 @@ async def test_encrypted_room_across_servers(synapse: RunningServer, ours: Runni
             await sync_until(
                 alice2, decrypted_text(room_id, "for all of alice's devices"), "decrypted on alice's laptop"
             )
+
+            # A removed device is gone from the other server's answers (a `deleted` update both ways).
+            await alice2.logout()
+            await bob2.logout()
+            await until(lambda: alice2.device_id not in devices_of(synapse, bob, alice.user_id), "alice's laptop gone")
+            await until(lambda: bob2.device_id not in devices_of(ours, alice, bob.user_id), "bob's laptop gone")
+
+        # Cross-signing keys uploaded on either side are seen by the other (m.signing_key_update).
+        alice_master = upload_cross_signing(ours, alice)
+        bob_master = upload_cross_signing(synapse, bob)
+        await until(lambda: master_of(synapse, bob, alice.user_id) == alice_master, "alice's master key on Synapse")
+        await until(lambda: master_of(ours, alice, bob.user_id) == bob_master, "bob's master key on our server")
 
 
 async def test_unreachable_server_is_a_failure(ours: RunningServer, tmp_path: Path) -> None:
