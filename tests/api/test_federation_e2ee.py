@@ -184,10 +184,13 @@ async def test_our_device_changes_go_out_as_a_chain(harness: Harness, monkeypatc
     await upload(harness, dev, device_keys=dev.device_keys())
     status, _ = await harness.request("PUT", "sendToDevice/m.test/t1", bob, json={"messages": {EVE: {"D": {"x": 1}}}})
     assert status == 200
+    status, _ = await harness.request("PUT", f"devices/{bob.device_id}", bob, json={"display_name": "Bob's phone"})
+    assert status == 200
     await hs.accounts.delete_devices(bob.user_id, [bob.device_id])
     updates = [c for _, t, c in sent if t == "m.device_list_update"]
-    assert len(updates) == 2 and updates[0]["keys"] == dev.device_keys() and updates[0]["prev_id"] == []
-    assert updates[1]["deleted"] is True and "keys" not in updates[1]
+    assert len(updates) == 3 and updates[0]["keys"] == dev.device_keys() and updates[0]["prev_id"] == []
+    assert updates[1]["device_display_name"] == "Bob's phone" and updates[1]["keys"] == dev.device_keys()
+    assert updates[2]["deleted"] is True and "keys" not in updates[2]
     for earlier, later in itertools.pairwise(updates):
         assert later["prev_id"] == [earlier["stream_id"]]
     (to_device,) = [c for d, t, c in sent if t == "m.direct_to_device"]

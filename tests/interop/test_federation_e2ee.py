@@ -169,3 +169,37 @@ async def test_unreachable_server_is_a_failure(ours: RunningServer, tmp_path: Pa
         body: dict[str, Any] = {"device_keys": {"@x:127.0.0.1:1": []}, "timeout": 2000}
         answer = http_json("POST", f"{ours.base_url}/_matrix/client/v3/keys/query", body, carol.access_token)
         assert "127.0.0.1:1" in answer["failures"]
+
+
+def to_device_events(server: RunningServer, token: str, since: str | None) -> tuple[list[dict[str, Any]], str]:
+    url = f"{server.base_url}/_matrix/client/v3/sync?timeout=500" + (f"&since={since}" if since else "")
+    answer = http_json("GET", url, token=token)
+    return answer.get("to_device", {}).get("events", []), answer["next_batch"]
+
+
+async def pings(server: RunningServer, client: AsyncClient, since: str) -> list[dict[str, Any]]:
+    """The org.example.ping to-device events `client` receives after `since`, once there are any."""
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        events, since = to_device_events(server, client.access_token, since)
+        got = [e for e in events if e.get("type") == "org.example.ping"]
+        if got:
+            return got
+    raise AssertionError(f"{client.user_id} received no to-device message within {DEADLINE_S:.0f} s")
+
+
+async def test_to_device_both_ways(synapse: RunningServer, ours: RunningServer, tmp_path: Path) -> None:
+    async with (
+        encrypted_client(ours, tmp_path, "erin") as erin,
+        encrypted_client(synapse, tmp_path, "frank") as frank,
+    ):
+        for sender, sender_server, receiver, receiver_server in (
+            (erin, ours, frank, synapse),
+            (frank, synapse, erin, ours),
+        ):
+            _, since = to_device_events(receiver_server, receiver.access_token, None)
+            url = f"{sender_server.base_url}/_matrix/client/v3/sendToDevice/org.example.ping/t1"
+            body = {"messages": {receiver.user_id: {receiver.device_id: {"hello": sender.user_id}}}}
+            http_json("PUT", url, body, sender.access_token)
+            got = await pings(receiver_server, receiver, since)
+            assert got == [{"type": "org.example.ping", "sender": sender.user_id, "content": {"hello": sender.user_id}}]
