@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 MAX_STREAM_ID = 2**63 - 1
 SEEN_MESSAGE_IDS = 10_000  # m.direct_to_device message ids remembered for deduplication
 MAX_RESYNCS = 8  # device-list resyncs in flight at once: a flood of gaps cannot make us fetch without bound
+MAX_PARALLEL_SERVERS = 32  # servers asked at once for one /keys/query or /keys/claim (the rest wait their turn)
+MAX_DELIVERIES_PER_EDU = 1000  # device inboxes one m.direct_to_device may fill; a larger one is dropped whole
 
 
 def _server_of(user_id: object) -> str | None:
@@ -196,6 +198,7 @@ class RemoteDeviceKeys:
         self.store = store
         self.stream = stream
         self.queries = queries
+        self._parallel = asyncio.Semaphore(MAX_PARALLEL_SERVERS)
 
     def tracked(self, user_id: str) -> bool:
         """Whether one of our users shares a room with this remote user (its server then tells us of
@@ -265,10 +268,12 @@ class RemoteDeviceKeys:
         return await self._ask(server, path, {"device_keys": users}, timeout_s)
 
     async def _ask(self, server: str, path: str, content: dict[str, Any], timeout_s: float) -> dict[str, Any] | str:
+        async def ask() -> Any:
+            async with self._parallel:  # waiting for a turn counts against the client's timeout
+                return await self.client.request(server, "POST", path, content=content, timeout=timeout_s)
+
         try:
-            answer = await asyncio.wait_for(
-                self.client.request(server, "POST", path, content=content, timeout=timeout_s), timeout_s
-            )
+            answer = await asyncio.wait_for(ask(), timeout_s)
         except FederationError as e:
             return f"{server} answered {e.status} {e.errcode or ''}: {e.message}"
         except (Unreachable, TimeoutError) as e:
@@ -508,6 +513,10 @@ class DeviceUpdates:
             return
         event_type, message_id, messages = content.get("type"), content.get("message_id"), content.get("messages")
         if not isinstance(event_type, str) or not isinstance(message_id, str) or not isinstance(messages, dict):
+            return
+        deliveries = sum(len(d) if isinstance(d, dict) else 0 for d in messages.values())
+        if deliveries > MAX_DELIVERIES_PER_EDU:
+            log.info("federation: %s sent a to-device EDU for %d devices: dropped", origin, deliveries)
             return
         key = (origin, message_id)
         if key in self._seen:

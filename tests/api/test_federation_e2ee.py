@@ -17,6 +17,7 @@ import nacl.signing
 import pytest
 
 from federation.client import Unreachable
+from federation.e2ee import MAX_DELIVERIES_PER_EDU
 from homeserver.errors import MatrixError
 from homeserver.protocol.signing import sign_json
 
@@ -92,6 +93,8 @@ async def test_to_device_only_from_the_origins_senders_and_once(harness: Harness
     message = {"type": "m.test", "messages": {alice.user_id: {"*": {"n": 1}}}}
     await handle(PEER, {**message, "sender": "@mallory:other.test", "message_id": "m1"})  # spoofed
     await handle(PEER, {**message, "sender": EVE})  # no message id
+    flood = {alice.user_id: {f"D{i}": {"n": i} for i in range(MAX_DELIVERIES_PER_EDU)} | {"*": {"n": -1}}}
+    await handle(PEER, {"type": "m.test", "sender": EVE, "message_id": "flood", "messages": flood})
     assert hs.db.to_device.pending(alice.user_id, alice.device_id, hs.db.store.counter.visible, 10) == []
     await handle(PEER, {**message, "sender": EVE, "message_id": "m2"})
     await handle(PEER, {**message, "sender": EVE, "message_id": "m2"})  # the same EDU again
