@@ -217,6 +217,8 @@ class RemoteDeviceKeys:
                 self._answer_from(result, user_id, cached, devices)
             else:
                 by_server.setdefault(server, {})[user_id] = devices
+        # an update arriving while we ask makes the answer stale: it is then used but not cached
+        positions = {u: self.stream.position(u) for users in by_server.values() for u in users}
         answers = await asyncio.gather(*(self._query_server(s, users, timeout_s) for s, users in by_server.items()))
         batch = self.store.batch()
         with batch:
@@ -228,7 +230,7 @@ class RemoteDeviceKeys:
                 for user_id, devices in users.items():
                     entry = self._entry(user_id, answer)
                     self._answer_from(result, user_id, entry, devices)
-                    if not devices and self.tracked(user_id):
+                    if not devices and self.stream.position(user_id) == positions[user_id] and self.tracked(user_id):
                         self.stream.cache(user_id, entry, batch)
                         cached_any = True
             if cached_any:
@@ -317,6 +319,7 @@ class RemoteDeviceKeys:
         if server is None:
             return
         path = path_of("_matrix", "federation", "v1", "user", "devices", user_id)
+        position = self.stream.position(user_id)
         try:
             answer = await self.client.request(server, "GET", path)
         except (FederationError, Unreachable, TimeoutError) as e:
@@ -324,7 +327,7 @@ class RemoteDeviceKeys:
             return
         if not isinstance(answer, dict) or answer.get("user_id") != user_id:
             return
-        stream_id = answer.get("stream_id")
+        stream_id = _stream_id(answer.get("stream_id"))
         raw = answer.get("devices")
         devices = {}
         for d in raw if isinstance(raw, list) else ():
@@ -339,11 +342,13 @@ class RemoteDeviceKeys:
             entry["master_key"] = master
         if ssk is not None:
             entry["self_signing_key"] = ssk
+        if self.stream.position(user_id) != position:
+            return  # an update came in meanwhile: this answer may be older than it
         batch = self.store.batch()
         with batch:
             if self.tracked(user_id):
                 self.stream.cache(user_id, entry, batch)
-            if isinstance(stream_id, int) and 0 <= stream_id <= MAX_STREAM_ID:
+            if stream_id is not None:
                 self.stream.set_remote_stream(user_id, stream_id, batch)
             await batch.commit()
 

@@ -199,3 +199,39 @@ async def test_our_device_changes_go_out_as_a_chain(harness: Harness, monkeypatc
     (to_device,) = [c for d, t, c in sent if t == "m.direct_to_device"]
     assert to_device["sender"] == bob.user_id and to_device["messages"] == {EVE: {"D": {"x": 1}}}
     assert to_device["message_id"]
+
+
+async def test_a_resync_keeps_only_keys_that_hold_up(
+    harness: Harness, alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hs = harness.hs
+    assert hs.outbound is not None
+    good = remote_device(EVE, "GOOD")
+    forged = remote_device(EVE, "FORGED", key=nacl.signing.SigningKey.generate())
+    answer: dict[str, Any] = {
+        "user_id": EVE,
+        "stream_id": 12,
+        "devices": [
+            {"device_id": "GOOD", "keys": good, "device_display_name": "phone"},
+            {"device_id": "FORGED", "keys": forged},
+            {"device_id": "OTHER", "keys": good},
+        ],
+    }
+
+    async def request(destination: str, method: str, path: str, **kw: Any) -> Any:
+        assert (destination, method) == (PEER, "GET") and path.endswith("/user/devices/%40eve%3Apeer.test")
+        return answer
+
+    monkeypatch.setattr(hs.outbound.client, "request", request)
+    await hs.device_updates.remote.resync(EVE)
+    stream = hs.db.device_lists
+    assert stream.cached(EVE) == {"devices": {"GOOD": {**good, "unsigned": {"device_display_name": "phone"}}}}
+    assert stream.remote_stream(EVE) == 12
+    # the answer is about somebody else: nothing kept
+    answer["user_id"] = "@zed:peer.test"
+    batch = hs.db.store.batch()
+    with batch:
+        stream.drop_cache(EVE, batch)
+        await batch.commit()
+    await hs.device_updates.remote.resync(EVE)
+    assert stream.cached(EVE) is None
