@@ -401,9 +401,10 @@ class DeviceListRelay:
                 if deleted:
                     content["deleted"] = True
                 else:
-                    keys = self.keys.device_keys.get(user_id, device_id)
+                    # as /user/devices gives them: with the signatures uploaded for them (self-signing)
+                    keys = self.keys.query("", {user_id: [device_id]})["device_keys"].get(user_id, {}).get(device_id)
                     if keys is not None:
-                        content["keys"] = keys
+                        content["keys"] = {k: v for k, v in keys.items() if k != "unsigned"}
                     device = self.accounts.device(user_id, device_id)
                     if device is not None and device.get("display_name"):
                         content["device_display_name"] = device["display_name"]
