@@ -235,3 +235,23 @@ async def test_a_resync_keeps_only_keys_that_hold_up(
         await batch.commit()
     await hs.device_updates.remote.resync(EVE)
     assert stream.cached(EVE) is None
+
+
+async def test_a_cache_is_not_trusted_once_no_room_is_shared(
+    harness: Harness, alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hs = harness.hs
+    assert hs.outbound is not None
+    stranger = "@nobody:peer.test"  # shares no room with anyone here: their server owes us no updates
+    fresh = remote_device(stranger, "NEW")
+    batch = hs.db.store.batch()
+    with batch:
+        hs.db.device_lists.cache(stranger, {"devices": {"OLD": remote_device(stranger, "OLD")}}, batch)
+        await batch.commit()
+
+    async def request(destination: str, method: str, path: str, **kw: Any) -> Any:
+        return {"device_keys": {stranger: {"NEW": fresh}}}
+
+    monkeypatch.setattr(hs.outbound.client, "request", request)
+    status, answer = await harness.request("POST", "keys/query", alice, json={"device_keys": {stranger: []}})
+    assert status == 200 and answer["device_keys"][stranger] == {"NEW": fresh}
