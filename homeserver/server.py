@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from federation import api as federation_api
+from federation import e2ee_api as federation_e2ee_api
+from federation.e2ee import DeviceListRelay, DeviceUpdates, LocalDeviceAnswers, RemoteDeviceKeys
 from federation.edus import EduRelay, EphemeralServices, edu_handlers
 from federation.keys import Notary, OldKey
 from federation.local import RoomAcls, ServiceAnswers
@@ -248,6 +250,7 @@ class HomeServer:
             DeviceLists(db.device_lists, self.queries, self.timeline),
         )
         self.accounts.add_devices_deleted_listener(self.e2ee.devices_deleted)
+        self.accounts.add_device_renamed_listener(self.e2ee.keys.device_renamed)
         # what a /sync reports: each service wakes the notifier when its part changes
         self.e2ee.add_listener(self.notifier.notify_users)
         self.filters = Filters(db.filters, db.caches)
@@ -406,6 +409,15 @@ class HomeServer:
             return room is not None and queries.is_joined(user_id, room)
 
         ephemeral = EphemeralServices(self.typing, self.receipts, self.presence, queries)
+        # end-to-end encryption across servers: device lists, keys, to-device (federation/e2ee.py)
+        assert self.outbound is not None
+        remote_keys = RemoteDeviceKeys(self.outbound.client, self.db.store, self.db.device_lists, queries)
+        self.device_updates = device_updates = DeviceUpdates(
+            self.db.store, self.db.device_lists, remote_keys, self.e2ee.to_device, self.notifier.notify_users
+        )
+        self.device_answers = LocalDeviceAnswers(
+            config.server_name, self.e2ee.keys, self.accounts, self.db.device_lists
+        )
         fed = Federation(
             settings,
             config.server_name,
@@ -420,7 +432,10 @@ class HomeServer:
             local=ServiceAnswers(
                 self.profiles, self.accounts, self.rooms.directory, self.rooms.membership, self.openid
             ),
-            edu_handlers=edu_handlers(ephemeral, acls.allows, is_joined, presence=config.presence),
+            edu_handlers={
+                **edu_handlers(ephemeral, acls.allows, is_joined, presence=config.presence),
+                **device_updates.handlers(),
+            },
             outbound=self.outbound,
             rate_limit=lambda origin: self.ratelimiter.check("federation", origin),
             clock=self.clock,
@@ -429,6 +444,14 @@ class HomeServer:
         # our local events are owed to the other servers of their room, in the event's own batch
         self.pipeline.add_write_hook(fed.write_hook)
         relay = EduRelay(queries, fed.send_edu)
+        self.add_persisted_listener(device_updates.on_persisted)
+        self.device_relay = devices = DeviceListRelay(
+            config.server_name, self.e2ee.keys, self.accounts, self.db.device_lists, queries, fed.send_edu
+        )
+        self.e2ee.keys.add_device_change_listener(devices.devices_changed)
+        self.e2ee.keys.add_signing_key_listener(devices.signing_keys_changed)
+        self.e2ee.keys.remote = remote_keys
+        self.e2ee.to_device.remote = devices.to_device
         self.typing.add_change_listener(relay.typing_changed)
         self.receipts.add_receipt_listener(relay.receipt_written)
         self.presence.add_change_listener(
@@ -445,6 +468,7 @@ class HomeServer:
             importlib.import_module(name).register(router, self)
         if self.federation is not None:
             federation_api.register(router, self.federation, __version__)
+            federation_e2ee_api.register(router, self.federation, self.device_answers)
         return router
 
     def build_app(self) -> web.Application:

@@ -58,6 +58,7 @@ class Accounts:
         self.clock = clock
         self.account_created_listeners: list[AccountCreatedListener] = []
         self.devices_deleted_listeners: list[DevicesDeletedListener] = []
+        self.device_renamed_listeners: list[Callable[[str, str, Batch], None]] = []
         # user ids being created right now: the existence check and the write are apart by an await
         self._creating: set[str] = set()
         self._dummy_hash: str | None = None
@@ -65,6 +66,10 @@ class Accounts:
     def add_account_created_listener(self, listener: AccountCreatedListener) -> None:
         """At wiring time: `listener` is called after every account creation commits."""
         self.account_created_listeners.append(listener)
+
+    def add_device_renamed_listener(self, listener: Callable[[str, str, Batch], None]) -> None:
+        """At wiring time: `listener(user, device, batch)` is called in the batch that renames a device."""
+        self.device_renamed_listeners.append(listener)
 
     def add_devices_deleted_listener(self, listener: DevicesDeletedListener) -> None:
         """At wiring time: `listener` is called after devices were deleted."""
@@ -253,6 +258,8 @@ class Accounts:
             if display_name is not None:
                 device["display_name"] = checked_device_name(display_name)
                 self.db.accounts.put_device(user_id, device_id, device, batch)
+                for listener in self.device_renamed_listeners:
+                    listener(user_id, device_id, batch)
                 await batch.commit()
         return True
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import nacl.signing
 
@@ -65,6 +65,23 @@ def _only_key(obj: Mapping[str, Any], what: str) -> tuple[str, str]:
     return key_id, value
 
 
+class RemoteKeys(Protocol):
+    """Keys of other servers' users, asked over federation (federation/e2ee.py)."""
+
+    async def query(self, wanted: Mapping[str, list[str]], timeout_s: float) -> dict[str, Any]:
+        """`device_keys`, `master_keys`, `self_signing_keys` and `failures` (by server) for remote users."""
+        ...
+
+    async def claim(self, wanted: Mapping[str, Mapping[str, str]], timeout_s: float) -> dict[str, Any]:
+        """`one_time_keys` and `failures` (by server) for remote users' devices."""
+        ...
+
+
+# In the batch of a change: (user, device ids, deleted) for a device's keys; (user) for cross-signing keys.
+DeviceChangeListener = Callable[[str, list[str], bool, Batch], None]
+SigningKeyListener = Callable[[str, Batch], None]
+
+
 class Keys:
     def __init__(
         self,
@@ -87,6 +104,19 @@ class Keys:
         self.accounts = accounts
         self.notify_users = notify_users or (lambda users: None)
         self._claim_lock = asyncio.Lock()
+        self.remote: RemoteKeys | None = None  # set when federation is on
+        self._device_listeners: list[DeviceChangeListener] = []
+        self._signing_key_listeners: list[SigningKeyListener] = []
+
+    def add_device_change_listener(self, listener: DeviceChangeListener) -> None:
+        self._device_listeners.append(listener)
+
+    def add_signing_key_listener(self, listener: SigningKeyListener) -> None:
+        self._signing_key_listeners.append(listener)
+
+    def _devices_changed(self, user_id: str, device_ids: list[str], deleted: bool, batch: Batch) -> None:
+        for listener in self._device_listeners:
+            listener(user_id, device_ids, deleted, batch)
 
     # -- upload ------------------------------------------------------------------------------------
 
@@ -138,6 +168,7 @@ class Keys:
                 )
             if changed:
                 self.device_lists.mark_changed(user_id, batch)
+                self._devices_changed(user_id, [device_id], False, batch)
             await batch.commit()
         if changed:
             self.notify_users(self.queries.users_sharing_a_room(user_id) | {user_id})
@@ -181,7 +212,33 @@ class Keys:
 
     # -- query -------------------------------------------------------------------------------------
 
-    def query(self, requester: str, device_keys: Mapping[str, Any]) -> dict[str, Any]:
+    async def query_everywhere(
+        self, requester: str, device_keys: Mapping[str, Any], timeout_s: float
+    ) -> dict[str, Any]:
+        """`/keys/query`: our users' keys from here, other servers' users' over federation (in parallel,
+        each server within `timeout_s`; a server that does not answer is listed in `failures`)."""
+        remote: dict[str, list[str]] = {}
+        result = self.query(requester, device_keys, remote if self.remote is not None else None)
+        if remote and self.remote is not None:
+            answer = await self.remote.query(remote, timeout_s)
+            for field in ("device_keys", "master_keys", "self_signing_keys", "failures"):
+                result[field].update(answer.get(field, {}))
+        return result
+
+    async def claim_everywhere(self, wanted: Mapping[str, Any], timeout_s: float) -> dict[str, Any]:
+        """`/keys/claim`: one-time keys of our users from here, of other servers' users over federation."""
+        remote: dict[str, dict[str, str]] = {}
+        result = await self.claim(wanted, remote if self.remote is not None else None)
+        if remote and self.remote is not None:
+            answer = await self.remote.claim(remote, timeout_s)
+            result["one_time_keys"].update(answer.get("one_time_keys", {}))
+            result["failures"].update(answer.get("failures", {}))
+        return result
+
+    def query(
+        self, requester: str, device_keys: Mapping[str, Any], remote: dict[str, list[str]] | None = None
+    ) -> dict[str, Any]:
+        """Keys of our users; those of other servers' users go into `remote` (when given) to be asked for."""
         result: dict[str, Any] = {
             "device_keys": {},
             "failures": {},
@@ -194,6 +251,9 @@ class Keys:
                 raise _bad(f"device_keys.{user_id} must be a list of device ids")
             if not isinstance(user_id, str) or ":" not in user_id:
                 raise MatrixError(400, "M_INVALID_PARAM", f"{user_id!r} is not a user id")
+            if not self.queries.is_local(user_id) and remote is not None:
+                remote[user_id] = list(wanted)
+                continue
             if not self.queries.is_local(user_id):
                 server = user_id.split(":", 1)[1]
                 # Remote users' keys come over federation (its own work); say so instead of guessing.
@@ -235,7 +295,7 @@ class Keys:
 
     # -- claim -------------------------------------------------------------------------------------
 
-    async def claim(self, wanted: Mapping[str, Any]) -> dict[str, Any]:
+    async def claim(self, wanted: Mapping[str, Any], remote: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
         """Hand out one-time keys (oldest first), then fallback keys; each one-time key at most once."""
         result: dict[str, Any] = {"one_time_keys": {}, "failures": {}}
         async with self._claim_lock:  # no other claim reads between our read and our delete
@@ -245,6 +305,11 @@ class Keys:
                 for user_id, devices in wanted.items():
                     if not isinstance(devices, dict):
                         raise _bad(f"one_time_keys.{user_id} must map device ids to algorithms")
+                    if remote is not None and isinstance(user_id, str) and not self.queries.is_local(user_id):
+                        if not all(isinstance(a, str) for a in devices.values()):
+                            raise _bad("algorithms must be strings")
+                        remote[user_id] = dict(devices)
+                        continue
                     if not isinstance(user_id, str) or not self.queries.is_local(user_id):
                         server = user_id.split(":", 1)[-1] if isinstance(user_id, str) else "?"
                         result["failures"][server] = {"status": 503, "message": "federation is not available"}
@@ -322,12 +387,16 @@ class Keys:
             for usage, key in new.items():
                 self.cross_signing.put(user_id, usage, key, batch)
             self.device_lists.mark_changed(user_id, batch)
+            if "master" in new or "self_signing" in new:  # the user-signing key is not shared
+                for listener in self._signing_key_listeners:
+                    listener(user_id, batch)
             await batch.commit()
         self.notify_users(self.queries.users_sharing_a_room(user_id) | {user_id})
 
     async def upload_signatures(self, requester: str, body: Mapping[str, Any]) -> dict[str, Any]:
         failures: dict[str, dict[str, Any]] = {}
         changed: set[str] = set()
+        signed_devices: list[str] = []
 
         def fail(user: str, key_id: str, errcode: str, message: str) -> None:
             failures.setdefault(user, {})[key_id] = {"errcode": errcode, "error": message}
@@ -361,6 +430,8 @@ class Keys:
                                 target_user, stored_key_id, requester, signer_key_id, sig, batch
                             )
                             changed.add(target_user)
+                            if target_user == requester and stored_key_id == f"ed25519:{key_id}":
+                                signed_devices.append(key_id)
                             break
                         else:
                             raise MatrixError(400, "M_INVALID_SIGNATURE", "no signature by a key allowed to sign this")
@@ -368,6 +439,11 @@ class Keys:
                         fail(target_user, key_id, e.errcode, e.message)
             for user in changed:
                 self.device_lists.mark_changed(user, batch)
+            if signed_devices:
+                self._devices_changed(requester, signed_devices, False, batch)
+            elif requester in changed:
+                for listener in self._signing_key_listeners:
+                    listener(requester, batch)
             await batch.commit()
         if changed:
             users: set[str] = {requester}
@@ -422,6 +498,16 @@ class Keys:
         fallback = self.one_time_keys.fallback_keys(user_id, device_id)
         return sorted(algorithm for algorithm, entry in fallback if not entry.get("used"))
 
+    # -- renamed devices ---------------------------------------------------------------------------
+
+    def device_renamed(self, user_id: str, device_id: str, batch: Batch) -> None:
+        """An accounts listener, in the batch that renames a device: its name goes with its keys."""
+        if self.device_keys.get(user_id, device_id) is None:
+            return
+        self.device_lists.mark_changed(user_id, batch)
+        self._devices_changed(user_id, [device_id], False, batch)
+        batch.on_commit.append(lambda: self.notify_users(self.queries.users_sharing_a_room(user_id) | {user_id}))
+
     # -- deleted devices ---------------------------------------------------------------------------
 
     def devices_deleted(self, user_id: str, device_ids: list[str], batch: Batch) -> None:
@@ -431,4 +517,5 @@ class Keys:
             self.device_keys.delete(user_id, device_id, batch)
             self.one_time_keys.delete_device(user_id, device_id, batch)
         self.device_lists.mark_changed(user_id, batch)
+        self._devices_changed(user_id, list(device_ids), True, batch)
         batch.on_commit.append(lambda: self.notify_users(self.queries.users_sharing_a_room(user_id) | {user_id}))

@@ -25,6 +25,13 @@ MAX_PER_SYNC = 100
 MAX_CONTENT_BYTES = 65536
 
 
+def _check_content(content: Any) -> None:
+    if not isinstance(content, dict):
+        raise MatrixError(400, "M_BAD_JSON", "each message content must be an object")
+    if len(orjson.dumps(content)) > MAX_CONTENT_BYTES:
+        raise MatrixError(413, "M_TOO_LARGE", f"a to-device message content is larger than {MAX_CONTENT_BYTES} bytes")
+
+
 class ToDevice:
     def __init__(
         self,
@@ -40,6 +47,8 @@ class ToDevice:
         self.queries = queries
         self.accounts = accounts
         self.notify_users = notify_users or (lambda users: None)
+        # set when federation is on: (sender, event type, {user: {device: content}}) for other servers' users
+        self.remote: Callable[[str, str, dict[str, dict[str, Any]]], None] | None = None
 
     async def send(
         self, sender: str, sender_device: str, event_type: str, txn_id: str, messages: Mapping[str, Any]
@@ -48,27 +57,51 @@ class ToDevice:
         if inboxes.txn_seen(sender, sender_device, txn_id):
             return  # spec: the same transaction id is idempotent
         targets: set[str] = set()
+        remote: dict[str, dict[str, Any]] = {}
         batch = self.store.batch()
         with batch:
             for user_id, by_device in messages.items():
                 if not isinstance(by_device, dict):
                     raise MatrixError(400, "M_BAD_JSON", f"messages.{user_id} must map device ids to contents")
                 if not isinstance(user_id, str) or not self.queries.is_local(user_id):
-                    continue  # remote users are reached over federation (its own work)
+                    if self.remote is not None and isinstance(user_id, str) and ":" in user_id:
+                        for content in by_device.values():
+                            _check_content(content)
+                        remote[user_id] = dict(by_device)
+                    continue
                 known = [d for d, _ in self.accounts.devices(user_id)]
                 for device_id, content in by_device.items():
-                    if not isinstance(content, dict):
-                        raise MatrixError(400, "M_BAD_JSON", "each message content must be an object")
-                    if len(orjson.dumps(content)) > MAX_CONTENT_BYTES:
-                        raise MatrixError(
-                            413, "M_TOO_LARGE", f"a to-device message content is larger than {MAX_CONTENT_BYTES} bytes"
-                        )
+                    _check_content(content)
                     devices = known if device_id == "*" else [device_id] if device_id in known else []
                     for d in devices:
                         inboxes.put(user_id, d, {"sender": sender, "type": event_type, "content": content}, batch)
                         targets.add(user_id)
             inboxes.mark_txn(sender, sender_device, txn_id, batch)
             await batch.commit()
+        if targets:
+            self.notify_users(targets)
+        if remote and self.remote is not None:
+            self.remote(sender, event_type, remote)
+
+    async def deliver_remote(self, sender: str, event_type: str, messages: Mapping[str, Any]) -> None:
+        """An `m.direct_to_device` EDU from another server (its sender checked by federation): each
+        message into the inboxes of our users' devices named (or all of them, for "*")."""
+        targets: set[str] = set()
+        batch = self.store.batch()
+        with batch:
+            for user_id, by_device in messages.items():
+                if not isinstance(by_device, dict) or not self.queries.is_local(user_id):
+                    continue
+                known = [d for d, _ in self.accounts.devices(user_id)]
+                for device_id, content in by_device.items():
+                    if not isinstance(content, dict) or len(orjson.dumps(content)) > MAX_CONTENT_BYTES:
+                        continue
+                    devices = known if device_id == "*" else [device_id] if device_id in known else []
+                    for d in devices:
+                        self.inboxes.put(user_id, d, {"sender": sender, "type": event_type, "content": content}, batch)
+                        targets.add(user_id)
+            if targets:
+                await batch.commit()
         if targets:
             self.notify_users(targets)
 

@@ -32,12 +32,18 @@ def _stream_token(raw: str | None, name: str) -> int:
 # The envelopes; what is inside (keys, signatures, messages, sessions) is checked by the e2ee service.
 
 
+REMOTE_TIMEOUT_MS = 10_000  # spec: /keys/query and /keys/claim `timeout`, "Defaults to 10000"
+MAX_REMOTE_TIMEOUT_MS = 60_000
+
+
 class QueryBody(Body):
     device_keys: dict[str, Any] = Field(default_factory=dict)
+    timeout: int = Field(default=REMOTE_TIMEOUT_MS, ge=0)
 
 
 class ClaimBody(Body):
     one_time_keys: dict[str, Any] = Field(default_factory=dict)
+    timeout: int = Field(default=REMOTE_TIMEOUT_MS, ge=0)
 
 
 class ToDeviceBody(Body):
@@ -60,12 +66,14 @@ def register(router: Router, hs: HomeServer) -> None:
     async def query(request: web.Request) -> web.Response:
         req = hs.auth.requester(request)
         body = await read(request, QueryBody, limit=BULK_JSON_BODY_LIMIT)
-        return json_response(e2ee.keys.query(req.user_id, body.device_keys))
+        timeout_s = min(body.timeout, MAX_REMOTE_TIMEOUT_MS) / 1000
+        return json_response(await e2ee.keys.query_everywhere(req.user_id, body.device_keys, timeout_s))
 
     async def claim(request: web.Request) -> web.Response:
         hs.auth.requester(request)
         body = await read(request, ClaimBody, limit=BULK_JSON_BODY_LIMIT)
-        return json_response(await e2ee.keys.claim(body.one_time_keys))
+        timeout_s = min(body.timeout, MAX_REMOTE_TIMEOUT_MS) / 1000
+        return json_response(await e2ee.keys.claim_everywhere(body.one_time_keys, timeout_s))
 
     async def changes(request: web.Request) -> web.Response:
         req = hs.auth.requester(request)
