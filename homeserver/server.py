@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from federation import api as federation_api
+from federation import media as federation_media
 from federation.edus import EduRelay, EphemeralServices, edu_handlers
 from federation.keys import Notary, OldKey
 from federation.local import RoomAcls, ServiceAnswers
@@ -319,9 +320,24 @@ class HomeServer:
         from homeserver.media.repository import MediaRepository
 
         files = MediaFiles(self.config.data_dir / "media")
-        return MediaRepository(
+        repository = MediaRepository(
             self.db, files, self.server_name, max_upload_size=self.config.max_upload_size, clock=self.clock
         )
+        if self.outbound is not None:  # other servers' media, fetched over federation and cached
+            from federation.media import FederationMediaSource
+            from homeserver.media.remote import RemoteMediaCache
+
+            self.remote_media = RemoteMediaCache(
+                self.db,
+                files,
+                self.server_name,
+                FederationMediaSource(self.outbound.client),
+                max_bytes=self.config.max_upload_size,
+                cache_bytes=self.config.remote_media_cache_size,
+                clock=self.clock,
+            )
+            repository.fetch_remote = self.remote_media.get
+        return repository
 
     async def _store_avatar(self, user_id: str, data: bytes, content_type: str) -> str:
         async def chunks() -> AsyncIterator[bytes]:
@@ -438,6 +454,7 @@ class HomeServer:
             importlib.import_module(name).register(router, self)
         if self.federation is not None:
             federation_api.register(router, self.federation, __version__)
+            federation_media.register_for(router, self.federation, lambda: self.media)
         return router
 
     def build_app(self) -> web.Application:
