@@ -163,7 +163,8 @@ class FederationMediaSource:
         except MultipartError as e:
             raise MatrixError(502, "M_UNKNOWN", f"{server_name} answered a malformed media response: {e}") from None
         except Unreachable as e:
-            raise MatrixError(502, "M_UNKNOWN", f"{server_name} could not be reached: {e}") from None
+            # the client API documents 404 for media that cannot be found; the message says why
+            raise MatrixError(404, "M_NOT_FOUND", f"Not found: {server_name} could not be reached ({e})") from None
         except (aiohttp.ClientError, TimeoutError) as e:
             raise MatrixError(502, "M_UNKNOWN", f"{server_name}: the media could not be fetched: {e!r}") from None
 
