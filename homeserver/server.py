@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from federation import api as federation_api
+from federation import directory as federation_directory
 from federation import media as federation_media
 from federation.edus import EduRelay, EphemeralServices, edu_handlers
 from federation.keys import Notary, OldKey
@@ -435,6 +436,10 @@ class HomeServer:
             clock=self.clock,
         )
         self.rooms.reader.add_history_source(fed.backfiller)  # /messages reaches back over federation
+        # other servers' room directories and spaces, asked for our clients
+        remote_directory = federation_directory.RemoteDirectory(fed.client)
+        self.rooms.directory.remote_rooms = remote_directory
+        self.rooms.spaces.remote = remote_directory
         # our local events are owed to the other servers of their room, in the event's own batch
         self.pipeline.add_write_hook(fed.write_hook)
         relay = EduRelay(queries, fed.send_edu)
@@ -455,6 +460,7 @@ class HomeServer:
         if self.federation is not None:
             federation_api.register(router, self.federation, __version__)
             federation_media.register_for(router, self.federation, lambda: self.media)
+            federation_directory.register(router, self.federation, self.rooms.directory, self.rooms.spaces)
         return router
 
     def build_app(self) -> web.Application:
