@@ -85,11 +85,22 @@ def register(router: Router, fed: Federation, directory: RoomDirectory, spaces: 
 # -- asking ----------------------------------------------------------------------------------------
 
 
+def _room(entry: dict[str, Any]) -> dict[str, Any]:
+    """A room entry with the fields the spec requires ("PublishedRoomsChunk") of the right types:
+    a peer's missing or wrong ones are given their neutral value."""
+    out = dict(entry)
+    members = out.get("num_joined_members")
+    out["num_joined_members"] = members if isinstance(members, int) and not isinstance(members, bool) else 0
+    for flag in ("world_readable", "guest_can_join"):
+        out[flag] = out.get(flag) is True
+    return out
+
+
 def _rooms(value: Any) -> list[dict[str, Any]]:
     """The room entries of an answer that are objects with a room id (others are dropped)."""
     if not isinstance(value, list):
         return []
-    return [r for r in value if isinstance(r, dict) and isinstance(r.get("room_id"), str)]
+    return [_room(r) for r in value if isinstance(r, dict) and isinstance(r.get("room_id"), str)]
 
 
 class RemoteDirectory:
@@ -171,6 +182,7 @@ class RemoteDirectory:
             room = answer.get("room")
             if not isinstance(room, dict) or room.get("room_id") != room_id:
                 continue
+            room = _room(room)
             children_state = room.get("children_state")
             room["children_state"] = [
                 c
