@@ -10,10 +10,11 @@ only an explicit setting turns verification off.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
@@ -199,6 +200,68 @@ class FederationClient:
             if parsed is None and raw:
                 raise FederationError(destination, resp.status, None, "the answer is not JSON")
             return parsed
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, destination: str, path: str, *, timeout: float = DEFAULT_TIMEOUT_S
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A signed GET whose answer is read by the caller as it arrives (media): the response, of
+        any status, open for the `async with`; `Unreachable` when no address could be reached."""
+        if destination == self.server_name:
+            raise Unreachable("a server does not send federation requests to itself")
+        auth = authorization_header(self.server_name, destination, self.key_id, self.signing_key, "GET", path, None)
+        try:
+            targets = await self.resolver.resolve(destination)
+        except Exception as e:
+            raise Unreachable(f"{destination}: cannot be resolved: {e}") from None
+        t = aiohttp.ClientTimeout(total=timeout, connect=CONNECT_TIMEOUT_S)
+        failures: list[str] = []
+        for target in targets:
+            for address in await self._permitted(target):
+                url = URL(f"https://{_url_host(address)}:{target.port}{path}", encoded=True)
+                try:
+                    resp = await self._http().get(
+                        url,
+                        headers={"Authorization": auth, "Host": target.host_header},
+                        server_hostname=target.tls_name,
+                        timeout=t,
+                        allow_redirects=False,
+                    )
+                except (aiohttp.ClientConnectionError, ssl.SSLError, TimeoutError, OSError) as e:
+                    failures.append(f"{address}:{target.port}: {e!r}")
+                    continue
+                async with resp:
+                    yield resp
+                return
+        raise Unreachable(f"{destination}: " + ("; ".join(failures[:3]) or "no address it may be reached at"))
+
+    @contextlib.asynccontextmanager
+    async def stream_url(
+        self, url: str, *, timeout: float = DEFAULT_TIMEOUT_S
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """An unsigned GET of an `https://` URL another server pointed us to (a media `Location`),
+        under the same address policy; no redirects."""
+        parsed = URL(url)
+        if parsed.scheme != "https" or not parsed.host:
+            raise Unreachable(f"{url}: only https:// locations are followed")
+        host, port = parsed.host, parsed.port or 443
+        target = Destination(host, port, parsed.raw_authority, None if _is_ip(host) else host)
+        addresses = await self._permitted(target)
+        if not addresses:
+            raise Unreachable(f"{host}: no address it may be reached at")
+        t = aiohttp.ClientTimeout(total=timeout, connect=CONNECT_TIMEOUT_S)
+        try:
+            resp = await self._http().get(
+                URL(f"https://{_url_host(addresses[0])}:{port}{parsed.raw_path_qs}", encoded=True),
+                headers={"Host": target.host_header},
+                server_hostname=target.tls_name,
+                timeout=t,
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientConnectionError, ssl.SSLError, TimeoutError, OSError) as e:
+            raise Unreachable(f"{host}: {e!r}") from None
+        async with resp:
+            yield resp
 
     async def fetch_well_known(self, hostname: str) -> WellKnown:
         """`https://<hostname>/.well-known/matrix/server`, following redirects (not in loops), with

@@ -397,6 +397,9 @@ class Config(BaseModel):
         default="11", description="room version of new rooms when clients do not ask"
     )
     max_upload_size: int = Field(default=50 * 1024 * 1024, ge=1024, description="largest media upload, in bytes")
+    remote_media_cache_size: int = Field(
+        default=1024 * 1024 * 1024, ge=0, description="bytes of other servers' media kept; the oldest go first"
+    )
     fsync: bool = Field(default=False, description="sync every commit to disk (survives power loss; slower)")
     log_level: Annotated[str, AfterValidator(_log_level)] = Field(
         default="INFO", description="DEBUG, INFO, WARNING or ERROR (any case)"

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from federation import api as federation_api
+from federation import directory as federation_directory
 from federation import e2ee_api as federation_e2ee_api
+from federation import media as federation_media
 from federation.e2ee import DeviceListRelay, DeviceUpdates, LocalDeviceAnswers, RemoteDeviceKeys
 from federation.edus import EduRelay, EphemeralServices, edu_handlers
 from federation.keys import Notary, OldKey
@@ -329,9 +331,24 @@ class HomeServer:
         from homeserver.media.repository import MediaRepository
 
         files = MediaFiles(self.config.data_dir / "media")
-        return MediaRepository(
+        repository = MediaRepository(
             self.db, files, self.server_name, max_upload_size=self.config.max_upload_size, clock=self.clock
         )
+        if self.outbound is not None:  # other servers' media, fetched over federation and cached
+            from federation.media import FederationMediaSource
+            from homeserver.media.remote import RemoteMediaCache
+
+            self.remote_media = RemoteMediaCache(
+                self.db,
+                files,
+                self.server_name,
+                FederationMediaSource(self.outbound.client),
+                max_bytes=self.config.max_upload_size,
+                cache_bytes=self.config.remote_media_cache_size,
+                clock=self.clock,
+            )
+            repository.fetch_remote = self.remote_media.get
+        return repository
 
     async def _store_avatar(self, user_id: str, data: bytes, content_type: str) -> str:
         async def chunks() -> AsyncIterator[bytes]:
@@ -441,6 +458,10 @@ class HomeServer:
             clock=self.clock,
         )
         self.rooms.reader.add_history_source(fed.backfiller)  # /messages reaches back over federation
+        # other servers' room directories and spaces, asked for our clients
+        remote_directory = federation_directory.RemoteDirectory(fed.client)
+        self.rooms.directory.remote_rooms = remote_directory
+        self.rooms.spaces.remote = remote_directory
         # our local events are owed to the other servers of their room, in the event's own batch
         self.pipeline.add_write_hook(fed.write_hook)
         relay = EduRelay(queries, fed.send_edu)
@@ -469,6 +490,8 @@ class HomeServer:
         if self.federation is not None:
             federation_api.register(router, self.federation, __version__)
             federation_e2ee_api.register(router, self.federation, self.device_answers)
+            federation_media.register_for(router, self.federation, lambda: self.media)
+            federation_directory.register(router, self.federation, self.rooms.directory, self.rooms.spaces)
         return router
 
     def build_app(self) -> web.Application:

@@ -50,6 +50,20 @@ class RemoteAliases(Protocol):
     async def room_alias(self, alias: str) -> tuple[str, list[str]]: ...
 
 
+class RemotePublicRooms(Protocol):
+    """Another server's published rooms (spec: server-server-api GET/POST /publicRooms)."""
+
+    async def public_rooms(
+        self,
+        server: str,
+        *,
+        limit: int | None,
+        since: str | None,
+        search_term: str | None = None,
+        room_types: list[str | None] | None = None,
+    ) -> dict[str, Any]: ...
+
+
 class RoomDirectory:
     def __init__(
         self, db: Database, queries: RoomQueries, serializer: EventSerializer, remote: RemoteAliases | None = None
@@ -60,6 +74,7 @@ class RoomDirectory:
         self.server_name = queries.server_name
         self.serializer = serializer
         self._claimed: set[str] = set()  # aliases being written: not free for anyone else meanwhile
+        self.remote_rooms: RemotePublicRooms | None = None  # federation's; set when it is on
 
     # -- aliases ---------------------------------------------------------------------------------
 
@@ -234,6 +249,24 @@ class RoomDirectory:
         if isinstance(room_type, str):
             out["room_type"] = room_type
         return out
+
+    async def any_public_rooms(
+        self,
+        *,
+        limit: int | None,
+        since: str | None,
+        server: str | None,
+        search_term: str | None = None,
+        room_types: list[str | None] | None = None,
+    ) -> dict[str, Any]:
+        """`public_rooms`, or another server's when `server` names one (asked over federation)."""
+        if server is None or server == self.server_name or self.remote_rooms is None:
+            return self.public_rooms(
+                limit=limit, since=since, server=server, search_term=search_term, room_types=room_types
+            )
+        return await self.remote_rooms.public_rooms(
+            server, limit=limit, since=since, search_term=search_term, room_types=room_types
+        )
 
     def public_rooms(
         self,

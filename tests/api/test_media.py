@@ -95,7 +95,7 @@ async def test_unknown_remote_and_malformed_media(harness: Harness) -> None:
     status, body = await harness.request("GET", f"{AUTHED}/download/hs.test/doesNotExist123", alice)
     assert status == 404 and body["errcode"] == "M_NOT_FOUND"
     status, body = await harness.request("GET", f"{AUTHED}/download/other.example/abcdef", alice)
-    assert status == 404 and body["errcode"] == "M_NOT_FOUND"  # remote media: not until federation
+    assert status == 404 and body["errcode"] == "M_NOT_FOUND"  # a server that cannot be reached
     status, body = await harness.request("GET", f"{AUTHED}/download/hs.test/bad.id", alice)
     assert status == 400 and body["errcode"] == "M_INVALID_PARAM"
     status, body = await harness.request("GET", f"{AUTHED}/download/bad_server!/abc", alice)

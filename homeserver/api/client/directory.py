@@ -80,10 +80,11 @@ def register(router: Router, hs: HomeServer) -> None:
         return json_response({})
 
     async def get_public_rooms(request: web.Request) -> web.Response:
-        body = directory.public_rooms(
+        server = request.query.get("server") or None
+        body = await directory.any_public_rooms(
             limit=query_int(request, "limit", None, minimum=1),
             since=request.query.get("since") or None,
-            server=request.query.get("server") or None,
+            server=server,
         )
         return json_response(body)
 
@@ -91,7 +92,7 @@ def register(router: Router, hs: HomeServer) -> None:
         hs.auth.requester(request)
         body = await read(request, PublicRoomsBody, allow_empty=True)
         search_filter = body.filter or PublicRoomsFilter()
-        result = directory.public_rooms(
+        result = await directory.any_public_rooms(
             limit=body.limit,
             since=body.since or None,
             server=request.query.get("server") or None,

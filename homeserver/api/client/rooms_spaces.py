@@ -24,7 +24,7 @@ def register(router: Router, hs: HomeServer) -> None:
 
     async def hierarchy(request: web.Request) -> web.Response:
         requester = hs.auth.requester(request)
-        body = spaces.hierarchy(
+        body = await spaces.hierarchy(
             requester.user_id,
             request.match_info["roomId"],
             suggested_only=query_bool(request, "suggested_only", False),
