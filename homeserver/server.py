@@ -83,6 +83,7 @@ if TYPE_CHECKING:
     import nacl.signing
 
     from homeserver.media.preview import UrlPreviewer
+    from homeserver.media.remote import RemoteMediaCache
     from homeserver.media.repository import MediaRepository
 
 log = logging.getLogger("homeserver")
@@ -108,6 +109,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "homeserver.api.admin.registration",
     "homeserver.api.admin.caches",
     "homeserver.api.admin.certificates",
+    "homeserver.api.admin.media",
     "homeserver.api.client.keys",
     "homeserver.api.client.rooms",
     "homeserver.api.client.rooms_read",
@@ -323,6 +325,7 @@ class HomeServer:
         self.accounts.add_devices_deleted_listener(self.sliding_sync.devices_deleted)
         # federation: other servers, both ways (federation/); None when the config turns it off
         self.federation = self._federation() if config.federation.enabled else None
+        self.remote_media: RemoteMediaCache | None = None  # made with `media`, when federation is on
 
     @functools.cached_property
     def media(self) -> MediaRepository:

@@ -127,3 +127,34 @@ async def test_remote_media_reaches_our_clients_and_is_cached(harness: Harness) 
     assert source.asked == [(REMOTE, "there")]  # fetched once, then from the cache
     status, body = await harness.request("GET", f"/_matrix/client/v1/media/download/{REMOTE}/gone", alice)
     assert status == 404 and body["errcode"] == "M_NOT_FOUND"
+
+
+async def test_admins_empty_the_remote_media_cache_and_uploads_stay(harness: Harness) -> None:
+    # Synapse's admin path and parameter, so admin tools made for Synapse work here
+    alice, admin = await harness.user("alice"), await harness.user("root", admin=True)
+    image = png(120, 80)
+    source = FakeSource(image)
+    _ = harness.hs.media
+    assert harness.hs.remote_media is not None
+    harness.hs.remote_media.source = source
+    status, _body = await harness.request("GET", f"/_matrix/client/v1/media/download/{REMOTE}/there", alice)
+    assert status == 200
+    status, uploaded = await harness.request(
+        "POST", "/_matrix/media/v3/upload", alice, data=image, headers={"Content-Type": "image/png"}
+    )
+    assert status == 200
+    purge = "/_synapse/admin/v1/purge_media_cache"
+    status, body = await harness.request("POST", f"{purge}?before_ts=1", admin)
+    assert (status, body) == (200, {"deleted": 0})  # nothing was fetched that long ago
+    status, body = await harness.request("POST", f"{purge}?before_ts=99999999999999", alice)
+    assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+    status, body = await harness.request("POST", purge, admin)
+    assert (status, body["errcode"]) == (400, "M_MISSING_PARAM")
+    status, body = await harness.request("POST", f"{purge}?before_ts=99999999999999", admin)
+    assert (status, body) == (200, {"deleted": 1})
+    # fetched again on the next ask; our own upload (the same bytes) was never touched
+    status, _body = await harness.request("GET", f"/_matrix/client/v1/media/download/{REMOTE}/there", alice)
+    assert status == 200 and source.asked == [(REMOTE, "there"), (REMOTE, "there")]
+    media_id = uploaded["content_uri"].rsplit("/", 1)[1]
+    status, body = await harness.request("GET", f"/_matrix/client/v1/media/download/hs.test/{media_id}", alice)
+    assert status == 200 and body == image
