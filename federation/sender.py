@@ -3,8 +3,10 @@
 spec: server-server-api "Transactions": at most 50 PDUs and 100 EDUs per transaction, `PUT
 /_matrix/federation/v1/send/{txnId}`. PDUs are queued in the store in the batch of the event that
 owes them (storage/federation_queue.py) and deleted when the destination acknowledges them, so a
-restart loses nothing and resends nothing acknowledged. EDUs (typing, receipts, presence) are kept
-in memory, bounded per destination: they describe the present and are worthless after an outage.
+restart loses nothing and resends nothing acknowledged. EDUs that describe the present (typing,
+receipts, presence) are kept in memory, bounded per destination: they are worthless after an
+outage. Those that must arrive (`DURABLE_EDUS`: to-device messages carry the keys of encrypted
+messages, device-list and signing-key updates) are stored the same way as PDUs, and go first.
 
 A destination that fails is retried with exponential back-off (2 s doubling, at most 30 min),
 reset when it contacts us. After a failure, a queue longer than one transaction is caught up by
@@ -35,6 +37,7 @@ MAX_EDUS = 100
 EDU_QUEUE_LIMIT = 500  # per destination; older ones are dropped first
 BACKOFF_START_S = 2.0
 BACKOFF_MAX_S = 30 * 60.0
+DURABLE_EDUS = frozenset({"m.direct_to_device", "m.device_list_update", "m.signing_key_update"})
 
 
 class Transport(Protocol):
@@ -86,6 +89,7 @@ class FederationSender:
         self._destinations: dict[str, _Destination] = {}
         self._txn_ids = itertools.count(1)
         self._txn_prefix = str(int(clock() * 1000))
+        self._edu_seq = queue.last_edu_seq()
         self._closed = False
 
     # -- what others call --------------------------------------------------------------------------
@@ -112,8 +116,15 @@ class FederationSender:
     def send_edu(self, destination: str, edu_type: str, content: dict[str, Any]) -> None:
         if destination == self.server_name or self._closed:
             return
-        d = self._destination(destination)
-        d.edus.append({"edu_type": edu_type, "content": content})
+        edu = {"edu_type": edu_type, "content": content}
+        if edu_type in DURABLE_EDUS:
+            self._edu_seq += 1
+            batch = self.store.batch()
+            with batch:
+                self.queue.enqueue_edu(destination, self._edu_seq, edu, batch)
+                self.store.commit_now(batch)
+        else:
+            self._destination(destination).edus.append(edu)
         self.wake(destination)
 
     def contacted(self, destination: str) -> None:
@@ -165,9 +176,15 @@ class FederationSender:
             if d.behind and len(entries) > MAX_PDUS:
                 entries = self._catch_up(d.name, entries)
             entries = entries[:MAX_PDUS]
-            edus = list(itertools.islice(d.edus, MAX_EDUS))
+            durable = self.queue.pending_edus(d.name, MAX_EDUS)
+            fleeting = list(itertools.islice(d.edus, MAX_EDUS - len(durable)))
+            edus = [edu for _, edu in durable] + fleeting
             if not entries and not edus:
-                if not d.edus and not self.queue.pending(d.name, self.store.counter.visible, 1):
+                if (
+                    not d.edus
+                    and not self.queue.pending(d.name, self.store.counter.visible, 1)
+                    and not self.queue.pending_edus(d.name, 1)
+                ):
                     # Nothing owed and healthy: the record goes too (one per peer ever reached would
                     # grow without bound); the next wake() makes a fresh one.
                     if d.failures == 0 and self._destinations.get(d.name) is d:
@@ -181,9 +198,9 @@ class FederationSender:
                 continue
             d.failures = 0
             d.behind = False
-            for _ in edus:
+            for _ in fleeting:
                 d.edus.popleft()
-            await self._acknowledged(d.name, [p for p, _ in entries])
+            await self._acknowledged(d.name, [p for p, _ in entries], [seq for seq, _ in durable])
 
     def _catch_up(self, destination: str, entries: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """The newest entry of each room; the others are dropped from the queue (the destination
@@ -224,10 +241,11 @@ class FederationSender:
                 log.info("federation: %s refused %s: %s", d.name, event_id, result["error"])
         return True
 
-    async def _acknowledged(self, destination: str, positions: list[int]) -> None:
-        if not positions:
+    async def _acknowledged(self, destination: str, positions: list[int], edu_seqs: list[int]) -> None:
+        if not positions and not edu_seqs:
             return
         batch = self.store.batch()
         with batch:
             self.queue.remove(destination, positions, batch)
+            self.queue.remove_edus(destination, edu_seqs, batch)
             await batch.commit()

@@ -165,3 +165,33 @@ async def test_a_destination_that_owes_nothing_leaves_no_record_behind(store: St
     await asyncio.sleep(0.05)
     assert list(s._destinations) == ["p0.test"]
     await s.close()
+
+
+async def test_to_device_and_device_list_edus_survive_a_restart_and_are_sent_once(store: Store) -> None:
+    peer = Peer()
+    peer.down.add("a.test")
+    s = sender(store, peer)
+    s.send_edu("a.test", "m.typing", {"n": 1})  # the present: not worth keeping
+    s.send_edu("a.test", "m.direct_to_device", {"message_id": "m1"})
+    s.send_edu("a.test", "m.device_list_update", {"stream_id": 1})
+    s.send_edu("b.test", "m.direct_to_device", {"message_id": "m2"})
+    await until(lambda: s.backing_off("a.test") and "b.test" in peer.received)
+    await s.close()
+    # the server restarts; a.test is back
+    peer.down.clear()
+    s2 = sender(store, peer)
+    s2.start()
+    await until(lambda: "a.test" in peer.received)
+    await until(lambda: FederationQueueStore(store).pending_edus("a.test", 10) == [])
+    sent = [e for t in peer.received["a.test"] for e in t.get("edus", [])]
+    assert [e["edu_type"] for e in sent] == ["m.direct_to_device", "m.device_list_update"]
+    await asyncio.sleep(0.05)
+    b_sent = [e["content"] for t in peer.received["b.test"] for e in t.get("edus", [])]
+    assert b_sent == [{"message_id": "m2"}]  # acknowledged before the restart: never again
+    s2.send_edu("a.test", "m.direct_to_device", {"message_id": "m3"})  # numbering goes on after a restart
+    await until(
+        lambda: (
+            [e["content"] for t in peer.received["a.test"] for e in t.get("edus", [])][-1:] == [{"message_id": "m3"}]
+        )
+    )
+    await s2.close()
