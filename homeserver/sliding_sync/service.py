@@ -76,19 +76,22 @@ class RoomFacts:
     """What list filters ask of a room, kept per room: its type never changes, nor does a room
     stop being encrypted."""
 
-    def __init__(self, queries: RoomQueries) -> None:
+    def __init__(self, queries: RoomQueries, caches: CacheRegistry) -> None:
         self.queries = queries
-        self._types: dict[int, str | None] = {}
-        self._encrypted: set[int] = set()
+        # bounded like every cache: a room evicted is looked up again
+        self._types: LruCache[int, tuple[str | None]] = caches.lru("sliding_sync.room_types", "sync", part=0.1)
+        self._encrypted: LruCache[int, bool] = caches.lru("sliding_sync.room_encrypted", "sync", part=0.1)
 
     def room_type(self, room: int, stripped: Callable[[], list[dict[str, Any]]]) -> str | None:
-        if room in self._types:
-            return self._types[room]
+        known = self._types.get(room)
+        if known is not None:
+            return known[0]
         create = self.queries.current_state_event(room, "m.room.create")
         if create is not None:
             found = create.content.get("type")
-            self._types[room] = found if isinstance(found, str) else None
-            return self._types[room]
+            kind = found if isinstance(found, str) else None
+            self._types.put(room, (kind,))
+            return kind
         for event in stripped():
             if event.get("type") == "m.room.create":
                 found = (event.get("content") or {}).get("type")
@@ -96,10 +99,10 @@ class RoomFacts:
         return None
 
     def encrypted(self, room: int, stripped: Callable[[], list[dict[str, Any]]]) -> bool:
-        if room in self._encrypted:
+        if self._encrypted.get(room):
             return True
         if self.queries.current_state_event(room, "m.room.encryption") is not None:
-            self._encrypted.add(room)
+            self._encrypted.put(room, True)
             return True
         return any(e.get("type") == "m.room.encryption" for e in stripped())
 
@@ -127,7 +130,7 @@ class SlidingSync:
         self.extensions = extensions
         self.account_data = account_data
         self.presence = presence
-        self.facts = RoomFacts(queries)
+        self.facts = RoomFacts(queries, caches)
         # (user, device, conn_id) -> (pos asked from, body, answer, pos answered): a retry of the
         # same request gets the same answer
         self._last: LruCache[tuple[str, str, str], tuple[int | None, bytes, dict[str, Any]]] = caches.lru(
