@@ -189,6 +189,9 @@ class OidcProviderConfig(BaseModel):
     icon: str | None = Field(default=None, description="an mxc:// URI for the login button")
     localpart_claim: str = Field(default="preferred_username", description="the claim new users' localpart comes from")
     display_name_claim: str = Field(default="name", description="the claim new users' display name comes from")
+    picture_claim: str | None = Field(
+        default="picture", description="the claim whose image URL becomes new users' avatar (none: no avatar)"
+    )
     registration: Literal["open", "invite", "closed"] = Field(
         default="open", description="who may get a new account through this provider"
     )

@@ -34,15 +34,15 @@ import aiohttp
 import orjson
 
 from homeserver.auth.oidc import Identity, ProviderError
+from homeserver.auth.pictures import fetch_picture, loopback_url
 from homeserver.config import MastodonProviderConfig
+from homeserver.http_body import read_at_most
 from storage.external_ids import ExternalIdStore
 
 log = logging.getLogger(__name__)
 
 HTTP_TIMEOUT_S = 15
 MAX_RESPONSE_BYTES = 256 * 1024
-MAX_AVATAR_BYTES = 2 * 1024 * 1024
-AVATAR_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 METADATA_TTL_S = 3600
 CLIENT_CHECK_S = 86_400  # how often the stored app is shown to still work (a client_credentials grant)
 APP_NAME = "Matrix homeserver"
@@ -54,10 +54,6 @@ class AccountRefused(ProviderError):
     def __init__(self, rule: str, detail: str) -> None:
         super().__init__(detail)
         self.rule = rule
-
-
-def _loopback(url: str) -> bool:
-    return (urlsplit(url).hostname or "") in ("localhost", "127.0.0.1", "::1")
 
 
 def _origin(url: str) -> str:
@@ -113,7 +109,7 @@ class MastodonProvider:
     ) -> tuple[int, str, bytes]:
         """(status, content type, body): https only (loopback aside), no redirects followed, a
         deadline on the whole exchange and a cap on the body."""
-        if urlsplit(url).scheme != "https" and not _loopback(url):
+        if urlsplit(url).scheme != "https" and not loopback_url(url):
             raise ProviderError(f"{self.id}: refusing a non-https URL {url}")
         headers = {"Accept": "application/json"}
         if token is not None:
@@ -124,7 +120,7 @@ class MastodonProvider:
                 aiohttp.ClientSession(timeout=timeout) as session,
                 session.request(method, url, data=data, headers=headers, allow_redirects=False) as resp,
             ):
-                body = await resp.content.read(limit + 1)
+                body = await read_at_most(resp.content, limit)
                 status, content_type = resp.status, resp.content_type
         except (aiohttp.ClientError, TimeoutError) as e:
             raise ProviderError(f"{self.id}: {url} could not be reached ({type(e).__name__})") from None
@@ -359,12 +355,4 @@ class MastodonProvider:
     async def fetch_avatar(self, url: str) -> tuple[bytes, str] | None:
         """The account's picture (bytes, content type), or None when it cannot be had: a missing
         avatar never stops a sign-up."""
-        try:
-            status, content_type, body = await self._request("GET", url, limit=MAX_AVATAR_BYTES)
-        except ProviderError as e:
-            log.info("%s: no avatar: %s", self.id, e)
-            return None
-        if status != 200 or content_type not in AVATAR_TYPES or not body:
-            log.info("%s: no avatar (%s, %s)", self.id, status, content_type)
-            return None
-        return body, content_type
+        return await fetch_picture(self.id, url)

@@ -27,7 +27,9 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from homeserver.auth.pictures import fetch_picture, loopback_url
 from homeserver.config import OidcProviderConfig
+from homeserver.http_body import read_at_most
 
 ACCEPTED_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
 CLOCK_SKEW_S = 120
@@ -55,11 +57,6 @@ def pkce_pair() -> tuple[str, str]:
     return verifier, challenge
 
 
-def _loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    return host in ("localhost", "127.0.0.1", "::1")
-
-
 class OidcProvider:
     def __init__(self, config: OidcProviderConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
@@ -70,15 +67,19 @@ class OidcProvider:
 
     # -- talking to the provider -------------------------------------------------------------------
 
+    async def fetch_avatar(self, url: str) -> tuple[bytes, str] | None:
+        """The picture the provider's claim names (bytes, content type), or None."""
+        return await fetch_picture(self.id, url)
+
     async def _get_json(self, url: str, *, data: dict[str, str] | None = None) -> dict[str, Any]:
-        if urlsplit(url).scheme != "https" and not _loopback(url):
+        if urlsplit(url).scheme != "https" and not loopback_url(url):
             raise ProviderError(f"{self.id}: refusing a non-https provider URL {url}")
         timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 method = "POST" if data is not None else "GET"
                 async with session.request(method, url, data=data, headers={"Accept": "application/json"}) as resp:
-                    body = await resp.content.read(MAX_RESPONSE_BYTES + 1)
+                    body = await read_at_most(resp.content, MAX_RESPONSE_BYTES)
                     status = resp.status
         except (aiohttp.ClientError, TimeoutError) as e:
             raise ProviderError(f"{self.id}: {url} could not be reached ({type(e).__name__})") from None

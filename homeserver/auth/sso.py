@@ -66,6 +66,8 @@ class Upstream(Protocol):
 
     async def exchange(self, code: str, redirect_uri: str, code_verifier: str, nonce: str) -> Identity: ...
 
+    async def fetch_avatar(self, url: str) -> tuple[bytes, str] | None: ...
+
 
 # (user id, picture bytes, content type) -> the mxc:// URI it is stored at (the media repository)
 AvatarStore = Callable[[str, bytes, str], Awaitable[str]]
@@ -329,11 +331,13 @@ class SingleSignOn:
         raise SsoFailed("username", 409, "no free username for this account")
 
     async def _import_avatar(self, identity: Identity, localpart: str | None) -> str | None:
-        """The upstream picture copied into our media repository (Mastodon), before the account is
-        made so that it is created with it; None when there is none or it cannot be had."""
+        """The upstream picture copied into our media repository, before the account is made so
+        that it is created with it; None when there is none or it cannot be had."""
         upstream = self.providers.get(identity.provider)
-        picture = identity.claims.get("picture")
-        if self.store_avatar is None or not isinstance(upstream, MastodonProvider) or not isinstance(picture, str):
+        settings = self._configs[identity.provider]
+        claim = settings.picture_claim if isinstance(settings, OidcProviderConfig) else "picture"
+        picture = identity.claims.get(claim) if claim else None
+        if self.store_avatar is None or upstream is None or not isinstance(picture, str):
             return None
         fetched = await upstream.fetch_avatar(picture)
         if fetched is None:

@@ -21,6 +21,7 @@ import orjson
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
+from homeserver.http_body import read_at_most
 from homeserver.protocol.addresses import AddressPolicy
 
 NOTIFY_PATH = "/_matrix/push/v1/notify"
@@ -153,7 +154,7 @@ class GatewayClient:
                 headers={"Content-Type": "application/json"},
                 allow_redirects=False,
             ) as resp:
-                raw = await resp.content.read(MAX_ANSWER_BYTES + 1)
+                raw = await read_at_most(resp.content, MAX_ANSWER_BYTES)
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise GatewayError(f"{url}: {e!r}") from None

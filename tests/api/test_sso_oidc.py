@@ -32,6 +32,10 @@ from .auth_helpers import NO_LIMITS
 from .conftest import Harness, make_config
 
 CLIENT_URL = "https://client.example/after-login"
+PNG = base64.b64decode(  # a 1x1 PNG
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+BIG_PNG = PNG + secrets.token_bytes(1024 * 1024)
 REDIRECT = "/_matrix/client/v3/login/sso/redirect"
 
 
@@ -50,7 +54,21 @@ class FakeProvider:
         app.router.add_get("/.well-known/openid-configuration", self.discovery)
         app.router.add_get("/jwks", self.jwks)
         app.router.add_post("/token", self.token)
+        app.router.add_get("/pictures/{name}", self.picture)
         return app
+
+    async def picture(self, request: web.Request) -> web.Response:
+        """Account pictures: a PNG, something that is not an image, one too large, a redirect."""
+        name = request.match_info["name"]
+        if name == "alice.png":
+            return web.Response(body=PNG, content_type="image/png")
+        if name == "big.png":  # many network chunks, under the cap
+            return web.Response(body=BIG_PNG, content_type="image/png")
+        if name == "huge.png":
+            return web.Response(body=PNG + bytes(3 * 1024 * 1024), content_type="image/png")
+        if name == "moved.png":
+            raise web.HTTPFound(f"{self.base}/pictures/alice.png")
+        return web.Response(text="<html>not a picture</html>", content_type="text/html")
 
     async def discovery(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -197,6 +215,42 @@ async def test_the_whole_hand_off_and_the_same_account_next_time(tmp_path: Path)
         # someone else whose name is taken gets a free one, never alice's account
         status, body = await full_login(h, fake, "sub-2", preferred_username="alice")
         assert status == 200 and body["user_id"] == "@alice2:hs.test"
+
+
+async def test_the_picture_claim_becomes_the_new_accounts_avatar(tmp_path: Path) -> None:
+    async with sso_server(tmp_path) as (h, fake):
+        status, body = await full_login(
+            h, fake, "p-1", preferred_username="pia", picture=f"{fake.base}/pictures/big.png"
+        )
+        assert status == 200
+        avatar = h.hs.profiles.get_profile(body["user_id"])["avatar_url"]
+        assert avatar.startswith("mxc://hs.test/")
+        resp = await h.client.get(
+            f"/_matrix/client/v1/media/download/hs.test/{avatar.rsplit('/', 1)[1]}",
+            headers={"Authorization": f"Bearer {body['access_token']}"},
+        )
+        assert resp.status == 200 and resp.content_type == "image/png" and await resp.read() == BIG_PNG
+        # taken once, at sign-up: a new picture upstream does not replace the user's own choice later
+        status, again = await full_login(h, fake, "p-1", picture=f"{fake.base}/pictures/huge.png")
+        assert again["user_id"] == body["user_id"]
+        assert h.hs.profiles.get_profile(body["user_id"])["avatar_url"] == avatar
+        # what is no picture, too large, a redirect or not a URL at all: the account, without an avatar
+        for n, picture in enumerate(("not-an-image", "huge.png", "moved.png")):
+            status, other = await full_login(
+                h, fake, f"q-{n}", preferred_username=f"q{n}", picture=f"{fake.base}/pictures/{picture}"
+            )
+            assert status == 200 and "avatar_url" not in h.hs.profiles.get_profile(other["user_id"])
+        for n, picture in enumerate(("http://example.org/a.png", "not a url", 42)):
+            status, other = await full_login(h, fake, f"r-{n}", preferred_username=f"r{n}", picture=picture)
+            assert status == 200 and "avatar_url" not in h.hs.profiles.get_profile(other["user_id"])
+
+
+async def test_no_avatar_when_the_picture_claim_is_off(tmp_path: Path) -> None:
+    async with sso_server(tmp_path, picture_claim=None) as (h, fake):
+        status, body = await full_login(
+            h, fake, "p-1", preferred_username="pia", picture=f"{fake.base}/pictures/alice.png"
+        )
+        assert status == 200 and "avatar_url" not in h.hs.profiles.get_profile(body["user_id"])
 
 
 async def test_allow_listed_client_hosts_skip_the_confirmation(tmp_path: Path) -> None:
