@@ -321,6 +321,7 @@ class HomeServer:
             self.account_data,
             self.presence,
             self.caches,
+            db.room_extras.is_forgotten,
         )
         self.accounts.add_devices_deleted_listener(self.sliding_sync.devices_deleted)
         # federation: other servers, both ways (federation/); None when the config turns it off

@@ -120,8 +120,10 @@ class SlidingSync:
         account_data: AccountData,
         presence: Presence,
         caches: CacheRegistry,
+        forgotten: Callable[[str, int], bool],
     ) -> None:
         self.store = store
+        self.forgotten = forgotten  # (user, room) -> whether the user forgot the room (POST /forget)
         self.connections = connections
         self.queries = queries
         self.activity = activity
@@ -294,6 +296,7 @@ class SlidingSync:
             new.rooms[room_id] = RoomSent(RoomSent.LIVE, 0, config.timeline_limit, config.required, ur.membership)
         if old is not None and since is not None:
             self._mark_unsent(new, memberships, configs, since)
+            self._forget_left(user_id, new, memberships, configs, ignored)
         out: dict[str, Any] = {"pos": "", "lists": lists_out, "rooms": rooms_out}
         ext_news = False
         if body.extensions is not None:
@@ -334,6 +337,34 @@ class SlidingSync:
                     RoomSent.PREVIOUSLY, since, prev.timeline_limit, prev.required, prev.membership
                 )
 
+    def _forget_left(
+        self,
+        user_id: str,
+        new: ConnState,
+        memberships: dict[int, UserRoom],
+        sent: dict[int, RoomConfig],
+        ignored: frozenset[str],
+    ) -> None:
+        """Drop what the connection remembers of rooms it will not show again: rooms the user left
+        or was banned from, whose leave or ban it has already sent, and which no list shows any more
+        (the user left on their own, or forgot the room). Each
+        position stores the connection's whole record, so without this it grows with every room the
+        user ever left; a room that comes back (rejoined, invited again) is sent whole, as new."""
+        sent_rooms = set(sent)
+        for room_id, prev in list(new.rooms.items()):
+            room = self.queries.room(room_id)
+            if room is not None and room in sent_rooms:
+                continue
+            ur = memberships.get(room) if room is not None else None
+            if ur is not None:
+                gone = ur.membership in ("leave", "ban")
+                settled = gone and prev.status == RoomSent.LIVE and prev.membership == ur.membership
+                if not settled or self._listed(user_id, ur, new.stream, ignored):
+                    continue
+            del new.rooms[room_id]
+            for per_room in (new.lazy, new.receipts, new.account_data):
+                per_room.pop(room_id, None)
+
     # -- lists -----------------------------------------------------------------------------------
 
     def _shown(self, user_id: str, rooms: UserRooms, since: int | None, ignored: frozenset[str]) -> list[int]:
@@ -344,6 +375,8 @@ class SlidingSync:
         return [r for r in rooms.order if self._listed(user_id, memberships[r], since, ignored)]
 
     def _listed(self, user_id: str, ur: UserRoom, since: int | None, ignored: frozenset[str]) -> bool:
+        if ur.membership in ("leave", "ban") and self.forgotten(user_id, ur.room):
+            return False  # spec: POST /forget — the room is gone from the user's lists
         if ur.membership in ("join", "knock", "ban"):
             return True
         if ur.membership == "invite":

@@ -417,3 +417,41 @@ async def test_long_poll_wakes_for_account_data_and_typing(harness: Harness) -> 
     assert status == 200
     woken = await asyncio.wait_for(poll, 5)
     assert woken["extensions"]["typing"]["rooms"][room]["content"]["user_ids"] == [bob.user_id]
+
+
+async def test_the_connection_forgets_rooms_left_for_good(harness: Harness) -> None:
+    alice, bob = await harness.user("alice"), await harness.user("bob")
+    rooms = [await create_room(harness, alice, preset="public_chat") for _ in range(3)]
+    for room in rooms:
+        await join(harness, bob, room)
+    body = {"lists": {"all": a_list()}, "extensions": {"receipts": {"enabled": True}}}
+    first = await ss(harness, bob, body)
+    assert set(first["rooms"]) == set(rooms)
+
+    def remembered(pos: str) -> set[str]:
+        stored = harness.hs.sliding_sync.connections.position(bob.user_id, bob.device_id, "", int(pos))
+        assert stored is not None
+        return set(stored["rooms"]) | set(stored["receipts"])
+
+    # bob leaves one room himself and is kicked from another
+    status, _ = await harness.request("POST", f"rooms/{q(rooms[0])}/leave", bob, json={})
+    assert status == 200
+    status, _ = await harness.request("POST", f"rooms/{q(rooms[1])}/kick", alice, json={"user_id": bob.user_id})
+    assert status == 200
+    second = await ss(harness, bob, body, first["pos"])
+    for room in rooms[:2]:  # each leave is sent once
+        assert second["rooms"][room]["timeline"][-1]["content"]["membership"] == "leave"
+    third = await ss(harness, bob, body, second["pos"])
+    assert third["lists"]["all"]["ops"][0]["room_ids"] == [rooms[1], rooms[2]]  # the kick stays listed
+    assert remembered(third["pos"]) == {rooms[1], rooms[2]}  # the room he left is forgotten
+    # forgetting the other one drops it too
+    status, _ = await harness.request("POST", f"rooms/{q(rooms[1])}/forget", bob, json={})
+    assert status == 200
+    fourth = await ss(harness, bob, body, third["pos"])
+    assert fourth["lists"]["all"]["ops"][0]["room_ids"] == [rooms[2]]
+    assert remembered(fourth["pos"]) == {rooms[2]}
+    # coming back to the room he left: sent whole, as a new room
+    await join(harness, bob, rooms[0])
+    fifth = await ss(harness, bob, body, fourth["pos"])
+    assert fifth["rooms"][rooms[0]]["initial"] is True
+    assert fifth["rooms"][rooms[0]]["timeline"][-1]["content"]["membership"] == "join"
