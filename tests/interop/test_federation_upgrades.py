@@ -73,7 +73,8 @@ async def test_synapse_user_follows_an_upgrade_of_our_room(synapse: RunningServe
 async def test_our_user_follows_an_upgrade_of_a_synapse_room(synapse: RunningServer, ours: RunningServer) -> None:
     """A Synapse user upgrades a room our user is in; our /sync shows the tombstone; our user joins
     the replacement over federation and finds their tags, their room push rule and the room's place
-    in `m.direct` carried over from the old room."""
+    in `m.direct` carried over from the old room; our alias of the old room now names the new one
+    (as Synapse moves its aliases when it first joins a replacement room)."""
     started = time.monotonic()
     async with user(synapse, "carolup") as carol, user(ours, "daveup") as dave:
         old = await create(carol, alias="theirs-upgraded", version="10", public=True)
@@ -83,6 +84,8 @@ async def test_our_user_follows_an_upgrade_of_a_synapse_room(synapse: RunningSer
         api(ours, "PUT", f"user/{me}/rooms/{q(old)}/tags/m.favourite", dave.access_token, {"order": 0.5})
         api(ours, "PUT", f"pushrules/global/room/{q(old)}", dave.access_token, {"actions": []})
         api(ours, "PUT", f"user/{me}/account_data/m.direct", dave.access_token, {carol.user_id: [old]})
+        our_alias = f"#ours-for-theirs:{ours.server_name}"
+        api(ours, "PUT", f"directory/room/{q(our_alias)}", dave.access_token, {"room_id": old})
         upgraded = api(synapse, "POST", f"rooms/{q(old)}/upgrade", carol.access_token, {"new_version": "11"})
         new = upgraded["replacement_room"]
         stone = await until(dave, tombstone(old), "the tombstone")
@@ -97,6 +100,7 @@ async def test_our_user_follows_an_upgrade_of_a_synapse_room(synapse: RunningSer
         assert rule["rule_id"] == new and rule["actions"] == [], rule
         direct = api(ours, "GET", f"user/{me}/account_data/m.direct", dave.access_token)
         assert direct == {carol.user_id: [old, new]}, direct
+        assert api(ours, "GET", f"directory/room/{q(our_alias)}", dave.access_token)["room_id"] == new
         await send(dave, new, "followed you here")
         await until(carol, message(new, "followed you here"), "dave's message in the new room")
     report("a Synapse room upgraded, followed by our user with their settings", started)
