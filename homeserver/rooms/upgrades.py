@@ -167,18 +167,16 @@ class RoomUpgrades:
         """The old room's bans (a banned user stays out of the new room) and, for a space, its
         children, as initial state of the new room (what Synapse's upgrades carry over too)."""
         found = []
-        for sk in self.rooms.current_state(room):
+        for banned, _ in self.queries.members(room, "ban"):
+            reason = content_of(self.directory.served_state(room, "m.room.member", banned)).get("reason")
+            content = {"membership": "ban", **({"reason": reason} if isinstance(reason, str) else {})}
+            found.append({"type": "m.room.member", "state_key": banned, "content": content})
+        for sk in self.rooms.current_state(room) if is_space else ():
             event_type, state_key = self.ids.state_key_of(sk)
-            if event_type == "m.room.member" or (is_space and event_type == SPACE_CHILD):
-                event = self.directory.served_state(room, event_type, state_key)
-                content = dict(content_of(event))
-                if event_type == SPACE_CHILD and not content:
-                    continue
-                if event_type == "m.room.member":
-                    if content.get("membership") != "ban":
-                        continue
-                    content = {k: v for k, v in content.items() if k in ("membership", "reason")}
-                found.append({"type": event_type, "state_key": state_key, "content": content})
+            if event_type == SPACE_CHILD:
+                content = dict(content_of(self.directory.served_state(room, event_type, state_key)))
+                if content:
+                    found.append({"type": event_type, "state_key": state_key, "content": content})
         return found
 
     async def follow(self, user_id: str, room_id: str) -> None:
@@ -188,9 +186,8 @@ class RoomUpgrades:
         if not self.queries.is_local(user_id):
             return
         room = self.queries.known_room(room_id)
-        predecessor = content_of(self.queries.current_state_event(room, "m.room.create") if room else None).get(
-            "predecessor"
-        )
+        create = self.queries.current_state_event(room, "m.room.create") if room is not None else None
+        predecessor = content_of(create).get("predecessor")
         old_room_id = predecessor.get("room_id") if isinstance(predecessor, dict) else None
         old_room = self.queries.known_room(old_room_id) if isinstance(old_room_id, str) else None
         if room is None or old_room is None or old_room == room:
