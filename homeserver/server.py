@@ -271,6 +271,9 @@ class HomeServer:
             settings=config.push,
         )
         self.account_data.add_ignore_listener(self.push.ignores_changed)
+        # room upgrades: a user joining a replacement room keeps their tags, direct chats, push rules
+        self.rooms.upgrades.add_room_settings(self.account_data)
+        self.rooms.upgrades.add_room_settings(self.push.rules)
         self.receipts.add_read_listener(self.push.notifications.forget_counts)
         # push gateways: pushers go with their devices; a moved read receipt sends a badge update
         self.accounts.add_devices_deleted_listener(self.push.pushers.devices_deleted)

@@ -14,12 +14,13 @@ from typing import Any
 import orjson
 
 from homeserver.errors import MatrixError
-from homeserver.locks import KeyedLocks
+from homeserver.locks import KeyedLock, KeyedLocks
 from homeserver.notifier import Notifier
 from storage.account_data import AccountDataStore
-from storage.engine import Store
+from storage.engine import Batch, Store
 
 IGNORED_USERS = "m.ignored_user_list"
+DIRECT = "m.direct"
 # Every entry is re-sent in each initial /sync, so one entry (all tags of a room together, for
 # m.tag) is capped: 256 KiB holds an m.direct of some four thousand rooms.
 MAX_ENTRY_BYTES = 256 * 1024
@@ -132,3 +133,33 @@ class AccountData:
             return {"tags": tags}
 
         await self.update(user_id, "m.tag", change, room_id)
+
+    # -- room upgrades: the user's tags and direct chats follow them to the replacement room ------
+
+    def settings_lock(self, user_id: str) -> KeyedLock[str]:
+        """Held by whoever stages a change of the user's account data in a batch of their own."""
+        return self._locks(user_id)
+
+    def copy_room_settings(self, user_id: str, old_room_id: str, new_room_id: str, batch: Batch) -> None:
+        """Stage, for a user joining the room that replaced another (`settings_lock` held): the old
+        room's tags on the new one (tags the user already gave the new room win), and the new room in
+        `m.direct` beside the old one (as Synapse does, so the direct chat stays one after an upgrade).
+        spec: room upgrades "Server behaviour" — the user's personalised settings such as tags."""
+        writes: list[tuple[str, str, dict[str, Any]]] = []
+        old_tags = self.tags(user_id, old_room_id)
+        if old_tags:
+            tags = self.tags(user_id, new_room_id)
+            merged = {**old_tags, **tags}
+            if merged != tags:
+                writes.append((new_room_id, "m.tag", {"tags": merged}))
+        direct = self.get(user_id, DIRECT)
+        for key, rooms in (direct or {}).items():
+            if isinstance(rooms, list) and old_room_id in rooms:
+                if new_room_id not in rooms:
+                    writes.append(("", DIRECT, {**(direct or {}), key: [*rooms, new_room_id]}))
+                break
+        for room_id, data_type, content in writes:
+            if len(orjson.dumps(content)) <= MAX_ENTRY_BYTES:  # else left as it is: the join stands
+                self._data.put(user_id, room_id, data_type, content, batch.next_count(), batch)
+        if writes:
+            batch.on_commit.append(lambda: self.notifier.notify(users=(user_id,)))

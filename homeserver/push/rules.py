@@ -252,3 +252,46 @@ def set_attribute(record: dict[str, Any], kind: str, rule_id: str, name: str, va
             rule[name] = value
             return record
     raise not_found()
+
+
+def _names_room(rule: dict[str, Any], kind: str, room_id: str) -> bool:
+    """A rule about one room: the room rule of that id, or an override/underride rule with a
+    `room_id` condition on it (how clients mute a room or make it notify for every message)."""
+    if kind == "room":
+        return bool(rule.get("rule_id") == room_id)
+    conditions = rule.get("conditions")
+    return isinstance(conditions, list) and any(
+        isinstance(c, dict) and c.get("key") == "room_id" and c.get("pattern") == room_id for c in conditions
+    )
+
+
+def copy_room_rules(record: dict[str, Any], old_room_id: str, new_room_id: str) -> dict[str, Any] | None:
+    """spec: room upgrades "Server behaviour" (a user joining the replacement room keeps their
+    notification settings): a new record where each enabled rule about the old room has a copy about
+    the new one, placed just before it; None when there is nothing to copy. A copy's id is the old
+    id with the room id replaced (room rules and the rules clients make are named by their room), or
+    the new room's id; a rule of that id that already exists is kept as it is (as Synapse does)."""
+    record = copy.deepcopy(record)
+    changed = False
+    for kind in ("override", "room", "underride"):
+        rules: list[dict[str, Any]] = record["rules"].get(kind, [])
+        out: list[dict[str, Any]] = []
+        taken = {r.get("rule_id") for r in rules}
+        for rule in rules:
+            if rule.get("enabled", True) and _names_room(rule, kind, old_room_id):
+                old_id = str(rule.get("rule_id", ""))
+                new_id = old_id.replace(old_room_id, new_room_id) if old_room_id in old_id else new_room_id
+                if new_id not in taken:
+                    taken.add(new_id)
+                    twin = {**copy.deepcopy(rule), "rule_id": new_id}
+                    if "conditions" in twin:
+                        twin["conditions"] = [
+                            {**c, "pattern": new_room_id} if _names_room({"conditions": [c]}, kind, old_room_id) else c
+                            for c in twin["conditions"]
+                        ]
+                    out.append(twin)
+                    changed = True
+            out.append(rule)
+        if rules:
+            record["rules"][kind] = out
+    return record if changed else None

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from homeserver.locks import KeyedLocks
+from homeserver.locks import KeyedLock, KeyedLocks
 from homeserver.notifier import Notifier
 from homeserver.push import rules as push_rules
 from homeserver.push.evaluator import CompiledRuleset
 from storage.cache import CacheRegistry, LruCache
-from storage.engine import Store
+from storage.engine import Batch, Store
 from storage.push import PushStore
 
 
@@ -64,11 +64,32 @@ class PushRules:
             record = change(self.record(user_id))
             batch = self.store.batch()
             with batch:
-                record["stream"] = batch.next_count()
-                self.push.put_rules(user_id, record, batch)
+                self._stage(user_id, record, batch)
                 await batch.commit()
+        self.notifier.notify(users=(user_id,))
+
+    def _stage(self, user_id: str, record: dict[str, Any], batch: Batch) -> None:
+        """Write the user's new record in `batch`; what was built from the old one goes once it lands."""
+        record["stream"] = batch.next_count()
+        self.push.put_rules(user_id, record, batch)
+
+        def published() -> None:
             self._rulesets.discard(user_id)
             self._compiled.discard(user_id)
             for listener in self.change_listeners:
                 listener(user_id)
-        self.notifier.notify(users=(user_id,))
+
+        batch.on_commit.append(published)
+
+    # -- room upgrades: the user's rules follow them to the replacement room -------------------
+
+    def settings_lock(self, user_id: str) -> KeyedLock[str]:
+        """Held by whoever stages a change of the user's rules in a batch of their own, until it lands."""
+        return self._locks(user_id)
+
+    def copy_room_settings(self, user_id: str, old_room_id: str, new_room_id: str, batch: Batch) -> None:
+        """Stage copies of the user's rules about the old room for the new one (`settings_lock` held)."""
+        record = push_rules.copy_room_rules(self.record(user_id), old_room_id, new_room_id)
+        if record is not None:
+            self._stage(user_id, record, batch)
+            batch.on_commit.append(lambda: self.notifier.notify(users=(user_id,)))

@@ -97,6 +97,8 @@ class Membership:
         self.remote = remote  # federation's; None when federation is off
         self.remote_profile_lookup = remote_profile_lookup
         self._remote_joins: KeyedLocks[str] = KeyedLocks()  # room id -> held while joining it remotely
+        # awaited with (user id, room id) once a local user has joined a room they were not in
+        self.join_listeners: list[Callable[[str, str], Awaitable[None]]] = []
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -213,12 +215,22 @@ class Membership:
         is_guest: bool = False,
         via: Sequence[str] = (),
     ) -> str:
+        room_id, joined = await self._join(user_id, room_id_or_alias, reason=reason, is_guest=is_guest, via=via)
+        if joined:
+            for listener in self.join_listeners:
+                await listener(user_id, room_id)
+        return room_id
+
+    async def _join(
+        self, user_id: str, room_id_or_alias: str, *, reason: str | None, is_guest: bool, via: Sequence[str]
+    ) -> tuple[str, bool]:
+        """The room id, and whether the user was not joined before."""
         room_id, alias_servers = await self.resolve_with_servers(room_id_or_alias)
         if self.remote is not None and not self.resident(self.queries.known_room(room_id)):
             # one join over federation a room at a time: a second user's waits, then joins here
             async with self._remote_joins(room_id):
                 if not self.resident(self.queries.known_room(room_id)):
-                    return await self._join_remote(user_id, room_id, via, alias_servers, reason, is_guest)
+                    return await self._join_remote(user_id, room_id, via, alias_servers, reason, is_guest), True
         room = self.room(room_id)
         current = self.queries.current_membership(user_id, room)
         if is_guest and current != "join":
@@ -228,7 +240,7 @@ class Membership:
             ur = self.queries.membership(user_id, room)
             existing = content_of(self.queries.event(ur.event)) if ur is not None else {}
             if reason is None and all(existing.get(k) == profile.get(k) for k in ("displayname", "avatar_url")):
-                return room_id  # already joined as this profile: nothing to change
+                return room_id, False  # already joined as this profile: nothing to change
         content = self._with_reason({"membership": "join", **profile}, reason)
         if current not in ("join", "invite"):
             try:
@@ -240,11 +252,11 @@ class Membership:
                 # spec: server-server "Restricted rooms" — none of our members may let them in: a
                 # resident server of the room's others may (make_join / send_join through it)
                 async with self._remote_joins(room_id):
-                    return await self._join_remote(user_id, room_id, via, alias_servers, reason, is_guest)
+                    return await self._join_remote(user_id, room_id, via, alias_servers, reason, is_guest), True
             if authoriser is not None:
                 content["join_authorised_via_users_server"] = authoriser
         await self._send(room_id, user_id, user_id, content)
-        return room_id
+        return room_id, current != "join"
 
     async def _join_remote(
         self,

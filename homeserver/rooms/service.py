@@ -106,6 +106,7 @@ class Rooms:
         self.upgrades = RoomUpgrades(
             db.store, db.ids, db.rooms, db.room_directory, pipeline, queries, self.directory, self.membership
         )
+        self.membership.join_listeners.append(self.upgrades.follow)  # settings follow users to replacement rooms
         self.redactions.listeners += [self.relations.on_redacted, self.search.on_redacted]
         self._views: dict[int, BatchView] = {}
         self._tasks: set[asyncio.Task[None]] = set()
