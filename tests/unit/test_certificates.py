@@ -67,7 +67,7 @@ def test_a_failed_challenge_names_the_domain_the_ca_reason_and_the_fix() -> None
     message = str(challenge_failed("example.org", _failed_authz("Timeout during connect\n(likely firewall)"), 80))
     assert message == (
         "the CA could not verify example.org: Timeout during connect (likely firewall) — check that example.org "
-        "points at this machine (DNS A/AAAA records) and that port 80 reaches this server"
+        "points at this machine (DNS A/AAAA records) and that port 80 reaches this server (http-01)"
     )
 
 
