@@ -171,6 +171,7 @@ async def test_obtains_serves_renews_and_keeps_across_restart(
     assert format(renewed.serial_number, "x") == first.certificates.serial
     status = first.certificates.status()
     assert status["state"] == "ok" and status["last_error"] is None
+    assert status["challenge"] == "http-01"  # port 80 is ours
 
     # restart on the same data: the stored certificate is served, no new order
     serial = first.certificates.serial
