@@ -19,6 +19,7 @@ Files in `<data_dir>/certificates/` (0600): account.key, <domain>.key, <domain>.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime
 import logging
@@ -57,15 +58,32 @@ def retry_delay(failures: int, retry_after_s: float | None = None) -> float:
 
 def choose_challenge(setting: str, http_port_ours: bool, last: str | None = None, last_failed: bool = False) -> str:
     """The challenge of the next order. `setting` is public.challenge; `last`/`last_failed`: the
-    previous attempt's challenge and whether the CA's check of it failed (auto then tries the other:
-    a firewall may close port 80 even when we could bind it)."""
+    previous attempt's challenge and whether the CA's check of it failed. Under auto a failed check
+    tries the other one next (a firewall may close port 80 even though we could bind it), and one
+    that worked is kept."""
     if setting != "auto":
         return setting
     if not http_port_ours:
         return "tls-alpn-01"
-    if last_failed and last == "http-01":
-        return "tls-alpn-01"
-    return "http-01"
+    if last is None:
+        return "http-01"
+    if last_failed:
+        return "tls-alpn-01" if last == "http-01" else "http-01"
+    return last
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: Any) -> None:
+    """Run `fn(*args)` on the event loop from another thread and wait until it has run."""
+    done: concurrent.futures.Future[object] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            done.set_result(fn(*args))
+        except Exception as e:
+            done.set_exception(e)
+
+    loop.call_soon_threadsafe(run)
+    done.result(timeout=30)
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -157,14 +175,13 @@ class CertificateManager:
         hint = http_port_hint(self.config.bind, self.config.http_port, self.http_port_error) if https else ""
 
         def publish(token: str, key_authorization: str) -> None:
+            # (in the order's thread) the answer is live on the loop before the CA is told to look
             if not https:
-                loop.call_soon_threadsafe(self.challenges.__setitem__, token, key_authorization)
-                return
+                return _on_loop(loop, self.challenges.__setitem__, token, key_authorization)
             from homeserver.certificates import tls_alpn
 
             cert_pem, key_pem = tls_alpn.challenge_certificate(self.domain, key_authorization)
-            context = tls_alpn.challenge_context(cert_pem, key_pem, self.dir)
-            loop.call_soon_threadsafe(self.tls_alpn.publish, self.domain, context)
+            _on_loop(loop, self.tls_alpn.publish, self.domain, tls_alpn.challenge_context(cert_pem, key_pem, self.dir))
 
         def withdraw(token: str) -> None:
             if https:

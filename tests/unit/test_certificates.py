@@ -126,7 +126,8 @@ def test_the_challenge_follows_port_80_and_the_setting() -> None:
     # a firewall can close port 80 that we could bind: a failed http-01 check tries tls-alpn-01 next
     assert choose_challenge("auto", True, last="http-01", last_failed=True) == "tls-alpn-01"
     assert choose_challenge("auto", True, last="tls-alpn-01", last_failed=True) == "http-01"
-    assert choose_challenge("auto", True, last="tls-alpn-01", last_failed=False) == "http-01"
+    assert choose_challenge("auto", True, last="tls-alpn-01", last_failed=False) == "tls-alpn-01"  # it worked
+    assert choose_challenge("auto", True, last="http-01", last_failed=False) == "http-01"
     assert choose_challenge("auto", False, last="tls-alpn-01", last_failed=True) == "tls-alpn-01"
     # the operator's word wins
     assert choose_challenge("tls-alpn-01", http_port_ours=True) == "tls-alpn-01"
