@@ -2,7 +2,9 @@
 ports pointed at the server's public ports. The server (in-process) obtains a certificate for
 `localhost`, serves the client API and federation over TLS with it (checked by an HTTPS client
 trusting only pebble's root), renews it when its clock says expiry is near, keeps it across a
-restart without a new order, and reports a failed challenge in one line without stopping."""
+restart without a new order, and reports a failed challenge in one line without stopping. Without
+port 80 (taken by another program, or closed from outside) it proves the domain with tls-alpn-01 on
+its TLS port instead."""
 
 from __future__ import annotations
 
@@ -222,6 +224,12 @@ async def test_failed_challenge_is_one_line_and_the_server_keeps_running(
         port = running.hs.config.listen_port
         versions = await off_loop(get_json, f"http://127.0.0.1:{port}/_matrix/client/versions", None)
         assert "versions" in versions
+        # port 80 closed from outside (a firewall): the next attempt tries tls-alpn-01 on the TLS port
+        assert status["challenge"] == "http-01"
+        running.certificates.check_now()
+        await until(lambda: running.certificates.serial is not None, "the certificate through tls-alpn-01")
+        status = running.certificates.status()
+        assert status["challenge"] == "tls-alpn-01" and status["state"] == "ok"
     finally:
         pebble.stop()
 
