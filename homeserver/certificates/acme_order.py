@@ -1,7 +1,7 @@
 """One ACME order, start to finish, with certbot's `acme` library (RFC 8555): the account (created
 once, its key kept), a new order for the domain, its http-01 or tls-alpn-01 challenge answered
-through `publish`, and the certificate chain. Synchronous (the library uses `requests`): the manager runs
-it in an executor, never on the event loop. Imported only when `public.domain` is set."""
+through `publish`, and the certificate chain. Synchronous (the library uses `requests`): the
+manager runs it in an executor, never on the event loop. Imported only when `public.domain` is set."""
 
 from __future__ import annotations
 
