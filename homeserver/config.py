@@ -336,8 +336,8 @@ def _email(v: str) -> str:
 class PublicConfig(BaseModel):
     """The server as its own public endpoint (homeserver/certificates/): with `domain` set it gets a
     TLS certificate from an ACME CA (Let's Encrypt by default), answers the http-01 challenge on
-    `http_port` (which otherwise redirects to https), and serves the client API and federation over
-    TLS on `https_port` and `federation_port`."""
+    `http_port` (which otherwise redirects to https) or tls-alpn-01 on `https_port`, and serves the
+    client API and federation over TLS on `https_port` and `federation_port`."""
 
     model_config = CLOSED
     domain: Annotated[str, AfterValidator(_domain)] | None = Field(
@@ -355,6 +355,11 @@ class PublicConfig(BaseModel):
         default_factory=list, description="extra CA certificates trusted when talking to the ACME server (test CAs)"
     )
     http_port: int = Field(default=80, ge=1, le=65535, description="port of the http-01 challenge and the redirect")
+    challenge: Literal["auto", "http-01", "tls-alpn-01"] = Field(
+        default="auto",
+        description="how the CA checks the domain: auto (http-01 while http_port is ours, else tls-alpn-01 on "
+        "https_port; a failed check tries the other next), http-01 only, or tls-alpn-01 only",
+    )
     https_port: int = Field(default=443, ge=1, le=65535, description="TLS port of the client API and federation")
     federation_port: int = Field(
         default=8448, ge=0, le=65535, description="TLS port for servers that skip discovery (0: none)"

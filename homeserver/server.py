@@ -14,7 +14,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from aiohttp import web
 
@@ -49,7 +49,7 @@ from homeserver.auth.sso import SingleSignOn
 from homeserver.auth.tokens import Tokens
 from homeserver.auth.uia import UserInteractiveAuth
 from homeserver.auth.uia_sso import SsoReauth
-from homeserver.certificates import CertificateManager, port_problem
+from homeserver.certificates import CertificateManager, no_public_ports, port_problem
 from homeserver.config import Config
 from homeserver.e2ee.device_lists import DeviceLists
 from homeserver.e2ee.service import E2EE
@@ -621,9 +621,11 @@ async def listen(hs: HomeServer) -> web.AppRunner:
 
 
 async def _serve_public(hs: HomeServer, runner: web.AppRunner, certificates: CertificateManager) -> None:
-    """public.domain: plain HTTP on http_port (ACME challenges, else a redirect to https), TLS on
-    https_port and federation_port with the certificate the manager keeps (ordered in the background:
-    until the first one arrives, TLS handshakes fail and the log says why)."""
+    """public.domain: plain HTTP on http_port (ACME http-01 challenges, else a redirect to https), TLS
+    on https_port and federation_port with the certificate the manager keeps (ordered in the
+    background: until the first one arrives, TLS handshakes fail, except the CA's tls-alpn-01 check).
+    An http_port we cannot take is not fatal unless public.challenge is http-01: the certificate then
+    comes through tls-alpn-01 on https_port."""
     from homeserver.api.acme_challenge import challenge_app
 
     public = hs.config.public
@@ -632,20 +634,39 @@ async def _serve_public(hs: HomeServer, runner: web.AppRunner, certificates: Cer
     )
     await plain.setup()
     hs._public_runner = plain
-    ports = [("http-01 challenges and redirect", public.http_port, None), ("https", public.https_port, "tls")]
+
+    async def fail(problem: str) -> NoReturn:
+        await plain.cleanup()
+        hs._public_runner = None
+        raise StartupError(problem)
+
+    http_error: OSError | None = None
+    try:
+        await web.TCPSite(plain, public.bind, public.http_port, reuse_address=True).start()
+    except OSError as e:
+        if public.challenge == "http-01":
+            await fail(port_problem("http-01 challenges and redirect", public.bind, public.http_port, e))
+        http_error = e
+    ports = [("https", public.https_port)]
     if hs.config.federation.enabled and public.federation_port not in (0, public.https_port):
-        ports.append(("federation", public.federation_port, "tls"))
-    for what, port, tls in ports:
+        ports.append(("federation", public.federation_port))
+    for what, port in ports:
         try:
-            if tls is None:
-                await web.TCPSite(plain, public.bind, port, reuse_address=True).start()
-            else:
-                site = web.TCPSite(runner, public.bind, port, ssl_context=certificates.context, reuse_address=True)
-                await site.start()
+            site = web.TCPSite(runner, public.bind, port, ssl_context=certificates.context, reuse_address=True)
+            await site.start()
         except OSError as e:
-            await plain.cleanup()
-            hs._public_runner = None
-            raise StartupError(port_problem(what, public.bind, port, e)) from None
+            if port == public.https_port and http_error is not None:
+                await fail(no_public_ports(public.bind, public.http_port, http_error, port, e))
+            await fail(port_problem(what, public.bind, port, e))
+    if http_error is not None:
+        certificates.http_port_error = http_error
+        logging.getLogger("homeserver.certificates").log(
+            logging.WARNING if public.challenge == "auto" else logging.INFO,
+            "port %d is not ours (%s): no redirect to https there; certificates through tls-alpn-01 on port %d",
+            public.http_port,
+            os.strerror(http_error.errno) if http_error.errno else http_error,
+            public.https_port,
+        )
     certificates.start()
 
 

@@ -1,7 +1,7 @@
 """One ACME order, start to finish, with certbot's `acme` library (RFC 8555): the account (created
-once, its key kept), a new order for the domain, the http-01 challenge answered through
-`publish`, and the certificate chain. Synchronous (the library uses `requests`): the manager runs
-it in an executor, never on the event loop. Imported only when `public.domain` is set."""
+once, its key kept), a new order for the domain, its http-01 or tls-alpn-01 challenge answered
+through `publish`, and the certificate chain. Synchronous (the library uses `requests`): the
+manager runs it in an executor, never on the event loop. Imported only when `public.domain` is set."""
 
 from __future__ import annotations
 
@@ -17,6 +17,31 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from josepy.jwk import JWKRSA
 
 from homeserver.certificates.problems import AcmeProblem, challenge_failed, refused, unreachable
+
+
+@challenges.ChallengeResponse.register
+class TLSALPN01Response(challenges.KeyAuthorizationChallengeResponse):
+    """The answer posted to the CA: an empty object, like http-01's (RFC 8555 §7.5.1)."""
+
+    typ = "tls-alpn-01"
+
+
+@challenges.Challenge.register
+class TLSALPN01(challenges.KeyAuthorizationChallenge):
+    """RFC 8737, which `acme` no longer declares (removed in 5.0); `validation` is the key
+    authorization, from which homeserver/certificates/tls_alpn.py builds the certificate."""
+
+    response_cls = TLSALPN01Response
+    typ = response_cls.typ
+
+    def validation(self, account_key: Any, **unused_kwargs: Any) -> str:
+        return self.key_authorization(account_key)
+
+
+CHALLENGE_TYPES: dict[str, type[challenges.KeyAuthorizationChallenge]] = {
+    "http-01": challenges.HTTP01,
+    "tls-alpn-01": TLSALPN01,
+}
 
 USER_AGENT = "homeserver (acme-python)"
 ORDER_DEADLINE_S = 90
@@ -69,14 +94,19 @@ def obtain(
     directory_url: str,
     email: str,
     domain: str,
-    http_port: int,
+    challenge: str,
+    port: int,
     account_key_pem: bytes,
     domain_key_pem: bytes,
     verify: str | bool,
     publish: Callable[[str, str], object],
     withdraw: Callable[[str], object],
+    port_hint: str = "",
 ) -> OrderResult:
-    """A certificate for `domain`. Raises AcmeProblem (one line, with the CA's reason)."""
+    """A certificate for `domain`, proven by `challenge` ("http-01", "tls-alpn-01"): `publish(token,
+    key authorization)` before the CA is told to look, `withdraw(token)` after. `port`: where the
+    CA looks, for the message when it fails. Raises AcmeProblem (one line, with the CA's reason)."""
+    kind = CHALLENGE_TYPES[challenge]
     retry = RetryAfter()
 
     def note_retry_after(response: Any, *args: Any, **kwargs: Any) -> None:
@@ -103,10 +133,10 @@ def obtain(
             for authz in order.authorizations:
                 if authz.body.status == messages.STATUS_VALID:
                     continue  # authorized recently (the CA reuses it)
-                chall = next((c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01)), None)
+                chall = next((c for c in authz.body.challenges if isinstance(c.chall, kind)), None)
                 if chall is None:
-                    raise AcmeProblem(f"the CA at {directory_url} offers no http-01 challenge for {domain}")
-                response, validation = chall.response_and_validation(jwk)
+                    raise AcmeProblem(f"the CA at {directory_url} offers no {challenge} challenge for {domain}")
+                response, validation = chall.chall.response_and_validation(jwk)
                 token = chall.chall.encode("token")
                 publish(token, validation)
                 tokens.append(token)
@@ -114,7 +144,7 @@ def obtain(
             deadline = datetime.datetime.now() + datetime.timedelta(seconds=ORDER_DEADLINE_S)
             order = acme.poll_and_finalize(order, deadline)
         except errors.ValidationError as e:
-            raise challenge_failed(domain, e, http_port) from None
+            raise challenge_failed(domain, e, port, challenge, port_hint) from None
         except errors.TimeoutError:
             raise AcmeProblem(f"the CA did not finish the order for {domain} within {ORDER_DEADLINE_S}s") from None
         except (errors.Error, messages.Error) as e:

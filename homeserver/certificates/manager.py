@@ -9,6 +9,9 @@
   Retry-After; meanwhile the old certificate keeps being served, the log says so at ERROR and
   `status()` (the admin endpoint) shows the error and the next attempt.
 - The new certificate is loaded into the same `ssl.SSLContext`: new connections get it, no restart.
+- The challenge (`choose_challenge`): http-01 on `http_port` while that port is ours, else
+  tls-alpn-01 answered on the TLS listeners themselves (homeserver/certificates/tls_alpn.py);
+  `public.challenge` can force one.
 
 Files in `<data_dir>/certificates/` (0600): account.key, <domain>.key, <domain>.crt.
 """
@@ -16,6 +19,7 @@ Files in `<data_dir>/certificates/` (0600): account.key, <domain>.key, <domain>.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime
 import logging
@@ -26,7 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from homeserver.certificates.problems import AcmeProblem, one_line
+from homeserver.certificates.problems import AcmeProblem, http_port_hint, one_line
+from homeserver.certificates.tls_alpn import TlsAlpnResponder
 from homeserver.config import PublicConfig
 
 log = logging.getLogger("homeserver.certificates")
@@ -49,6 +54,36 @@ def retry_delay(failures: int, retry_after_s: float | None = None) -> float:
     """Seconds before the next attempt after `failures` failures in a row (at least 1)."""
     delay = min(FIRST_RETRY_S * 2.0 ** max(0, failures - 1), MAX_RETRY_S)
     return max(delay, retry_after_s or 0.0)
+
+
+def choose_challenge(setting: str, http_port_ours: bool, last: str | None = None, last_failed: bool = False) -> str:
+    """The challenge of the next order. `setting` is public.challenge; `last`/`last_failed`: the
+    previous attempt's challenge and whether the CA's check of it failed. Under auto a failed check
+    tries the other one next (a firewall may close port 80 even though we could bind it), and one
+    that worked is kept."""
+    if setting != "auto":
+        return setting
+    if not http_port_ours:
+        return "tls-alpn-01"
+    if last is None:
+        return "http-01"
+    if last_failed:
+        return "tls-alpn-01" if last == "http-01" else "http-01"
+    return last
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: Any) -> None:
+    """Run `fn(*args)` on the event loop from another thread and wait until it has run."""
+    done: concurrent.futures.Future[object] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            done.set_result(fn(*args))
+        except Exception as e:
+            done.set_exception(e)
+
+    loop.call_soon_threadsafe(run)
+    done.result(timeout=30)
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -82,6 +117,10 @@ class CertificateManager:
         self.challenges: dict[str, str] = {}  # http-01 token -> key authorization
         # the TLS listeners hold this context from the start; certificates are loaded into it
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.tls_alpn = TlsAlpnResponder(self.context)
+        self.http_port_error: OSError | None = None  # why http_port is not ours (set by the listener)
+        self.last_challenge: str | None = None  # the challenge of the last order this run
+        self._last_challenge_failed = False
         self.orders = 0  # orders this process completed
         self.failures = 0
         self.last_error: str | None = None
@@ -128,6 +167,27 @@ class CertificateManager:
         from homeserver.certificates import acme_order
 
         loop = asyncio.get_running_loop()
+        challenge = choose_challenge(
+            self.config.challenge, self.http_port_error is None, self.last_challenge, self._last_challenge_failed
+        )
+        self.last_challenge = challenge
+        https = challenge == "tls-alpn-01"
+        hint = http_port_hint(self.config.bind, self.config.http_port, self.http_port_error) if https else ""
+
+        def publish(token: str, key_authorization: str) -> None:
+            # (in the order's thread) the answer is live on the loop before the CA is told to look
+            if not https:
+                return _on_loop(loop, self.challenges.__setitem__, token, key_authorization)
+            from homeserver.certificates import tls_alpn
+
+            cert_pem, key_pem = tls_alpn.challenge_certificate(self.domain, key_authorization)
+            _on_loop(loop, self.tls_alpn.publish, self.domain, tls_alpn.challenge_context(cert_pem, key_pem, self.dir))
+
+        def withdraw(token: str) -> None:
+            if https:
+                loop.call_soon_threadsafe(self.tls_alpn.withdraw, self.domain)
+            else:
+                loop.call_soon_threadsafe(self.challenges.pop, token, None)
 
         def order() -> acme_order.OrderResult:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -141,12 +201,14 @@ class CertificateManager:
                 directory_url=self.config.acme_directory,
                 email=self.email,
                 domain=self.domain,
-                http_port=self.config.http_port,
+                challenge=challenge,
+                port=self.config.https_port if https else self.config.http_port,
+                port_hint=hint,
                 account_key_pem=account.read_bytes(),
                 domain_key_pem=domain_key,
                 verify=verify,
-                publish=lambda token, answer: loop.call_soon_threadsafe(self.challenges.__setitem__, token, answer),
-                withdraw=lambda token: loop.call_soon_threadsafe(self.challenges.pop, token, None),
+                publish=publish,
+                withdraw=withdraw,
             )
 
         try:
@@ -157,14 +219,15 @@ class CertificateManager:
         _write_private(self.cert_path, result.fullchain_pem)
         self._install(result.fullchain_pem)
         self.orders += 1
-        until = _iso(self.not_after)
-        log.info("certificate for %s obtained (serial %s), valid until %s", self.domain, self.serial, until)
+        what = f"{self.domain} obtained through {challenge} (serial {self.serial})"
+        log.info("certificate for %s, valid until %s", what, _iso(self.not_after))
 
     async def attempt(self) -> bool:
         """One renewal attempt: True when a certificate was installed; a failure is recorded."""
         try:
             await self.renew()
         except AcmeProblem as e:
+            self._last_challenge_failed = e.challenge_failed
             self.failures += 1
             self.last_error = one_line(str(e))
             delay = retry_delay(self.failures, e.retry_after_s)
@@ -172,6 +235,7 @@ class CertificateManager:
             keeping = f"; still serving the certificate valid until {_iso(self.not_after)}" if self.not_after else ""
             log.error("certificate for %s: %s (retrying in %ds%s)", self.domain, self.last_error, delay, keeping)
             return False
+        self._last_challenge_failed = False
         self.failures = 0
         self.last_error = None
         self.next_attempt = None
@@ -228,4 +292,5 @@ class CertificateManager:
             "failures": self.failures,
             "next_attempt": _iso(self.next_attempt),
             "orders_this_run": self.orders,
+            "challenge": self.last_challenge,
         }

@@ -6,13 +6,20 @@ from __future__ import annotations
 import errno
 from typing import Any
 
+PRIVILEGE_HINT = (
+    "ports below 1024 need a privilege: run `sudo setcap 'cap_net_bind_service=+ep' "
+    "$(readlink -f $(which python3))`, or with systemd add `AmbientCapabilities=CAP_NET_BIND_SERVICE` "
+    "to the service"
+)
+
 
 class AcmeProblem(Exception):
     """Getting a certificate failed; str() is one line. `retry_after_s`: the CA asked us to wait."""
 
-    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+    def __init__(self, message: str, retry_after_s: float | None = None, *, challenge_failed: bool = False) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.challenge_failed = challenge_failed  # the CA checked our answer and it did not hold
 
 
 def one_line(text: str) -> str:
@@ -26,8 +33,11 @@ def _ca_reason(error: Any) -> str:
     return one_line(str(error)) or type(error).__name__
 
 
-def challenge_failed(domain: str, error: Any, http_port: int = 80) -> AcmeProblem:
-    """The CA could not fetch our http-01 answer: usually the domain does not point at this machine."""
+def challenge_failed(
+    domain: str, error: Any, port: int = 80, challenge: str = "http-01", port_hint: str = ""
+) -> AcmeProblem:
+    """The CA could not check our answer (http-01 on `port`, or tls-alpn-01 on the TLS port): usually
+    the domain does not point at this machine. `port_hint`: why the other challenge was not used."""
     reasons = []
     for authz in getattr(error, "failed_authzrs", []):
         for chall in authz.body.challenges:
@@ -36,7 +46,32 @@ def challenge_failed(domain: str, error: Any, http_port: int = 80) -> AcmeProble
     reason = "; ".join(reasons) or "no reason given"
     return AcmeProblem(
         f"the CA could not verify {domain}: {reason} — check that {domain} points at this machine "
-        f"(DNS A/AAAA records) and that port {http_port} reaches this server"
+        f"(DNS A/AAAA records) and that port {port} reaches this server ({challenge}){port_hint}",
+        challenge_failed=True,
+    )
+
+
+def http_port_hint(address: str, port: int, error: OSError | None) -> str:
+    """The tail of a failed tls-alpn-01 message when the http-01 port could not be taken, so that
+    both ports are named (with the privilege hint when that was the reason)."""
+    if error is None:
+        return ""
+    if error.errno == errno.EACCES:
+        return f"; nor port {port} (http-01): permission denied — {PRIVILEGE_HINT}"
+    if error.errno == errno.EADDRINUSE:
+        return f"; nor port {port} (http-01): another program listens on {address}:{port}"
+    return f"; nor port {port} (http-01): {error.strerror or error}"
+
+
+def no_public_ports(address: str, http_port: int, http_error: OSError, https_port: int, https_error: OSError) -> str:
+    """One line when neither challenge can be answered: both ports refused."""
+    if http_error.errno == https_error.errno == errno.EACCES:
+        return (
+            f"cannot listen on {address}:{https_port} (https, tls-alpn-01) nor on {address}:{http_port} "
+            f"(http-01): permission denied — {PRIVILEGE_HINT}"
+        )
+    return port_problem("https, tls-alpn-01", address, https_port, https_error) + http_port_hint(
+        address, http_port, http_error
     )
 
 
@@ -55,11 +90,7 @@ def unreachable(directory: str, error: BaseException) -> AcmeProblem:
 def port_problem(what: str, address: str, port: int, error: OSError) -> str:
     """One line for a public port we cannot take."""
     if error.errno == errno.EACCES:
-        return (
-            f"cannot listen on {address}:{port} ({what}): permission denied — ports below 1024 need a "
-            "privilege: run `sudo setcap 'cap_net_bind_service=+ep' $(readlink -f $(which python3))`, or "
-            "with systemd add `AmbientCapabilities=CAP_NET_BIND_SERVICE` to the service"
-        )
+        return f"cannot listen on {address}:{port} ({what}): permission denied — {PRIVILEGE_HINT}"
     if error.errno == errno.EADDRINUSE:
         return (
             f"cannot listen on {address}:{port} ({what}): the port is in use by another program "

@@ -2,7 +2,9 @@
 ports pointed at the server's public ports. The server (in-process) obtains a certificate for
 `localhost`, serves the client API and federation over TLS with it (checked by an HTTPS client
 trusting only pebble's root), renews it when its clock says expiry is near, keeps it across a
-restart without a new order, and reports a failed challenge in one line without stopping."""
+restart without a new order, and reports a failed challenge in one line without stopping. Without
+port 80 (taken by another program, or closed from outside) it proves the domain with tls-alpn-01 on
+its TLS port instead."""
 
 from __future__ import annotations
 
@@ -171,6 +173,7 @@ async def test_obtains_serves_renews_and_keeps_across_restart(
     assert format(renewed.serial_number, "x") == first.certificates.serial
     status = first.certificates.status()
     assert status["state"] == "ok" and status["last_error"] is None
+    assert status["challenge"] == "http-01"  # port 80 is ours
 
     # restart on the same data: the stored certificate is served, no new order
     serial = first.certificates.serial
@@ -221,37 +224,102 @@ async def test_failed_challenge_is_one_line_and_the_server_keeps_running(
         port = running.hs.config.listen_port
         versions = await off_loop(get_json, f"http://127.0.0.1:{port}/_matrix/client/versions", None)
         assert "versions" in versions
+        # port 80 closed from outside (a firewall): the next attempt tries tls-alpn-01 on the TLS port
+        assert status["challenge"] == "http-01"
+        running.certificates.check_now()
+        await until(lambda: running.certificates.serial is not None, "the certificate through tls-alpn-01")
+        status = running.certificates.status()
+        assert status["challenge"] == "tls-alpn-01" and status["state"] == "ok"
     finally:
         pebble.stop()
 
 
-async def test_port_in_use_is_one_line(tmp_path: Path, ports: Ports) -> None:
+def taken(port: int) -> socket.socket:
+    """A port some other program listens on."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock
+
+
+async def start_refused(tmp_path: Path, ports: Ports, **public: Any) -> str:
+    """The StartupError of a server whose public ports are (partly) taken."""
     from homeserver.server import StartupError
 
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", ports.http))
-        taken.listen()
-        hs = HomeServer(
-            Config.model_validate(
-                {
-                    "listen": f"127.0.0.1:{free_port()}",
-                    "data_dir": str(tmp_path / "data"),
-                    "public": {
-                        "domain": "localhost",
-                        "email": "a@example.org",
-                        "http_port": ports.http,
-                        "https_port": ports.https,
-                        "federation_port": 0,
-                        "bind": "127.0.0.1",
-                    },
-                }
-            )
-        )
-        with pytest.raises(StartupError) as e:
-            await listen(hs)
-        hs.close()
-    assert str(e.value).startswith(f"cannot listen on 127.0.0.1:{ports.http} (http-01 challenges and redirect)")
-    assert "in use" in str(e.value) and "\n" not in str(e.value)
+    public = {"domain": "localhost", "email": "a@example.org", "http_port": ports.http, **public}
+    public.update(https_port=ports.https, federation_port=0, bind="127.0.0.1")
+    cfg = {"listen": f"127.0.0.1:{free_port()}", "data_dir": str(tmp_path / "data"), "public": public}
+    hs = HomeServer(Config.model_validate(cfg))
+    with pytest.raises(StartupError) as e:
+        await listen(hs)
+    hs.close()
+    return str(e.value)
+
+
+async def test_port_in_use_is_one_line(tmp_path: Path, ports: Ports) -> None:
+    with taken(ports.http):
+        message = await start_refused(tmp_path, ports, challenge="http-01")
+    assert message.startswith(f"cannot listen on 127.0.0.1:{ports.http} (http-01 challenges and redirect)")
+    assert "in use" in message and "\n" not in message
+
+
+async def test_neither_port_is_one_line_naming_both(tmp_path: Path, ports: Ports) -> None:
+    with taken(ports.http), taken(ports.https):
+        message = await start_refused(tmp_path, ports)  # auto: port 80 alone would not stop it
+    assert message.startswith(f"cannot listen on 127.0.0.1:{ports.https} (https, tls-alpn-01): the port is in use")
+    assert f"; nor port {ports.http} (http-01): another program listens on 127.0.0.1:{ports.http}" in message
+    assert "\n" not in message
+
+
+async def test_without_port_80_the_certificate_comes_through_tls_alpn_01(
+    tmp_path: Path, pebble: Pebble, ports: Ports, servers: list[Running], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="homeserver.certificates")
+    with taken(ports.http):
+        running = await start(config(tmp_path / "data", pebble, ports))
+        servers.append(running)
+        certificates = running.certificates
+        await until(lambda: certificates.serial is not None or certificates.last_error, "the first certificate")
+        assert certificates.last_error is None
+    status = certificates.status()
+    assert status["challenge"] == "tls-alpn-01" and status["state"] == "ok"
+    assert not certificates.tls_alpn.pending and certificates.context.sni_callback is None  # cleaned up
+    # one line said why, before the order
+    lines = [r.getMessage() for r in caplog.records if r.name == "homeserver.certificates"]
+    assert lines[0] == (
+        f"port {ports.http} is not ours (Address already in use): no redirect to https there; "
+        f"certificates through tls-alpn-01 on port {ports.https}"
+    )
+    assert any("obtained through tls-alpn-01" in line for line in lines)
+    tls = trusting(pebble, tmp_path)
+    cert = await off_loop(peer_certificate, ports.https, tls)
+    assert format(cert.serial_number, "x") == certificates.serial
+    versions = await off_loop(get_json, f"https://localhost:{ports.https}/_matrix/client/versions", tls)
+    assert "versions" in versions
+
+
+async def test_a_failed_tls_alpn_01_challenge_is_one_line_naming_both_ports(
+    tmp_path: Path, ports: Ports, servers: list[Running]
+) -> None:
+    # pebble checks tls-alpn-01 on a port where nothing answers, and port 80 is not ours
+    pebble = start_pebble(tmp_path / "pebble", http_port=ports.http, https_port=free_port())
+    try:
+        with taken(ports.http):
+            running = await start(config(tmp_path / "data", pebble, ports))
+            servers.append(running)
+            await until(lambda: running.certificates.last_error is not None, "the failure")
+        error = running.certificates.last_error
+        assert error.startswith("the CA could not verify localhost: ") and "\n" not in error
+        assert "failed to connect" in error.lower() and "tls-alpn-01" in error  # the CA's reason
+        assert f"port {ports.https} reaches this server (tls-alpn-01); nor port {ports.http} (http-01)" in error
+        status = running.certificates.status()
+        assert status["state"] == "failing" and status["challenge"] == "tls-alpn-01"
+        assert not running.certificates.tls_alpn.pending
+        port = running.hs.config.listen_port
+        versions = await off_loop(get_json, f"http://127.0.0.1:{port}/_matrix/client/versions", None)
+        assert "versions" in versions
+    finally:
+        pebble.stop()
 
 
 async def test_a_failed_renewal_keeps_serving_the_old_certificate(

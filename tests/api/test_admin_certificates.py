@@ -20,6 +20,7 @@ async def test_an_admin_sees_the_certificate_state(harness: Harness) -> None:
     assert cert["domain"] == "hs.test"
     assert cert["acme_directory"] == "https://acme-v02.api.letsencrypt.org/directory"
     assert cert["state"] == "pending" and cert["serial"] is None  # not started: nothing obtained yet
+    assert cert["challenge"] is None  # no order tried yet
     user = await harness.user("alice")
     status, body = await harness.request("GET", PATH, user)
     assert status == 403 and body["errcode"] == "M_FORBIDDEN"

@@ -67,7 +67,7 @@ def test_a_failed_challenge_names_the_domain_the_ca_reason_and_the_fix() -> None
     message = str(challenge_failed("example.org", _failed_authz("Timeout during connect\n(likely firewall)"), 80))
     assert message == (
         "the CA could not verify example.org: Timeout during connect (likely firewall) — check that example.org "
-        "points at this machine (DNS A/AAAA records) and that port 80 reaches this server"
+        "points at this machine (DNS A/AAAA records) and that port 80 reaches this server (http-01)"
     )
 
 
@@ -116,3 +116,69 @@ def test_the_domain_fills_in_the_server_name_and_discovery() -> None:
         assert "public: domain needs email" in str(e)
     else:
         raise AssertionError("a domain without an email was accepted")
+
+
+def test_the_challenge_follows_port_80_and_the_setting() -> None:
+    from homeserver.certificates.manager import choose_challenge
+
+    assert choose_challenge("auto", http_port_ours=True) == "http-01"
+    assert choose_challenge("auto", http_port_ours=False) == "tls-alpn-01"
+    # a firewall can close port 80 that we could bind: a failed http-01 check tries tls-alpn-01 next
+    assert choose_challenge("auto", True, last="http-01", last_failed=True) == "tls-alpn-01"
+    assert choose_challenge("auto", True, last="tls-alpn-01", last_failed=True) == "http-01"
+    assert choose_challenge("auto", True, last="tls-alpn-01", last_failed=False) == "tls-alpn-01"  # it worked
+    assert choose_challenge("auto", True, last="http-01", last_failed=False) == "http-01"
+    assert choose_challenge("auto", False, last="tls-alpn-01", last_failed=True) == "tls-alpn-01"
+    # the operator's word wins
+    assert choose_challenge("tls-alpn-01", http_port_ours=True) == "tls-alpn-01"
+    assert choose_challenge("http-01", True, last="http-01", last_failed=True) == "http-01"
+
+
+def test_neither_port_names_both_with_the_privilege_hint() -> None:
+    from homeserver.certificates.problems import http_port_hint, no_public_ports
+
+    denied = PermissionError(errno.EACCES, "Permission denied")
+    message = no_public_ports("0.0.0.0", 80, denied, 443, denied)
+    assert message.startswith("cannot listen on 0.0.0.0:443 (https, tls-alpn-01) nor on 0.0.0.0:80 (http-01): ")
+    assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in message and "\n" not in message
+    hint = http_port_hint("0.0.0.0", 80, denied)
+    assert hint.startswith("; nor port 80 (http-01): permission denied") and "setcap" in hint
+    assert http_port_hint("0.0.0.0", 80, None) == ""
+
+
+def test_the_tls_alpn_01_certificate_carries_the_critical_acme_identifier() -> None:
+    import hashlib
+
+    from cryptography import x509
+
+    from homeserver.certificates.tls_alpn import ACME_IDENTIFIER_OID, challenge_certificate
+
+    key_authorization = "token-abc.thumbprint-xyz"
+    cert_pem, key_pem = challenge_certificate("example.org", key_authorization)
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    # spec: RFC 8737 §3: exactly one dNSName, the domain; the critical extension holds the DER
+    # OCTET STRING of SHA-256(key authorization)
+    assert cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName
+    ) == ["example.org"]
+    extension = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(ACME_IDENTIFIER_OID))
+    assert extension.critical
+    assert extension.value.value == b"\x04\x20" + hashlib.sha256(key_authorization.encode()).digest()
+    assert b"PRIVATE KEY" in key_pem
+
+
+def test_the_alpn_offer_is_read_from_a_client_hello() -> None:
+    from homeserver.certificates.tls_alpn import offered_alpn
+
+    def hello(extensions: bytes) -> bytes:
+        body = b"\x03\x03" + b"\x00" * 32 + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00"
+        body += len(extensions).to_bytes(2, "big") + extensions
+        return b"\x01" + len(body).to_bytes(3, "big") + body
+
+    names = b"\x0aacme-tls/1\x02h2"
+    alpn = b"\x00\x10" + (len(names) + 2).to_bytes(2, "big") + len(names).to_bytes(2, "big") + names
+    sni = b"\x00\x00\x00\x05\x00\x03abc"
+    assert offered_alpn(hello(sni + alpn)) == [b"acme-tls/1", b"h2"]
+    assert offered_alpn(hello(sni)) == []
+    assert offered_alpn(hello(sni + alpn)[:-5]) == []  # cut short: no offer rather than an error
+    assert offered_alpn(b"") == []
