@@ -1189,7 +1189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key-servers", type=int, default=2, help="(d) fake servers they live on")
     parser.add_argument("--media-mb", type=float, default=10, help="(e) size of the remote file, in MB (10^6 bytes)")
     parser.add_argument("--rounds", type=int, default=3, help="(d), (e) rounds, each with new remote data (median)")
-    parser.add_argument("--repeats", type=int, default=3, help="(d), (e) warm calls per round (median)")
+    parser.add_argument("--repeats", type=int, default=10, help="(d), (e) warm calls per round (median)")
     parser.add_argument(
         "--only",
         default=",".join(PARTS),
