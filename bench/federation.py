@@ -1,7 +1,8 @@
 """Federation under load, on our server and on Synapse, measured in one run over TLS on loopback.
 
     bash scripts/setup-synapse                                # once: .venv-synapse (or bash bench/setup.sh)
-    .venv/bin/python bench/federation.py                      # (a), (b) with 1,000 members, (c)
+    .venv/bin/python bench/federation.py                      # (a) to (e), (b) with 1,000 members
+    .venv/bin/python bench/federation.py --only keys,media    # (d) and (e) alone (about a minute)
     .venv/bin/python bench/federation.py --quick              # a small workload, to try it out
     .venv/bin/python bench/federation.py --members 1000,5000  # (b) with 5,000 members too
     .venv/bin/python bench/federation.py --json bench/results/federation.json
@@ -13,7 +14,8 @@ at WARNING, Synapse's sync response cache off. The fake remote servers live in t
 its own ed25519 key published at `/_matrix/key/v2/server` on a TLS listener with a certificate from
 the same CA, signs its requests with X-Matrix (`federation/client.py`) and its PDUs with the protocol
 functions, answers `/send` with an empty result (a peer that accepts everything) and `/event` and
-`/get_missing_events` for the events it made.
+`/get_missing_events` for the events it made, `/user/keys/query` and `/user/devices/{userId}` for
+its users' keys (`UserKeys`) and `/media/download/{mediaId}` (multipart/mixed) for its media.
 
 (a) inbound PDUs: a fake server joins a public room on the target through the target's `make_join`
     and `send_join` (v2), then sends `--pdus` signed `m.room.message` PDUs, each on the previous one,
@@ -34,6 +36,19 @@ functions, answers `/send` with an empty result (a peer that accepts everything)
     through Synapse's client API; then, `--wakeups` times in each direction, one side long-polls
     `/sync` and the other sends: the time from the start of the send to the waiting `/sync` answer
     holding it (p50/p99).
+(d) `/keys/query` for remote users: `--key-users` (200) users on `--key-servers` (2) fake servers,
+    each with one device (signed by itself and by the user's self-signing key) and cross-signing
+    keys, all joined to a room of a local user of the target. That user asks `/keys/query` for all of
+    them: the first call (cold) and `--repeats` more (warm: both servers cache the device lists of
+    users who share a room with one of theirs); then as many calls for 200 other users of the same
+    servers who share no room (nobody caches those: each call asks the servers). Every answer must
+    hold every user's device, master and self-signing keys. The fake servers count the requests.
+(e) remote media: a `--media-mb` (10) MB file on a fake origin, downloaded by a local user through
+    `/_matrix/client/v1/media/download/{origin}/{mediaId}`: the first download (cold: fetched over
+    federation) and `--repeats` more (warm: from the target's cache), as MB/s; the bytes must be the
+    origin's. The target's peak RSS during the cold download (VmHWM, reset just before).
+(d) and (e) run `--rounds` (3) times with new remote users or a new file each time; the medians are
+reported. `--only` picks parts: inbound, join, latency, keys, media (or a-e).
 """
 
 from __future__ import annotations
@@ -803,7 +818,9 @@ async def remote_keys(
             served0 = [dict(f.served) for f in fakes]
             cold = await keys_query(session, target, token, tracked)
             served_cold = [_served_since(f, s) for f, s in zip(fakes, served0, strict=True)]
+            served_warm0 = [dict(f.served) for f in fakes]
             warm = [await keys_query(session, target, token, tracked) for _ in range(repeats)]
+            served_warm = [_served_since(f, s) for f, s in zip(fakes, served_warm0, strict=True)]
             served1 = [dict(f.served) for f in fakes]
             untracked_times = [await keys_query(session, target, token, untracked) for _ in range(repeats)]
             served_untracked = [_served_since(f, s) for f, s in zip(fakes, served1, strict=True)]
@@ -817,6 +834,7 @@ async def remote_keys(
             "untracked_s": statistics.median(untracked_times),
             "untracked_all_s": untracked_times,
             "requests_cold": _sum_served(served_cold),
+            "requests_warm": _sum_served(served_warm),
             "requests_untracked_per_call": {k: v / repeats for k, v in _sum_served(served_untracked).items()},
         }
     finally:
@@ -971,7 +989,8 @@ async def run(args: argparse.Namespace, tmp: Path, log: Any) -> dict[str, Any]:
                 say(
                     f"    setup {r['setup_s']:.1f} s; cold {r['cold_s'] * 1000:.0f} ms, warm "
                     f"{r['warm_s'] * 1000:.0f} ms, untracked {r['untracked_s'] * 1000:.0f} ms; "
-                    f"origin requests cold {r['requests_cold']}, untracked {r['requests_untracked_per_call']}"
+                    f"origin requests cold {r['requests_cold']}, warm {r['requests_warm']}, "
+                    f"untracked {r['requests_untracked_per_call']}"
                 )
             out["keys"][label] = _medians(rounds)
         for label, target in (("homeserver", ours), ("synapse", syn)) if "media" in parts else ():
@@ -1165,7 +1184,8 @@ def print_table(report: dict[str, Any]) -> None:
             print(
                 f"(d) {label}: medians of {len(res['rounds'])} rounds (warm and untracked: median of "
                 f"{meta['repeats']} calls per round); room setup {res['setup_s']:.1f} s; requests to the remote "
-                f"servers for the cold call: {res['requests_cold']}, per untracked call: "
+                f"servers for the cold call: {res['requests_cold']}, for {meta['repeats']} warm calls: "
+                f"{res['requests_warm']}, per untracked call: "
                 f"{res['requests_untracked_per_call']}"
             )
     if report["raw"]["media"]:
