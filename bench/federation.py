@@ -816,22 +816,31 @@ async def remote_keys(
                 raise BenchError(f"{target.kind}: {joined_count} members in the room, not {users + 1}")
             setup_s = time.perf_counter() - t_setup
             served0 = [dict(f.served) for f in fakes]
+            cpu0 = cpu_seconds(target.pid)
             cold = await keys_query(session, target, token, tracked)
+            cpu_cold = cpu_seconds(target.pid) - cpu0
             served_cold = [_served_since(f, s) for f, s in zip(fakes, served0, strict=True)]
             served_warm0 = [dict(f.served) for f in fakes]
+            cpu0 = cpu_seconds(target.pid)
             warm = [await keys_query(session, target, token, tracked) for _ in range(repeats)]
+            cpu_warm = (cpu_seconds(target.pid) - cpu0) / repeats
             served_warm = [_served_since(f, s) for f, s in zip(fakes, served_warm0, strict=True)]
             served1 = [dict(f.served) for f in fakes]
+            cpu0 = cpu_seconds(target.pid)
             untracked_times = [await keys_query(session, target, token, untracked) for _ in range(repeats)]
+            cpu_untracked = (cpu_seconds(target.pid) - cpu0) / repeats
             served_untracked = [_served_since(f, s) for f, s in zip(fakes, served1, strict=True)]
         return {
             "users": users,
             "servers": servers,
             "setup_s": setup_s,
             "cold_s": cold,
+            "cold_cpu_s": cpu_cold,
             "warm_s": statistics.median(warm),
+            "warm_cpu_s": cpu_warm,
             "warm_all_s": warm,
             "untracked_s": statistics.median(untracked_times),
+            "untracked_cpu_s": cpu_untracked,
             "untracked_all_s": untracked_times,
             "requests_cold": _sum_served(served_cold),
             "requests_warm": _sum_served(served_warm),
@@ -884,16 +893,20 @@ async def remote_media(target: RunningServer, ca: LoopbackCA, size: int, repeats
             await download(session, target, token, fake.server_name, warmup_id)  # connection, origin's name
             rss_before = rss_kib(target.pid) / 1024
             peak_reset = peak_rss_reset(target.pid)
+            cpu0 = cpu_seconds(target.pid)
             cold, body = await download(session, target, token, fake.server_name, media_id)
+            cpu_cold = cpu_seconds(target.pid) - cpu0
             if body != content:
                 raise BenchError(f"{target.kind}: the downloaded media differs from the origin's ({len(body)} bytes)")
             peak = vm_hwm_kib(target.pid) / 1024 if peak_reset else None
             warm = []
+            cpu0 = cpu_seconds(target.pid)
             for _ in range(repeats):
                 seconds, body = await download(session, target, token, fake.server_name, media_id)
                 if body != content:
                     raise BenchError(f"{target.kind}: the cached media differs from the origin's")
                 warm.append(seconds)
+            cpu_warm = (cpu_seconds(target.pid) - cpu0) / repeats
         if fake.served.get("media_download") != 2:
             raise BenchError(f"{target.kind} asked the origin {fake.served} times, not once per media")
         mb = size / 1_000_000
@@ -901,6 +914,8 @@ async def remote_media(target: RunningServer, ca: LoopbackCA, size: int, repeats
             "bytes": size,
             "cold_s": cold,
             "cold_mb_s": mb / cold,
+            "cold_cpu_s": cpu_cold,
+            "warm_cpu_s": cpu_warm,
             "warm_s": statistics.median(warm),
             "warm_mb_s": mb / statistics.median(warm),
             "warm_all_s": warm,
@@ -1110,12 +1125,17 @@ def rows_of(out: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any
             theirs["untracked_s"] * 1000,
             False,
         )
+        for key, label in (("cold", "cold"), ("warm", "warm"), ("untracked", "sharing no room")):
+            cpu = f"{key}_cpu_s"
+            add(f"    server CPU per call, {label}", "ms", ours[cpu] * 1000, theirs[cpu] * 1000, False)
     media = out["media"]
     if media:
         ours, theirs = media["homeserver"], media["synapse"]
         mb = f"{ours['bytes'] / 1_000_000:g} MB"
         add(f"(e) remote media, {mb}: cold", "MB/s", ours["cold_mb_s"], theirs["cold_mb_s"], True)
         add("    warm (cached)", "MB/s", ours["warm_mb_s"], theirs["warm_mb_s"], True)
+        add("    server CPU, cold download", "ms", ours["cold_cpu_s"] * 1000, theirs["cold_cpu_s"] * 1000, False)
+        add("    server CPU per warm download", "ms", ours["warm_cpu_s"] * 1000, theirs["warm_cpu_s"] * 1000, False)
         add("    peak RSS during the cold download", "MiB", ours.get("peak_rss_mib"), theirs.get("peak_rss_mib"), False)
         add("    RSS before it", "MiB", ours["rss_before_mib"], theirs["rss_before_mib"], False)
     return rows
