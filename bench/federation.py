@@ -1,7 +1,8 @@
 """Federation under load, on our server and on Synapse, measured in one run over TLS on loopback.
 
     bash scripts/setup-synapse                                # once: .venv-synapse (or bash bench/setup.sh)
-    .venv/bin/python bench/federation.py                      # (a), (b) with 1,000 members, (c)
+    .venv/bin/python bench/federation.py                      # (a) to (e), (b) with 1,000 members
+    .venv/bin/python bench/federation.py --only keys,media    # (d) and (e) alone (about a minute)
     .venv/bin/python bench/federation.py --quick              # a small workload, to try it out
     .venv/bin/python bench/federation.py --members 1000,5000  # (b) with 5,000 members too
     .venv/bin/python bench/federation.py --json bench/results/federation.json
@@ -13,7 +14,8 @@ at WARNING, Synapse's sync response cache off. The fake remote servers live in t
 its own ed25519 key published at `/_matrix/key/v2/server` on a TLS listener with a certificate from
 the same CA, signs its requests with X-Matrix (`federation/client.py`) and its PDUs with the protocol
 functions, answers `/send` with an empty result (a peer that accepts everything) and `/event` and
-`/get_missing_events` for the events it made.
+`/get_missing_events` for the events it made, `/user/keys/query` and `/user/devices/{userId}` for
+its users' keys (`UserKeys`) and `/media/download/{mediaId}` (multipart/mixed) for its media.
 
 (a) inbound PDUs: a fake server joins a public room on the target through the target's `make_join`
     and `send_join` (v2), then sends `--pdus` signed `m.room.message` PDUs, each on the previous one,
@@ -34,6 +36,19 @@ functions, answers `/send` with an empty result (a peer that accepts everything)
     through Synapse's client API; then, `--wakeups` times in each direction, one side long-polls
     `/sync` and the other sends: the time from the start of the send to the waiting `/sync` answer
     holding it (p50/p99).
+(d) `/keys/query` for remote users: `--key-users` (200) users on `--key-servers` (2) fake servers,
+    each with one device (signed by itself and by the user's self-signing key) and cross-signing
+    keys, all joined to a room of a local user of the target. That user asks `/keys/query` for all of
+    them: the first call (cold) and `--repeats` more (warm: both servers cache the device lists of
+    users who share a room with one of theirs); then as many calls for 200 other users of the same
+    servers who share no room (nobody caches those: each call asks the servers). Every answer must
+    hold every user's device, master and self-signing keys. The fake servers count the requests.
+(e) remote media: a `--media-mb` (10) MB file on a fake origin, downloaded by a local user through
+    `/_matrix/client/v1/media/download/{origin}/{mediaId}`: the first download (cold: fetched over
+    federation) and `--repeats` more (warm: from the target's cache), as MB/s; the bytes must be the
+    origin's. The target's peak RSS during the cold download (VmHWM, reset just before).
+(d) and (e) run `--rounds` (3) times with new remote users or a new file each time; the medians are
+reported. `--only` picks parts: inbound, join, latency, keys, media (or a-e).
 """
 
 from __future__ import annotations
@@ -42,6 +57,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -49,9 +65,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import aiohttp
+import nacl.signing
 from aiohttp import web
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -75,10 +92,12 @@ from federation.addresses import AddressPolicy  # noqa: E402
 from federation.client import FederationClient, path_of  # noqa: E402
 from federation.dns import DnsPython  # noqa: E402
 from federation.keys import OurKeys  # noqa: E402
+from federation.multipart import encode as encode_multipart  # noqa: E402
+from federation.multipart import new_boundary  # noqa: E402
 from homeserver.protocol.event_ids import event_id as compute_event_id  # noqa: E402
 from homeserver.protocol.event_signing import add_hashes_and_signatures  # noqa: E402
 from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version  # noqa: E402
-from homeserver.protocol.signing import generate_signing_key  # noqa: E402
+from homeserver.protocol.signing import encode_verify_key, generate_signing_key, sign_json  # noqa: E402
 from storage.cache import LruCache  # noqa: E402
 from tests.interop.federation import (  # noqa: E402
     SYNAPSE_PYTHON,
@@ -92,6 +111,7 @@ TXN_PDUS = 50  # spec: a transaction carries at most 50 PDUs
 LOOPBACK_ALLOW = ["127.0.0.0/8", "::1/128"]
 POLLS = [0]  # client API reads made while waiting for PDUs to be handled (reported with (a))
 SYNAPSE_OVERRIDES: dict[str, Any] = {"caches": {"sync_response_cache_duration": 0}}
+PARTS = ("inbound", "join", "latency", "keys", "media")  # (a) to (e), for --only
 
 
 class BenchError(RuntimeError):
@@ -114,6 +134,9 @@ class FakeServer:
         self.client: FederationClient | None = None
         self.events: dict[str, dict[str, Any]] = {}  # what it made, for /event and /get_missing_events
         self.clock = 0
+        self.user_keys: dict[str, UserKeys] = {}  # its users' keys, for /user/keys/query and /user/devices
+        self.media: dict[str, bytes] = {}  # media id -> the whole multipart answer
+        self.served: dict[str, int] = {}  # requests answered, by kind
 
     def now(self) -> int:
         """Milliseconds that never repeat (so later events sort later, as on a real server)."""
@@ -133,9 +156,68 @@ class FakeServer:
             pdu = self.events.get(request.match_info["tail"].rsplit("/", 1)[-1])
             if pdu is not None:
                 return web.json_response({"origin": self.server_name, "origin_server_ts": self.now(), "pdus": [pdu]})
+        if request.path == "/_matrix/federation/v1/user/keys/query" and request.method == "POST":
+            self._count("keys_query")
+            return web.json_response(self.keys_query(await request.json()))
+        if request.path.startswith("/_matrix/federation/v1/user/devices/"):
+            self._count("user_devices")
+            answer = self.user_devices(unquote(request.path.rsplit("/", 1)[-1]))
+            if answer is not None:
+                return web.json_response(answer)
+        if request.path.startswith("/_matrix/federation/v1/media/download/"):
+            self._count("media_download")
+            body = self.media.get(request.path.rsplit("/", 1)[-1])
+            if body is not None:
+                boundary = body[2 : body.index(b"\r\n")].decode()
+                return web.Response(body=body, headers={"Content-Type": f"multipart/mixed; boundary={boundary}"})
         if request.path == "/_matrix/federation/v1/version":
             return web.json_response({"server": {"name": "bench-fake", "version": "1"}})
         return web.json_response({"errcode": "M_UNRECOGNIZED", "error": "not served here"}, status=404)
+
+    def _count(self, kind: str) -> None:
+        self.served[kind] = self.served.get(kind, 0) + 1
+
+    def add_user_keys(self, localpart: str) -> str:
+        """A user of this server with one device and cross-signing keys; their id."""
+        user_id = self.user(localpart)
+        self.user_keys[user_id] = UserKeys.make(user_id, "DEV" + localpart.upper())
+        return user_id
+
+    def keys_query(self, body: Any) -> dict[str, Any]:
+        """spec: POST /_matrix/federation/v1/user/keys/query: the devices asked for (all if the list
+        is empty) and the cross-signing keys of the users it knows."""
+        out: dict[str, Any] = {"device_keys": {}, "master_keys": {}, "self_signing_keys": {}}
+        for user_id, wanted in (body.get("device_keys") or {}).items():
+            keys = self.user_keys.get(user_id)
+            if keys is None:
+                continue
+            out["device_keys"][user_id] = {d: k for d, k in keys.devices.items() if not wanted or d in wanted}
+            out["master_keys"][user_id] = keys.master
+            out["self_signing_keys"][user_id] = keys.self_signing
+        return out
+
+    def user_devices(self, user_id: str) -> dict[str, Any] | None:
+        """spec: GET /_matrix/federation/v1/user/devices/{userId}."""
+        keys = self.user_keys.get(user_id)
+        if keys is None:
+            return None
+        return {
+            "user_id": user_id,
+            "stream_id": 1,
+            "devices": [
+                {"device_id": d, "keys": k, "device_display_name": f"bench {d}"} for d, k in keys.devices.items()
+            ],
+            "master_key": keys.master,
+            "self_signing_key": keys.self_signing,
+        }
+
+    def add_media(self, content: bytes, content_type: str = "application/octet-stream") -> str:
+        """Media this server serves at `/media/download/{mediaId}` (multipart/mixed, the bytes inline)."""
+        media_id = uuid.uuid4().hex
+        boundary = new_boundary()
+        headers = {"Content-Type": content_type, "Content-Disposition": 'attachment; filename="bench.bin"'}
+        self.media[media_id] = encode_multipart(boundary, {}, headers, content)
+        return media_id
 
     def missing_events(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         """spec: "/get_missing_events": the events before `latest_events` back to `earliest_events`,
@@ -190,6 +272,41 @@ class FakeServer:
         eid = compute_event_id(event, rv)
         self.events[eid] = event
         return eid, event
+
+
+@dataclass
+class UserKeys:
+    """A user's keys as their server publishes them: one device whose keys are signed by the device
+    and by the user's self-signing key, a master key, and a self-signing key signed by the master."""
+
+    devices: dict[str, dict[str, Any]]
+    master: dict[str, Any]
+    self_signing: dict[str, Any]
+
+    @staticmethod
+    def make(user_id: str, device_id: str) -> UserKeys:
+        device_key, master_key, ssk_key = (nacl.signing.SigningKey.generate() for _ in range(3))
+        master_pub, ssk_pub = encode_verify_key(master_key), encode_verify_key(ssk_key)
+        master: dict[str, Any] = {
+            "user_id": user_id,
+            "usage": ["master"],
+            "keys": {f"ed25519:{master_pub}": master_pub},
+        }
+        ssk: dict[str, Any] = {"user_id": user_id, "usage": ["self_signing"], "keys": {f"ed25519:{ssk_pub}": ssk_pub}}
+        sign_json(ssk, user_id, f"ed25519:{master_pub}", master_key)
+        device: dict[str, Any] = {
+            "user_id": user_id,
+            "device_id": device_id,
+            "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+            "keys": {
+                f"curve25519:{device_id}": encode_verify_key(nacl.signing.SigningKey.generate()),
+                f"ed25519:{device_id}": encode_verify_key(device_key),
+            },
+        }
+        sign_json(device, user_id, f"ed25519:{device_id}", device_key)
+        sign_json(device, user_id, f"ed25519:{ssk_pub}", ssk_key)
+        sign_json(master, user_id, f"ed25519:{device_id}", device_key)
+        return UserKeys({device_id: device}, master, ssk)
 
 
 @dataclass
@@ -634,6 +751,181 @@ async def _first_since(conn: Connection) -> str:
     return str(answer["next_batch"])
 
 
+# -- (d) /keys/query for remote users -----------------------------------------------------------
+
+
+async def keys_query(session: aiohttp.ClientSession, server: RunningServer, token: str, users: list[str]) -> float:
+    """One `POST /keys/query` for every device of `users`; seconds. The answer must hold each user's
+    device, master and self-signing keys, and no failures."""
+    body = {"device_keys": {u: [] for u in users}, "timeout": 60_000}
+    t0 = time.perf_counter()
+    answer = await client_ok(session, server, "POST", "/keys/query", token, body)
+    elapsed = time.perf_counter() - t0
+    if answer.get("failures"):
+        raise BenchError(f"{server.kind} /keys/query failures: {json.dumps(answer['failures'])[:500]}")
+    for field_name in ("device_keys", "master_keys", "self_signing_keys"):
+        got = answer.get(field_name) or {}
+        missing = [u for u in users if not got.get(u)]
+        if missing:
+            raise BenchError(f"{server.kind} /keys/query: no {field_name} for {len(missing)} users, e.g. {missing[0]}")
+    for u in users:
+        device_id = "DEV" + u.split(":")[0][1:].upper()
+        if device_id not in answer["device_keys"][u]:
+            raise BenchError(f"{server.kind} /keys/query: {u} without device {device_id}")
+    return elapsed
+
+
+async def remote_keys(
+    target: RunningServer, ca: LoopbackCA, users: int, servers: int, repeats: int, room_version: str
+) -> dict[str, Any]:
+    """`users` remote users spread over `servers` fake servers, all joined to a room of a local user
+    of `target` (so `target` tracks their device lists), and as many again who share no room with it.
+    Times `/keys/query` for all of the first set: the first call (cold: nothing cached, every
+    server asked in parallel) and then `repeats` more (warm: the device lists of users who share a
+    room may be cached); and `repeats` calls for the second set (nobody caches those: every call
+    asks the servers). Every answer must hold all users' keys."""
+    _, token = register(target, "keys" + uuid.uuid4().hex[:6])
+    fakes = [FakeServer(ca, f"f_keys{i}") for i in range(servers)]
+    for fake in fakes:
+        await fake.start()
+    try:
+        per = [users // servers + (1 if i < users % servers else 0) for i in range(servers)]
+        tracked = [fake.add_user_keys(f"t{n}") for fake, count in zip(fakes, per, strict=True) for n in range(count)]
+        untracked = [fake.add_user_keys(f"u{n}") for fake, count in zip(fakes, per, strict=True) for n in range(count)]
+        t_setup = time.perf_counter()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+            body = {"preset": "public_chat", "room_version": room_version}
+            room_id = (await client_ok(session, target, "POST", "/createRoom", token, body))["room_id"]
+            chain: RoomChain | None = None
+            for fake in fakes:
+                joined = await remote_join(fake, target.server_name, room_id, fake.user("t0"))
+                if chain is None:
+                    chain = joined
+                else:
+                    chain.last, chain.depth = joined.last, joined.depth
+                    chain.members.update(joined.members)
+            assert chain is not None
+            for fake, count in zip(fakes, per, strict=True):
+                names = list(range(1, count))
+                for start in range(0, len(names), TXN_PDUS):
+                    joins = [chain.join(fake, fake.user(f"t{n}")) for n in names[start : start + TXN_PDUS]]
+                    await send_processed(fake, target, token, joins, chain.rv)
+            path = f"/rooms/{room_path(room_id)}/joined_members"
+            joined_count = len((await client_ok(session, target, "GET", path, token)).get("joined", {}))
+            if joined_count != users + 1:
+                raise BenchError(f"{target.kind}: {joined_count} members in the room, not {users + 1}")
+            setup_s = time.perf_counter() - t_setup
+            served0 = [dict(f.served) for f in fakes]
+            cpu0 = cpu_seconds(target.pid)
+            cold = await keys_query(session, target, token, tracked)
+            cpu_cold = cpu_seconds(target.pid) - cpu0
+            served_cold = [_served_since(f, s) for f, s in zip(fakes, served0, strict=True)]
+            served_warm0 = [dict(f.served) for f in fakes]
+            cpu0 = cpu_seconds(target.pid)
+            warm = [await keys_query(session, target, token, tracked) for _ in range(repeats)]
+            cpu_warm = (cpu_seconds(target.pid) - cpu0) / repeats
+            served_warm = [_served_since(f, s) for f, s in zip(fakes, served_warm0, strict=True)]
+            served1 = [dict(f.served) for f in fakes]
+            cpu0 = cpu_seconds(target.pid)
+            untracked_times = [await keys_query(session, target, token, untracked) for _ in range(repeats)]
+            cpu_untracked = (cpu_seconds(target.pid) - cpu0) / repeats
+            served_untracked = [_served_since(f, s) for f, s in zip(fakes, served1, strict=True)]
+        return {
+            "users": users,
+            "servers": servers,
+            "setup_s": setup_s,
+            "cold_s": cold,
+            "cold_cpu_s": cpu_cold,
+            "warm_s": statistics.median(warm),
+            "warm_cpu_s": cpu_warm,
+            "warm_all_s": warm,
+            "untracked_s": statistics.median(untracked_times),
+            "untracked_cpu_s": cpu_untracked,
+            "untracked_all_s": untracked_times,
+            "requests_cold": _sum_served(served_cold),
+            "requests_warm": _sum_served(served_warm),
+            "requests_untracked_per_call": {k: v / repeats for k, v in _sum_served(served_untracked).items()},
+        }
+    finally:
+        for fake in fakes:
+            await fake.stop()
+
+
+def _served_since(fake: FakeServer, before: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in fake.served.items() if v - before.get(k, 0)}
+
+
+def _sum_served(served: list[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for one in served:
+        for k, v in one.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+# -- (e) remote media ----------------------------------------------------------------------------
+
+
+async def download(
+    session: aiohttp.ClientSession, server: RunningServer, token: str, origin: str, media_id: str
+) -> tuple[float, bytes]:
+    url = f"{server.base_url}/_matrix/client/v1/media/download/{quote(origin, safe='')}/{media_id}"
+    t0 = time.perf_counter()
+    async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as r:
+        body = await r.read()
+        if r.status != 200:
+            raise BenchError(f"{server.kind} GET {url} -> {r.status} {body[:300]!r}")
+    return time.perf_counter() - t0, body
+
+
+async def remote_media(target: RunningServer, ca: LoopbackCA, size: int, repeats: int) -> dict[str, Any]:
+    """A `size`-byte file on a fake origin, downloaded by a local user of `target` through
+    `/_matrix/client/v1/media/download/{origin}/{mediaId}`: the first download (cold: `target`
+    fetches it over federation, multipart/mixed) and `repeats` more (warm: from its cache). The
+    bytes must be the origin's. Also `target`'s peak RSS (VmHWM) during the cold download."""
+    _, token = register(target, "media" + uuid.uuid4().hex[:6])
+    fake = FakeServer(ca, "f_media")
+    await fake.start()
+    try:
+        content = os.urandom(size)
+        warmup_id, media_id = fake.add_media(b"warm-up"), fake.add_media(content)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+            await download(session, target, token, fake.server_name, warmup_id)  # connection, origin's name
+            rss_before = rss_kib(target.pid) / 1024
+            peak_reset = peak_rss_reset(target.pid)
+            cpu0 = cpu_seconds(target.pid)
+            cold, body = await download(session, target, token, fake.server_name, media_id)
+            cpu_cold = cpu_seconds(target.pid) - cpu0
+            if body != content:
+                raise BenchError(f"{target.kind}: the downloaded media differs from the origin's ({len(body)} bytes)")
+            peak = vm_hwm_kib(target.pid) / 1024 if peak_reset else None
+            warm = []
+            cpu0 = cpu_seconds(target.pid)
+            for _ in range(repeats):
+                seconds, body = await download(session, target, token, fake.server_name, media_id)
+                if body != content:
+                    raise BenchError(f"{target.kind}: the cached media differs from the origin's")
+                warm.append(seconds)
+            cpu_warm = (cpu_seconds(target.pid) - cpu0) / repeats
+        if fake.served.get("media_download") != 2:
+            raise BenchError(f"{target.kind} asked the origin {fake.served} times, not once per media")
+        mb = size / 1_000_000
+        return {
+            "bytes": size,
+            "cold_s": cold,
+            "cold_mb_s": mb / cold,
+            "cold_cpu_s": cpu_cold,
+            "warm_cpu_s": cpu_warm,
+            "warm_s": statistics.median(warm),
+            "warm_mb_s": mb / statistics.median(warm),
+            "warm_all_s": warm,
+            "rss_before_mib": rss_before,
+            "peak_rss_mib": peak,
+        }
+    finally:
+        await fake.stop()
+
+
 # -- servers and the run ---------------------------------------------------------------------------
 
 
@@ -670,26 +962,64 @@ def synapse_version(python: Path) -> str:
 async def run(args: argparse.Namespace, tmp: Path, log: Any) -> dict[str, Any]:
     ca = LoopbackCA(tmp / "ca")
     servers: dict[str, RunningServer] = {}
-    out: dict[str, Any] = {"inbound": {}, "inbound_rooms": {}, "big_room": [], "latency": None}
+    out: dict[str, Any] = {
+        "inbound": {},
+        "inbound_rooms": {},
+        "big_room": [],
+        "latency": None,
+        "keys": {},
+        "media": {},
+    }
+    parts = args.only
 
     def say(text: str) -> None:
         print(text, file=log, flush=True)
 
     try:
-        say("starting our server and two Synapses ...")
+        say("starting our server and Synapse ...")
         servers["ours"] = start_ours(tmp / "ours", ca)
         servers["synapse"] = start_synapse(tmp / "synapse", ca)
-        if args.members:
+        if args.members and "join" in parts:
             servers["synapse2"] = start_synapse(tmp / "synapse2", ca)
         ours, syn = servers["ours"], servers["synapse"]
-        for label, target in (("homeserver", ours), ("synapse", syn)):
+        for label, target in (("homeserver", ours), ("synapse", syn)) if "inbound" in parts else ():
             say(f"(a) {args.pdus} PDUs into one room of {label} ...")
             out["inbound"][label] = await inbound_pdus(target, ca, args.pdus, 1, args.room_version)
             say(f"(a) {args.pdus} PDUs over {args.rooms} rooms of {label} ...")
             out["inbound_rooms"][label] = await inbound_pdus(target, ca, args.pdus, args.rooms, args.room_version)
-        say(f"(c) latency across servers, {args.wakeups} rounds each way ...")
-        out["latency"] = await cross_latency(ours, syn, args.wakeups, args.room_version)
-        for members in args.members:
+        if "latency" in parts:
+            say(f"(c) latency across servers, {args.wakeups} rounds each way ...")
+            out["latency"] = await cross_latency(ours, syn, args.wakeups, args.room_version)
+        for label, target in (("homeserver", ours), ("synapse", syn)) if "keys" in parts else ():
+            rounds = []
+            for n in range(args.rounds):
+                say(
+                    f"(d) /keys/query of {args.key_users} remote users on {args.key_servers} servers, "
+                    f"{label}, round {n + 1} ..."
+                )
+                rounds.append(
+                    await remote_keys(target, ca, args.key_users, args.key_servers, args.repeats, args.room_version)
+                )
+                r = rounds[-1]
+                say(
+                    f"    setup {r['setup_s']:.1f} s; cold {r['cold_s'] * 1000:.0f} ms, warm "
+                    f"{r['warm_s'] * 1000:.0f} ms, untracked {r['untracked_s'] * 1000:.0f} ms; "
+                    f"origin requests cold {r['requests_cold']}, warm {r['requests_warm']}, "
+                    f"untracked {r['requests_untracked_per_call']}"
+                )
+            out["keys"][label] = _medians(rounds)
+        for label, target in (("homeserver", ours), ("synapse", syn)) if "media" in parts else ():
+            rounds = []
+            for n in range(args.rounds):
+                say(f"(e) a {args.media_mb} MB remote file through {label}, round {n + 1} ...")
+                rounds.append(await remote_media(target, ca, int(args.media_mb * 1_000_000), args.repeats))
+                r = rounds[-1]
+                say(
+                    f"    cold {r['cold_mb_s']:.1f} MB/s, warm {r['warm_mb_s']:.1f} MB/s, "
+                    f"peak RSS {r['peak_rss_mib'] or 0:.1f} MiB (before {r['rss_before_mib']:.1f})"
+                )
+            out["media"][label] = _medians(rounds)
+        for members in args.members if "join" in parts else ():
             say(f"(b) a Synapse room with {members} members from {args.member_servers} fake servers ...")
             room = await build_big_room(syn, ca, members, args.member_servers, args.room_version)
             say(f"    setup took {room.setup_s:.1f} s; Synapse joins it ...")
@@ -710,6 +1040,17 @@ async def run(args: argparse.Namespace, tmp: Path, log: Any) -> dict[str, Any]:
     finally:
         for server in servers.values():
             server.stop()
+    return out
+
+
+def _medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each number's median over the rounds (the rounds themselves kept under `rounds`)."""
+    out: dict[str, Any] = {"rounds": rounds}
+    for key, value in rounds[0].items():
+        if isinstance(value, int | float) and value is not None:
+            out[key] = statistics.median(r[key] for r in rounds)
+        elif key not in out:
+            out[key] = value
     return out
 
 
@@ -735,6 +1076,8 @@ def rows_of(out: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any
 
     for key, label in (("inbound", "one room"), ("inbound_rooms", f"{args.rooms} rooms")):
         res = out[key]
+        if not res:
+            continue
         add(
             f"(a) PDUs/s via /send, {label}",
             "PDU/s",
@@ -767,6 +1110,38 @@ def rows_of(out: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any
         add("    joiner peak RSS during the join", "MiB", ours.get("peak_rss_mib"), theirs.get("peak_rss_mib"), False)
         add("    joiner RSS before the join", "MiB", ours["rss_before_mib"], theirs["rss_before_mib"], False)
     lat = out["latency"]
+    if lat is not None:
+        _latency_rows(add, lat)
+    keys = out["keys"]
+    if keys:
+        ours, theirs = keys["homeserver"], keys["synapse"]
+        n = f"{ours['users']} users on {ours['servers']} servers"
+        add(f"(d) /keys/query, {n}: cold", "ms", ours["cold_s"] * 1000, theirs["cold_s"] * 1000, False)
+        add("    warm (device lists tracked)", "ms", ours["warm_s"] * 1000, theirs["warm_s"] * 1000, False)
+        add(
+            "    sharing no room (asked every time)",
+            "ms",
+            ours["untracked_s"] * 1000,
+            theirs["untracked_s"] * 1000,
+            False,
+        )
+        for key, label in (("cold", "cold"), ("warm", "warm"), ("untracked", "sharing no room")):
+            cpu = f"{key}_cpu_s"
+            add(f"    server CPU per call, {label}", "ms", ours[cpu] * 1000, theirs[cpu] * 1000, False)
+    media = out["media"]
+    if media:
+        ours, theirs = media["homeserver"], media["synapse"]
+        mb = f"{ours['bytes'] / 1_000_000:g} MB"
+        add(f"(e) remote media, {mb}: cold", "MB/s", ours["cold_mb_s"], theirs["cold_mb_s"], True)
+        add("    warm (cached)", "MB/s", ours["warm_mb_s"], theirs["warm_mb_s"], True)
+        add("    server CPU, cold download", "ms", ours["cold_cpu_s"] * 1000, theirs["cold_cpu_s"] * 1000, False)
+        add("    server CPU per warm download", "ms", ours["warm_cpu_s"] * 1000, theirs["warm_cpu_s"] * 1000, False)
+        add("    peak RSS during the cold download", "MiB", ours.get("peak_rss_mib"), theirs.get("peak_rss_mib"), False)
+        add("    RSS before it", "MiB", ours["rss_before_mib"], theirs["rss_before_mib"], False)
+    return rows
+
+
+def _latency_rows(add: Any, lat: dict[str, Any]) -> None:
     # (c) has one value per direction: "ours" is the direction that ends at our server's /sync.
     add(
         "(c) send -> other side's /sync, p50",
@@ -778,7 +1153,6 @@ def rows_of(out: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any
     add("    p99", "ms", lat["synapse_to_ours"]["p99_ms"], lat["ours_to_synapse"]["p99_ms"], False)
     add("(c) the same on one server, p50", "ms", lat["ours_alone"]["p50_ms"], lat["synapse_alone"]["p50_ms"], False)
     add("    p99", "ms", lat["ours_alone"]["p99_ms"], lat["synapse_alone"]["p99_ms"], False)
-    return rows
 
 
 def _cell(value: Any) -> str:
@@ -804,9 +1178,10 @@ def print_table(report: dict[str, Any]) -> None:
     meta = report["meta"]
     print(
         f"\nratio: how many times better ours is (>1 = ours better). Synapse {meta['synapse_version']}, "
-        f"room version {meta['room_version']}, {meta['pdus']} PDUs per (a) run in transactions of {TXN_PDUS}, "
-        "one in flight."
+        f"room version {meta['room_version']}, parts: {','.join(meta['only'])}."
     )
+    if report["raw"]["inbound"]:
+        print(f"(a): {meta['pdus']} PDUs per run in transactions of {TXN_PDUS}, one in flight.")
     if report["raw"]["big_room"]:
         print(
             "(b): the host is a Synapse in both cases; the Synapse joiner asks for a partial-state join "
@@ -818,11 +1193,26 @@ def print_table(report: dict[str, Any]) -> None:
             f"(b) setup of the {entry['members']:,}-member room (create, {entry['servers']} fake servers' "
             f"make_join/send_join, the other joins over /send): {entry['setup_s']:.1f} s"
         )
-    print(
-        "(c): 'homeserver' = a send on Synapse until our waiting /sync has it; 'synapse' = a send on ours "
-        "until Synapse's waiting /sync has it (the room lives on our server); 'the same on one server': "
-        "two local users of each server in that room."
-    )
+    if report["raw"]["latency"] is not None:
+        print(
+            "(c): 'homeserver' = a send on Synapse until our waiting /sync has it; 'synapse' = a send on ours "
+            "until Synapse's waiting /sync has it (the room lives on our server); 'the same on one server': "
+            "two local users of each server in that room."
+        )
+    if report["raw"]["keys"]:
+        for label, res in report["raw"]["keys"].items():
+            print(
+                f"(d) {label}: medians of {len(res['rounds'])} rounds (warm and untracked: median of "
+                f"{meta['repeats']} calls per round); room setup {res['setup_s']:.1f} s; requests to the remote "
+                f"servers for the cold call: {res['requests_cold']}, for {meta['repeats']} warm calls: "
+                f"{res['requests_warm']}, per untracked call: "
+                f"{res['requests_untracked_per_call']}"
+            )
+    if report["raw"]["media"]:
+        print(
+            f"(e): medians of {meta['rounds']} rounds, each a new media id (warm: median of {meta['repeats']} "
+            "downloads); MB = 10^6 bytes; the bytes are checked against the origin's."
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -835,12 +1225,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--join-limit", type=float, default=900.0, help="(b) seconds a join may take")
     parser.add_argument("--wakeups", type=int, default=100, help="(c) rounds in each direction")
     parser.add_argument("--room-version", default="12", help="of every room made (Synapse's default: 12)")
+    parser.add_argument("--key-users", type=int, default=200, help="(d) remote users asked for")
+    parser.add_argument("--key-servers", type=int, default=2, help="(d) fake servers they live on")
+    parser.add_argument("--media-mb", type=float, default=10, help="(e) size of the remote file, in MB (10^6 bytes)")
+    parser.add_argument("--rounds", type=int, default=3, help="(d), (e) rounds, each with new remote data (median)")
+    parser.add_argument("--repeats", type=int, default=10, help="(d), (e) warm calls per round (median)")
+    parser.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"parts to run, comma-separated, of {','.join(PARTS)} (or their letters a-e); default: all",
+    )
     parser.add_argument("--quick", action="store_true", help="a small workload, to try the script out")
     args = parser.parse_args(argv)
     args.members = [int(m) for m in args.members.split(",") if int(m) > 0]
+    letters = dict(zip("abcde", PARTS, strict=True))
+    args.only = [letters.get(p.strip(), p.strip()) for p in args.only.split(",") if p.strip()]
+    unknown = [p for p in args.only if p not in PARTS]
+    if unknown:
+        parser.error(f"--only: unknown part(s) {', '.join(unknown)}; known: {', '.join(PARTS)}")
     if args.quick:
         args.pdus, args.rooms, args.wakeups, args.member_servers = 200, 3, 10, 3
         args.members = [100] if args.members else []
+        args.key_users, args.media_mb, args.rounds = 20, 1, 1
     try:
         import uvloop
 
@@ -862,6 +1268,12 @@ def main(argv: list[str] | None = None) -> int:
             "member_servers": args.member_servers,
             "wakeups": args.wakeups,
             "room_version": args.room_version,
+            "only": args.only,
+            "key_users": args.key_users,
+            "key_servers": args.key_servers,
+            "media_mb": args.media_mb,
+            "rounds": args.rounds,
+            "repeats": args.repeats,
             "cpus": os.cpu_count(),
         },
     }

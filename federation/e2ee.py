@@ -203,7 +203,7 @@ class RemoteDeviceKeys:
     def tracked(self, user_id: str) -> bool:
         """Whether one of our users shares a room with this remote user (its server then tells us of
         every change to their devices, so a cached list stays right)."""
-        return any(self.queries.is_local(u) for u in self.queries.users_sharing_a_room(user_id))
+        return self.queries.shares_a_room_with_us(user_id)
 
     async def query(self, wanted: Mapping[str, list[str]], timeout_s: float) -> dict[str, Any]:
         result: dict[str, Any] = {"device_keys": {}, "master_keys": {}, "self_signing_keys": {}, "failures": {}}

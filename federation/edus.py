@@ -105,7 +105,7 @@ class EphemeralServices:
 
     async def remote_presence(self, user_id: str, update: dict[str, Any]) -> None:
         # only for someone one of our users shares a room with: nobody here could see the rest
-        if any(self.queries.is_local(u) for u in self.queries.users_sharing_a_room(user_id)):
+        if self.queries.shares_a_room_with_us(user_id):
             await self.presence.remote(user_id, update)
 
 

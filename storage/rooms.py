@@ -245,6 +245,10 @@ class RoomStore:
                 servers.append(server)
         return servers
 
+    def has_server_member(self, room: int, server: str) -> bool:
+        """Whether a user of `server` is joined to `room` (one key read, whatever the room's size)."""
+        return next(self.store.keys(ROOM_SERVERS, u64(room) + server.encode() + SEP), None) is not None
+
     def set_invite_state(self, user_id: str, room: int, stripped: list[dict[str, Any]], batch: Batch) -> None:
         batch.put(INVITE_STATE, user_id.encode() + SEP + u64(room), orjson.dumps(stripped))
 

@@ -90,6 +90,11 @@ class RoomQueries:
             users.update(user for user, _ in self._rooms.members(room, "join"))
         return users
 
+    def shares_a_room_with_us(self, user_id: str) -> bool:
+        """Whether the user is joined to a room one of our users is joined to (a key read per room
+        of theirs, not a walk over the members)."""
+        return any(self._rooms.has_server_member(room, self.server_name) for room in self.joined_rooms(user_id))
+
     def share_a_room(self, user_a: str, user_b: str) -> bool:
         """Whether two users are joined to at least one common room (a user shares with themself
         only when joined somewhere)."""

@@ -47,6 +47,8 @@ async def alice(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> User:
     queries = harness.hs.queries
     sharing = {EVE: {user.user_id, EVE}, user.user_id: {user.user_id, EVE}}
     monkeypatch.setattr(queries, "users_sharing_a_room", lambda u: set(sharing.get(u, {u})))
+    shares = lambda u: any(queries.is_local(x) for x in sharing.get(u, {u}))  # noqa: E731
+    monkeypatch.setattr(queries, "shares_a_room_with_us", shares)
     return user
 
 

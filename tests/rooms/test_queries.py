@@ -186,3 +186,20 @@ async def test_known_room_and_room_version(local: Local) -> None:
 )
 def test_is_local(local: Local, server_name: str, identifier: str, ours: bool) -> None:
     assert queries_of(local, server_name).is_local(identifier) is ours
+
+
+async def test_shares_a_room_with_us(local: Local) -> None:
+    a, _ = await rooms(local)
+    q = queries_of(local)
+    assert not q.shares_a_room_with_us(ERIN)  # joined nowhere
+    await remote_join(local, a, ERIN)
+    assert q.shares_a_room_with_us(ERIN)
+    assert q.shares_a_room_with_us(ALICE)
+    assert not q.shares_a_room_with_us(DAVE)  # invited only
+    # a server whose name is a prefix of ours has nobody in the room
+    assert not queries_of(local, LOCAL[:-1]).shares_a_room_with_us(ERIN)
+    await member(local, a, BOB, "leave")
+    assert q.shares_a_room_with_us(ERIN)  # alice stays
+    await member(local, a, ALICE, "leave")
+    assert not q.shares_a_room_with_us(ERIN)  # only erin is left: no user of ours shares the room
+    assert q.users_sharing_a_room(ERIN) == {ERIN}
