@@ -45,7 +45,7 @@ EDU_QUEUE_LIMIT = 500  # per destination; older ones are dropped first
 BACKOFF_START_S = 2.0
 BACKOFF_MAX_S = 30 * 60.0
 DURABLE_EDUS = frozenset({"m.direct_to_device", "m.device_list_update", "m.signing_key_update"})
-DURABLE_EDU_LIMIT = 1000  # durable EDUs queued per destination before its backlog is compacted
+DURABLE_EDU_LIMIT = 10_000  # durable EDUs queued per destination before its backlog is compacted
 # a user's newest EDU of these says all the older ones said (see the module's docstring)
 COLLAPSIBLE_EDUS = frozenset({"m.device_list_update", "m.signing_key_update"})
 
