@@ -80,10 +80,13 @@ class LocalDeviceAnswers:
         self.stream = stream
 
     def devices(self, user_id: str) -> dict[str, Any]:
-        """spec: GET /_matrix/federation/v1/user/devices/{userId}."""
+        """spec: GET /_matrix/federation/v1/user/devices/{userId} ("Must be a user local to the
+        receiving homeserver": another server's user is a 400, as Synapse answers). The spec names
+        no error for a local user who does not exist; Synapse answers with no devices, and a peer
+        resyncing a list takes that as "none" rather than retrying: so do we."""
         _refuse_remote(self.server_name, user_id)
         if not self.accounts.exists(user_id):
-            raise MatrixError(404, "M_NOT_FOUND", f"{user_id} does not exist")
+            return {"user_id": user_id, "stream_id": self.stream.last_sent(user_id), "devices": []}
         answer = self.keys.query("", {user_id: []})
         devices = []
         for device_id, keys in answer["device_keys"].get(user_id, {}).items():

@@ -7,6 +7,13 @@ restart loses nothing and resends nothing acknowledged. EDUs that describe the p
 receipts, presence) are kept in memory, bounded per destination: they are worthless after an
 outage. Those that must arrive (`DURABLE_EDUS`: to-device messages carry the keys of encrypted
 messages, device-list and signing-key updates) are stored the same way as PDUs, and go first.
+A destination down for days must not make that store grow without bound: past
+`DURABLE_EDU_LIMIT` queued for it, the backlog is compacted (`_make_room`, in the batch of the new
+EDU). Device-list and signing-key updates of a user collapse to the newest: a signing-key update
+carries the whole keys, and a device-list update whose `prev_id` the receiver never saw makes it
+fetch the whole list again (spec: "Device Management"; Synapse also sends only the newest update
+of each device after an outage). The newest of each user is never dropped, so what remains of
+them is bounded by our users. Then, if still over, the oldest to-device messages are dropped.
 
 A destination that fails is retried with exponential back-off (2 s doubling, at most 30 min),
 reset when it contacts us. After a failure, a queue longer than one transaction is caught up by
@@ -38,6 +45,18 @@ EDU_QUEUE_LIMIT = 500  # per destination; older ones are dropped first
 BACKOFF_START_S = 2.0
 BACKOFF_MAX_S = 30 * 60.0
 DURABLE_EDUS = frozenset({"m.direct_to_device", "m.device_list_update", "m.signing_key_update"})
+DURABLE_EDU_LIMIT = 10_000  # durable EDUs queued per destination before its backlog is compacted
+# a user's newest EDU of these says all the older ones said (see the module's docstring)
+COLLAPSIBLE_EDUS = frozenset({"m.device_list_update", "m.signing_key_update"})
+
+
+def _collapse_key(edu: dict[str, Any]) -> tuple[str, str] | None:
+    content = edu.get("content")
+    user_id = content.get("user_id") if isinstance(content, dict) else None
+    edu_type = edu.get("edu_type")
+    if isinstance(edu_type, str) and edu_type in COLLAPSIBLE_EDUS and isinstance(user_id, str):
+        return edu_type, user_id
+    return None
 
 
 class Transport(Protocol):
@@ -63,6 +82,9 @@ class _Destination:
     failures: int = 0
     retry_at: float = 0.0
     behind: bool = False  # a transaction failed since the last one that went through: catch up
+    durable_count: int | None = None  # durable EDUs queued (None: not counted yet)
+    compact_at: int = DURABLE_EDU_LIMIT  # compact the backlog once durable_count reaches it
+    in_flight: frozenset[int] = frozenset()  # sequence numbers of durable EDUs being sent: kept
 
 
 class FederationSender:
@@ -77,6 +99,7 @@ class FederationSender:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         backoff_start_s: float = BACKOFF_START_S,
+        durable_edu_limit: int = DURABLE_EDU_LIMIT,
     ) -> None:
         self.server_name = server_name
         self.store = store
@@ -86,6 +109,8 @@ class FederationSender:
         self.clock = clock
         self.monotonic = monotonic
         self.backoff_start_s = backoff_start_s
+        self.durable_edu_limit = durable_edu_limit
+        self.compact_to = durable_edu_limit * 9 // 10  # what a compaction leaves (not one at each new EDU)
         self._destinations: dict[str, _Destination] = {}
         self._txn_ids = itertools.count(1)
         self._txn_prefix = str(int(clock() * 1000))
@@ -118,11 +143,16 @@ class FederationSender:
             return
         edu = {"edu_type": edu_type, "content": content}
         if edu_type in DURABLE_EDUS:
+            d = self._destination(destination)
+            if d.durable_count is None:
+                d.durable_count = self.queue.count_edus(destination)
             self._edu_seq += 1
             batch = self.store.batch()
             with batch:
+                dropped = self._make_room(d, edu, batch) if d.durable_count >= d.compact_at else 0
                 self.queue.enqueue_edu(destination, self._edu_seq, edu, batch)
                 self.store.commit_now(batch)
+            d.durable_count += 1 - dropped
         else:
             self._destination(destination).edus.append(edu)
         self.wake(destination)
@@ -161,7 +191,7 @@ class FederationSender:
     def _destination(self, name: str) -> _Destination:
         d = self._destinations.get(name)
         if d is None:
-            d = self._destinations[name] = _Destination(name)
+            d = self._destinations[name] = _Destination(name, compact_at=self.durable_edu_limit)
         return d
 
     async def _run(self, d: _Destination) -> None:
@@ -179,6 +209,7 @@ class FederationSender:
             durable = self.queue.pending_edus(d.name, MAX_EDUS)
             fleeting = list(itertools.islice(d.edus, MAX_EDUS - len(durable)))
             edus = [edu for _, edu in durable] + fleeting
+            d.in_flight = frozenset(seq for seq, _ in durable)
             if not entries and not edus:
                 if (
                     not d.edus
@@ -192,6 +223,7 @@ class FederationSender:
                     return
                 continue
             if not await self._send(d, entries, edus):
+                d.in_flight = frozenset()
                 d.failures += 1
                 d.behind = True
                 d.retry_at = self.monotonic() + min(self.backoff_start_s * 2 ** (d.failures - 1), BACKOFF_MAX_S)
@@ -201,6 +233,48 @@ class FederationSender:
             for _ in fleeting:
                 d.edus.popleft()
             await self._acknowledged(d.name, [p for p, _ in entries], [seq for seq, _ in durable])
+            d.in_flight = frozenset()  # only now: a compaction meanwhile must not count them gone twice
+            if d.durable_count is not None:
+                d.durable_count = max(0, d.durable_count - len(durable))
+
+    def _make_room(self, d: _Destination, incoming: dict[str, Any], batch: Batch) -> int:
+        """Compact the durable backlog of a destination that owes `d.compact_at` EDUs, in the batch
+        that queues `incoming`: older device-list and signing-key updates of a user who has a newer
+        one (`incoming` included) go, then the oldest to-device messages until `compact_to` are
+        left. EDUs in a transaction being sent are kept. Returns how many were removed."""
+        assert d.durable_count is not None
+        queued = [(seq, edu) for seq, edu in self.queue.pending_edus(d.name, None) if seq not in d.in_flight]
+        drop: set[int] = set()
+        newest: dict[tuple[str, str], int] = {}
+        for seq, edu in queued:
+            key = _collapse_key(edu)
+            if key is not None:
+                if key in newest:
+                    drop.add(newest[key])
+                newest[key] = seq
+        key = _collapse_key(incoming)
+        if key is not None and key in newest:
+            drop.add(newest[key])
+        collapsed = len(drop)
+        left = d.durable_count - len(drop) + 1
+        for seq, edu in queued:
+            if left <= self.compact_to:
+                break
+            if seq not in drop and edu.get("edu_type") == "m.direct_to_device":
+                drop.add(seq)
+                left -= 1
+        self.queue.remove_edus(d.name, drop, batch)
+        # if what is left cannot be dropped (the newest update of many users), wait for some growth
+        d.compact_at = max(self.durable_edu_limit, left + self.durable_edu_limit - self.compact_to)
+        log.warning(
+            "federation: %s owes %d durable EDUs: %d older device-list/signing-key updates collapsed, "
+            "%d to-device messages dropped",
+            d.name,
+            d.durable_count,
+            collapsed,
+            len(drop) - collapsed,
+        )
+        return len(drop)
 
     def _catch_up(self, destination: str, entries: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """The newest entry of each room; the others are dropped from the queue (the destination

@@ -58,15 +58,18 @@ class FederationQueueStore:
     def enqueue_edu(self, destination: str, seq: int, edu: dict[str, Any], batch: Batch) -> None:
         batch.put(FEDERATION_EDUS, destination.encode() + SEP + u64(seq), orjson.dumps(edu))
 
-    def pending_edus(self, destination: str, limit: int) -> list[tuple[int, dict[str, Any]]]:
-        """(sequence, EDU) owed to `destination`, oldest first."""
+    def pending_edus(self, destination: str, limit: int | None) -> list[tuple[int, dict[str, Any]]]:
+        """(sequence, EDU) owed to `destination`, oldest first (all of them when `limit` is None)."""
         prefix = destination.encode() + SEP
         out: list[tuple[int, dict[str, Any]]] = []
         for k, v in self.store.iterate(FEDERATION_EDUS, prefix):
             out.append((read_u64(k, len(prefix)), orjson.loads(v)))
-            if len(out) >= limit:
+            if limit is not None and len(out) >= limit:
                 break
         return out
+
+    def count_edus(self, destination: str) -> int:
+        return self.store.count(FEDERATION_EDUS, destination.encode() + SEP)
 
     def remove_edus(self, destination: str, seqs: Iterable[int], batch: Batch) -> None:
         prefix = destination.encode() + SEP

@@ -4,7 +4,7 @@ spec: client-server-api "Room aliases" (PUT/GET/DELETE /directory/room/{roomAlia
 GET /rooms/{roomId}/aliases), "Published room directory" (GET/PUT /directory/list/room/{roomId},
 GET/POST /publicRooms). Aliases of other servers are asked of their server through
 `RemoteAliases` (federation's `/query/directory`); without federation they answer 404 saying so.
-Other servers' published directories are not asked.
+Other servers' published directories are asked through `RemotePublicRooms`, for signed-in callers only.
 """
 
 from __future__ import annotations
@@ -258,12 +258,20 @@ class RoomDirectory:
         server: str | None,
         search_term: str | None = None,
         room_types: list[str | None] | None = None,
+        anonymous: bool = False,
     ) -> dict[str, Any]:
-        """`public_rooms`, or another server's when `server` names one (asked over federation)."""
+        """`public_rooms`, or another server's when `server` names one (asked over federation).
+
+        spec: GET /publicRooms needs no access token. Our own directory is shown to anyone; asking
+        another server is done only for a signed-in caller (as Synapse does, whatever its
+        `allow_public_rooms_without_auth`): anyone on the Internet could otherwise make this server
+        send federation requests to any name they like."""
         if server is None or server == self.server_name or self.remote_rooms is None:
             return self.public_rooms(
                 limit=limit, since=since, server=server, search_term=search_term, room_types=room_types
             )
+        if anonymous:
+            raise MatrixError(401, "M_MISSING_TOKEN", "Listing another server's rooms needs an access token")
         return await self.remote_rooms.public_rooms(
             server, limit=limit, since=since, search_term=search_term, room_types=room_types
         )

@@ -159,12 +159,13 @@ async def test_public_rooms(harness: Harness) -> None:
 
 async def test_public_rooms_errors(harness: Harness) -> None:
     alice = await harness.user("alice")
-    for query, errcode, code in [
-        ("since=garbage", "M_INVALID_PARAM", 400),
-        ("limit=0", "M_INVALID_PARAM", 400),
-        ("server=elsewhere.test", "M_NOT_FOUND", 404),
+    for query, user, errcode, code in [
+        ("since=garbage", None, "M_INVALID_PARAM", 400),
+        ("limit=0", None, "M_INVALID_PARAM", 400),
+        ("server=elsewhere.test", alice, "M_NOT_FOUND", 404),
+        ("server=elsewhere.test", None, "M_MISSING_TOKEN", 401),  # asking another server needs a user
     ]:
-        status, body = await harness.request("GET", f"publicRooms?{query}")
+        status, body = await harness.request("GET", f"publicRooms?{query}", user)
         assert status == code and body["errcode"] == errcode, query
     for payload in ({"limit": "ten"}, {"filter": []}, {"filter": {"generic_search_term": 1}}, {"since": 5}):
         status, body = await harness.request("POST", "publicRooms", alice, json=payload)

@@ -136,3 +136,17 @@ async def test_our_clients_browse_remote_children_and_directories(harness: Harne
     status, body = await harness.request("GET", f"publicRooms?server={REMOTE}", alice)
     assert status == 200 and [r["room_id"] for r in body["chunk"]] == ["!x:remote.test"]
     assert "next_batch" not in body  # not a string: dropped
+
+    # Without a token our own directory is shown (the spec asks for none), but another server's is
+    # not asked for an anonymous caller (Synapse refuses it too): nobody may make us call out at will.
+    asked = len(fake.asked)
+    status, body = await harness.request("GET", f"publicRooms?server={REMOTE}")
+    assert status == 401 and body["errcode"] == "M_MISSING_TOKEN", body
+    assert len(fake.asked) == asked
+    status, body = await harness.request("GET", "publicRooms?server=hs.test")
+    assert status == 200 and "chunk" in body
+    status, body = await harness.request(
+        "GET", f"publicRooms?server={REMOTE}", headers={"Authorization": "Bearer nope"}
+    )
+    assert status == 401 and body["errcode"] == "M_UNKNOWN_TOKEN"
+    assert len(fake.asked) == asked

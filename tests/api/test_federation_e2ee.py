@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 from typing import Any
+from urllib.parse import quote
 
 import nacl.signing
+import orjson
 import pytest
 
 from federation.client import Unreachable
@@ -23,6 +25,7 @@ from homeserver.protocol.signing import sign_json
 
 from .conftest import Harness, User
 from .test_e2ee import Device, b64, upload
+from .test_media_federation import fed_get, trust_remote
 
 PEER = "peer.test"
 EVE = "@eve:peer.test"
@@ -257,3 +260,22 @@ async def test_a_cache_is_not_trusted_once_no_room_is_shared(
     monkeypatch.setattr(hs.outbound.client, "request", request)
     status, answer = await harness.request("POST", "keys/query", alice, json={"device_keys": {stranger: []}})
     assert status == 200 and answer["device_keys"][stranger] == {"NEW": fresh}
+
+
+async def test_device_list_of_an_unknown_or_foreign_user_over_http(harness: Harness) -> None:
+    """GET /user/devices/{userId}: the spec names no error for a local user who does not exist, and
+    Synapse answers with an empty list (a resyncing peer then holds "no devices", not an error to
+    retry); a user of another server is not ours to answer for (400, as Synapse answers)."""
+    await trust_remote(harness)
+    bob = await harness.user("bob")
+    dev = Device(bob)
+    await upload(harness, dev, device_keys=dev.device_keys())
+    status, _, raw = await fed_get(harness, f"/_matrix/federation/v1/user/devices/{quote('@nobody:hs.test', safe='')}")
+    assert status == 200 and orjson.loads(raw) == {"user_id": "@nobody:hs.test", "stream_id": 0, "devices": []}
+    status, _, raw = await fed_get(harness, f"/_matrix/federation/v1/user/devices/{quote(bob.user_id, safe='')}")
+    assert status == 200 and [d["device_id"] for d in orjson.loads(raw)["devices"]] == [bob.device_id]
+    for foreign in (EVE, "not-a-user-id"):
+        status, _, raw = await fed_get(harness, f"/_matrix/federation/v1/user/devices/{quote(foreign, safe='')}")
+        assert status == 400 and orjson.loads(raw)["errcode"] == "M_INVALID_PARAM", raw
+    status, _, _ = await fed_get(harness, "/_matrix/federation/v1/user/devices/%40nobody%3Ahs.test", sign=False)
+    assert status == 401

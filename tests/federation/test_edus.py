@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from federation.edus import edu_handlers
+from federation.edus import EduRelay, EphemeralServices, edu_handlers
+from homeserver.ephemeral.presence import Presence
 
 ROOM = "!r:here.test"
 DENIED_ROOM = "!denied:here.test"
@@ -74,3 +75,73 @@ async def test_presence_only_when_on_and_only_for_its_users() -> None:
     await h["m.presence"]("peer.test", {"push": [{"user_id": "@a:peer.test"}, {"user_id": "@b:other.test"}, 5]})
     assert sink.presence == ["@a:peer.test"]
     assert "m.presence" not in handlers(Sink(), presence=False)
+
+
+MEMBERS: dict[int, list[str]] = {
+    1: ["@alice:here.test", "@a:peer.test"],
+    2: ["@alice:here.test", "@bob:here.test"],
+    3: ["@z:far.test"],
+}
+
+
+class Rooms:
+    """The room questions EduRelay and EphemeralServices ask (RoomQueries' names): alice of here.test
+    is in room 1 with peer.test, and in room 2 with nobody from elsewhere; zed of far.test shares
+    no room with anyone here."""
+
+    server_name = "here.test"
+    members = MEMBERS
+
+    def is_local(self, user_id: str) -> bool:
+        return user_id.endswith(":here.test")
+
+    def joined_rooms(self, user_id: str) -> list[int]:
+        return [r for r, users in self.members.items() if user_id in users]
+
+    def servers_in_room(self, room: int) -> list[str]:
+        return sorted({u.partition(":")[2] for u in self.members[room]})
+
+    def users_sharing_a_room(self, user_id: str) -> set[str]:
+        return {u for r in self.joined_rooms(user_id) for u in self.members[r]}
+
+
+async def test_presence_goes_only_to_servers_sharing_a_room() -> None:
+    """spec: server-server "Presence": a server tells of its users' presence to the servers it shares
+    a room with; nothing about another server's users, nothing to servers it shares no room with."""
+    sent: list[tuple[list[str], str, dict[str, Any]]] = []
+    relay = EduRelay(Rooms(), lambda servers, t, c: sent.append((list(servers), t, c)))  # type: ignore[arg-type]
+    relay.presence_changed("@alice:here.test", {"presence": "online", "status_msg": "hi"})
+    relay.presence_changed("@bob:here.test", {"presence": "online"})  # shares rooms only with here.test
+    relay.presence_changed("@a:peer.test", {"presence": "online"})  # not ours to tell of
+    assert sent == [
+        (
+            ["peer.test"],
+            "m.presence",
+            {"push": [{"user_id": "@alice:here.test", "presence": "online", "status_msg": "hi"}]},
+        )
+    ]
+
+
+async def test_presence_of_users_nobody_here_can_see_is_not_kept() -> None:
+    seen: list[str] = []
+
+    class PresenceSink:
+        async def remote(self, user_id: str, update: dict[str, Any]) -> None:
+            seen.append(user_id)
+
+    services = EphemeralServices(None, None, PresenceSink(), Rooms())  # type: ignore[arg-type]
+    await services.remote_presence("@a:peer.test", {"presence": "online"})
+    await services.remote_presence("@z:far.test", {"presence": "online"})  # shares no room with ours
+    assert seen == ["@a:peer.test"]
+
+
+async def test_presence_off_sends_and_takes_nothing() -> None:
+    """With presence off, a change is never made, so no listener (the relay) hears of one; and the
+    `m.presence` handler is not registered (test_presence_only_when_on_and_only_for_its_users)."""
+    presence = Presence(None, None, Rooms(), None, enabled=False)  # type: ignore[arg-type]
+    heard: list[str] = []
+    presence.add_change_listener(heard.append)
+    await presence.set("@alice:here.test", "online", "hi")
+    await presence.remote("@a:peer.test", {"presence": "online"})
+    await presence.syncing("@alice:here.test", None)
+    assert heard == []

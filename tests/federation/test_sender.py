@@ -195,3 +195,119 @@ async def test_to_device_and_device_list_edus_survive_a_restart_and_are_sent_onc
         )
     )
     await s2.close()
+
+
+OPEN_SENDERS: list[FederationSender] = []
+
+
+def closing(s: FederationSender) -> FederationSender:
+    OPEN_SENDERS.append(s)
+    return s
+
+
+@pytest.fixture(autouse=True)
+async def close_senders() -> Any:
+    """Senders made with `closing` are closed after the test, passed or failed (a failed one left
+    backing off would hold the loop)."""
+    yield
+    while OPEN_SENDERS:
+        await OPEN_SENDERS.pop().close()
+
+
+def durable_sent(peer: Peer, destination: str) -> list[dict[str, Any]]:
+    return [e for t in peer.received.get(destination, []) for e in t.get("edus", [])]
+
+
+def dl(user: str, stream_id: int) -> dict[str, Any]:
+    return {"user_id": user, "device_id": "D", "stream_id": stream_id, "prev_id": [stream_id - 1]}
+
+
+async def test_a_destination_down_for_long_owes_a_bounded_backlog(store: Store) -> None:
+    """Past the limit the oldest to-device messages go (atomically with the new one); the newest are
+    delivered in order once the destination is back, and the count kept in memory matches the store."""
+    peer = Peer()
+    peer.down.add("a.test")
+    queue = FederationQueueStore(store)
+    s = closing(FederationSender("us.test", store, queue, Pdus(), peer, backoff_start_s=60, durable_edu_limit=20))
+    s.send_edu("a.test", "m.direct_to_device", {"message_id": "m0"})
+    await until(lambda: s.backing_off("a.test"))  # down, and not retried for a minute
+    for i in range(1, 100):
+        s.send_edu("a.test", "m.direct_to_device", {"message_id": f"m{i}"})
+        assert queue.count_edus("a.test") <= 20
+    kept = [e["content"]["message_id"] for _, e in queue.pending_edus("a.test", None)]
+    assert kept == [f"m{i}" for i in range(100 - len(kept), 100)] and len(kept) >= 18  # the newest, in order
+    assert s._destinations["a.test"].durable_count == len(kept)
+    peer.down.clear()
+    s.contacted("a.test")
+    await until(lambda: queue.count_edus("a.test") == 0)
+    assert [e["content"]["message_id"] for e in durable_sent(peer, "a.test")] == kept
+    await until(lambda: "a.test" not in s._destinations)
+
+
+async def test_device_list_and_signing_key_updates_collapse_to_each_users_newest(store: Store) -> None:
+    """A user's older device-list updates go before any to-device message: the newest carries a
+    `prev_id` the destination never saw, so it fetches the whole list again (spec: "Device
+    Management"); a signing-key update carries the whole keys. The newest of each user stays, even
+    past the limit: what is left is bounded by our users, not by time."""
+    peer = Peer()
+    peer.down.add("a.test")
+    queue = FederationQueueStore(store)
+    s = closing(FederationSender("us.test", store, queue, Pdus(), peer, backoff_start_s=60, durable_edu_limit=10))
+    s.send_edu("a.test", "m.direct_to_device", {"message_id": "first"})
+    await until(lambda: s.backing_off("a.test"))
+    for n in range(1, 21):
+        s.send_edu("a.test", "m.device_list_update", dl("@u:us.test", n))
+        s.send_edu("a.test", "m.signing_key_update", {"user_id": "@u:us.test", "master_key": {"n": n}})
+        if n % 5 == 0:
+            s.send_edu("a.test", "m.direct_to_device", {"message_id": f"td{n}"})
+        assert queue.count_edus("a.test") <= 10
+    pending = [e for _, e in queue.pending_edus("a.test", None)]
+    assert [e["content"]["message_id"] for e in pending if e["edu_type"] == "m.direct_to_device"] == [
+        "first",
+        "td5",
+        "td10",
+        "td15",
+        "td20",
+    ]  # collapsing made room: no message lost
+    # compacted when the limit was reached: what came since is queued as it came, the newest last
+    device_updates = [e["content"]["stream_id"] for e in pending if e["edu_type"] == "m.device_list_update"]
+    assert device_updates == sorted(device_updates) and device_updates[-1] == 20 and len(device_updates) < 5
+    signing = [e["content"]["master_key"]["n"] for e in pending if e["edu_type"] == "m.signing_key_update"]
+    assert signing == sorted(signing) and signing[-1] == 20 and len(signing) < 5
+
+    # the newest update of each of 30 users is kept although that is over the limit
+    for i in range(30):
+        s.send_edu("a.test", "m.device_list_update", dl(f"@user{i}:us.test", 1))
+    users = {e["content"]["user_id"] for _, e in queue.pending_edus("a.test", None) if "stream_id" in e["content"]}
+    assert len(users) == 31
+    peer.down.clear()
+    s.contacted("a.test")
+    await until(lambda: queue.count_edus("a.test") == 0)
+    got = durable_sent(peer, "a.test")
+    assert next(e["content"] for e in got if e["edu_type"] == "m.device_list_update") == dl("@u:us.test", 20)
+
+
+async def test_edus_being_sent_are_not_compacted_away(store: Store) -> None:
+    """A transaction in flight keeps its EDUs: a compaction meanwhile leaves them, and the count
+    stays right once the destination acknowledges them."""
+    release = asyncio.Event()
+    peer = Peer()
+    transport_send = peer.send_transaction
+
+    async def slow(destination: str, txn_id: str, body: dict[str, Any]) -> Any:
+        await release.wait()
+        return await transport_send(destination, txn_id, body)
+
+    queue = FederationQueueStore(store)
+    s = closing(FederationSender("us.test", store, queue, Pdus(), peer, durable_edu_limit=10))
+    s.send_edu("a.test", "m.device_list_update", dl("@u:us.test", 1))
+    s.transport = type("T", (), {"send_transaction": staticmethod(slow)})()
+    await until(lambda: bool(s._destinations["a.test"].in_flight))
+    for n in range(2, 30):
+        s.send_edu("a.test", "m.device_list_update", dl("@u:us.test", n))
+    assert next(e["content"]["stream_id"] for _, e in queue.pending_edus("a.test", None)) == 1  # in flight: kept
+    assert s._destinations["a.test"].durable_count == queue.count_edus("a.test")
+    release.set()
+    await until(lambda: queue.count_edus("a.test") == 0)
+    sent = [e["content"]["stream_id"] for e in durable_sent(peer, "a.test")]
+    assert sent[0] == 1 and sent[-1] == 29

@@ -1,10 +1,14 @@
 """End-to-end encryption across our server and a real Synapse, with matrix-nio (vodozemac) on both sides.
 
 spec: server-server-api "Device Management", "End-to-End Encryption", "Send-to-device messaging".
-A user on each server, each with a real Olm machine, in an encrypted room: each finds the other's
-devices through its own server's `/keys/query` (answered over federation), claims a one-time key
-through `/keys/claim`, sends the room key as an Olm-encrypted to-device message (an
-`m.direct_to_device` EDU), and decrypts the other's messages.
+A user on each server, each with a real Olm machine, in an encrypted room and in an encrypted direct
+chat: each finds the other's devices through its own server's `/keys/query` (answered over
+federation), claims a one-time key through `/keys/claim`, sends the room key as an Olm-encrypted
+to-device message (an `m.direct_to_device` EDU), and decrypts the other's messages. A new device is
+noticed and gets the keys of new messages; a removed one is marked deleted by the other side's
+client, which then leaves it out of the next room key. Cross-signing keys uploaded on one server are
+seen on the other with the self-signing key's signature by the master key intact (checked with
+signedjson, not our own signing code).
 """
 
 from __future__ import annotations
@@ -18,7 +22,19 @@ from typing import Any
 
 import nacl.signing
 import pytest
-from nio import AsyncClient, AsyncClientConfig, KeysUploadResponse, LoginResponse, SyncResponse
+from nio import (
+    AsyncClient,
+    AsyncClientConfig,
+    InviteMemberEvent,
+    JoinResponse,
+    KeysUploadResponse,
+    LoginResponse,
+    RoomCreateResponse,
+    SyncResponse,
+)
+from nio.api import RoomPreset
+from signedjson.key import decode_verify_key_bytes
+from signedjson.sign import SignatureVerifyException, verify_signed_json
 
 from homeserver.protocol import unpadded_base64
 from homeserver.protocol.signing import sign_json
@@ -26,6 +42,7 @@ from homeserver.protocol.signing import sign_json
 from .server import RunningServer, http_json
 from .test_e2ee_nio import (
     DEADLINE_S,
+    ENCRYPTION_STATE,
     PASSWORD,
     create_encrypted_room,
     decrypted_text,
@@ -75,18 +92,27 @@ def devices_of(server: RunningServer, client: AsyncClient, user_id: str) -> set[
     return set(query(server, client, user_id)["device_keys"].get(user_id, {}))
 
 
-def master_of(server: RunningServer, client: AsyncClient, user_id: str) -> str | None:
-    """The public master key of `user_id` as `client`'s server answers, when its self-signing key is there too."""
+def cross_signing_of(server: RunningServer, client: AsyncClient, user_id: str) -> tuple[str, str] | None:
+    """(master, self-signing) public keys of `user_id` as `client`'s server answers, once both are
+    there and the self-signing key carries a valid signature by the master key (signedjson)."""
     answer = query(server, client, user_id)
     master, ssk = answer["master_keys"].get(user_id), answer["self_signing_keys"].get(user_id)
     if master is None or ssk is None:
         return None
-    ((_, pub),) = master["keys"].items()
-    return str(pub)
+    ((master_id, master_pub),) = master["keys"].items()
+    ((_, ssk_pub),) = ssk["keys"].items()
+    assert master["usage"] == ["master"] and ssk["usage"] == ["self_signing"], (master, ssk)
+    verify_key = decode_verify_key_bytes(master_id, unpadded_base64.decode(master_pub))
+    try:
+        verify_signed_json(ssk, user_id, verify_key)
+    except SignatureVerifyException as e:
+        raise AssertionError(f"{user_id}'s self-signing key is not signed by their master key: {ssk}") from e
+    return str(master_pub), str(ssk_pub)
 
 
-def upload_cross_signing(server: RunningServer, client: AsyncClient) -> str:
-    """Upload master, self-signing and user-signing keys (the first upload needs no UIA); the master's public key."""
+def upload_cross_signing(server: RunningServer, client: AsyncClient) -> tuple[str, str]:
+    """Upload master, self-signing and user-signing keys (the first upload needs no UIA): the master's
+    and the self-signing key's public keys."""
     user_id = client.user_id
 
     def key(usage: str) -> dict[str, Any]:
@@ -101,7 +127,8 @@ def upload_cross_signing(server: RunningServer, client: AsyncClient) -> str:
         signed[f"{usage}_key"] = sign_json(key(usage), user_id, f"ed25519:{master_pub}", master_sk)
     url = f"{server.base_url}/_matrix/client/v3/keys/device_signing/upload"
     http_json("POST", url, {"master_key": master, **signed}, client.access_token)
-    return master_pub
+    (ssk_pub,) = signed["self_signing_key"]["keys"].values()
+    return master_pub, str(ssk_pub)
 
 
 async def until(check: Callable[[], bool], what: str) -> None:
@@ -156,12 +183,88 @@ async def test_encrypted_room_across_servers(synapse: RunningServer, ours: Runni
             await bob2.logout()
             await until(lambda: alice2.device_id not in devices_of(synapse, bob, alice.user_id), "alice's laptop gone")
             await until(lambda: bob2.device_id not in devices_of(ours, alice, bob.user_id), "bob's laptop gone")
+            # ... and stops receiving room keys: each client hears of the change through its own
+            # /sync (`device_lists.changed`), queries again, marks the device deleted, and the next
+            # room key (a new session) goes to the remaining device only.
+            for sender, receiver, removed in ((bob, alice, alice2), (alice, bob, bob2)):
+                stored = sender.device_store[receiver.user_id]
+                gone = removed.device_id
+                await sync_until(
+                    sender,
+                    lambda _, d=stored, g=gone: d[g].deleted,
+                    "the removed device deleted",
+                )
+                sender.invalidate_outbound_session(room_id)
+                text = f"after {removed.device_id} was removed"
+                await send_encrypted(sender, room_id, text)
+                assert sender.olm is not None
+                shared = sender.olm.outbound_group_sessions[room_id].users_shared_with
+                assert (receiver.user_id, receiver.device_id) in shared, shared
+                assert (receiver.user_id, removed.device_id) not in shared, shared
+                await sync_until(receiver, decrypted_text(room_id, text), "the message after the removal")
 
-        # Cross-signing keys uploaded on either side are seen by the other (m.signing_key_update).
-        alice_master = upload_cross_signing(ours, alice)
-        bob_master = upload_cross_signing(synapse, bob)
-        await until(lambda: master_of(synapse, bob, alice.user_id) == alice_master, "alice's master key on Synapse")
-        await until(lambda: master_of(ours, alice, bob.user_id) == bob_master, "bob's master key on our server")
+        # Cross-signing keys uploaded on either side are seen by the other (m.signing_key_update),
+        # the self-signing key verified with the master key as the other server gives them.
+        alice_keys = upload_cross_signing(ours, alice)
+        bob_keys = upload_cross_signing(synapse, bob)
+        await until(lambda: cross_signing_of(synapse, bob, alice.user_id) == alice_keys, "alice's keys on Synapse")
+        await until(lambda: cross_signing_of(ours, alice, bob.user_id) == bob_keys, "bob's keys on our server")
+
+
+def invited_directly(room_id: str, user_id: str) -> Callable[[SyncResponse], Any]:
+    """The invite of `user_id` to `room_id`, marked as a direct chat (`is_direct` on the member event)."""
+
+    def found(resp: SyncResponse) -> Any:
+        room = resp.rooms.invite.get(room_id)
+        return room is not None and any(
+            isinstance(e, InviteMemberEvent) and e.state_key == user_id and e.content.get("is_direct") is True
+            for e in room.invite_state
+        )
+
+    return found
+
+
+def mark_direct(server: RunningServer, client: AsyncClient, other: str, room_id: str) -> None:
+    """What a client does with a direct chat: `m.direct` account data naming it (client-server "Direct Messaging")."""
+    url = f"{server.base_url}/_matrix/client/v3/user/{client.user_id}/account_data/m.direct"
+    http_json("PUT", url, {other: [room_id]}, client.access_token)
+
+
+async def test_encrypted_direct_chat_across_servers(
+    synapse: RunningServer, ours: RunningServer, tmp_path: Path
+) -> None:
+    """A direct chat started on Synapse with a user of ours, encrypted from its creation: the invite
+    reaches us marked `is_direct`, and both decrypt, Synapse's side first."""
+    async with (
+        encrypted_client(synapse, tmp_path, "dm-syn") as carl,
+        encrypted_client(ours, tmp_path, "dm-our") as dora,
+    ):
+        created = await carl.room_create(
+            is_direct=True,
+            preset=RoomPreset.trusted_private_chat,
+            invite=[dora.user_id],
+            initial_state=[ENCRYPTION_STATE],
+        )
+        assert isinstance(created, RoomCreateResponse), created
+        room_id = created.room_id
+        await sync_until(dora, invited_directly(room_id, dora.user_id), "the direct invite")
+        joined = await dora.join(room_id)
+        assert isinstance(joined, JoinResponse), joined
+        mark_direct(synapse, carl, dora.user_id, room_id)
+        mark_direct(ours, dora, carl.user_id, room_id)
+        await members_joined(carl, room_id, [carl.user_id, dora.user_id])
+        await members_joined(dora, room_id, [carl.user_id, dora.user_id])
+        await send_encrypted(carl, room_id, "dm from synapse")
+        await sync_until(dora, decrypted_text(room_id, "dm from synapse"), "carl's direct message")
+        await send_encrypted(dora, room_id, "dm from our server")
+        await sync_until(carl, decrypted_text(room_id, "dm from our server"), "dora's direct message")
+        account_data = http_json(
+            "GET",
+            f"{ours.base_url}/_matrix/client/v3/user/{dora.user_id}/account_data/m.direct",
+            None,
+            dora.access_token,
+        )
+        assert account_data == {carl.user_id: [room_id]}
 
 
 async def test_unreachable_server_is_a_failure(ours: RunningServer, tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """Rooms that span our server and a real Synapse, driven by matrix-nio clients on both sides.
 
-spec: client-server-api "Room membership", "Room aliases", "Typing notifications", "Receipts";
+spec: client-server-api "Room membership", "Room aliases", "Typing notifications", "Receipts", "Presence";
 server-server-api "Joining rooms", "Inviting to a room", "Leaving rooms (rejecting invites)",
-"Querying for information". One Synapse and one of our servers for the module, both named
+"Querying for information", "Presence". One Synapse and one of our servers for the module, both named
 `127.0.0.1:<TLS port>` and trusting the test CA. Every check polls a user's own /sync with a
 deadline; each scenario prints how long it took.
 """
@@ -21,6 +21,9 @@ from nio import (
     AsyncClient,
     AsyncClientConfig,
     JoinResponse,
+    PresenceEvent,
+    PresenceGetResponse,
+    PresenceSetResponse,
     ReceiptEvent,
     RegisterResponse,
     RoomCreateResponse,
@@ -190,6 +193,41 @@ async def test_synapse_user_joins_our_room_by_alias(synapse: RunningServer, ours
         profile = await alice.get_profile(bob.user_id)
         assert getattr(profile, "displayname", None) == "Bob on Synapse", profile
     report("a) Synapse user joins our room by alias, messages/typing/receipts both ways", started)
+
+
+def presence(user_id: str, status_msg: str) -> Callable[[SyncResponse], Any]:
+    """`user_id` online with `status_msg` in the /sync `presence` section (Synapse's
+    GET /presence/{userId}/status can keep a stale "offline" in memory when it races with the
+    first EDU for that user, so the test looks where clients look)."""
+
+    def found(resp: SyncResponse) -> Any:
+        return any(
+            isinstance(e, PresenceEvent) and (e.user_id, e.presence, e.status_msg) == (user_id, "online", status_msg)
+            for e in resp.presence_events
+        )
+
+    return found
+
+
+async def test_presence_both_ways(synapse: RunningServer, ours: RunningServer) -> None:
+    """Presence (both servers have it on) set on either server reaches the other server's user who
+    shares a room with them, as an `m.presence` EDU: each asks only its own server."""
+    started = time.monotonic()
+    async with user(ours, "pia") as pia, user(synapse, "quinn") as quinn:
+        room_id = await create(pia, public=True)
+        status, answer = join_via(synapse, quinn, room_id, [ours.server_name])
+        assert status == 200, answer
+        await until(pia, member(room_id, quinn.user_id, "join"), "quinn's join")
+        sent = await pia.set_presence("online", "on our server")
+        assert isinstance(sent, PresenceSetResponse), sent
+        await until(quinn, presence(pia.user_id, "on our server"), "pia's presence")
+        sent = await quinn.set_presence("online", "on synapse")
+        assert isinstance(sent, PresenceSetResponse), sent
+        await until(pia, presence(quinn.user_id, "on synapse"), "quinn's presence")
+        # and through our server's GET /presence/{userId}/status
+        got = await pia.get_presence(quinn.user_id)
+        assert isinstance(got, PresenceGetResponse) and got.status_msg == "on synapse", got
+    report("presence both ways", started)
 
 
 @pytest.mark.parametrize("version", ["10", "11", "12"])

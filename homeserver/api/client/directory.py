@@ -85,6 +85,7 @@ def register(router: Router, hs: HomeServer) -> None:
             limit=query_int(request, "limit", None, minimum=1),
             since=request.query.get("since") or None,
             server=server,
+            anonymous=hs.auth.optional_requester(request) is None,
         )
         return json_response(body)
 
@@ -107,5 +108,6 @@ def register(router: Router, hs: HomeServer) -> None:
     router.client("GET", "/rooms/{roomId}/aliases", room_aliases)
     router.client("GET", "/directory/list/room/{roomId}", get_visibility)
     router.client("PUT", "/directory/list/room/{roomId}", put_visibility)
-    router.client("GET", "/publicRooms", get_public_rooms)
+    # a guest may read it as anyone may (spec: no access token needed), and as Synapse allows
+    router.client("GET", "/publicRooms", get_public_rooms, guests=True)
     router.client("POST", "/publicRooms", post_public_rooms)
