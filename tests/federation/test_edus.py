@@ -104,6 +104,9 @@ class Rooms:
     def users_sharing_a_room(self, user_id: str) -> set[str]:
         return {u for r in self.joined_rooms(user_id) for u in self.members[r]}
 
+    def shares_a_room_with_us(self, user_id: str) -> bool:
+        return any(self.is_local(u) for u in self.users_sharing_a_room(user_id))
+
 
 async def test_presence_goes_only_to_servers_sharing_a_room() -> None:
     """spec: server-server "Presence": a server tells of its users' presence to the servers it shares
