@@ -19,16 +19,16 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
-from joserfc import jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
 
 from homeserver.auth.pictures import fetch_picture, loopback_url
 from homeserver.config import OidcProviderConfig
+
+if TYPE_CHECKING:
+    from joserfc.jwk import KeySet
 from homeserver.http_body import read_at_most
 
 ACCEPTED_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
@@ -114,6 +114,10 @@ class OidcProvider:
         return doc
 
     async def _key_set(self, refresh: bool = False) -> KeySet:
+        # joserfc (with cryptography, some 15 MiB) is loaded when a provider is first used, not at start
+        from joserfc.errors import JoseError
+        from joserfc.jwk import KeySet
+
         if self._keys is None or refresh:
             doc = await self.metadata()
             raw = await self._get_json(doc["jwks_uri"])
@@ -161,6 +165,9 @@ class OidcProvider:
 
     async def validate_id_token(self, id_token: str, nonce: str) -> dict[str, Any]:
         """OpenID Connect Core §3.1.3.7 (see the module docstring)."""
+        from joserfc import jwt
+        from joserfc.errors import JoseError
+
         doc = await self.metadata()
         try:
             token = jwt.decode(id_token, await self._key_set(), algorithms=ACCEPTED_ALGORITHMS)

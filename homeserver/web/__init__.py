@@ -4,14 +4,16 @@ on the server from Jinja2 templates with autoescaping, no JavaScript needed, str
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
-import segno
 from markupsafe import Markup
 
 from homeserver.web.catalogue import Strings
+
+if TYPE_CHECKING:
+    import jinja2
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -19,7 +21,13 @@ TEMPLATES = Path(__file__).parent / "templates"
 class Pages:
     def __init__(self, server_name: str) -> None:
         self.server_name = server_name
-        self.env = jinja2.Environment(
+
+    @functools.cached_property
+    def env(self) -> jinja2.Environment:
+        # Jinja2 (some 9 MiB) is loaded when the first page is asked for, not at start
+        import jinja2
+
+        return jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES),
             autoescape=True,
             undefined=jinja2.StrictUndefined,  # a typo in a template fails its test, not silently
@@ -34,6 +42,8 @@ class Pages:
 
 def qr_svg(text: str, title: str) -> Markup:
     """`text` as an inline SVG QR code (dark on light, a quiet zone, scaled by CSS), with a title."""
+    import segno  # loaded with the first QR code, not at start
+
     code = segno.make(text, error="m")
     svg = code.svg_inline(scale=4, dark="#111", light="#fff", title=title, svgclass="qr", lineclass=None)
     return Markup(svg)  # segno escapes the title; the rest is its own markup
@@ -42,6 +52,8 @@ def qr_svg(text: str, title: str) -> Markup:
 def qr_terminal(text: str) -> str:
     """`text` as a QR code for a terminal (two rows per line of half blocks)."""
     import io
+
+    import segno
 
     out = io.StringIO()
     segno.make(text, error="m").terminal(out=out, compact=True)
