@@ -11,9 +11,11 @@
 - The new certificate is loaded into the same `ssl.SSLContext`: new connections get it, no restart.
 - The challenge (`choose_challenge`): http-01 on `http_port` while that port is ours, else
   tls-alpn-01 answered on the TLS listeners themselves (homeserver/certificates/tls_alpn.py);
-  `public.challenge` can force one.
+  `public.challenge` can force one. The challenge that worked last is kept in the data directory:
+  after a restart, renewals under auto start with it (port 80 firewalled from outside: tls-alpn-01
+  at once, not after a failed http-01 check).
 
-Files in `<data_dir>/certificates/` (0600): account.key, <domain>.key, <domain>.crt.
+Files in `<data_dir>/certificates/` (0600): account.key, <domain>.key, <domain>.crt, challenge.
 """
 
 from __future__ import annotations
@@ -72,6 +74,26 @@ def choose_challenge(setting: str, http_port_ours: bool, last: str | None = None
     return last
 
 
+CHALLENGES = ("http-01", "tls-alpn-01")
+
+
+def read_challenge(path: Path) -> str | None:
+    """The challenge kept in `path` by `CertificateManager.remember_challenge`; None when there is
+    none, or when what is there is not a challenge (logged; the next order that works replaces it)."""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        log.warning("cannot read %s (%s): ignoring it", path, e.strerror or e)
+        return None
+    value = text.strip().decode("ascii", "replace")
+    if value not in CHALLENGES:
+        log.warning("%s holds %r, not a challenge (%s): ignoring it", path, value[:40], " or ".join(CHALLENGES))
+        return None
+    return value
+
+
 def _on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: Any) -> None:
     """Run `fn(*args)` on the event loop from another thread and wait until it has run."""
     done: concurrent.futures.Future[object] = concurrent.futures.Future()
@@ -119,7 +141,7 @@ class CertificateManager:
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.tls_alpn = TlsAlpnResponder(self.context)
         self.http_port_error: OSError | None = None  # why http_port is not ours (set by the listener)
-        self.last_challenge: str | None = None  # the challenge of the last order this run
+        self.last_challenge: str | None = None  # the challenge of the last order (before a restart: that worked)
         self._last_challenge_failed = False
         self.orders = 0  # orders this process completed
         self.failures = 0
@@ -138,6 +160,30 @@ class CertificateManager:
     @property
     def key_path(self) -> Path:
         return self.dir / f"{self.domain}.key"
+
+    def _make_dir(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+
+    @property
+    def challenge_path(self) -> Path:
+        return self.dir / "challenge"
+
+    def next_challenge(self) -> str:
+        return choose_challenge(
+            self.config.challenge, self.http_port_error is None, self.last_challenge, self._last_challenge_failed
+        )
+
+    def load_challenge(self) -> None:
+        """The challenge that worked before the restart, as if this run's last order had used it."""
+        self.last_challenge = read_challenge(self.challenge_path)
+        self._last_challenge_failed = False
+
+    def remember_challenge(self, challenge: str) -> None:
+        """Keep the challenge that just worked for the renewals after a restart."""
+        if read_challenge(self.challenge_path) != challenge:
+            self._make_dir()
+            _write_private(self.challenge_path, challenge.encode() + b"\n")
 
     def load_stored(self) -> bool:
         """Use the certificate kept from an earlier run, if there is one for the domain."""
@@ -167,9 +213,7 @@ class CertificateManager:
         from homeserver.certificates import acme_order
 
         loop = asyncio.get_running_loop()
-        challenge = choose_challenge(
-            self.config.challenge, self.http_port_error is None, self.last_challenge, self._last_challenge_failed
-        )
+        challenge = self.next_challenge()
         self.last_challenge = challenge
         https = challenge == "tls-alpn-01"
         hint = http_port_hint(self.config.bind, self.config.http_port, self.http_port_error) if https else ""
@@ -190,8 +234,7 @@ class CertificateManager:
                 loop.call_soon_threadsafe(self.challenges.pop, token, None)
 
         def order() -> acme_order.OrderResult:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            os.chmod(self.dir, 0o700)
+            self._make_dir()
             account = self.dir / "account.key"
             if not account.exists():
                 _write_private(account, acme_order.new_account_key_pem())
@@ -219,6 +262,10 @@ class CertificateManager:
         _write_private(self.cert_path, result.fullchain_pem)
         self._install(result.fullchain_pem)
         self.orders += 1
+        try:
+            self.remember_challenge(challenge)
+        except OSError as e:  # the certificate is installed: only the next restart's first guess suffers
+            log.warning("cannot keep the challenge in %s: %s", self.challenge_path, e.strerror or e)
         what = f"{self.domain} obtained through {challenge} (serial {self.serial})"
         log.info("certificate for %s, valid until %s", what, _iso(self.not_after))
 
@@ -243,6 +290,7 @@ class CertificateManager:
 
     def start(self) -> None:
         """Use the stored certificate or order one, then keep it renewed, in the background."""
+        self.load_challenge()
         if self.load_stored():
             log.info("certificate for %s from %s, valid until %s", self.domain, self.cert_path, _iso(self.not_after))
         self._task = asyncio.get_running_loop().create_task(self._run())

@@ -158,7 +158,7 @@ async def test_obtains_serves_renews_and_keeps_across_restart(
     redirect = await off_loop(_no_follow, f"http://127.0.0.1:{ports.http}/_matrix/client/versions?x=1")
     assert redirect == (308, f"https://localhost:{ports.https}/_matrix/client/versions?x=1")
     # kept private
-    for name in ("account.key", "localhost.key", "localhost.crt"):
+    for name in ("account.key", "localhost.key", "localhost.crt", "challenge"):
         assert stat.S_IMODE((data / "certificates" / name).stat().st_mode) == 0o600
 
     # told that expiry is near: it renews in the background, and new connections get the new one
@@ -186,6 +186,8 @@ async def test_obtains_serves_renews_and_keeps_across_restart(
     assert format(again.serial_number, "x") == serial
     await asyncio.sleep(0.3)  # the background loop has looked and found nothing due
     assert second.certificates.orders == 0
+    # the challenge that worked is remembered: the admin status still names it
+    assert second.certificates.status()["challenge"] == "http-01"
 
 
 def _no_follow(url: str) -> tuple[int, str]:
