@@ -27,10 +27,11 @@ import datetime
 import logging
 import os
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from homeserver.certificates.problems import AcmeProblem, http_port_hint, one_line
 from homeserver.certificates.tls_alpn import TlsAlpnResponder
@@ -41,6 +42,9 @@ log = logging.getLogger("homeserver.certificates")
 RENEW_BEFORE_S = 30 * 86400
 FIRST_RETRY_S = 60.0
 MAX_RETRY_S = 6 * 3600.0
+ABANDON_WAIT_S = 5.0  # how long a stopping server waits for an order's thread to give up
+
+T = TypeVar("T")
 
 
 def renewal_time(not_before: float, not_after: float) -> float:
@@ -95,7 +99,10 @@ def read_challenge(path: Path) -> str | None:
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: Any) -> None:
-    """Run `fn(*args)` on the event loop from another thread and wait until it has run."""
+    """Run `fn(*args)` on the event loop from another thread and wait until it has run. Raises
+    Abandoned when the loop has closed (the server stopped)."""
+    from homeserver.certificates.acme_order import Abandoned
+
     done: concurrent.futures.Future[object] = concurrent.futures.Future()
 
     def run() -> None:
@@ -104,8 +111,44 @@ def _on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: 
         except Exception as e:
             done.set_exception(e)
 
-    loop.call_soon_threadsafe(run)
+    if not _to_loop(loop, run):
+        raise Abandoned
     done.result(timeout=30)
+
+
+def _to_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: Any) -> bool:
+    """Schedule `fn(*args)` on the event loop from another thread; False when the loop has closed."""
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # "Event loop is closed": the server stopped, nothing left to tell
+        return False
+    return True
+
+
+def _in_thread(loop: asyncio.AbstractEventLoop, fn: Callable[[], T], name: str) -> asyncio.Future[T]:
+    """`fn()` in a thread of its own, its outcome in the returned future. A daemon thread, unlike
+    the default executor's: a stopping server waits for it (bounded, `close`), the interpreter
+    does not (an order stuck on the CA's Retry-After or a 45 s request must not hold the exit)."""
+    outcome: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if outcome.done():
+            return
+        if error is not None:
+            outcome.set_exception(error)
+        else:
+            outcome.set_result(result)  # type: ignore[arg-type]  # None only with an error
+
+    def run() -> None:
+        try:
+            result = fn()
+        except BaseException as e:
+            _to_loop(loop, settle, None, e)
+        else:
+            _to_loop(loop, settle, result, None)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return outcome
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -151,6 +194,8 @@ class CertificateManager:
         self.not_after: float | None = None
         self.serial: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._order: asyncio.Future[Any] | None = None  # the order's thread, while one runs
+        self._stopping = threading.Event()  # read by the order's thread
         self._wake = asyncio.Event()
 
     @property
@@ -228,10 +273,12 @@ class CertificateManager:
             _on_loop(loop, self.tls_alpn.publish, self.domain, tls_alpn.challenge_context(cert_pem, key_pem, self.dir))
 
         def withdraw(token: str) -> None:
+            if self._stopping.is_set():
+                return  # `close` withdraws everything on the loop itself
             if https:
-                loop.call_soon_threadsafe(self.tls_alpn.withdraw, self.domain)
+                _to_loop(loop, self.tls_alpn.withdraw, self.domain)
             else:
-                loop.call_soon_threadsafe(self.challenges.pop, token, None)
+                _to_loop(loop, self.challenges.pop, token, None)
 
         def order() -> acme_order.OrderResult:
             self._make_dir()
@@ -239,7 +286,11 @@ class CertificateManager:
             if not account.exists():
                 _write_private(account, acme_order.new_account_key_pem())
             domain_key = self.key_path.read_bytes() if self.key_path.exists() else acme_order.new_domain_key_pem()
-            verify = acme_order.ca_bundle(list(self.config.acme_ca_files), self.dir / "acme-ca-bundle.pem")
+            bundle = acme_order.ca_bundle(list(self.config.acme_ca_files))
+            verify: str | bool = True
+            if bundle is not None:
+                verify = str(self.dir / "acme-ca-bundle.pem")
+                _write_private(Path(verify), bundle)
             return acme_order.obtain(
                 directory_url=self.config.acme_directory,
                 email=self.email,
@@ -252,13 +303,22 @@ class CertificateManager:
                 verify=verify,
                 publish=publish,
                 withdraw=withdraw,
+                abandoned=self._stopping,
             )
 
+        self._order = _in_thread(loop, order, f"acme-order-{self.domain}")
         try:
-            result = await loop.run_in_executor(None, order)
+            # shielded: a stopping server cancels this task, and `close` then waits for the thread
+            result = await asyncio.shield(self._order)
         except OSError as e:  # the data directory
             raise AcmeProblem(f"cannot keep certificates in {self.dir}: {e.strerror or e}") from None
-        _write_private(self.key_path, result.key_pem)
+        finally:
+            if self._order.done():
+                self._order = None
+        # no await from here on: a stop cannot come between the two files. The key first: it changes
+        # only on the first order, and a key without its certificate is simply ordered for again.
+        if not self.key_path.exists() or self.key_path.read_bytes() != result.key_pem:
+            _write_private(self.key_path, result.key_pem)
         _write_private(self.cert_path, result.fullchain_pem)
         self._install(result.fullchain_pem)
         self.orders += 1
@@ -318,10 +378,26 @@ class CertificateManager:
         return min(3600.0, max(1.0, renewal_time(self.not_before, self.not_after) - now))
 
     async def close(self) -> None:
+        """Stop renewing. An order under way is abandoned: its thread gives up at the CA's next
+        answer (waited for at most ABANDON_WAIT_S), its challenge answers are withdrawn, and
+        nothing of it is written."""
+        self._stopping.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        order, self._order = self._order, None
+        if order is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(order), ABANDON_WAIT_S)
+            except TimeoutError:
+                log.warning(
+                    "the certificate order for %s did not stop within %ds: left behind", self.domain, ABANDON_WAIT_S
+                )
+            except Exception as e:  # Abandoned, or however the order ended meanwhile: dropped all the same
+                log.debug("the certificate order for %s was abandoned (%s)", self.domain, type(e).__name__)
+        self.challenges.clear()
+        self.tls_alpn.withdraw(self.domain)
 
     def status(self) -> dict[str, Any]:
         """What an admin sees: the certificate in use, when it renews, and the last failure."""
