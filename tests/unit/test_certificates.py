@@ -230,3 +230,33 @@ def test_a_kept_challenge_that_is_not_one_is_ignored_with_a_log_line(
     assert record.getMessage().startswith(f"{kept} holds ") and "not a challenge" in record.getMessage()
     manager.remember_challenge("tls-alpn-01")  # the next order that works replaces it
     assert kept.read_text() == "tls-alpn-01\n"
+
+
+def test_an_order_thread_that_outlives_the_event_loop_ends_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import threading
+
+    from homeserver.certificates.acme_order import Abandoned
+    from homeserver.certificates.manager import _in_thread, _on_loop
+
+    uncaught: list[object] = []
+    monkeypatch.setattr(threading, "excepthook", uncaught.append)
+    loop = asyncio.new_event_loop()
+    release, reached = threading.Event(), []
+
+    def order() -> None:
+        release.wait(10)
+        try:
+            _on_loop(loop, print, "never")  # e.g. publishing an answer once the server has stopped
+        except Abandoned:
+            reached.append("abandoned")
+            raise
+
+    outcome = _in_thread(loop, order, "acme-order-test")
+    loop.close()  # the server stopped while the order waited on the CA
+    release.set()
+    (thread,) = [t for t in threading.enumerate() if t.name == "acme-order-test"]
+    thread.join(10)
+    assert not thread.is_alive() and thread.daemon
+    assert reached == ["abandoned"] and uncaught == []  # no "Event loop is closed" traceback
+    assert not outcome.done()
