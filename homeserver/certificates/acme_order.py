@@ -1,11 +1,13 @@
 """One ACME order, start to finish, with certbot's `acme` library (RFC 8555): the account (created
 once, its key kept), a new order for the domain, its http-01 or tls-alpn-01 challenge answered
 through `publish`, and the certificate chain. Synchronous (the library uses `requests`): the
-manager runs it in an executor, never on the event loop. Imported only when `public.domain` is set."""
+manager runs it in a thread of its own, never on the event loop, and sets `abandoned` to stop it
+at the CA's next answer when the server stops. Imported only when `public.domain` is set."""
 
 from __future__ import annotations
 
 import datetime
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,10 @@ CHALLENGE_TYPES: dict[str, type[challenges.KeyAuthorizationChallenge]] = {
 
 USER_AGENT = "homeserver (acme-python)"
 ORDER_DEADLINE_S = 90
+
+
+class Abandoned(Exception):
+    """The server is stopping: the order is given up where it stands (raised in the order's thread)."""
 
 
 @dataclass
@@ -102,14 +108,20 @@ def obtain(
     publish: Callable[[str, str], object],
     withdraw: Callable[[str], object],
     port_hint: str = "",
+    abandoned: threading.Event | None = None,
 ) -> OrderResult:
     """A certificate for `domain`, proven by `challenge` ("http-01", "tls-alpn-01"): `publish(token,
     key authorization)` before the CA is told to look, `withdraw(token)` after. `port`: where the
-    CA looks, for the message when it fails. Raises AcmeProblem (one line, with the CA's reason)."""
+    CA looks, for the message when it fails. Raises AcmeProblem (one line, with the CA's reason),
+    or Abandoned at the CA's next answer once `abandoned` is set."""
     kind = CHALLENGE_TYPES[challenge]
     retry = RetryAfter()
+    stop = abandoned or threading.Event()
 
     def note_retry_after(response: Any, *args: Any, **kwargs: Any) -> None:
+        # every answer of the CA passes here, polls included: the place to give up between two
+        if stop.is_set():
+            raise Abandoned
         if response.status_code >= 400:
             retry.seconds = _retry_after(response.headers.get("Retry-After"))
 
@@ -138,6 +150,8 @@ def obtain(
                     raise AcmeProblem(f"the CA at {directory_url} offers no {challenge} challenge for {domain}")
                 response, validation = chall.chall.response_and_validation(jwk)
                 token = chall.chall.encode("token")
+                if stop.is_set():
+                    raise Abandoned
                 publish(token, validation)
                 tokens.append(token)
                 acme.answer_challenge(chall, response)
@@ -168,12 +182,11 @@ def _account(acme: client.ClientV2, email: str) -> None:
         acme.net.account = messages.RegistrationResource(uri=e.location, body=messages.Registration())
 
 
-def ca_bundle(extra: list[Path], target: Path) -> str | bool:
-    """requests' CA bundle with `extra` appended, written to `target`; True (the default) when none."""
+def ca_bundle(extra: list[Path]) -> bytes | None:
+    """requests' CA bundle with `extra` appended; None (requests' own) when there is nothing to add."""
     if not extra:
-        return True
+        return None
     import certifi
 
     parts = [Path(certifi.where()).read_text()] + [p.read_text() for p in extra]
-    target.write_text("\n".join(parts))
-    return str(target)
+    return "\n".join(parts).encode()

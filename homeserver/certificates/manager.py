@@ -11,9 +11,11 @@
 - The new certificate is loaded into the same `ssl.SSLContext`: new connections get it, no restart.
 - The challenge (`choose_challenge`): http-01 on `http_port` while that port is ours, else
   tls-alpn-01 answered on the TLS listeners themselves (homeserver/certificates/tls_alpn.py);
-  `public.challenge` can force one.
+  `public.challenge` can force one. The challenge that worked last is kept in the data directory:
+  after a restart, renewals under auto start with it (port 80 firewalled from outside: tls-alpn-01
+  at once, not after a failed http-01 check).
 
-Files in `<data_dir>/certificates/` (0600): account.key, <domain>.key, <domain>.crt.
+Files in `<data_dir>/certificates/` (0600): account.key, <domain>.key, <domain>.crt, challenge.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ import datetime
 import logging
 import os
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from homeserver.certificates.problems import AcmeProblem, http_port_hint, one_line
 from homeserver.certificates.tls_alpn import TlsAlpnResponder
@@ -39,6 +42,9 @@ log = logging.getLogger("homeserver.certificates")
 RENEW_BEFORE_S = 30 * 86400
 FIRST_RETRY_S = 60.0
 MAX_RETRY_S = 6 * 3600.0
+ABANDON_WAIT_S = 5.0  # how long a stopping server waits for an order's thread to give up
+
+T = TypeVar("T")
 
 
 def renewal_time(not_before: float, not_after: float) -> float:
@@ -72,8 +78,31 @@ def choose_challenge(setting: str, http_port_ours: bool, last: str | None = None
     return last
 
 
+CHALLENGES = ("http-01", "tls-alpn-01")
+
+
+def read_challenge(path: Path) -> str | None:
+    """The challenge kept in `path` by `CertificateManager.remember_challenge`; None when there is
+    none, or when what is there is not a challenge (logged; the next order that works replaces it)."""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        log.warning("cannot read %s (%s): ignoring it", path, e.strerror or e)
+        return None
+    value = text.strip().decode("ascii", "replace")
+    if value not in CHALLENGES:
+        log.warning("%s holds %r, not a challenge (%s): ignoring it", path, value[:40], " or ".join(CHALLENGES))
+        return None
+    return value
+
+
 def _on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: Any) -> None:
-    """Run `fn(*args)` on the event loop from another thread and wait until it has run."""
+    """Run `fn(*args)` on the event loop from another thread and wait until it has run. Raises
+    Abandoned when the loop has closed (the server stopped)."""
+    from homeserver.certificates.acme_order import Abandoned
+
     done: concurrent.futures.Future[object] = concurrent.futures.Future()
 
     def run() -> None:
@@ -82,8 +111,44 @@ def _on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: 
         except Exception as e:
             done.set_exception(e)
 
-    loop.call_soon_threadsafe(run)
+    if not _to_loop(loop, run):
+        raise Abandoned
     done.result(timeout=30)
+
+
+def _to_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: Any) -> bool:
+    """Schedule `fn(*args)` on the event loop from another thread; False when the loop has closed."""
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # "Event loop is closed": the server stopped, nothing left to tell
+        return False
+    return True
+
+
+def _in_thread(loop: asyncio.AbstractEventLoop, fn: Callable[[], T], name: str) -> asyncio.Future[T]:
+    """`fn()` in a thread of its own, its outcome in the returned future. A daemon thread, unlike
+    the default executor's: a stopping server waits for it (bounded, `close`), the interpreter
+    does not (an order stuck on the CA's Retry-After or a 45 s request must not hold the exit)."""
+    outcome: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if outcome.done():
+            return
+        if error is not None:
+            outcome.set_exception(error)
+        else:
+            outcome.set_result(result)  # type: ignore[arg-type]  # None only with an error
+
+    def run() -> None:
+        try:
+            result = fn()
+        except BaseException as e:
+            _to_loop(loop, settle, None, e)
+        else:
+            _to_loop(loop, settle, result, None)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return outcome
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -119,7 +184,7 @@ class CertificateManager:
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.tls_alpn = TlsAlpnResponder(self.context)
         self.http_port_error: OSError | None = None  # why http_port is not ours (set by the listener)
-        self.last_challenge: str | None = None  # the challenge of the last order this run
+        self.last_challenge: str | None = None  # the challenge of the last order (before a restart: that worked)
         self._last_challenge_failed = False
         self.orders = 0  # orders this process completed
         self.failures = 0
@@ -129,6 +194,8 @@ class CertificateManager:
         self.not_after: float | None = None
         self.serial: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._order: asyncio.Future[Any] | None = None  # the order's thread, while one runs
+        self._stopping = threading.Event()  # read by the order's thread
         self._wake = asyncio.Event()
 
     @property
@@ -138,6 +205,30 @@ class CertificateManager:
     @property
     def key_path(self) -> Path:
         return self.dir / f"{self.domain}.key"
+
+    def _make_dir(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+
+    @property
+    def challenge_path(self) -> Path:
+        return self.dir / "challenge"
+
+    def next_challenge(self) -> str:
+        return choose_challenge(
+            self.config.challenge, self.http_port_error is None, self.last_challenge, self._last_challenge_failed
+        )
+
+    def load_challenge(self) -> None:
+        """The challenge that worked before the restart, as if this run's last order had used it."""
+        self.last_challenge = read_challenge(self.challenge_path)
+        self._last_challenge_failed = False
+
+    def remember_challenge(self, challenge: str) -> None:
+        """Keep the challenge that just worked for the renewals after a restart."""
+        if read_challenge(self.challenge_path) != challenge:
+            self._make_dir()
+            _write_private(self.challenge_path, challenge.encode() + b"\n")
 
     def load_stored(self) -> bool:
         """Use the certificate kept from an earlier run, if there is one for the domain."""
@@ -167,9 +258,7 @@ class CertificateManager:
         from homeserver.certificates import acme_order
 
         loop = asyncio.get_running_loop()
-        challenge = choose_challenge(
-            self.config.challenge, self.http_port_error is None, self.last_challenge, self._last_challenge_failed
-        )
+        challenge = self.next_challenge()
         self.last_challenge = challenge
         https = challenge == "tls-alpn-01"
         hint = http_port_hint(self.config.bind, self.config.http_port, self.http_port_error) if https else ""
@@ -184,19 +273,24 @@ class CertificateManager:
             _on_loop(loop, self.tls_alpn.publish, self.domain, tls_alpn.challenge_context(cert_pem, key_pem, self.dir))
 
         def withdraw(token: str) -> None:
+            if self._stopping.is_set():
+                return  # `close` withdraws everything on the loop itself
             if https:
-                loop.call_soon_threadsafe(self.tls_alpn.withdraw, self.domain)
+                _to_loop(loop, self.tls_alpn.withdraw, self.domain)
             else:
-                loop.call_soon_threadsafe(self.challenges.pop, token, None)
+                _to_loop(loop, self.challenges.pop, token, None)
 
         def order() -> acme_order.OrderResult:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            os.chmod(self.dir, 0o700)
+            self._make_dir()
             account = self.dir / "account.key"
             if not account.exists():
                 _write_private(account, acme_order.new_account_key_pem())
             domain_key = self.key_path.read_bytes() if self.key_path.exists() else acme_order.new_domain_key_pem()
-            verify = acme_order.ca_bundle(list(self.config.acme_ca_files), self.dir / "acme-ca-bundle.pem")
+            bundle = acme_order.ca_bundle(list(self.config.acme_ca_files))
+            verify: str | bool = True
+            if bundle is not None:
+                verify = str(self.dir / "acme-ca-bundle.pem")
+                _write_private(Path(verify), bundle)
             return acme_order.obtain(
                 directory_url=self.config.acme_directory,
                 email=self.email,
@@ -209,16 +303,29 @@ class CertificateManager:
                 verify=verify,
                 publish=publish,
                 withdraw=withdraw,
+                abandoned=self._stopping,
             )
 
+        self._order = _in_thread(loop, order, f"acme-order-{self.domain}")
         try:
-            result = await loop.run_in_executor(None, order)
+            # shielded: a stopping server cancels this task, and `close` then waits for the thread
+            result = await asyncio.shield(self._order)
         except OSError as e:  # the data directory
             raise AcmeProblem(f"cannot keep certificates in {self.dir}: {e.strerror or e}") from None
-        _write_private(self.key_path, result.key_pem)
+        finally:
+            if self._order.done():
+                self._order = None
+        # no await from here on: a stop cannot come between the two files. The key first: it changes
+        # only on the first order, and a key without its certificate is simply ordered for again.
+        if not self.key_path.exists() or self.key_path.read_bytes() != result.key_pem:
+            _write_private(self.key_path, result.key_pem)
         _write_private(self.cert_path, result.fullchain_pem)
         self._install(result.fullchain_pem)
         self.orders += 1
+        try:
+            self.remember_challenge(challenge)
+        except OSError as e:  # the certificate is installed: only the next restart's first guess suffers
+            log.warning("cannot keep the challenge in %s: %s", self.challenge_path, e.strerror or e)
         what = f"{self.domain} obtained through {challenge} (serial {self.serial})"
         log.info("certificate for %s, valid until %s", what, _iso(self.not_after))
 
@@ -243,6 +350,7 @@ class CertificateManager:
 
     def start(self) -> None:
         """Use the stored certificate or order one, then keep it renewed, in the background."""
+        self.load_challenge()
         if self.load_stored():
             log.info("certificate for %s from %s, valid until %s", self.domain, self.cert_path, _iso(self.not_after))
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -270,10 +378,26 @@ class CertificateManager:
         return min(3600.0, max(1.0, renewal_time(self.not_before, self.not_after) - now))
 
     async def close(self) -> None:
+        """Stop renewing. An order under way is abandoned: its thread gives up at the CA's next
+        answer (waited for at most ABANDON_WAIT_S), its challenge answers are withdrawn, and
+        nothing of it is written."""
+        self._stopping.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        order, self._order = self._order, None
+        if order is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(order), ABANDON_WAIT_S)
+            except TimeoutError:
+                log.warning(
+                    "the certificate order for %s did not stop within %ds: left behind", self.domain, ABANDON_WAIT_S
+                )
+            except Exception as e:  # Abandoned, or however the order ended meanwhile: dropped all the same
+                log.debug("the certificate order for %s was abandoned (%s)", self.domain, type(e).__name__)
+        self.challenges.clear()
+        self.tls_alpn.withdraw(self.domain)
 
     def status(self) -> dict[str, Any]:
         """What an admin sees: the certificate in use, when it renews, and the last failure."""

@@ -9,12 +9,17 @@ its TLS port instead."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import shutil
+import signal
 import socket
 import ssl
 import stat
+import subprocess
+import sys
+import threading
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -27,11 +32,12 @@ from cryptography import x509
 from homeserver.config import Config
 from homeserver.server import HomeServer, listen
 from tests.acme.pebble import PEBBLE, Pebble, start_pebble
-from tests.interop.server import free_port
+from tests.interop.server import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("pebble") is None and not Path(PEBBLE).exists(), reason="no pebble")
 
 DEADLINE_S = 30.0
+SHUTDOWN_DEADLINE_S = 10.0
 
 
 class Ports:
@@ -158,7 +164,7 @@ async def test_obtains_serves_renews_and_keeps_across_restart(
     redirect = await off_loop(_no_follow, f"http://127.0.0.1:{ports.http}/_matrix/client/versions?x=1")
     assert redirect == (308, f"https://localhost:{ports.https}/_matrix/client/versions?x=1")
     # kept private
-    for name in ("account.key", "localhost.key", "localhost.crt"):
+    for name in ("account.key", "localhost.key", "localhost.crt", "challenge"):
         assert stat.S_IMODE((data / "certificates" / name).stat().st_mode) == 0o600
 
     # told that expiry is near: it renews in the background, and new connections get the new one
@@ -186,6 +192,8 @@ async def test_obtains_serves_renews_and_keeps_across_restart(
     assert format(again.serial_number, "x") == serial
     await asyncio.sleep(0.3)  # the background loop has looked and found nothing due
     assert second.certificates.orders == 0
+    # the challenge that worked is remembered: the admin status still names it
+    assert second.certificates.status()["challenge"] == "http-01"
 
 
 def _no_follow(url: str) -> tuple[int, str]:
@@ -345,3 +353,84 @@ async def test_a_failed_renewal_keeps_serving_the_old_certificate(
     assert record.levelno == logging.ERROR and "still serving the certificate valid until" in record.getMessage()
     served = await off_loop(peer_certificate, ports.https, tls)
     assert format(served.serial_number, "x") == serial
+
+
+@contextlib.contextmanager
+def ca_check_hangs() -> Iterator[tuple[socket.socket, int]]:
+    """A port where pebble's http-01 check connects and then waits for an answer that never comes:
+    the order stays pending at the CA."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock, sock.getsockname()[1]
+
+
+def wait_for_the_ca_check(sock: socket.socket) -> socket.socket:
+    sock.settimeout(DEADLINE_S)
+    connection, _ = sock.accept()
+    return connection
+
+
+def test_stopping_the_server_while_an_order_waits_on_the_ca_is_clean_and_quick(tmp_path: Path, ports: Ports) -> None:
+    with ca_check_hangs() as (hanging, hanging_port):
+        pebble = start_pebble(tmp_path / "pebble", http_port=hanging_port, https_port=ports.https)
+        data = tmp_path / "data"
+        cfg = tmp_path / "homeserver.toml"
+        cfg.write_text(
+            f'listen = "127.0.0.1:{free_port()}"\ndata_dir = "{data}"\npassword_hash_cost = "low"\n'
+            f'[public]\ndomain = "localhost"\nemail = "admin@example.org"\nacme_directory = "{pebble.directory}"\n'
+            f'acme_ca_files = ["{pebble.ca_file}"]\nbind = "127.0.0.1"\nhttp_port = {ports.http}\n'
+            f"https_port = {ports.https}\nfederation_port = {ports.federation}\n"
+        )
+        log = tmp_path / "server.log"
+        try:
+            with log.open("wb") as out:
+                server = subprocess.Popen(
+                    [sys.executable, "-m", "homeserver", "--config", str(cfg)],
+                    cwd=REPO_ROOT,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            try:
+                with wait_for_the_ca_check(hanging):  # the order now waits on the CA
+                    server.send_signal(signal.SIGTERM)
+                    stopped_at = time.monotonic()
+                    server.wait(SHUTDOWN_DEADLINE_S)
+                    took = time.monotonic() - stopped_at
+            finally:
+                if server.poll() is None:
+                    server.kill()
+                    server.wait()
+        finally:
+            pebble.stop()
+    text = log.read_text()
+    assert server.returncode == 0, text
+    assert took < SHUTDOWN_DEADLINE_S
+    assert "Traceback" not in text and " ERROR " not in text, text
+    # the order was abandoned: no certificate, no key, nothing half-written
+    assert sorted(p.name for p in (data / "certificates").iterdir()) == ["account.key", "acme-ca-bundle.pem"]
+
+
+async def test_an_order_abandoned_at_shutdown_withdraws_its_answer_and_its_thread_ends(
+    tmp_path: Path, ports: Ports, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="homeserver.certificates")
+    with ca_check_hangs() as (hanging, hanging_port):
+        pebble = start_pebble(tmp_path / "pebble", http_port=hanging_port, https_port=ports.https)
+        try:
+            running = await start(config(tmp_path / "data", pebble, ports))
+            certificates = running.certificates
+            with await off_loop(wait_for_the_ca_check, hanging):
+                assert len(certificates.challenges) == 1  # the http-01 answer is up while the CA looks
+                stopped_at = time.monotonic()
+                await running.runner.cleanup()
+                took = time.monotonic() - stopped_at
+        finally:
+            pebble.stop()
+    assert took < SHUTDOWN_DEADLINE_S
+    assert not [t for t in threading.enumerate() if t.name.startswith("acme-order-")]  # not left behind
+    assert certificates.challenges == {} and not certificates.tls_alpn.pending
+    assert certificates.serial is None and certificates.orders == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert "abandoned (Abandoned)" in caplog.text
+    assert not (tmp_path / "data" / "certificates" / "localhost.crt").exists()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import errno
+import logging
+import stat
+from pathlib import Path
 
+import pytest
 from acme import errors, messages
 
-from homeserver.certificates import port_problem, renewal_time, retry_delay
+from homeserver.certificates import CertificateManager, port_problem, renewal_time, retry_delay
 from homeserver.certificates.acme_order import _retry_after
 from homeserver.certificates.problems import challenge_failed, refused, unreachable
 
@@ -182,3 +186,77 @@ def test_the_alpn_offer_is_read_from_a_client_hello() -> None:
     assert offered_alpn(hello(sni)) == []
     assert offered_alpn(hello(sni + alpn)[:-5]) == []  # cut short: no offer rather than an error
     assert offered_alpn(b"") == []
+
+
+def _manager(data_dir: Path, challenge: str = "auto") -> CertificateManager:
+    from homeserver.config import PublicConfig
+
+    config = PublicConfig.model_validate({"domain": "example.org", "email": "a@example.org", "challenge": challenge})
+    return CertificateManager(config, data_dir)
+
+
+def test_the_challenge_that_worked_is_kept_across_a_restart(tmp_path: Path) -> None:
+    first = _manager(tmp_path)
+    first.load_challenge()
+    assert first.next_challenge() == "http-01" and first.status()["challenge"] is None  # nothing kept yet
+    first.remember_challenge("tls-alpn-01")  # port 80 was closed from outside; tls-alpn-01 worked
+    kept = tmp_path / "certificates" / "challenge"
+    assert kept.read_text() == "tls-alpn-01\n" and stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert sorted(p.name for p in kept.parent.iterdir()) == ["challenge"]  # no temporary file left
+    # after a restart the first renewal goes straight to tls-alpn-01, and the admin status says so
+    second = _manager(tmp_path)
+    second.load_challenge()
+    assert second.next_challenge() == "tls-alpn-01" and second.status()["challenge"] == "tls-alpn-01"
+    # the operator's setting still wins over what was kept
+    forced = _manager(tmp_path, challenge="http-01")
+    forced.load_challenge()
+    assert forced.next_challenge() == "http-01"
+    second.remember_challenge("http-01")
+    assert kept.read_text() == "http-01\n"
+
+
+@pytest.mark.parametrize("content", [b"dns-01\n", b"\xff\x00garbage", b""])
+def test_a_kept_challenge_that_is_not_one_is_ignored_with_a_log_line(
+    tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    kept = tmp_path / "certificates" / "challenge"
+    kept.parent.mkdir()
+    kept.write_bytes(content)
+    manager = _manager(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="homeserver.certificates"):
+        manager.load_challenge()
+    assert manager.last_challenge is None and manager.next_challenge() == "http-01"
+    (record,) = caplog.records
+    assert record.getMessage().startswith(f"{kept} holds ") and "not a challenge" in record.getMessage()
+    manager.remember_challenge("tls-alpn-01")  # the next order that works replaces it
+    assert kept.read_text() == "tls-alpn-01\n"
+
+
+def test_an_order_thread_that_outlives_the_event_loop_ends_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import threading
+
+    from homeserver.certificates.acme_order import Abandoned
+    from homeserver.certificates.manager import _in_thread, _on_loop
+
+    uncaught: list[object] = []
+    monkeypatch.setattr(threading, "excepthook", uncaught.append)
+    loop = asyncio.new_event_loop()
+    release, reached = threading.Event(), []
+
+    def order() -> None:
+        release.wait(10)
+        try:
+            _on_loop(loop, print, "never")  # e.g. publishing an answer once the server has stopped
+        except Abandoned:
+            reached.append("abandoned")
+            raise
+
+    outcome = _in_thread(loop, order, "acme-order-test")
+    loop.close()  # the server stopped while the order waited on the CA
+    release.set()
+    (thread,) = [t for t in threading.enumerate() if t.name == "acme-order-test"]
+    thread.join(10)
+    assert not thread.is_alive() and thread.daemon
+    assert reached == ["abandoned"] and uncaught == []  # no "Event loop is closed" traceback
+    assert not outcome.done()
