@@ -332,7 +332,15 @@ class CertificateManager:
     async def attempt(self) -> bool:
         """One renewal attempt: True when a certificate was installed; a failure is recorded."""
         try:
-            await self.renew()
+            try:
+                await self.renew()
+            except AcmeProblem:
+                raise
+            except Exception as e:
+                # not one of the CA's answers (a bug, a timeout handing the answer to the loop): logged
+                # whole, then retried like a refusal; renewals never end on it
+                log.exception("certificate for %s: the order failed unexpectedly", self.domain)
+                raise AcmeProblem(f"the order failed unexpectedly: {type(e).__name__}: {e}") from None
         except AcmeProblem as e:
             self._last_challenge_failed = e.challenge_failed
             self.failures += 1

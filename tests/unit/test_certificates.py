@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,24 @@ def test_an_order_thread_that_outlives_the_event_loop_ends_quietly(monkeypatch: 
     assert not thread.is_alive() and thread.daemon
     assert reached == ["abandoned"] and uncaught == []  # no "Event loop is closed" traceback
     assert not outcome.done()
+
+
+async def test_an_unexpected_error_in_an_order_is_a_failure_retried_not_the_end_of_renewals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = _manager(tmp_path)
+    calls = 0
+
+    async def broken() -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("handing the answer to the loop timed out")
+
+    monkeypatch.setattr(manager, "renew", broken)
+    with caplog.at_level(logging.ERROR, logger="homeserver.certificates.manager"):
+        assert await manager.attempt() is False
+        assert await manager.attempt() is False
+    assert calls == 2 and manager.failures == 2
+    assert manager.last_error is not None and "RuntimeError" in manager.last_error and "\n" not in manager.last_error
+    assert manager.next_attempt is not None and manager.next_attempt > time.time()
+    assert "Traceback" in caplog.text  # logged whole, for the bug report
