@@ -211,12 +211,18 @@ def presence(user_id: str, status_msg: str) -> Callable[[SyncResponse], Any]:
 
 async def test_presence_both_ways(synapse: RunningServer, ours: RunningServer) -> None:
     """Presence (both servers have it on) set on either server reaches the other server's user who
-    shares a room with them, as an `m.presence` EDU: each asks only its own server."""
+    shares a room with them, as an `m.presence` EDU: each asks only its own server. Presence set
+    before the rooms are shared reaches a server when it joins, without a change to carry it."""
     started = time.monotonic()
     async with user(ours, "pia") as pia, user(synapse, "quinn") as quinn:
         room_id = await create(pia, public=True)
+        sent = await pia.set_presence("online", "here before you")
+        assert isinstance(sent, PresenceSetResponse), sent
         status, answer = join_via(synapse, quinn, room_id, [ours.server_name])
         assert status == 200, answer
+        joined = time.monotonic()
+        await until(quinn, presence(pia.user_id, "here before you"), "pia's presence from before the join")
+        assert time.monotonic() - joined < 5.0, "our server told Synapse of pia's presence late"
         await until(pia, member(room_id, quinn.user_id, "join"), "quinn's join")
         sent = await pia.set_presence("online", "on our server")
         assert isinstance(sent, PresenceSetResponse), sent
