@@ -117,17 +117,20 @@ class PresenceIntroductions:
         """Tell the servers that `newly_joined` (users now joined to `room`) made new to it of our
         users there, and the servers already there of our users among `newly_joined`."""
         q = self.queries
+        ours = [u for u in newly_joined if q.is_local(u)]
+        remote_servers = {_server_of(u) for u in newly_joined if not q.is_local(u)}
+        new_servers = sorted(s for s in remote_servers if self._is_new(room, s, newly_joined))
+        if not new_servers and not ours:
+            return  # the common case, a user of a server already there: nothing more to read
         present = self.presence.present_local_users()
         if not present:
             return
-        remote_servers = {_server_of(u) for u in newly_joined if not q.is_local(u)}
-        new_servers = sorted(s for s in remote_servers if self._is_new(room, s, newly_joined))
         if new_servers:
             # 1. everyone of ours in the room, to each server new to it
             here = [u for u in present if q.is_joined(u, room)]
             for server in new_servers:
                 await self._tell(server, room, here, present)
-        newcomers = [u for u in newly_joined if u in present and q.is_joined(u, room)]
+        newcomers = [u for u in ours if u in present and q.is_joined(u, room)]
         if newcomers:
             # 2. our users who just joined, to the servers that were there already
             for server in q.servers_in_room(room):
@@ -135,8 +138,10 @@ class PresenceIntroductions:
                     await self._tell(server, room, newcomers, present)
 
     def _is_new(self, room: int, server: str, newly_joined: Collection[str]) -> bool:
-        """No user of `server` was joined before these joins (a member not among them was)."""
-        return all(u in newly_joined for u in self.queries.server_members(room, server))
+        """`server` is in the room now, and none of its users was before these joins."""
+        members = self.queries.server_members(room, server)
+        first = next(members, None)
+        return first is not None and first in newly_joined and all(u in newly_joined for u in members)
 
     def _shares_another_room(self, user_id: str, room: int, server: str) -> bool:
         return any(r != room and self.queries.server_in_room(r, server) for r in self.queries.joined_rooms(user_id))

@@ -202,3 +202,9 @@ async def test_joins_written_by_the_event_pipeline_are_introduced(pair: Pair) ->
             await intro.close()
         for presence in presences.values():
             await presence.close()
+
+
+async def test_a_server_whose_user_left_again_before_the_sending_is_not_told() -> None:
+    intro, sent = relay({1: [ALICE]}, STATES)
+    await intro.introduce(1, {"@p:peer.test"})  # joined, and left before the task ran
+    assert sent == []
