@@ -101,6 +101,18 @@ def message(room_id: str, body: str) -> Callable[[SyncResponse], Any]:
     return timeline_event(room_id, lambda e: e.get("content", {}).get("body") == body)
 
 
+def all_of(*wanted: Callable[[SyncResponse], Any]) -> Callable[[SyncResponse], Any]:
+    """Every check met, whether in one sync response or over several (events sent close together
+    can arrive in one transaction, hence in one response)."""
+    left = list(wanted)
+
+    def found(resp: SyncResponse) -> Any:
+        left[:] = [check for check in left if not check(resp)]
+        return not left
+
+    return found
+
+
 def invited(room_id: str) -> Callable[[SyncResponse], Any]:
     def found(resp: SyncResponse) -> Any:
         room = resp.rooms.invite.get(room_id)
@@ -258,8 +270,8 @@ async def test_our_user_joins_synapse_rooms(synapse: RunningServer, ours: Runnin
         await until(erin, member(by_id, erin.user_id, "join"), "erin's join in /sync")
         await send(dave, by_alias, f"dave in v{v}")
         await send(erin, by_id, f"erin in v{v}")
-        await until(carol, message(by_alias, f"dave in v{v}"), "dave's message")
-        await until(carol, message(by_id, f"erin in v{v}"), "erin's message")
+        theirs = all_of(message(by_alias, f"dave in v{v}"), message(by_id, f"erin in v{v}"))
+        await until(carol, theirs, "dave's and erin's messages")
         await send(carol, by_id, f"carol in v{v}")
         await until(erin, message(by_id, f"carol in v{v}"), "carol's message")
     report(f"b) our users join Synapse v{version} rooms by alias and by id with via", started)
