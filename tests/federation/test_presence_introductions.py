@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 
 from federation.presence import STATES_PER_EDU, PresenceIntroductions
+from homeserver.config import Config
 from homeserver.ephemeral.presence import Presence
 from homeserver.notifier import Notifier
 from homeserver.rooms.queries import RoomQueries
+from homeserver.server import HomeServer
 from tests.rooms.remote import ALICE_R, BOB_L, LOCAL, RESIDENT, Pair
 
 ALICE, BOB, CAROL, DAVE = (f"@{n}:here.test" for n in ("alice", "bob", "carol", "dave"))
@@ -208,3 +210,16 @@ async def test_a_server_whose_user_left_again_before_the_sending_is_not_told() -
     intro, sent = relay({1: [ALICE]}, STATES)
     await intro.introduce(1, {"@p:peer.test"})  # joined, and left before the task ran
     assert sent == []
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_wired_only_when_presence_is_on(tmp_path: Path, on: bool) -> None:
+    config = Config.model_validate({"data_dir": str(tmp_path), "server_name": "example.test", "presence": on})
+    hs = HomeServer(config)
+    try:
+        intro = hs.presence_introductions
+        assert (intro is not None) is on
+        hooks = hs.db.rooms.membership_hooks
+        assert any(getattr(hook, "__func__", None) is PresenceIntroductions.membership_written for hook in hooks) is on
+    finally:
+        hs.close()
