@@ -26,6 +26,7 @@ from federation.e2ee import DeviceListRelay, DeviceUpdates, LocalDeviceAnswers, 
 from federation.edus import EduRelay, EphemeralServices, edu_handlers
 from federation.keys import Notary, OldKey
 from federation.local import RoomAcls, ServiceAnswers
+from federation.presence import PresenceIntroductions
 from federation.service import Federation, FederationSettings, Outbound
 from homeserver import __version__
 from homeserver.account_data.service import AccountData
@@ -328,6 +329,7 @@ class HomeServer:
         )
         self.accounts.add_devices_deleted_listener(self.sliding_sync.devices_deleted)
         # federation: other servers, both ways (federation/); None when the config turns it off
+        self.presence_introductions: PresenceIntroductions | None = None  # made with it, presence on
         self.federation = self._federation() if config.federation.enabled else None
         self.remote_media: RemoteMediaCache | None = None  # made with `media`, when federation is on
 
@@ -485,6 +487,9 @@ class HomeServer:
         self.presence.add_change_listener(
             lambda user_id: relay.presence_changed(user_id, self.presence.content(user_id))
         )
+        if config.presence:  # a server newly sharing a room with our users hears their presence
+            self.presence_introductions = PresenceIntroductions(queries, self.presence, fed.send_edu)
+            self.db.rooms.membership_hooks.append(self.presence_introductions.membership_written)
         return fed
 
     def routes(self) -> Router:
@@ -519,6 +524,8 @@ class HomeServer:
         if self._public_runner is not None:
             await self._public_runner.cleanup()
         await self.push.delivery.close()
+        if self.presence_introductions is not None:
+            await self.presence_introductions.close()
         if self.federation is not None:
             await self.federation.close()
         self.typing.close()

@@ -249,6 +249,12 @@ class RoomStore:
         """Whether a user of `server` is joined to `room` (one key read, whatever the room's size)."""
         return next(self.store.keys(ROOM_SERVERS, u64(room) + server.encode() + SEP), None) is not None
 
+    def server_members(self, room: int, server: str) -> Iterator[str]:
+        """The users of `server` joined to `room`, in key order (stop early to read only a few)."""
+        prefix = u64(room) + server.encode() + SEP
+        for k in self.store.keys(ROOM_SERVERS, prefix):
+            yield k[len(prefix) :].decode()
+
     def set_invite_state(self, user_id: str, room: int, stripped: list[dict[str, Any]], batch: Batch) -> None:
         batch.put(INVITE_STATE, user_id.encode() + SEP + u64(room), orjson.dumps(stripped))
 

@@ -217,6 +217,18 @@ class Presence:
             out["status_msg"] = p.status_msg
         return out
 
+    def present_local_users(self) -> dict[str, int]:
+        """Our users who are not offline, with when each was last active (ms). Read from memory: a
+        user is online only after syncing or acting since start, which loads them there."""
+        if not self.enabled:
+            return {}
+        is_local = self.queries.is_local
+        return {
+            user_id: p.last_active_ts
+            for user_id, p in self._users.items()
+            if p.presence != "offline" and is_local(user_id)
+        }
+
     def event(self, user_id: str) -> dict[str, Any]:
         return {"type": "m.presence", "sender": user_id, "content": self.content(user_id)}
 

@@ -105,6 +105,14 @@ class RoomQueries:
         """Servers with at least one joined member, in storage order (sorted by name)."""
         return self._rooms.servers(room)
 
+    def server_in_room(self, room: int, server: str) -> bool:
+        """Whether a user of `server` is joined to `room` (one key read, whatever the room's size)."""
+        return self._rooms.has_server_member(room, server)
+
+    def server_members(self, room: int, server: str) -> Iterator[str]:
+        """The users of `server` joined to `room` (lazily: stop early to read only a few)."""
+        return self._rooms.server_members(room, server)
+
     # -- state -------------------------------------------------------------------------------------
 
     def current_state_event(self, room: int, event_type: str, state_key: str = "") -> Event | None:

@@ -101,6 +101,18 @@ def message(room_id: str, body: str) -> Callable[[SyncResponse], Any]:
     return timeline_event(room_id, lambda e: e.get("content", {}).get("body") == body)
 
 
+def all_of(*wanted: Callable[[SyncResponse], Any]) -> Callable[[SyncResponse], Any]:
+    """Every check met, whether in one sync response or over several (events sent close together
+    can arrive in one transaction, hence in one response)."""
+    left = list(wanted)
+
+    def found(resp: SyncResponse) -> Any:
+        left[:] = [check for check in left if not check(resp)]
+        return not left
+
+    return found
+
+
 def invited(room_id: str) -> Callable[[SyncResponse], Any]:
     def found(resp: SyncResponse) -> Any:
         room = resp.rooms.invite.get(room_id)
@@ -211,12 +223,18 @@ def presence(user_id: str, status_msg: str) -> Callable[[SyncResponse], Any]:
 
 async def test_presence_both_ways(synapse: RunningServer, ours: RunningServer) -> None:
     """Presence (both servers have it on) set on either server reaches the other server's user who
-    shares a room with them, as an `m.presence` EDU: each asks only its own server."""
+    shares a room with them, as an `m.presence` EDU: each asks only its own server. Presence set
+    before the rooms are shared reaches a server when it joins, without a change to carry it."""
     started = time.monotonic()
     async with user(ours, "pia") as pia, user(synapse, "quinn") as quinn:
         room_id = await create(pia, public=True)
+        sent = await pia.set_presence("online", "here before you")
+        assert isinstance(sent, PresenceSetResponse), sent
         status, answer = join_via(synapse, quinn, room_id, [ours.server_name])
         assert status == 200, answer
+        joined = time.monotonic()
+        await until(quinn, presence(pia.user_id, "here before you"), "pia's presence from before the join")
+        assert time.monotonic() - joined < 5.0, "our server told Synapse of pia's presence late"
         await until(pia, member(room_id, quinn.user_id, "join"), "quinn's join")
         sent = await pia.set_presence("online", "on our server")
         assert isinstance(sent, PresenceSetResponse), sent
@@ -252,8 +270,8 @@ async def test_our_user_joins_synapse_rooms(synapse: RunningServer, ours: Runnin
         await until(erin, member(by_id, erin.user_id, "join"), "erin's join in /sync")
         await send(dave, by_alias, f"dave in v{v}")
         await send(erin, by_id, f"erin in v{v}")
-        await until(carol, message(by_alias, f"dave in v{v}"), "dave's message")
-        await until(carol, message(by_id, f"erin in v{v}"), "erin's message")
+        theirs = all_of(message(by_alias, f"dave in v{v}"), message(by_id, f"erin in v{v}"))
+        await until(carol, theirs, "dave's and erin's messages")
         await send(carol, by_id, f"carol in v{v}")
         await until(erin, message(by_id, f"carol in v{v}"), "carol's message")
     report(f"b) our users join Synapse v{version} rooms by alias and by id with via", started)
