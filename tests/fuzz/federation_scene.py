@@ -187,6 +187,34 @@ def remote_join(session: requests.Session, federation_url: str, peer: FakePeer, 
     return eid
 
 
+def room_shape(client: Client, session: requests.Session, federation_url: str, scene: FederationScene) -> RoomShape:
+    """The auth events and depth an event of the peer's in the scene's room builds on."""
+    room = quote(scene.room_id, safe="")
+    state = {
+        (e["type"], e.get("state_key")): e["event_id"] for e in client.call("GET", f"/rooms/{room}/state", scene.me)
+    }
+    event = federation_call(session, federation_url, "GET", f"{FED}/v1/event/{quote(scene.event_id, safe='')}")
+    create = state[("m.room.create", "")]
+    return RoomShape(
+        room_version=scene.room_version,
+        create=None if get_room_version(scene.room_version).room_id_from_create_event else create,
+        power_levels=state[("m.room.power_levels", "")],
+        join_rules=state[("m.room.join_rules", "")],
+        depth=int(event["pdus"][0]["depth"]),
+    )
+
+
+@dataclass
+class RoomShape:
+    """What an event of the peer's in the shared room builds on."""
+
+    room_version: str
+    create: str | None  # None in rooms v12 (the create event is implied by the room id)
+    power_levels: str
+    join_rules: str
+    depth: int  # of `FederationScene.event_id`
+
+
 def build_scene(client: Client, session: requests.Session, federation_url: str, peer: FakePeer) -> FederationScene:
     me = client.register("fedfuzz")
     alias_local = "fedfuzz-room"

@@ -39,7 +39,8 @@ from schemathesis.checks import not_a_server_error
 from tests.interop.federation import LoopbackCA, start_homeserver_peer
 from tests.interop.server import RunningServer
 
-from .federation_scene import FakePeer, FederationScene, build_scene, signed_session
+from .federation_bodies import Shaper
+from .federation_scene import FakePeer, FederationScene, build_scene, room_shape, signed_session
 from .scene import Client
 
 SPEC = Path(__file__).resolve().parents[1] / "openapi" / "server-server.json"
@@ -83,6 +84,7 @@ class World:
     peer: FakePeer
     session: requests.Session  # every request signed by the peer
     scene: FederationScene
+    shaper: Shaper
     requests_sent: int = 0
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)  # (operation, status): shown with -s
 
@@ -92,10 +94,10 @@ class World:
         except OSError:
             return 0
 
-    def log_since(self, offset: int) -> str:
+    def log_since(self, offset: int, limit: int = 8000) -> str:
         with self.server.log_path.open("rb") as f:
             f.seek(offset)
-            return f.read().decode("utf-8", "replace")[-8000:]
+            return f.read().decode("utf-8", "replace")[-limit:]
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +111,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     session = signed_session(requests.Session(), peer, server.server_name, str(ca.ca_path))
     try:
         client = Client(server.base_url, requests.Session(), server.shared_secret)
-        world = World(server, peer, session, build_scene(client, session, server.federation_url, peer))
+        scene = build_scene(client, session, server.federation_url, peer)
+        shaper = Shaper(scene, peer, room_shape(client, session, server.federation_url, scene))
+        world = World(server, peer, session, scene, shaper)
         yield world
         print(f"\nschemathesis: {world.requests_sent} signed requests to {server.federation_url}")
         for (label, status), count in sorted(world.statuses.items()):
@@ -128,10 +132,11 @@ def pick(name: str, generated: Any, real: list[str]) -> Any:
 
 
 @contextmanager
-def aimed(case: schemathesis.Case, scene: FederationScene) -> Iterator[None]:
-    """Point the generated request at the scene (real path and query values, a bounded `timeout_ms`);
-    undone afterwards, as hypothesis may hand the same case over again."""
-    saved = (case.path_parameters, case.query)
+def aimed(case: schemathesis.Case, scene: FederationScene, shaper: Shaper) -> Iterator[None]:
+    """Point the generated request at the scene (real path and query values, a bounded `timeout_ms`, a
+    body shaped like the real thing three times in four); undone afterwards, as hypothesis may hand the
+    same case over again."""
+    saved = (case.path_parameters, case.query, case.body)
     values = scene.path_values()
     path_parameters = dict(case.path_parameters or {})
     for name, generated in path_parameters.items():
@@ -149,16 +154,60 @@ def aimed(case: schemathesis.Case, scene: FederationScene) -> Iterator[None]:
         if isinstance(timeout, int | str) and str(timeout).isascii() and str(timeout).isdigit():
             query["timeout_ms"] = min(int(timeout), LONG_POLL_CAP_MS)
         case.query = query
+    if isinstance(case.body, dict) and zlib.crc32(repr(case.body).encode()) % 4:
+        shape(case, shaper)
     try:
         yield
     finally:
-        case.path_parameters, case.query = saved
+        case.path_parameters, case.query, case.body = saved
+
+
+def shape(case: schemathesis.Case, shaper: Shaper) -> None:
+    """Replace a generated body by a real one with one part fuzzed (`federation_bodies`); for the
+    membership operations the path's event id is then the shaped event's, most of the time."""
+    label, body = case.operation.label, case.body
+    assert isinstance(body, dict)
+    path_parameters = dict(case.path_parameters or {})
+    new: Any
+    if label == "PUT /_matrix/federation/v1/send/{txnId}":
+        new = dict(body)
+        pdus = body.get("pdus") if isinstance(body.get("pdus"), list) and body.get("pdus") else [body]
+        edus = body.get("edus") if isinstance(body.get("edus"), list) and body.get("edus") else [body]
+        new["pdus"] = [shaper.pdu(item, str(i)) for i, item in enumerate(pdus[:5])]
+        new["edus"] = [shaper.edu(item, str(i)) for i, item in enumerate(edus[:5])]
+        if zlib.crc32(repr(body).encode()) % 3:
+            new["origin"] = shaper.peer.server_name
+    elif label in MEMBERSHIP_OPERATIONS:
+        new = shaper.membership(MEMBERSHIP_OPERATIONS[label], body)
+        eid = shaper.event_id(new)
+        if eid is not None and zlib.crc32(repr(body).encode()) % 4:
+            path_parameters["eventId"] = quote(eid, safe="")
+            path_parameters["roomId"] = quote(shaper.scene.room_id, safe="")
+    elif label == "PUT /_matrix/federation/v2/invite/{roomId}/{eventId}":
+        room_id, new = shaper.invite(body)
+        eid = shaper.event_id(new.get("event"))
+        if eid is not None and zlib.crc32(repr(body).encode()) % 4:
+            path_parameters["eventId"] = quote(eid, safe="")
+            path_parameters["roomId"] = quote(room_id, safe="")
+    else:
+        new = shaper.other(label, body)
+        if new is None:
+            return
+    case.body = new
+    case.path_parameters = path_parameters
+
+
+MEMBERSHIP_OPERATIONS = {
+    "PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}": "join",
+    "PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}": "leave",
+    "PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}": "knock",
+}
 
 
 @schema.parametrize()
 def test_no_server_error(case: schemathesis.Case, world: World) -> None:
     assert world.server.federation_url is not None
-    with aimed(case, world.scene):
+    with aimed(case, world.scene, world.shaper):
         offset = world.log_size()
         world.requests_sent += 1
         response = case.call(
@@ -174,6 +223,9 @@ def test_no_server_error(case: schemathesis.Case, world: World) -> None:
             failures.add_note(f"server log during the request:\n{world.log_since(offset) or '(nothing)'}")
             raise
         assert world.server.alive(), f"the server died; log:\n{world.server.log_tail()}"
+        # A failure the server caught and logged (a PDU or EDU handler's) is a bug all the same.
+        log = world.log_since(offset, limit=1 << 30)
+        assert "Traceback" not in log, f"the server logged a traceback:\n{log[-8000:]}"
 
 
 def test_requests_are_signed_and_accepted(world: World) -> None:
