@@ -120,7 +120,8 @@ class Shaper:
         room = self.room
         auth = [e for e in (room.create, room.power_levels) if e]
         if event_type == "m.room.member":
-            auth.append(room.join_rules)
+            if content.get("membership") in ("join", "invite", "knock"):
+                auth.append(room.join_rules)
             if sender == self.scene.peer_user:
                 auth.append(self.scene.join_event_id)
         else:
@@ -213,8 +214,9 @@ class Shaper:
             "type": "m.room.member",
             "state_key": self.scene.me.user_id,
             "content": {"membership": "invite"},
-            "prev_events": ["$fuzz-prev"],
-            "auth_events": ["$fuzz-create", "$fuzz-power", "$fuzz-member"],
+            # Events of the peer's room that we do not have (ids of the right form: 43 base64 characters).
+            "prev_events": ["$" + "P" * 43],
+            "auth_events": ["$" + "C" * 43, "$" + "L" * 43, "$" + "M" * 43],
             "depth": 5,
         }
         stripped = [
@@ -302,8 +304,12 @@ class Shaper:
 
     def other(self, label: str, generated: Any) -> Any:
         """Bodies of the operations that take plain JSON, shaped; None for the others."""
+        template = self.other_templates().get(label)
+        return None if template is None else mutate(template, generated, label)
+
+    def other_templates(self) -> dict[str, Any]:
         scene = self.scene
-        templates: dict[str, Any] = {
+        return {
             "POST /_matrix/federation/v1/get_missing_events/{roomId}": {
                 "earliest_events": [scene.join_event_id],
                 "latest_events": [scene.event_id],
@@ -324,5 +330,3 @@ class Shaper:
                 "server_keys": {self.peer.server_name: {self.peer.key_id: {"minimum_valid_until_ts": 0}}}
             },
         }
-        template = templates.get(label)
-        return None if template is None else mutate(template, generated, label)

@@ -48,7 +48,7 @@ SEED = int(os.environ.get("FUZZ_SEED", "20261207"))
 # Generated requests per operation in the fuzzing phase, on top of the spec's examples and the coverage
 # cases. Keep the file's run under about 2.5 minutes with `-n 2` on this 2-core machine. For a deeper run by
 # hand: `FUZZ_FED_MAX_EXAMPLES=500 FUZZ_SEED=7 .venv/bin/python -m pytest tests/fuzz/test_schemathesis_federation.py`.
-MAX_EXAMPLES = int(os.environ.get("FUZZ_FED_MAX_EXAMPLES", "100"))
+MAX_EXAMPLES = int(os.environ.get("FUZZ_FED_MAX_EXAMPLES", "250"))
 REQUEST_TIMEOUT_S = 30.0
 # `timeout_ms` (media still being uploaded) waits that long; a valid one is cut to this.
 LONG_POLL_CAP_MS = 50
@@ -169,7 +169,7 @@ def shape(case: schemathesis.Case, shaper: Shaper) -> None:
     assert isinstance(body, dict)
     path_parameters = dict(case.path_parameters or {})
     new: Any
-    if label == "PUT /_matrix/federation/v1/send/{txnId}":
+    if label == SEND:
         # A transaction id seen before gets the answer kept for it (spec: once per origin and id), and
         # the generator repeats a few ids a lot: a new one per body, so that the shaped PDUs are handled.
         path_parameters["txnId"] = f"fuzz{zlib.crc32(repr(body).encode())}"
@@ -188,7 +188,7 @@ def shape(case: schemathesis.Case, shaper: Shaper) -> None:
         if eid is not None and zlib.crc32(repr(body).encode()) % 4:
             path_parameters["eventId"] = quote(eid, safe="")
             path_parameters["roomId"] = quote(shaper.scene.room_id, safe="")
-    elif label == "PUT /_matrix/federation/v2/invite/{roomId}/{eventId}":
+    elif label == INVITE:
         room_id, new = shaper.invite(body)
         eid = shaper.event_id(new.get("event"))
         if eid is not None and zlib.crc32(repr(body).encode()) % 4:
@@ -202,6 +202,8 @@ def shape(case: schemathesis.Case, shaper: Shaper) -> None:
     case.path_parameters = path_parameters
 
 
+SEND = "PUT /_matrix/federation/v1/send/{txnId}"
+INVITE = "PUT /_matrix/federation/v2/invite/{roomId}/{eventId}"
 MEMBERSHIP_OPERATIONS = {
     "PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}": "join",
     "PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}": "leave",
@@ -231,6 +233,13 @@ def test_no_server_error(case: schemathesis.Case, world: World) -> None:
         # A failure the server caught and logged (a PDU or EDU handler's) is a bug all the same.
         log = world.log_since(offset, limit=1 << 30)
         assert "Traceback" not in log, f"the server logged a traceback:\n{log[-8000:]}"
+
+
+def test_shaped_operations_are_in_the_spec(world: World) -> None:
+    """A misspelt label would silently leave that operation's bodies unshaped."""
+    labels = {result.ok().label for result in schema.get_all_operations()}
+    shaped = {SEND, INVITE, *MEMBERSHIP_OPERATIONS, *world.shaper.other_templates()}
+    assert shaped - labels == set()
 
 
 def test_requests_are_signed_and_accepted(world: World) -> None:
