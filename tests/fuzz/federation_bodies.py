@@ -168,8 +168,23 @@ class Shaper:
             ),
             redaction,
             self._event(peer_user, "m.room.member", {"membership": "join", "displayname": "remote"}, peer_user),
+            # State the peer's user (power 100) may set. Not the power levels, server ACL, join rules or a
+            # tombstone: a fuzzed one could lock the peer out or close the room for every request after it.
             self._event(peer_user, "m.room.topic", {"topic": "fuzz"}, ""),
             self._event(peer_user, "m.room.name", {"name": "fuzz"}, ""),
+            self._event(peer_user, "m.room.avatar", {"url": f"mxc://{scene.server_name}/{scene.media_id}"}, ""),
+            self._event(peer_user, "m.room.history_visibility", {"history_visibility": "shared"}, ""),
+            self._event(peer_user, "m.room.guest_access", {"guest_access": "can_join"}, ""),
+            self._event(peer_user, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"}, ""),
+            self._event(peer_user, "m.room.canonical_alias", {"alias": scene.room_alias, "alt_aliases": []}, ""),
+            self._event(peer_user, "m.room.pinned_events", {"pinned": [scene.event_id]}, ""),
+            self._event(peer_user, "m.space.child", {"via": [self.peer.server_name]}, f"!kid:{self.peer.server_name}"),
+            self._event(
+                peer_user,
+                "m.room.member",
+                {"membership": "invite", "displayname": "guest"},
+                self.peer.user("guest"),
+            ),
         ]
 
     def signed(self, event: Any, generated: Any, salt: str) -> Any:

@@ -143,7 +143,7 @@ class FederationScene:
     server_name: str  # ours
     peer_name: str
     me: User  # a local user with a device, device keys and one-time keys
-    peer_user: str  # the peer's user, joined to `room_id`
+    peer_user: str  # the peer's user, joined to `room_id`, with power 100 there
     room_id: str  # public, created by `me`, joined by `peer_user` over federation
     room_alias: str
     room_version: str
@@ -238,6 +238,12 @@ def build_scene(client: Client, session: requests.Session, federation_url: str, 
     version = client.call("GET", f"/rooms/{quote(room_id, safe='')}/state/m.room.create/", me).get("room_version", "1")
     peer_user = peer.user("remote")
     join_event_id = remote_join(session, federation_url, peer, room_id, peer_user)
+    # The peer's user gets power 100, so that its (shaped, signed) state events pass the auth rules and
+    # reach the code that reads them.
+    levels_path = f"/rooms/{quote(room_id, safe='')}/state/m.room.power_levels/"
+    levels = client.call("GET", levels_path, me)
+    levels["users"] = {**levels.get("users", {}), peer_user: 100}
+    client.call("PUT", levels_path, me, levels)
     event_id = client.call(
         "PUT",
         f"/rooms/{quote(room_id, safe='')}/send/m.room.message/fedfuzz-txn",
