@@ -257,3 +257,5 @@ def test_requests_are_signed_and_accepted(world: World) -> None:
     )
     assert resp.status_code == 200, resp.text
     assert world.scene.join_event_id in resp.json()["pdu_ids"]
+    # the peer's key came from the peer itself, over TLS
+    assert any(seen.startswith("GET /_matrix/key/v2/server") for seen in world.peer.requests_seen)
