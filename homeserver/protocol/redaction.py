@@ -90,8 +90,9 @@ def redact(event: Mapping[str, Any], room_version: str | RoomVersion) -> dict[st
         # Malformed content is dropped; format checks reject such events elsewhere.
         out["content"] = {}
         return out
-    allowed = content_rules.get(event_type) if isinstance(event_type, str) else frozenset()
-    if event_type in content_rules and allowed is None:
+    # A `type` that is not a string (a list, an object: unhashable) keeps no content, like an unknown type.
+    allowed = content_rules.get(event_type, frozenset()) if isinstance(event_type, str) else frozenset()
+    if allowed is None:
         out["content"] = dict(content)
         return out
     new_content = {k: v for k, v in content.items() if allowed and k in allowed}

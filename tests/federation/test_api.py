@@ -238,3 +238,28 @@ async def test_transactions_over_http(client: Any, pair: Pair) -> None:
     assert (status, err["errcode"]) == (400, "M_TOO_LARGE")
     status, err = await call(client, pair, "PUT", "/_matrix/federation/v1/send/t3", {"pdus": "nope"})
     assert (status, err["errcode"]) == (400, "M_BAD_JSON")
+
+
+@pytest.mark.parametrize("event_type", [["m.room.message"], {"m.room.message": 1}])
+async def test_a_pdu_whose_type_is_not_a_string_is_refused_alone(client: Any, pair: Pair, event_type: Any) -> None:
+    """A PDU in a room we are in whose `type` is a list or an object (unhashable: it once broke the
+    redaction algorithm when the event id was computed, a 500 for the whole transaction) gets its own
+    error, and the transaction's other PDUs their answers."""
+    room_id = await pair.room("10")
+    odd: dict[str, Any] = {
+        "room_id": room_id,
+        "sender": BOB_L,
+        "type": event_type,
+        "content": {"body": "odd"},
+        "depth": 3,
+        "prev_events": [],
+        "auth_events": [],
+        "origin_server_ts": 1,
+        "hashes": {"sha256": "x"},
+        "signatures": {},
+    }
+    plain = {**odd, "type": "m.room.message"}
+    body = {"origin": LOCAL, "origin_server_ts": 1, "pdus": [odd, plain]}
+    status, result = await call(client, pair, "PUT", "/_matrix/federation/v1/send/t-odd", body)
+    assert status == 200
+    assert len(result["pdus"]) == 2 and all("error" in r for r in result["pdus"].values())
