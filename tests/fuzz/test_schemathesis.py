@@ -31,20 +31,18 @@ from urllib.parse import quote
 import pytest
 import requests
 import schemathesis
-from schemathesis.checks import not_a_server_error
 
 from tests.interop.server import RunningServer, start_homeserver
 
+from .common import REQUEST_TIMEOUT_S, check_answer, fuzz_config, log_size
 from .scene import Client, Scene
 
 SPEC = Path(__file__).resolve().parents[1] / "openapi" / "client-server.json"
-SEED = int(os.environ.get("FUZZ_SEED", "20261207"))
 # Generated requests per operation in the fuzzing phase, on top of the spec's examples and the coverage
 # cases (~6,200 requests in all). The budget: 100 makes 20,616 requests, with `-n 2` on this 2-core
 # machine 1 min 15 s when quiet and 1 min 50 s while other work ran; keep it under about 3 minutes. For a
 # deeper run by hand: `FUZZ_MAX_EXAMPLES=300 FUZZ_SEED=7 .venv/bin/python -m pytest -n 2 tests/fuzz`.
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "100"))
-REQUEST_TIMEOUT_S = 30.0
 # Long polls (`/sync`, `/events`) wait up to `timeout` ms when there is nothing new; a valid timeout is
 # cut to this so that the run stays bounded. Invalid ones (negative, not a number) are sent as generated.
 LONG_POLL_CAP_MS = 50
@@ -75,31 +73,7 @@ AS_ADMIN = {
     "GET /_matrix/client/v3/admin/whois/{userId}",
 }
 
-CONFIG = schemathesis.Config.from_dict(
-    {
-        "seed": SEED,
-        "suppress-health-check": ["all"],  # slow generation on big schemas is expected, not a failure
-        "generation": {
-            "mode": "all",  # valid and invalid requests
-            "max-examples": MAX_EXAMPLES,
-            "database": "none",  # no replay of earlier runs' failures: same seed, same requests
-            "with-security-parameters": False,  # the token is ours (`Scene.me`), not generated
-        },
-        # Schemathesis learns from responses by default (ids seen in answers, error messages); answers hold
-        # ids the server draws at random, so that would make the requests differ from run to run.
-        "phases": {
-            "examples": {"extra-data-sources": {"responses": False}},
-            "coverage": {"extra-data-sources": {"responses": False}},
-            "fuzzing": {"extra-data-sources": {"responses": False}, "error-feedback": {"enabled": False}},
-            "stateful": {"enabled": False},
-        },
-        "checks": {"enabled": False, "not_a_server_error": {"enabled": True}},
-        "request-timeout": REQUEST_TIMEOUT_S,
-        # The reproduction must show the exact request (keys, tokens of throwaway users included).
-        "output": {"sanitization": {"enabled": False}},
-    }
-)
-schema = schemathesis.openapi.from_path(SPEC, config=CONFIG)
+schema = schemathesis.openapi.from_path(SPEC, config=fuzz_config(MAX_EXAMPLES))
 
 
 @dataclass
@@ -108,17 +82,6 @@ class World:
     client: Client
     scene: Scene
     requests_sent: int = 0
-
-    def log_size(self) -> int:
-        try:
-            return self.server.log_path.stat().st_size
-        except OSError:
-            return 0
-
-    def log_since(self, offset: int) -> str:
-        with self.server.log_path.open("rb") as f:
-            f.seek(offset)
-            return f.read().decode("utf-8", "replace")[-8000:]
 
 
 @pytest.fixture(scope="session")
@@ -177,21 +140,15 @@ def test_no_server_error(case: schemathesis.Case, world: World) -> None:
     label = case.operation.label
     scene = world.client.scene(admin=label in AS_ADMIN) if label in OWN_SCENE | AS_ADMIN else world.scene
     with aimed(case, scene):
-        offset = world.log_size()
+        offset = log_size(world.server)
         world.requests_sent += 1
         response = case.call(
             base_url=world.server.base_url,
             session=world.client.session,
-            headers=scene.me.headers,  # the scene's user; security parameters are not generated (CONFIG)
+            headers=scene.me.headers,  # the scene's user; security parameters are not generated (fuzz_config)
             timeout=REQUEST_TIMEOUT_S,
         )
-        try:
-            case.validate_response(response, checks=[not_a_server_error])
-        except BaseException as failures:  # schemathesis's FailureGroup is a BaseExceptionGroup
-            # The traceback `guard` logged for this request, shown below the reproduction.
-            failures.add_note(f"server log during the request:\n{world.log_since(offset) or '(nothing)'}")
-            raise
-        assert world.server.alive(), f"the server died; log:\n{world.server.log_tail()}"
+        check_answer(case, response, world.server, offset)
 
 
 def test_special_operations_are_in_the_spec() -> None:

@@ -37,49 +37,25 @@ from urllib.parse import quote
 import pytest
 import requests
 import schemathesis
-from schemathesis.checks import not_a_server_error
 
 from tests.interop.federation import LoopbackCA, start_homeserver_peer
 from tests.interop.server import RunningServer
 
+from .common import REQUEST_TIMEOUT_S, check_answer, fuzz_config, log_since, log_size
 from .federation_bodies import Shaper
 from .federation_scene import FakePeer, FederationScene, build_scene, room_shape, signed_session
 from .scene import Client
 
 SPEC = Path(__file__).resolve().parents[1] / "openapi" / "server-server.json"
-SEED = int(os.environ.get("FUZZ_SEED", "20261207"))
 # Generated requests per operation in the fuzzing phase, on top of the spec's examples and the coverage
 # cases: 250 makes 9,634 requests, 1 min 21 s with `-n 2` on this 2-core machine (2 min 6 s in one
 # process); keep the file's run under about 2.5 minutes. For a deeper run by hand:
 # `FUZZ_FED_MAX_EXAMPLES=600 FUZZ_SEED=7 .venv/bin/python -m pytest -n 2 tests/fuzz/test_schemathesis_federation.py`.
 MAX_EXAMPLES = int(os.environ.get("FUZZ_FED_MAX_EXAMPLES", "250"))
-REQUEST_TIMEOUT_S = 30.0
 # `timeout_ms` (media still being uploaded) waits that long; a valid one is cut to this.
 LONG_POLL_CAP_MS = 50
 
-CONFIG = schemathesis.Config.from_dict(
-    {
-        "seed": SEED,
-        "suppress-health-check": ["all"],
-        "generation": {
-            "mode": "all",  # valid and invalid requests
-            "max-examples": MAX_EXAMPLES,
-            "database": "none",  # same seed, same requests
-            "with-security-parameters": False,  # the X-Matrix header is ours (`XMatrixAuth`), not generated
-        },
-        # No learning from answers: they hold ids drawn at random, which would make runs differ.
-        "phases": {
-            "examples": {"extra-data-sources": {"responses": False}},
-            "coverage": {"extra-data-sources": {"responses": False}},
-            "fuzzing": {"extra-data-sources": {"responses": False}, "error-feedback": {"enabled": False}},
-            "stateful": {"enabled": False},
-        },
-        "checks": {"enabled": False, "not_a_server_error": {"enabled": True}},
-        "request-timeout": REQUEST_TIMEOUT_S,
-        "output": {"sanitization": {"enabled": False}},
-    }
-)
-schema = schemathesis.openapi.from_path(SPEC, config=CONFIG)
+schema = schemathesis.openapi.from_path(SPEC, config=fuzz_config(MAX_EXAMPLES))
 
 
 @dataclass
@@ -91,17 +67,6 @@ class World:
     shaper: Shaper
     requests_sent: int = 0
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)  # (operation, status): shown with -s
-
-    def log_size(self) -> int:
-        try:
-            return self.server.log_path.stat().st_size
-        except OSError:
-            return 0
-
-    def log_since(self, offset: int, limit: int = 8000) -> str:
-        with self.server.log_path.open("rb") as f:
-            f.seek(offset)
-            return f.read().decode("utf-8", "replace")[-limit:]
 
 
 @pytest.fixture(scope="session")
@@ -219,7 +184,7 @@ MEMBERSHIP_OPERATIONS = {
 def test_no_server_error(case: schemathesis.Case, world: World) -> None:
     assert world.server.federation_url is not None
     with aimed(case, world.scene, world.shaper):
-        offset = world.log_size()
+        offset = log_size(world.server)
         world.requests_sent += 1
         response = case.call(
             base_url=world.server.federation_url,
@@ -228,14 +193,9 @@ def test_no_server_error(case: schemathesis.Case, world: World) -> None:
             timeout=REQUEST_TIMEOUT_S,
         )
         world.statuses[(case.operation.label, response.status_code)] += 1
-        try:
-            case.validate_response(response, checks=[not_a_server_error])
-        except BaseException as failures:  # schemathesis's FailureGroup is a BaseExceptionGroup
-            failures.add_note(f"server log during the request:\n{world.log_since(offset) or '(nothing)'}")
-            raise
-        assert world.server.alive(), f"the server died; log:\n{world.server.log_tail()}"
+        check_answer(case, response, world.server, offset)
         # A failure the server caught and logged (a PDU or EDU handler's) is a bug all the same.
-        log = world.log_since(offset, limit=1 << 30)
+        log = log_since(world.server, offset, limit=1 << 30)
         assert "Traceback" not in log, f"the server logged a traceback:\n{log[-8000:]}"
 
 
